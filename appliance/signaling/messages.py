@@ -1,0 +1,170 @@
+"""Wire format of Twilio's signaling protocol ("PStream"): pure encode and decode.
+
+Every frame is one JSON text message ``{"type", "version", "payload"}``
+(signaling-protocol.md §2.1); a frame that is exactly ``"\\n"`` is a heartbeat.
+Clients send version ``"1.6"`` (the 2.x dialect); gateways send ``""`` and
+nobody checks the inbound version. Wire names (``callsid``, ``sdp``...) are kept
+as they are here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+from urllib.parse import quote, unquote_plus
+
+from appliance.errors import RemoteProtocolError
+
+__all__ = [
+    "GATEWAY_VERSION",
+    "HEARTBEAT",
+    "PROTOCOL_VERSION",
+    "Message",
+    "MessageType",
+    "decode",
+    "decode_params",
+    "encode",
+    "encode_params",
+]
+
+PROTOCOL_VERSION = "1.6"
+GATEWAY_VERSION = ""
+HEARTBEAT = "\n"
+
+
+class MessageType(StrEnum):
+    """Every message type of the protocol (signaling-protocol.md §2.2, §2.3)."""
+
+    # client -> gateway
+    LISTEN = "listen"
+    REGISTER = "register"
+    REINVITE = "reinvite"
+    REJECT = "reject"
+    DTMF = "dtmf"
+    # both directions
+    INVITE = "invite"
+    ANSWER = "answer"
+    HANGUP = "hangup"
+    MESSAGE = "message"
+    # gateway -> client
+    CONNECTED = "connected"
+    READY = "ready"
+    OFFLINE = "offline"
+    RINGING = "ringing"
+    CANCEL = "cancel"
+    ERROR = "error"
+    CLOSE = "close"
+    ACK = "ack"
+    # legacy, forwarded but unused (§2.3)
+    CANDIDATE = "candidate"
+    PRESENCE = "presence"
+    ROSTER = "roster"
+
+
+# Payload keys without which a message cannot be acted upon. A missing key is a
+# RemoteProtocolError (31400), as the SDK does for an invite without sdp.
+_REQUIRED: dict[MessageType, tuple[str, ...]] = {
+    MessageType.LISTEN: ("token",),
+    MessageType.REGISTER: ("media",),
+    MessageType.INVITE: ("callsid", "sdp"),
+    MessageType.ANSWER: ("callsid", "sdp"),
+    MessageType.REINVITE: ("callsid", "sdp"),
+    MessageType.REJECT: ("callsid",),
+    MessageType.HANGUP: ("callsid",),
+    MessageType.DTMF: ("callsid", "dtmf"),
+    MessageType.MESSAGE: ("callsid", "content"),
+    MessageType.RINGING: ("callsid",),
+    MessageType.CANCEL: ("callsid",),
+    MessageType.ERROR: ("error",),
+    MessageType.ACK: ("callsid",),
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One signaling frame."""
+
+    type: MessageType
+    payload: dict[str, Any] = field(default_factory=dict)
+    version: str = PROTOCOL_VERSION
+
+    @property
+    def callsid(self) -> str | None:
+        """The ``callsid`` of the payload, if any."""
+        value = self.payload.get("callsid")
+        return value if isinstance(value, str) else None
+
+
+def encode(message: Message) -> str:
+    """Serialise a message to the JSON text of one WebSocket frame."""
+    return json.dumps(
+        {
+            "type": str(message.type),
+            "version": message.version,
+            "payload": message.payload,
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode(text: str) -> Message:
+    """Parse one frame (not a heartbeat) into a :class:`Message`.
+
+    Raises:
+        RemoteProtocolError: the frame is not JSON, has an unknown type, or lacks
+            a payload key the type requires.
+    """
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise RemoteProtocolError(message="frame is not JSON") from exc
+    if not isinstance(data, dict):
+        raise RemoteProtocolError(message="frame is not a JSON object")
+    try:
+        kind = MessageType(str(data.get("type")))
+    except ValueError as exc:
+        raise RemoteProtocolError(
+            message=f"unknown message type {data.get('type')!r}"
+        ) from exc
+    payload = data.get("payload")
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise RemoteProtocolError(message=f"{kind} payload is not an object")
+    missing = [key for key in _REQUIRED.get(kind, ()) if payload.get(key) is None]
+    if missing:
+        raise RemoteProtocolError(
+            message=f"malformed {kind}: missing {', '.join(missing)}",
+            call_sid=payload.get("callsid")
+            if isinstance(payload.get("callsid"), str)
+            else None,
+        )
+    version = data.get("version")
+    return Message(kind, payload, version if isinstance(version, str) else "")
+
+
+# encodeURIComponent leaves these unescaped; the SDK builds twilio.params with it
+# (signaling-protocol.md §5, "Params").
+_URI_COMPONENT_SAFE = "-_.!~*'()"
+
+
+def encode_params(params: dict[str, Any]) -> str:
+    """Encode connect() params the way the SDK does: ``k=v`` joined by ``&``."""
+    return "&".join(
+        f"{quote(str(k), safe=_URI_COMPONENT_SAFE)}="
+        f"{quote(str(v), safe=_URI_COMPONENT_SAFE)}"
+        for k, v in params.items()
+    )
+
+
+def decode_params(text: str) -> dict[str, str]:
+    """Decode url-encoded params (``Params`` of an invite), ``+`` meaning space."""
+    result: dict[str, str] = {}
+    for part in text.split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        result[unquote_plus(key)] = unquote_plus(value)
+    return result
