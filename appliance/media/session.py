@@ -1,0 +1,644 @@
+"""One call's WebRTC media: an aiortc RTCPeerConnection between a source and a sink.
+
+A :class:`MediaSession` owns one ``RTCPeerConnection`` with one audio
+transceiver (sendrecv). It sends what an :class:`~appliance.media.audio.AudioSource`
+produces and writes what it receives, decoded and converted to 48 kHz mono
+int16, to an :class:`~appliance.media.audio.AudioSink`. SDP is exchanged whole
+(no trickle ICE): :meth:`MediaSession.create_offer` and
+:meth:`MediaSession.accept_offer` return descriptions that already carry every
+candidate, as Twilio's ``invite``/``answer`` messages expect
+(signaling-protocol.md §2).
+
+What this module adds to aiortc 1.16 / aioice 0.13:
+
+* ICE host candidates restricted to configured addresses (aioice has no
+  option; it also never offers 127.0.0.1, which the tests need), by wrapping
+  ``aioice.ice.get_host_addresses`` with a context variable set only while
+  *this* session gathers.
+* No default STUN server: aiortc falls back to a public Google STUN server
+  when ``iceServers`` is None, so we always pass a list.
+* DSCP EF (46) on the media socket (RFC 8837 §5; RFC 4594 "Telephony"). With
+  BUNDLE and rtcp-mux one UDP socket carries STUN, DTLS, RTP and RTCP, so one
+  ``IP_TOS``/``IPV6_TCLASS`` mark covers the call. aioice keeps its sockets in
+  private attributes; the path is guarded and a miss is only a warning.
+* Codec preference order, mute, input/output levels on Twilio's 0..1 scale
+  (``appliance.media.levels``) and a flat :class:`MediaStats`.
+
+What aiortc lacks, and where the fix goes (anchors.md §6):
+
+* **No DTMF sender**: no ``telephone-event`` codec (RFC 4733) and no
+  RTCDTMFSender. Digits go by signaling (Twilio's own fallback, the ``dtmf``
+  message) outside this module; in-band Q.23 tones (``appliance.media.tones``)
+  will be mixed into the send track *here*.
+* **No AEC/NS/AGC**: not fixed here. Echo cancellation needs the far-end
+  reference next to the capture, so it belongs in the audio backend (WebRTC
+  APM or the handset codec's DSP), before the source.
+* **Jitter-buffer growth**: aiortc's receiver has a fixed 16-packet buffer and
+  hands decoded frames to an unbounded queue, so latency can only grow when
+  the sink runs slower than the sender. The receive pump *here* will bound it
+  (drop or time-stretch when too much audio is queued).
+* **No PLC**: lost packets simply vanish from the timeline. The receive pump
+  *here* will watch ``frame.pts`` for gaps and fill them (silence or Opus
+  concealment) so the sink keeps a steady clock.
+* **Opus level**: aiortc's Opus encoder upmixes our mono frames to stereo
+  with FFmpeg's -3 dB centre mix, so the far end hears us 3 dB quieter
+  (measured: -15 dBFS sent, -18 dBFS received aiortc to aiortc; PCMU is
+  transparent). Sending L=R stereo frames from the send track would avoid it.
+
+Threading: everything runs on the event loop. aiortc event handlers only
+translate (start the receive pump, schedule ``on_failed``); the work is in
+tasks that :meth:`MediaSession.close` cancels and awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import fractions
+import ipaddress
+import logging
+import re
+import socket
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aioice.ice
+import av
+import numpy as np
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from appliance.errors import AudioDeviceError, ConfigError, NegotiationError
+from appliance.media.audio import (
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    AudioSink,
+    AudioSource,
+    Samples,
+)
+from appliance.media.devices import FramePacer
+from appliance.media.levels import level_from_dbfs, rms_dbfs
+
+__all__ = [
+    "DSCP_EF_TOS",
+    "IceServer",
+    "MediaConfig",
+    "MediaSession",
+    "MediaStats",
+    "supported_codecs",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The DS byte for Expedited Forwarding: DSCP 46 << 2 (RFC 3246, RFC 8837 §5).
+DSCP_EF_TOS = 0xB8
+
+_TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+
+# Addresses the current task may gather host candidates on; None = aioice's own
+# choice. A ContextVar, not a global, so two sessions gathering at the same
+# time (the exchange bridging two legs) cannot see each other's setting.
+_HOST_ADDRESSES: contextvars.ContextVar[tuple[str, ...] | None] = (
+    contextvars.ContextVar("appliance_ice_host_addresses", default=None)
+)
+
+_HOOK_MARK = "_appliance_host_address_hook"
+
+
+def _install_host_address_hook() -> None:
+    """Wrap ``aioice.ice.get_host_addresses`` once (idempotent)."""
+    original = aioice.ice.get_host_addresses
+    if getattr(original, _HOOK_MARK, False):
+        return
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        wanted = _HOST_ADDRESSES.get()
+        if wanted is None:
+            return original(use_ipv4, use_ipv6)
+        chosen = []
+        for address in wanted:
+            version = ipaddress.ip_address(address).version
+            if (version == 4 and use_ipv4) or (version == 6 and use_ipv6):
+                chosen.append(address)
+        return chosen
+
+    setattr(get_host_addresses, _HOOK_MARK, True)
+    # aioice looks the function up as a module global at gathering time
+    # (Connection.gather_candidates), so replacing the module attribute works.
+    aioice.ice.get_host_addresses = get_host_addresses
+
+
+def supported_codecs() -> tuple[str, ...]:
+    """Return the audio codec names aiortc can negotiate (mime subtypes)."""
+    return tuple(
+        codec.mimeType.split("/", 1)[1]
+        for codec in RTCRtpSender.getCapabilities("audio").codecs
+    )
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """A STUN or TURN server (``stun:host:port``, ``turn:host:port?transport=udp``)."""
+
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            raise ConfigError("ice_servers.urls", "needs at least one URL")
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    """How a :class:`MediaSession` negotiates and sends.
+
+    Attributes:
+        ice_servers: STUN/TURN servers; ``()`` means none at all (never
+            aiortc's default public STUN server).
+        local_addresses: restrict ICE host candidates to these IP addresses
+            (tests use ``("127.0.0.1",)``); None lets aioice enumerate the
+            interfaces (it skips loopback).
+        codecs: offered codecs in preference order, by mime subtype,
+            case-insensitive ("opus", "PCMU", "PCMA", "G722").
+        dscp: mark the media socket EF (DSCP 46) after gathering.
+
+    Raises:
+        ConfigError: an address is not an IP address, or a codec is unknown.
+    """
+
+    ice_servers: tuple[IceServer, ...] = ()
+    local_addresses: tuple[str, ...] | None = None
+    codecs: tuple[str, ...] = ("opus", "PCMU")
+    dscp: bool = True
+
+    def __post_init__(self) -> None:
+        for address in self.local_addresses or ():
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ConfigError(
+                    "local_addresses", f"{address!r} is not an IP address"
+                ) from None
+        if not self.codecs:
+            raise ConfigError("codecs", "needs at least one codec")
+        known = {name.lower() for name in supported_codecs()}
+        for name in self.codecs:
+            if name.lower() not in known:
+                raise ConfigError(
+                    "codecs",
+                    f"unsupported codec {name!r} (supported: "
+                    f"{', '.join(supported_codecs())})",
+                )
+
+
+@dataclass(frozen=True)
+class MediaStats:
+    """Counters of the call so far, flattened from ``RTCPeerConnection.getStats()``.
+
+    Attributes:
+        packets_sent: RTP packets sent.
+        packets_received: RTP packets received.
+        packets_lost: packets the remote stream lost (from sequence numbers).
+        jitter_s: inter-arrival jitter of the received stream in seconds
+            (RFC 3550 §6.4.1, converted from RTP clock units).
+        rtt_s: round-trip time from the peer's RTCP receiver reports, or None
+            before the first one.
+    """
+
+    packets_sent: int = 0
+    packets_received: int = 0
+    packets_lost: int = 0
+    jitter_s: float = 0.0
+    rtt_s: float | None = None
+
+
+class _Meters:
+    """State shared between the session, its send track and its receive pump."""
+
+    def __init__(self) -> None:
+        self.muted = False
+        self.input_level = 0.0
+        self.output_level = 0.0
+
+
+class _SourceTrack(MediaStreamTrack):
+    """The send track: reads the source, applies mute, makes ``AudioFrame``s."""
+
+    kind = "audio"
+
+    def __init__(self, source: AudioSource, meters: _Meters) -> None:
+        super().__init__()
+        self._source = source
+        self._meters = meters
+        self._pts = 0
+        # Paces silence once the source has failed; None while it works.
+        self._fallback: FramePacer | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        samples = await self._read()
+        self._meters.input_level = level_from_dbfs(rms_dbfs(samples))
+        if self._meters.muted:
+            # Muted means the peer gets digital silence; the source is still
+            # read so its pacing (and a sound card's buffer) keeps going.
+            samples = np.zeros_like(samples)
+        frame = av.AudioFrame.from_ndarray(
+            samples.reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = SAMPLE_RATE
+        frame.time_base = _TIME_BASE
+        frame.pts = self._pts
+        self._pts += samples.shape[0]
+        return frame
+
+    async def _read(self) -> Samples:
+        if self._fallback is None:
+            try:
+                return await self._source.read_frame()
+            except AudioDeviceError as exc:
+                # Keep the call up with silence rather than ending the RTP
+                # stream: the user can still hear the far end.
+                logger.warning("audio source failed, sending silence: %s", exc)
+                self._fallback = FramePacer()
+        await self._fallback.wait()
+        return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+
+_CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) \d+ ", re.MULTILINE)
+_AUDIO_MLINE = re.compile(r"^m=audio \d+ \S+ (\d+)", re.MULTILINE)
+_STATIC_PAYLOADS = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 9: ("G722", 8000)}
+
+
+def _first_audio_codec(sdp: str) -> tuple[str, int] | None:
+    """Return (mime subtype, RTP clock rate) of the first audio payload type.
+
+    In an answer the first payload type is the one both sides send
+    (RFC 3264 §6.1), which is also what aiortc's sender picks.
+    """
+    match = _AUDIO_MLINE.search(sdp)
+    if match is None:
+        return None
+    payload_type = int(match.group(1))
+    rtpmap = re.search(
+        rf"^a=rtpmap:{payload_type} ([^/\s]+)/(\d+)", sdp, flags=re.MULTILINE
+    )
+    if rtpmap is not None:
+        return rtpmap.group(1), int(rtpmap.group(2))
+    return _STATIC_PAYLOADS.get(payload_type)
+
+
+class MediaSession:
+    """The media of one call over one aiortc ``RTCPeerConnection``.
+
+    Use either :meth:`create_offer` then :meth:`apply_answer` (outgoing call),
+    or :meth:`accept_offer` (incoming call); then :meth:`close` exactly when
+    the call ends (it is idempotent). The session owns ``source`` and
+    ``sink`` from construction on and closes them in :meth:`close`.
+
+    Args:
+        config: negotiation and network settings.
+        source: what to send (e.g. the handset microphone).
+        sink: where received audio goes (e.g. the handset earpiece).
+        on_failed: called once, from the event loop, if the connection fails
+            (ICE or DTLS); the owner should then end the call.
+
+    Example::
+
+        session = MediaSession(MediaConfig(), open_source("alsa:mic"),
+                               open_sink("alsa:earpiece"))
+        answer_sdp = await session.accept_offer(offer_sdp)
+        ...
+        await session.close()
+    """
+
+    def __init__(
+        self,
+        config: MediaConfig,
+        source: AudioSource,
+        sink: AudioSink,
+        *,
+        on_failed: Callable[[], None] | None = None,
+    ) -> None:
+        _install_host_address_hook()
+        self.config = config
+        self._source = source
+        self._sink = sink
+        self._on_failed = on_failed
+        self._meters = _Meters()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._receiving = False
+        self._failed_reported = False
+        self._closed = False
+        self._close_done = asyncio.Event()
+        self._codec: str | None = None
+        self._clock_rate = SAMPLE_RATE
+        self._last_stats = MediaStats()
+
+        servers = [
+            RTCIceServer(
+                urls=list(server.urls),
+                username=server.username,
+                credential=server.credential,
+            )
+            for server in config.ice_servers
+        ]
+        # Always a list: iceServers=None would make aiortc use a public STUN
+        # server (stun.l.google.com), which must never happen implicitly.
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        self._track = _SourceTrack(source, self._meters)
+        self._transceiver = self._pc.addTransceiver(self._track, direction="sendrecv")
+        self._transceiver.setCodecPreferences(self._codec_preferences(config.codecs))
+        self._pc.on("track", self._on_track)
+        self._pc.on("connectionstatechange", self._on_connection_state)
+
+    # -- negotiation -------------------------------------------------------
+
+    async def create_offer(self) -> str:
+        """Create the local offer, gather candidates and return the whole SDP.
+
+        Raises:
+            NegotiationError: (53400) the session is closed or the offer could
+                not be created or applied.
+        """
+        self._check_open()
+        try:
+            offer = await self._pc.createOffer()
+            await self._set_local(offer)
+        except NegotiationError:
+            raise
+        except Exception as exc:  # aiortc raises assorted types
+            raise NegotiationError(53400, f"cannot create offer: {exc}") from exc
+        return self._local_sdp()
+
+    async def apply_answer(self, sdp: str) -> None:
+        """Apply the remote answer to our offer; media starts flowing after this.
+
+        Raises:
+            NegotiationError: (53402) the answer is malformed, has no common
+                codec, or does not fit the current state.
+        """
+        self._check_open(code=53402)
+        try:
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
+        except Exception as exc:
+            # aiortc's SDP parser raises whatever built-in exception bad input
+            # provokes (ValueError, KeyError, IndexError...), plus its own
+            # W3C-named errors: all of them mean "cannot apply".
+            raise NegotiationError(53402, f"cannot apply answer: {exc}") from exc
+        self._remember_codec(sdp)
+
+    async def accept_offer(self, sdp: str) -> str:
+        """Apply a remote offer and return our complete answer SDP.
+
+        Raises:
+            NegotiationError: 53402 if the offer cannot be applied (malformed,
+                no common codec), 53400 if the answer cannot be created.
+        """
+        self._check_open(code=53402)
+        try:
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+        except Exception as exc:  # see apply_answer
+            raise NegotiationError(53402, f"cannot apply offer: {exc}") from exc
+        try:
+            answer = await self._pc.createAnswer()
+            await self._set_local(answer)
+        except Exception as exc:  # see apply_answer
+            raise NegotiationError(53400, f"cannot create answer: {exc}") from exc
+        local = self._local_sdp()
+        self._remember_codec(local)
+        return local
+
+    async def _set_local(self, description: RTCSessionDescription) -> None:
+        token = _HOST_ADDRESSES.set(self.config.local_addresses)
+        try:
+            # Candidate gathering happens inside setLocalDescription; the
+            # tasks aiortc spawns for it copy this context.
+            await self._pc.setLocalDescription(description)
+        finally:
+            _HOST_ADDRESSES.reset(token)
+        if self.config.dscp:
+            # Sockets exist now, before any connectivity check is sent:
+            # aiortc only schedules its connect task, which has not run yet.
+            self._mark_sockets(DSCP_EF_TOS)
+
+    def _local_sdp(self) -> str:
+        description = self._pc.localDescription
+        if description is None:
+            raise NegotiationError(53400, "no local description")
+        return description.sdp
+
+    def _remember_codec(self, answer_sdp: str) -> None:
+        found = _first_audio_codec(answer_sdp)
+        if found is not None:
+            self._codec, self._clock_rate = found
+            logger.debug("negotiated %s/%d", self._codec, self._clock_rate)
+
+    def _check_open(self, code: int = 53400) -> None:
+        if self._closed:
+            raise NegotiationError(code, "the media session is closed")
+
+    @staticmethod
+    def _codec_preferences(names: tuple[str, ...]) -> list[Any]:
+        capabilities = RTCRtpSender.getCapabilities("audio").codecs
+        preferred = []
+        for name in names:
+            for codec in capabilities:
+                if codec.mimeType.split("/", 1)[1].lower() == name.lower():
+                    preferred.append(codec)
+        return preferred
+
+    # -- DSCP --------------------------------------------------------------
+
+    def _ice_sockets(self) -> Iterator[Any]:
+        """Yield the UDP/TCP sockets of this session's ICE connection(s).
+
+        Walks private attributes of aiortc 1.16 / aioice 0.13
+        (``RTCIceGatherer._connection._protocols``); yields nothing, with a
+        warning, if they have moved.
+        """
+        for transceiver in self._pc.getTransceivers():
+            ice_transport = getattr(transceiver.sender.transport, "transport", None)
+            gatherer = getattr(ice_transport, "iceGatherer", None)
+            connection = getattr(gatherer, "_connection", None)
+            protocols = getattr(connection, "_protocols", None)
+            if protocols is None:
+                logger.warning(
+                    "cannot reach aioice sockets (aiortc internals changed?); "
+                    "media is sent without DSCP marking"
+                )
+                continue
+            for protocol in protocols:
+                transport = getattr(protocol, "transport", None)
+                if transport is None:
+                    continue
+                sock = transport.get_extra_info("socket")
+                if sock is None:
+                    # A TURN relay: the real socket belongs to the inner
+                    # client protocol of aioice's TurnTransport.
+                    inner = getattr(transport, "_TurnTransport__inner_protocol", None)
+                    inner_transport = getattr(inner, "transport", None)
+                    if inner_transport is not None:
+                        sock = inner_transport.get_extra_info("socket")
+                if sock is not None:
+                    yield sock
+
+    def _mark_sockets(self, tos: int) -> None:
+        for sock in self._ice_sockets():
+            try:
+                if sock.family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
+                else:
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+            except OSError as exc:
+                logger.warning("cannot set DSCP on %s: %s", sock.getsockname(), exc)
+
+    # -- aiortc event handlers: translate only -----------------------------
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind != "audio" or self._receiving or self._closed:
+            return
+        self._receiving = True
+        self._spawn(self._receive(track))
+
+    def _on_connection_state(self) -> None:
+        state = self._pc.connectionState
+        logger.debug("= media connection %s", state)
+        if state == "failed" and not self._failed_reported and not self._closed:
+            self._failed_reported = True
+            if self._on_failed is not None:
+                # Run the owner's code outside aiortc's event emission.
+                asyncio.get_running_loop().call_soon(self._on_failed)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- receive path ------------------------------------------------------
+
+    async def _receive(self, track: MediaStreamTrack) -> None:
+        """Pump decoded frames from the remote track into the sink."""
+        # Opus decodes to s16 stereo 48 kHz, PCMU/PCMA to s16 mono 8 kHz;
+        # the sink always wants s16 mono 48 kHz.
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        try:
+            while True:
+                frame = await track.recv()
+                if not isinstance(frame, av.AudioFrame):
+                    continue
+                for converted in resampler.resample(frame):
+                    decoded = converted.to_ndarray().reshape(-1)
+                    samples = decoded.astype(np.int16, copy=False)
+                    self._meters.output_level = level_from_dbfs(rms_dbfs(samples))
+                    await self._sink.write_frame(samples)
+        except MediaStreamError:
+            logger.debug("remote track ended")
+        except AudioDeviceError as exc:
+            logger.warning("audio sink failed, no more playback: %s", exc)
+
+    # -- controls and readings ---------------------------------------------
+
+    def set_muted(self, muted: bool) -> None:
+        """Send silence instead of the source's audio while ``muted``."""
+        self._meters.muted = muted
+
+    @property
+    def is_muted(self) -> bool:
+        """Whether the outgoing audio is muted."""
+        return self._meters.muted
+
+    @property
+    def input_level(self) -> float:
+        """Level (0..1) of the last frame read from the source, before mute."""
+        return self._meters.input_level
+
+    @property
+    def output_level(self) -> float:
+        """Level (0..1) of the last frame written to the sink."""
+        return self._meters.output_level
+
+    @property
+    def codec(self) -> str | None:
+        """The negotiated codec's mime subtype (e.g. ``"opus"``), once known."""
+        return self._codec
+
+    @property
+    def connection_state(self) -> str:
+        """aiortc's connection state: new, connecting, connected, failed, closed."""
+        return str(self._pc.connectionState)
+
+    async def stats(self) -> MediaStats:
+        """Return the packet counters, jitter and RTT collected so far.
+
+        After :meth:`close` this returns the last figures read before it.
+        """
+        if self._closed:
+            return self._last_stats
+        report = await self._pc.getStats()
+        sent = received = lost = 0
+        jitter_units = 0
+        rtt: float | None = None
+        for entry in report.values():
+            kind = getattr(entry, "type", None)
+            if kind == "outbound-rtp":
+                sent += int(entry.packetsSent)
+            elif kind == "inbound-rtp":
+                received += int(entry.packetsReceived)
+                lost += int(entry.packetsLost)
+                jitter_units = max(jitter_units, int(entry.jitter))
+            elif kind == "remote-inbound-rtp":
+                value = getattr(entry, "roundTripTime", None)
+                if value is not None:
+                    rtt = float(value)
+        self._last_stats = MediaStats(
+            packets_sent=sent,
+            packets_received=received,
+            packets_lost=lost,
+            jitter_s=jitter_units / self._clock_rate,
+            rtt_s=rtt,
+        )
+        return self._last_stats
+
+    def local_candidate_addresses(self) -> list[str]:
+        """Return the addresses of the candidates in the local SDP (for tests)."""
+        description = self._pc.localDescription
+        if description is None:
+            return []
+        return _CANDIDATE.findall(description.sdp)
+
+    # -- teardown ----------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop media, close the connection, the sink and the source.
+
+        Idempotent; a second caller waits for the first to finish.
+        """
+        if self._closed:
+            await self._close_done.wait()
+            return
+        self._closed = True
+        try:
+            self._track.stop()
+            # Stops the sender (cancelling a pending source read) and the
+            # receiver (ending the remote track, so the pump returns).
+            await self._pc.close()
+        finally:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # The pump is gone, so nothing writes to the sink any more.
+            try:
+                self._sink.close()
+            finally:
+                self._source.close()
+                self._close_done.set()
