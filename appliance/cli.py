@@ -1,0 +1,231 @@
+"""Command-line interface: ``appliance <command> ...`` (``python -m appliance``).
+
+Each command contributes an ``add_<command>_parser(subparsers)`` function that
+builds its sub-parser and sets ``handler`` to a function taking the parsed
+namespace and returning the exit status. :func:`main` dispatches.
+
+Exit status: 0 success, 2 bad input (usage or configuration), 1 runtime
+failure. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from appliance.errors import ConfigError
+
+if TYPE_CHECKING:
+    from appliance.exchange.config import ExchangeConfig
+
+__all__ = ["add_exchange_parser", "add_token_parser", "build_parser", "main"]
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[argparse.Namespace], int]
+_Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+def _fail(message: str) -> int:
+    print(f"appliance: error: {message}", file=sys.stderr)
+    return 2
+
+
+# --------------------------------------------------------------------- token
+
+
+def add_token_parser(subparsers: _Subparsers) -> None:
+    """Add ``appliance token``: mint an Access Token and print it."""
+    parser = subparsers.add_parser(
+        "token",
+        help="mint a Twilio Access Token with a Voice grant",
+        description="Print an Access Token (JWT) for IDENTITY, signed with an "
+        "API key secret (signaling-protocol.md §6.1).",
+    )
+    parser.add_argument("--account-sid", required=True, help="AC + 32 hex")
+    parser.add_argument("--api-key", required=True, help="API key SID, SK + 32 hex")
+    parser.add_argument("--api-secret", required=True, help="API key secret")
+    parser.add_argument("--identity", required=True, help="client name")
+    parser.add_argument(
+        "--ttl", type=int, default=3600, help="lifetime in seconds (max 86400)"
+    )
+    parser.add_argument(
+        "--outgoing-app", metavar="AP_SID", help="TwiML app SID: allow outgoing calls"
+    )
+    parser.add_argument(
+        "--no-incoming",
+        action="store_true",
+        help="do not allow incoming calls",
+    )
+    parser.add_argument("--region", help="home region (token header 'twr')")
+    parser.set_defaults(handler=run_token)
+
+
+def run_token(args: argparse.Namespace) -> int:
+    """Handle ``appliance token``."""
+    from appliance.exchange.config import validate_sid
+    from appliance.tokens import MAX_LIFETIME_S, create_access_token
+
+    try:
+        account_sid = validate_sid(args.account_sid, "AC", "--account-sid")
+        api_key = validate_sid(args.api_key, "SK", "--api-key")
+        app_sid = (
+            validate_sid(args.outgoing_app, "AP", "--outgoing-app")
+            if args.outgoing_app is not None
+            else None
+        )
+        if not args.api_secret:
+            raise ConfigError("--api-secret", "must not be empty")
+        if not args.identity:
+            raise ConfigError("--identity", "must not be empty")
+        if not 0 < args.ttl <= MAX_LIFETIME_S:
+            raise ConfigError("--ttl", f"must be between 1 and {MAX_LIFETIME_S}")
+    except ConfigError as exc:
+        return _fail(str(exc))
+    print(
+        create_access_token(
+            account_sid=account_sid,
+            api_key_sid=api_key,
+            api_secret=args.api_secret,
+            identity=args.identity,
+            ttl=args.ttl,
+            now=time.time(),
+            outgoing_application_sid=app_sid,
+            incoming_allow=not args.no_incoming,
+            region=args.region,
+        )
+    )
+    return 0
+
+
+# ------------------------------------------------------------------ exchange
+
+
+def add_exchange_parser(subparsers: _Subparsers) -> None:
+    """Add ``appliance exchange``: run the local exchange until SIGINT/SIGTERM."""
+    parser = subparsers.add_parser(
+        "exchange",
+        help="run the local exchange (gateway side of the signaling protocol)",
+        description="Serve ws://HOST:PORT/signal. Prints 'exchange listening on "
+        "ws://HOST:PORT/signal' once bound (the real port when PORT is 0).",
+    )
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="address to listen on (default "
+        "127.0.0.1:0 unless the config file says otherwise)",
+    )
+    parser.add_argument("--account-sid", help="AC + 32 hex")
+    parser.add_argument("--api-key", help="API key SID, SK + 32 hex")
+    parser.add_argument("--api-secret", help="API key secret")
+    parser.add_argument("--auth-token", help="account Auth Token (Capability Tokens)")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML file")
+    parser.add_argument("--ring-timeout", type=float, metavar="S", help="default 30")
+    parser.add_argument(
+        "--heartbeat-interval", type=float, metavar="S", help="default 5 (< 15)"
+    )
+    parser.add_argument(
+        "--idle-timeout", type=float, metavar="S", help="close silent sessions"
+    )
+    parser.add_argument(
+        "--media-address",
+        action="append",
+        metavar="IP",
+        help="address for echo media (repeatable; default 127.0.0.1 on loopback)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level on stderr",
+    )
+    parser.set_defaults(handler=run_exchange)
+
+
+def _configure_logging(level: str) -> None:
+    """Plain lines on stderr (journald adds timestamps); quiet media libraries.
+
+    aiortc and aioice log every RTP/STUN packet at DEBUG, which drowns the
+    exchange's own DEBUG lines, so they stay at INFO or above.
+    """
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("aiortc", "aioice", "websockets"):
+        logging.getLogger(noisy).setLevel(
+            max(logging.INFO, logging.getLevelName(level))
+        )
+
+
+def run_exchange(args: argparse.Namespace) -> int:
+    """Handle ``appliance exchange``."""
+    from appliance.exchange.config import build_config
+
+    try:
+        config = build_config(
+            config_file=args.config,
+            listen=args.listen,
+            account_sid=args.account_sid,
+            api_key=args.api_key,
+            api_secret=args.api_secret,
+            auth_token=args.auth_token,
+            ring_timeout=args.ring_timeout,
+            heartbeat_interval=args.heartbeat_interval,
+            idle_timeout=args.idle_timeout,
+            media_addresses=tuple(args.media_address) if args.media_address else None,
+        )
+    except ConfigError as exc:
+        return _fail(str(exc))
+    _configure_logging(args.log_level)
+    try:
+        asyncio.run(_serve_exchange(config))
+    except OSError as exc:
+        print(f"appliance: error: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve_exchange(config: ExchangeConfig) -> None:
+    from appliance.exchange.server import ExchangeServer
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with ExchangeServer(config) as server:
+        print(f"exchange listening on {server.url}", flush=True)
+        await stop.wait()
+        logger.info("stopping")
+
+
+# ---------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the top-level parser with every command."""
+    parser = argparse.ArgumentParser(
+        prog="appliance", description="Desk-phone firmware and local exchange."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    add_token_parser(subparsers)
+    add_exchange_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status (2 for bad usage)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help and on usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    handler: Handler = args.handler
+    return handler(args)

@@ -1,0 +1,309 @@
+"""Configuration of the local exchange: command-line values and/or a TOML file.
+
+File format (every key optional; unknown keys are errors)::
+
+    [exchange]
+    listen = "127.0.0.1:8080"          # HOST:PORT; port 0 = any free port
+    ring_timeout = 30                  # seconds
+    heartbeat_interval = 5             # seconds, below the SDK's 15 s timeout
+    idle_timeout = 60                  # seconds; omit to disable
+    media_addresses = ["127.0.0.1"]    # addresses echo media may use
+    gateway_name = "local-exchange"
+
+    [[accounts]]
+    sid = "AC0123…"                    # AC + 32 hex
+    auth_token = "…"                   # optional; verifies Capability Tokens
+
+    [[accounts.api_keys]]
+    sid = "SK0123…"                    # SK + 32 hex
+    secret = "…"
+
+Command-line values override the file's ``[exchange]`` values; command-line
+credentials are added to the file's accounts. Errors are
+:class:`~appliance.errors.ConfigError` naming the key (``accounts[0].sid``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from appliance.errors import ConfigError
+from appliance.tokens import Keyring
+
+__all__ = [
+    "DEFAULT_GATEWAY_NAME",
+    "ExchangeConfig",
+    "build_config",
+    "is_loopback",
+    "load_config_file",
+    "parse_listen",
+    "validate_sid",
+]
+
+DEFAULT_GATEWAY_NAME = "local-exchange"
+_SID = re.compile(r"[0-9a-fA-F]{32}")
+_EXCHANGE_KEYS = {
+    "listen",
+    "ring_timeout",
+    "heartbeat_interval",
+    "idle_timeout",
+    "media_addresses",
+    "gateway_name",
+}
+_ACCOUNT_KEYS = {"sid", "auth_token", "api_keys"}
+_API_KEY_KEYS = {"sid", "secret"}
+
+
+@dataclass(frozen=True)
+class ExchangeConfig:
+    """Everything the exchange server needs.
+
+    Attributes:
+        host: address to listen on.
+        port: TCP port; 0 picks a free one.
+        keyring: accounts, API keys and Auth Tokens tokens are checked against.
+        ring_timeout: seconds before an unanswered call fails with 31480.
+        heartbeat_interval: seconds between keepalives (0 < x < 15).
+        idle_timeout: close sessions silent this long; ``None`` = never.
+        media_addresses: local addresses for echo media; ``None`` = all.
+        gateway_name: reported in ``connected.gateway``.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    keyring: Keyring = field(default_factory=Keyring)
+    ring_timeout: float = 30.0
+    heartbeat_interval: float = 5.0
+    idle_timeout: float | None = None
+    media_addresses: tuple[str, ...] | None = None
+    gateway_name: str = DEFAULT_GATEWAY_NAME
+
+    def __post_init__(self) -> None:
+        if not 0 < self.heartbeat_interval < 15:
+            raise ConfigError(
+                "heartbeat_interval", "must be between 0 and 15 seconds (exclusive)"
+            )
+        if self.ring_timeout <= 0:
+            raise ConfigError("ring_timeout", "must be positive")
+        if self.idle_timeout is not None and self.idle_timeout <= 0:
+            raise ConfigError("idle_timeout", "must be positive")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("listen", f"port {self.port} is out of range")
+        for address in self.media_addresses or ():
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ConfigError(
+                    "media_addresses", f"{address!r} is not an IP address"
+                ) from None
+
+    @property
+    def effective_media_addresses(self) -> tuple[str, ...] | None:
+        """Media addresses, defaulting to 127.0.0.1 when listening on loopback."""
+        if self.media_addresses is not None:
+            return self.media_addresses
+        if is_loopback(self.host):
+            return ("127.0.0.1",)
+        return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address or ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_sid(value: object, prefix: str, key: str) -> str:
+    """Check a Twilio SID: ``prefix`` + 32 hex digits.
+
+    Raises:
+        ConfigError: naming ``key``.
+    """
+    if (
+        not isinstance(value, str)
+        or not value.startswith(prefix)
+        or not _SID.fullmatch(value[len(prefix) :])
+    ):
+        raise ConfigError(
+            key, f"expected {prefix} followed by 32 hex digits, got {value!r}"
+        )
+    return value
+
+
+def parse_listen(text: str, key: str = "listen") -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (``[::1]:PORT`` for IPv6).
+
+    Raises:
+        ConfigError: naming ``key``.
+    """
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ConfigError(key, f"expected HOST:PORT, got {text!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise ConfigError(key, f"port {port} is out of range")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, port
+
+
+def _number(value: object, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(key, f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _string(value: object, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            hint = ", ".join(sorted(allowed))
+            raise ConfigError(f"{where}{key}", f"unknown key (expected one of: {hint})")
+
+
+def _load_accounts(accounts: object, keyring: Keyring) -> None:
+    if not isinstance(accounts, list):
+        raise ConfigError("accounts", "expected an array of tables ([[accounts]])")
+    for index, account in enumerate(accounts):
+        where = f"accounts[{index}]"
+        if not isinstance(account, dict):
+            raise ConfigError(where, "expected a table")
+        _check_keys(account, _ACCOUNT_KEYS, f"{where}.")
+        account_sid = validate_sid(account.get("sid"), "AC", f"{where}.sid")
+        if "auth_token" in account:
+            keyring.add_auth_token(
+                account_sid, _string(account["auth_token"], f"{where}.auth_token")
+            )
+        api_keys = account.get("api_keys", [])
+        if not isinstance(api_keys, list):
+            raise ConfigError(f"{where}.api_keys", "expected an array of tables")
+        for key_index, api_key in enumerate(api_keys):
+            key_where = f"{where}.api_keys[{key_index}]"
+            if not isinstance(api_key, dict):
+                raise ConfigError(key_where, "expected a table")
+            _check_keys(api_key, _API_KEY_KEYS, f"{key_where}.")
+            keyring.add_api_key(
+                account_sid,
+                validate_sid(api_key.get("sid"), "SK", f"{key_where}.sid"),
+                _string(api_key.get("secret"), f"{key_where}.secret"),
+            )
+        if account_sid not in keyring.account_sids:
+            raise ConfigError(
+                where, "needs an auth_token or at least one api_keys entry"
+            )
+
+
+def load_config_file(path: Path) -> ExchangeConfig:
+    """Read an exchange TOML file (format in the module docstring).
+
+    Raises:
+        ConfigError: unreadable file, bad TOML, or an invalid key.
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", f"{path}: {exc}") from exc
+    _check_keys(data, {"exchange", "accounts"}, "")
+    exchange = data.get("exchange", {})
+    if not isinstance(exchange, dict):
+        raise ConfigError("exchange", "expected a table")
+    _check_keys(exchange, _EXCHANGE_KEYS, "exchange.")
+    keyring = Keyring()
+    _load_accounts(data.get("accounts", []), keyring)
+    values: dict[str, Any] = {"keyring": keyring}
+    if "listen" in exchange:
+        listen = _string(exchange["listen"], "exchange.listen")
+        values["host"], values["port"] = parse_listen(listen, "exchange.listen")
+    for key in ("ring_timeout", "heartbeat_interval", "idle_timeout"):
+        if key in exchange:
+            values[key] = _number(exchange[key], f"exchange.{key}")
+    if "media_addresses" in exchange:
+        addresses = exchange["media_addresses"]
+        if not isinstance(addresses, list):
+            raise ConfigError("exchange.media_addresses", "expected an array")
+        values["media_addresses"] = tuple(
+            _string(a, "exchange.media_addresses") for a in addresses
+        )
+    if "gateway_name" in exchange:
+        values["gateway_name"] = _string(
+            exchange["gateway_name"], "exchange.gateway_name"
+        )
+    try:
+        return ExchangeConfig(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"exchange.{exc.key}", exc.reason) from exc
+
+
+def build_config(
+    *,
+    config_file: Path | None = None,
+    listen: str | None = None,
+    account_sid: str | None = None,
+    api_key: str | None = None,
+    api_secret: str | None = None,
+    auth_token: str | None = None,
+    ring_timeout: float | None = None,
+    heartbeat_interval: float | None = None,
+    idle_timeout: float | None = None,
+    media_addresses: tuple[str, ...] | None = None,
+) -> ExchangeConfig:
+    """Merge an optional file with command-line values (these win).
+
+    ``--api-key`` needs ``--api-secret`` and ``--account-sid``; ``--auth-token``
+    needs ``--account-sid``. At least one credential must be configured.
+
+    Raises:
+        ConfigError: naming the offending option or key.
+    """
+    config = load_config_file(config_file) if config_file else ExchangeConfig()
+    keyring = config.keyring
+    if account_sid is not None:
+        validate_sid(account_sid, "AC", "account_sid")
+    if api_key is not None or api_secret is not None:
+        if account_sid is None:
+            raise ConfigError("account_sid", "required with --api-key")
+        if api_key is None:
+            raise ConfigError("api_key", "required with --api-secret")
+        if not api_secret:
+            raise ConfigError("api_secret", "required with --api-key")
+        keyring.add_api_key(
+            account_sid, validate_sid(api_key, "SK", "api_key"), api_secret
+        )
+    if auth_token is not None:
+        if account_sid is None:
+            raise ConfigError("account_sid", "required with --auth-token")
+        keyring.add_auth_token(account_sid, _string(auth_token, "auth_token"))
+    if account_sid is not None and account_sid not in keyring.account_sids:
+        raise ConfigError("api_key", "--account-sid needs --api-key or --auth-token")
+    if not keyring.account_sids:
+        raise ConfigError(
+            "account_sid", "no account configured (use --account-sid or --config)"
+        )
+    changes: dict[str, Any] = {}
+    if listen is not None:
+        changes["host"], changes["port"] = parse_listen(listen)
+    if ring_timeout is not None:
+        changes["ring_timeout"] = ring_timeout
+    if heartbeat_interval is not None:
+        changes["heartbeat_interval"] = heartbeat_interval
+    if idle_timeout is not None:
+        changes["idle_timeout"] = idle_timeout
+    if media_addresses is not None:
+        changes["media_addresses"] = media_addresses
+    return replace(config, **changes)

@@ -1,0 +1,326 @@
+"""asyncio adapter of the local exchange: WebSockets on ``/signal`` + echo media.
+
+The decisions are all in :class:`~appliance.exchange.core.Exchange`; this module
+only moves frames. One task per connection reads frames into the core; one
+writer task per connection sends what the core produced, in order, and closes
+the socket when the core asks (after the frames queued before that request,
+e.g. ``error`` + ``close`` for a bad token, signaling-protocol.md §2.4). One
+timer task sleeps until the core's next deadline and calls ``tick``.
+
+The ``echo`` destination answers with a
+:class:`~appliance.media.session.MediaSession` over a
+:class:`~appliance.media.loopback.LoopbackAudio`, so the caller hears itself.
+aiortc is imported only when the first echo call arrives, so the exchange
+starts quickly.
+
+Time: the core runs on Unix time (token ``exp`` is absolute), so the clock here
+is :func:`time.time`; a wall-clock step only shifts when the next timer fires.
+
+Nothing here logs frames' payloads (``listen`` carries a token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from appliance.errors import TwilioError
+from appliance.exchange.config import ExchangeConfig
+from appliance.exchange.core import EchoHangup, EchoOffer, Exchange, RandomSource
+
+if TYPE_CHECKING:
+    from appliance.media.session import MediaSession
+
+__all__ = ["SIGNAL_PATH", "ExchangeServer"]
+
+logger = logging.getLogger(__name__)
+
+SIGNAL_PATH = "/signal"
+
+
+class _NoFrameDump(logging.Filter):
+    """Drop websockets' DEBUG frame dumps (``"< %s"``/``"> %s"``).
+
+    They would print the start of every frame, and ``listen`` frames carry the
+    token (style: never log tokens).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno <= logging.DEBUG and str(record.msg)[:1] in ("<", ">")
+        )
+
+
+#: The logger websockets uses for our server and its connections.
+_ws_logger = logging.getLogger(f"{__name__}.websockets")
+_ws_logger.addFilter(_NoFrameDump())
+#: Frames queued for one client before it is considered stuck and dropped.
+_OUTBOX_LIMIT = 1000
+
+
+@dataclass
+class _Connection:
+    ws: ServerConnection
+    outbox: asyncio.Queue[str | None] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=_OUTBOX_LIMIT + 1)
+    )
+    writer: asyncio.Task[None] | None = None
+    closing: bool = False
+
+
+class ExchangeServer:
+    """The local exchange listening on ``ws://host:port/signal``.
+
+    Args:
+        config: listen address, keyring, timers, media addresses.
+        rng: CallSid randomness for the core (tests pass ``random.Random(n)``).
+        clock: Unix time source (seconds).
+
+    Example::
+
+        async with ExchangeServer(config) as server:
+            print(server.url)
+            await server.wait_closed()
+    """
+
+    def __init__(
+        self,
+        config: ExchangeConfig,
+        *,
+        rng: RandomSource | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self.core = Exchange(
+            config.keyring,
+            gateway_name=config.gateway_name,
+            ring_timeout=config.ring_timeout,
+            heartbeat_interval=config.heartbeat_interval,
+            idle_timeout=config.idle_timeout,
+            rng=rng,
+        )
+        self._ids = itertools.count(1)
+        self._connections: dict[int, _Connection] = {}
+        self._server: Server | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._wakeup = asyncio.Event()
+        self._echo_tasks: dict[str, asyncio.Task[None]] = {}
+        self._echo_sessions: dict[str, MediaSession] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._port = 0
+
+    # ---------------------------------------------------------------- control
+
+    async def start(self) -> None:
+        """Bind the socket and start serving."""
+        self._server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self._check_path,
+            logger=_ws_logger,
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+        self._timer = asyncio.get_running_loop().create_task(self._run_timer())
+        logger.info("exchange listening on %s", self.url)
+
+    async def close(self) -> None:
+        """Close every connection, stop the timer and the echo media."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._timer is not None:
+            self._timer.cancel()
+            await asyncio.gather(self._timer, return_exceptions=True)
+        for call_sid in list(self._echo_tasks):
+            self._stop_echo(call_sid)
+        for call_sid in list(self._echo_sessions):
+            self._stop_echo(call_sid)
+        await asyncio.gather(*self._background, return_exceptions=True)
+        logger.info("exchange closed")
+
+    async def wait_closed(self) -> None:
+        """Wait until the server is closed."""
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> ExchangeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (useful with port 0)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port/signal``."""
+        host = self.config.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"ws://{host}:{self._port}{SIGNAL_PATH}"
+
+    # ------------------------------------------------------------ connections
+
+    def _check_path(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        if urlsplit(request.path).path != SIGNAL_PATH:
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        sid = next(self._ids)
+        conn = _Connection(ws)
+        writer = asyncio.get_running_loop().create_task(self._write(sid, conn))
+        conn.writer = writer
+        self._connections[sid] = conn
+        logger.info("session %d: connected from %s", sid, ws.remote_address)
+        self.core.session_opened(sid, self._clock())
+        self._pump()
+        try:
+            async for data in ws:
+                text = (
+                    data if isinstance(data, str) else data.decode("utf-8", "replace")
+                )
+                self.core.receive(sid, text, self._clock())
+                self._pump()
+        except ConnectionClosed:
+            pass
+        finally:
+            self._connections.pop(sid, None)
+            self.core.session_closed(sid, self._clock())
+            self._pump()
+            if not conn.closing:
+                writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            logger.info("session %d: disconnected", sid)
+
+    async def _write(self, sid: int, conn: _Connection) -> None:
+        while True:
+            text = await conn.outbox.get()
+            try:
+                if text is None:
+                    await conn.ws.close()
+                    return
+                await conn.ws.send(text)
+            except ConnectionClosed:
+                return
+
+    def _pump(self) -> None:
+        """Move the core's outputs to the sockets and the echo media."""
+        for sid, text in self.core.frames_to_send():
+            conn = self._connections.get(sid)
+            if conn is None or conn.closing:
+                continue
+            if conn.outbox.qsize() >= _OUTBOX_LIMIT:
+                logger.warning("session %d: client too slow, closing", sid)
+                self._close(conn)
+                continue
+            conn.outbox.put_nowait(text)
+        for sid in self.core.sessions_to_close():
+            conn = self._connections.get(sid)
+            if conn is not None:
+                self._close(conn)
+        for request in self.core.echo_requests():
+            if isinstance(request, EchoOffer):
+                self._start_echo(request)
+            elif isinstance(request, EchoHangup):
+                self._stop_echo(request.call_sid)
+        self._wakeup.set()
+
+    def _close(self, conn: _Connection) -> None:
+        if not conn.closing:
+            conn.closing = True
+            conn.outbox.put_nowait(None)  # room reserved: maxsize is limit + 1
+
+    async def _run_timer(self) -> None:
+        while True:
+            self._wakeup.clear()
+            deadline = self.core.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - self._clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            now = self._clock()
+            deadline = self.core.next_deadline()
+            if deadline is not None and deadline <= now:
+                try:
+                    self.core.tick(now)
+                except Exception:  # supervision boundary: keep the timers alive
+                    logger.exception("! exchange timer failed")
+                self._pump()
+
+    # ------------------------------------------------------------------- echo
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def _start_echo(self, offer: EchoOffer) -> None:
+        self._echo_tasks[offer.call_sid] = self._spawn(self._answer_echo(offer))
+
+    async def _answer_echo(self, offer: EchoOffer) -> None:
+        call_sid = offer.call_sid
+        try:
+            from appliance.media.loopback import LoopbackAudio
+            from appliance.media.session import MediaConfig, MediaSession
+
+            loop = LoopbackAudio()
+            session = MediaSession(
+                MediaConfig(local_addresses=self.config.effective_media_addresses),
+                loop.source,
+                loop.sink,
+                on_failed=lambda: self._echo_media_failed(call_sid),
+            )
+            self._echo_sessions[call_sid] = session
+            answer = await session.accept_offer(offer.sdp)
+        except (TwilioError, ImportError, ValueError) as exc:
+            logger.warning("call %s: echo media could not answer: %s", call_sid, exc)
+            self.core.echo_failed(call_sid)
+            self._pump()
+            self._stop_echo(call_sid)
+            return
+        finally:
+            self._echo_tasks.pop(call_sid, None)
+        logger.info("call %s: echo media answered", call_sid)
+        self.core.echo_answered(call_sid, answer)
+        self._pump()
+
+    def _echo_media_failed(self, call_sid: str) -> None:
+        logger.warning("call %s: echo media connection failed", call_sid)
+        self.core.echo_failed(call_sid)
+        self._pump()
+        self._stop_echo(call_sid)
+
+    def _stop_echo(self, call_sid: str) -> None:
+        task = self._echo_tasks.pop(call_sid, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        session = self._echo_sessions.pop(call_sid, None)
+        if session is not None:
+            self._spawn(session.close())
