@@ -1,0 +1,497 @@
+"""Connection: one call, as Twilio.Connection (1.x names, snake_case).
+
+A Connection is driven from two sides: the application (accept, reject, ignore,
+disconnect, mute, send_digits) and the signaling messages for its CallSid, which
+the Device hands over to :meth:`Connection._deliver`. Messages are processed one
+at a time by the connection's own task, because applying an SDP answer awaits
+aiortc and a ``hangup`` right behind an ``answer`` must wait for it. Every state
+change goes through the pure :class:`~appliance.phone.call.CallMachine`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+from appliance.errors import (
+    ApplianceError,
+    InvalidStateError,
+    MediaError,
+    NegotiationError,
+    TwilioError,
+    error_for_code,
+)
+from appliance.phone import dtmf
+from appliance.phone.call import CallDirection, CallInput, CallMachine, CallState
+from appliance.phone.events import Emitter, Handler
+from appliance.phone.quality import QualityMonitor, Sample
+from appliance.signaling.messages import Message, MessageType
+
+if TYPE_CHECKING:
+    from appliance.media.session import MediaSession
+
+__all__ = ["CONNECTION_EVENTS", "Connection"]
+
+logger = logging.getLogger(__name__)
+
+CONNECTION_EVENTS = frozenset(
+    {
+        "accept",
+        "cancel",
+        "disconnect",
+        "dtmf",
+        "error",
+        "message",
+        "mute",
+        "reject",
+        "ringing",
+        "volume",
+        "warning",
+        "warning-cleared",
+    }
+)
+
+VOLUME_INTERVAL_S = 0.050  # the SDK's volume event period
+STATS_INTERVAL_S = 1.0  # the SDK's stats sample period
+_INBOX_SIZE = 64
+
+
+class _Engine(Protocol):
+    """What a Connection needs from its Device."""
+
+    def _send(self, message: Message) -> bool: ...
+    def _new_media(self, connection: Connection) -> MediaSession: ...
+    def _call_opened(self, connection: Connection) -> None: ...
+    def _call_sid_changed(self, connection: Connection, old: str) -> None: ...
+    def _call_ended(self, connection: Connection) -> None: ...
+    def _emit(self, event: str, *args: Any) -> None: ...
+    def _before_accept(self, connection: Connection) -> Any: ...
+    @property
+    def enable_ringing_state(self) -> bool: ...
+
+
+class Connection:
+    """One incoming or outgoing call.
+
+    Attributes:
+        direction: incoming or outgoing.
+        parameters: Twilio's call parameters (CallSid, From, To, AccountSid, ...).
+        custom_parameters: for an incoming call the caller's custom parameters;
+            for an outgoing call the params given to ``Device.connect``.
+    """
+
+    def __init__(
+        self,
+        engine: _Engine,
+        direction: CallDirection,
+        *,
+        call_sid: str,
+        parameters: dict[str, str] | None = None,
+        custom_parameters: dict[str, str] | None = None,
+        offer_sdp: str | None = None,
+    ) -> None:
+        self._engine = engine
+        self._machine = CallMachine(direction)
+        self.direction = direction
+        self.call_sid = call_sid
+        self.parameters: dict[str, str] = dict(parameters or {})
+        self.custom_parameters: dict[str, str] = dict(custom_parameters or {})
+        self._offer_sdp = offer_sdp
+        self._media: MediaSession | None = None
+        self._remote_applied = False
+        self._muted = False
+        self._events = Emitter(CONNECTION_EVENTS)
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue(_INBOX_SIZE)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._spawn(self._process_inbox(), "call-inbox")
+        self.log = logging.LoggerAdapter(logger, {"call_sid": call_sid})
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.direction} {self.call_sid} {self.status()}>"
+
+    # ---- the public API --------------------------------------------------------------
+
+    def on(self, event: str, handler: Handler) -> Handler:
+        """Call ``handler`` on ``event`` (accept, cancel, disconnect, dtmf, ...)."""
+        return self._events.on(event, handler)
+
+    def off(self, event: str, handler: Handler) -> None:
+        """Remove a handler."""
+        self._events.off(event, handler)
+
+    def status(self) -> str:
+        """``pending``, ``connecting``, ``ringing``, ``open`` or ``closed``."""
+        return str(self._machine.state)
+
+    @property
+    def state(self) -> CallState:
+        """The call state as an enum."""
+        return self._machine.state
+
+    def is_muted(self) -> bool:
+        """Whether the microphone is muted for this call."""
+        return self._muted
+
+    async def accept(self) -> None:
+        """Answer a pending incoming call.
+
+        Raises:
+            InvalidStateError: the call is not pending.
+            TwilioError: the media could not be set up (also emitted as error).
+        """
+        self._machine.apply(CallInput.ACCEPT)
+        await self._engine._before_accept(self)
+        try:
+            self._media = self._engine._new_media(self)
+            assert self._offer_sdp is not None
+            answer = await self._media.accept_offer(self._offer_sdp)
+        except TwilioError as exc:
+            await self._fail(exc, send_hangup=True)
+            raise
+        if self._machine.state is not CallState.CONNECTING:
+            return  # cancelled while the answer was being built
+        self._engine._send(
+            Message(MessageType.ANSWER, {"callsid": self.call_sid, "sdp": answer})
+        )
+        self._opened()
+
+    def reject(self) -> None:
+        """Decline a pending incoming call; the caller gets a hangup with 31603."""
+        self._machine.apply(CallInput.REJECT)
+        self._engine._send(Message(MessageType.REJECT, {"callsid": self.call_sid}))
+        self._events.emit("reject")
+        self._finish()
+
+    def ignore(self) -> None:
+        """Stop ringing locally; the caller keeps ringing until it gives up.
+
+        As in Twilio.Connection 1.x, the call emits ``cancel``.
+        """
+        self._machine.apply(CallInput.IGNORE)
+        self._events.emit("cancel")
+        self._finish()
+
+    async def disconnect(self) -> None:
+        """Hang up (a pending incoming call is rejected)."""
+        if self._machine.state is CallState.PENDING:
+            self.reject()
+            return
+        if not self._machine.can(CallInput.HANGUP):
+            return  # already closed: nothing to do, as in the SDK
+        self._machine.apply(CallInput.HANGUP)
+        self._engine._send(Message(MessageType.HANGUP, {"callsid": self.call_sid}))
+        await self._closed()
+
+    def mute(self, should_mute: bool = True) -> None:
+        """Mute or unmute the microphone; emits ``mute(is_muted, connection)``."""
+        if not isinstance(should_mute, bool):
+            raise TypeError("should_mute must be a bool")
+        if should_mute == self._muted:
+            return
+        self._muted = should_mute
+        if self._media is not None:
+            self._media.set_muted(should_mute)
+        self._events.emit("mute", should_mute, self)
+
+    def send_digits(self, digits: str) -> None:
+        """Send DTMF: 0-9, ``*``, ``#``, and ``w`` for a 500 ms pause.
+
+        The digits go out as the protocol's ``dtmf`` message, as Twilio.Device does
+        when it has no RTP DTMF sender (signaling-protocol.md §2.2).
+
+        Raises:
+            InvalidArgumentError: illegal characters.
+            InvalidStateError: the call is not connecting, ringing or open.
+        """
+        dtmf.validate(digits)
+        if self._machine.state not in (
+            CallState.CONNECTING,
+            CallState.RINGING,
+            CallState.OPEN,
+        ):
+            raise InvalidStateError(message=f"cannot send digits while {self.status()}")
+        self._engine._send(
+            Message(MessageType.DTMF, {"callsid": self.call_sid, "dtmf": digits})
+        )
+
+    @property
+    def codec(self) -> str | None:
+        """The negotiated audio codec, once the call is open."""
+        return self._media.codec if self._media is not None else None
+
+    # ---- engine side -----------------------------------------------------------------
+
+    async def _start_outgoing(self, invite_payload: dict[str, Any]) -> None:
+        """Create the offer and send the invite (Device.connect)."""
+        try:
+            self._media = self._engine._new_media(self)
+            offer = await self._media.create_offer()
+        except TwilioError as exc:
+            await self._fail(exc, send_hangup=False)
+            raise
+        if self._machine.state is CallState.CLOSED:
+            return
+        payload = {"callsid": self.call_sid, "sdp": offer, **invite_payload}
+        self._engine._send(Message(MessageType.INVITE, payload))
+
+    def _deliver(self, message: Message) -> None:
+        """Queue a signaling message for this call (called by the Device)."""
+        try:
+            self._inbox.put_nowait(message)
+        except asyncio.QueueFull:
+            self.log.error("call inbox full; %s dropped", message.type)
+
+    def _transport_lost(self, error: TwilioError) -> None:
+        """The signaling socket is gone: the exchange has ended this call."""
+        if self._machine.state is CallState.PENDING:
+            self._machine.apply(CallInput.CANCEL)
+            self._events.emit("cancel")
+            self._engine._emit("cancel", self)
+            self._finish()
+        elif self._machine.can(CallInput.FAIL):
+            self._spawn(self._fail(error, send_hangup=False), "call-fail")
+
+    def _media_failed(self) -> None:
+        """ICE failed or consent expired (aiortc callback, already on the loop)."""
+        if self._machine.can(CallInput.FAIL):
+            error = error_for_code(
+                31003, "Connection with Twilio was interrupted.", call_sid=self.call_sid
+            )
+            self._spawn(self._fail(error, send_hangup=True), "call-media-failed")
+
+    # ---- message handling ------------------------------------------------------------
+
+    async def _process_inbox(self) -> None:
+        while self._machine.state is not CallState.CLOSED:
+            message = await self._inbox.get()
+            try:
+                await self._handle(message)
+            except ApplianceError as exc:
+                self.log.warning("! %s while handling %s", exc, message.type)
+
+    async def _handle(self, message: Message) -> None:
+        kind = message.type
+        payload = message.payload
+        if kind is MessageType.RINGING:
+            self._set_call_sid(message.callsid)
+            sdp = payload.get("sdp")
+            if self._engine.enable_ringing_state:
+                if self._machine.can(CallInput.RINGING):
+                    self._machine.apply(CallInput.RINGING)
+                    if isinstance(sdp, str):
+                        await self._apply_remote(sdp)
+                    self._events.emit("ringing", isinstance(sdp, str))
+            elif isinstance(sdp, str):
+                # 1.x without the ringing state treats early media as the answer.
+                await self._on_answer(sdp)
+        elif kind is MessageType.ANSWER:
+            self._set_call_sid(message.callsid)
+            await self._on_answer(str(payload["sdp"]))
+        elif kind is MessageType.HANGUP:
+            await self._on_hangup(payload.get("error"))
+        elif kind is MessageType.CANCEL:
+            if self._machine.can(CallInput.CANCEL):
+                self._machine.apply(CallInput.CANCEL)
+                self._events.emit("cancel")
+                self._engine._emit("cancel", self)
+                self._finish()
+        elif kind is MessageType.DTMF:
+            self._spawn(self._replay_digits(str(payload["dtmf"])), "call-dtmf")
+        elif kind is MessageType.MESSAGE:
+            self._events.emit("message", dict(payload))
+        elif kind is MessageType.ERROR:
+            raw = payload.get("error")
+            code = raw.get("code") if isinstance(raw, dict) else None
+            text = raw.get("message") if isinstance(raw, dict) else None
+            self._report(
+                error_for_code(
+                    code if isinstance(code, int) else 31000,
+                    text if isinstance(text, str) else None,
+                    call_sid=self.call_sid,
+                )
+            )
+        else:
+            self.log.debug("< %s ignored for this call", kind)
+
+    async def _apply_remote(self, sdp: str) -> bool:
+        if self._remote_applied:
+            return True
+        assert self._media is not None
+        try:
+            await self._media.apply_answer(sdp)
+        except TwilioError as exc:
+            await self._fail(exc, send_hangup=True)
+            return False
+        self._remote_applied = True
+        return True
+
+    async def _on_answer(self, sdp: str) -> None:
+        if not self._machine.can(CallInput.ANSWERED) or self._media is None:
+            return
+        if await self._apply_remote(sdp) and self._machine.can(CallInput.ANSWERED):
+            self._opened()
+
+    async def _on_hangup(self, raw_error: object) -> None:
+        if not self._machine.can(CallInput.HANGUP):
+            return
+        if isinstance(raw_error, dict):
+            code = raw_error.get("code")
+            text = raw_error.get("message")
+            self._report(
+                error_for_code(
+                    code if isinstance(code, int) else 31005,
+                    text if isinstance(text, str) else None,
+                    call_sid=self.call_sid,
+                )
+            )
+        if self._machine.state is CallState.PENDING:
+            # The caller gave up before we answered: that is a cancel.
+            self._machine.apply(CallInput.CANCEL)
+            self._events.emit("cancel")
+            self._engine._emit("cancel", self)
+            self._finish()
+            return
+        self._machine.apply(CallInput.HANGUP)
+        await self._closed()
+
+    async def _replay_digits(self, digits: str) -> None:
+        start = asyncio.get_running_loop().time()
+        for offset, digit in dtmf.schedule(digits):
+            delay = start + offset - asyncio.get_running_loop().time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._events.emit("dtmf", digit)
+
+    # ---- transitions -----------------------------------------------------------------
+
+    def _set_call_sid(self, sid: str | None) -> None:
+        if sid and sid != self.call_sid:
+            old, self.call_sid = self.call_sid, sid
+            self.parameters["CallSid"] = sid
+            self.log = logging.LoggerAdapter(logger, {"call_sid": sid})
+            self._engine._call_sid_changed(self, old)
+
+    def _opened(self) -> None:
+        self._machine.apply(CallInput.ANSWERED)
+        self.log.info(
+            "call %s open (%s, codec %s)", self.call_sid, self.direction, self.codec
+        )
+        if self._muted and self._media is not None:
+            self._media.set_muted(True)
+        self._spawn(self._emit_volume(), "call-volume")
+        self._spawn(self._sample_quality(), "call-quality")
+        self._engine._call_opened(self)
+        self._events.emit("accept", self)
+        self._engine._emit("connect", self)
+
+    def _report(self, error: TwilioError) -> None:
+        error.connection = self
+        self._events.emit("error", error)
+        self._engine._emit("error", error)
+
+    async def _fail(self, error: TwilioError, *, send_hangup: bool) -> None:
+        if not self._machine.can(CallInput.FAIL):
+            return
+        pending = self._machine.state is CallState.PENDING
+        self._machine.apply(CallInput.FAIL)
+        self._report(error)
+        if send_hangup:
+            self._engine._send(
+                Message(
+                    MessageType.HANGUP,
+                    {"callsid": self.call_sid, "message": error.message},
+                )
+            )
+        if pending:
+            self._finish()
+        else:
+            await self._closed()
+
+    async def _closed(self) -> None:
+        """Tear down media and tell everyone the call is over."""
+        await self._stop_media()
+        self.log.info("call %s closed", self.call_sid)
+        self._events.emit("disconnect", self)
+        self._engine._emit("disconnect", self)
+        self._finish()
+
+    def _finish(self) -> None:
+        self._engine._call_ended(self)
+        if self._media is not None:
+            self._spawn(self._stop_media(), "call-media-close")
+        for task in list(self._tasks):
+            if (
+                task is not asyncio.current_task()
+                and task.get_name() != "call-media-close"
+            ):
+                task.cancel()
+
+    async def _stop_media(self) -> None:
+        media, self._media = self._media, None
+        if media is not None:
+            try:
+                await media.close()
+            except MediaError as exc:
+                self.log.warning("media close failed: %s", exc)
+
+    async def _wait_closed(self) -> None:
+        """Wait until every task of this call has ended (Device.destroy)."""
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._events.drain()
+
+    # ---- periodic work while open ----------------------------------------------------
+
+    async def _emit_volume(self) -> None:
+        while self._media is not None and self._machine.state is CallState.OPEN:
+            self._events.emit(
+                "volume", self._media.input_level, self._media.output_level
+            )
+            await asyncio.sleep(VOLUME_INTERVAL_S)
+
+    async def _sample_quality(self) -> None:
+        monitor = QualityMonitor()
+        received = lost = 0
+        while True:
+            await asyncio.sleep(STATS_INTERVAL_S)
+            media = self._media
+            if media is None or self._machine.state is not CallState.OPEN:
+                return
+            try:
+                stats = await media.stats()
+            except (MediaError, NegotiationError) as exc:
+                self.log.debug("stats unavailable: %s", exc)
+                continue
+            sample = Sample(
+                rtt_s=stats.rtt_s,
+                jitter_s=stats.jitter_s,
+                packets_received=max(0, stats.packets_received - received),
+                packets_lost=max(0, stats.packets_lost - lost),
+            )
+            received, lost = stats.packets_received, stats.packets_lost
+            for change in monitor.add(sample):
+                if change.raised:
+                    self._events.emit(
+                        "warning",
+                        change.name,
+                        {"name": change.name, "value": change.value},
+                    )
+                else:
+                    self._events.emit("warning-cleared", change.name)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
+            coro, name=name
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error(
+                "! call task %s failed", task.get_name(), exc_info=task.exception()
+            )

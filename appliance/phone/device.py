@@ -1,0 +1,553 @@
+"""Device: the softphone engine, mirroring Twilio.Device in Python.
+
+Usage::
+
+    device = Device(signaling_url="ws://127.0.0.1:8765/signal",
+                    local_addresses=["127.0.0.1"], input_device="tone:440")
+    device.on("incoming", lambda conn: asyncio.ensure_future(conn.accept()))
+    await device.setup(token)          # connects, registers, returns when ready
+    conn = await device.connect({"To": "bob"})
+    ...
+    await device.destroy()
+
+The Device owns one signaling session (:class:`SignalingClient` driving the pure
+:class:`ClientProtocol`), the calls keyed by CallSid, and a factory for each
+call's media session. Signaling events arrive on the loop and are translated
+into Device and Connection events; nothing here blocks.
+
+Events (``device.on(name, handler)``): ``ready(device)``, ``offline(device)``,
+``incoming(connection)``, ``connect(connection)``, ``disconnect(connection)``,
+``cancel(connection)``, ``error(error)`` (a :class:`TwilioError`, with
+``error.connection`` when it concerns a call) and ``token_will_expire(device)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import platform
+import random
+import sys
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import jwt
+
+from appliance import __version__
+from appliance.errors import (
+    AuthenticationError,
+    InvalidArgumentError,
+    InvalidStateError,
+    TwilioError,
+    error_for_code,
+)
+from appliance.media.devices import open_sink, open_source
+from appliance.media.session import IceServer, MediaConfig, MediaSession
+from appliance.phone.call import CallDirection, CallState
+from appliance.phone.connection import Connection
+from appliance.phone.events import Emitter, Handler
+from appliance.phone.options import DeviceOptions, parse_options
+from appliance.signaling.backoff import BackoffPolicy
+from appliance.signaling.client import SignalingClient
+from appliance.signaling.messages import (
+    Message,
+    MessageType,
+    decode_params,
+    encode_params,
+)
+from appliance.signaling.protocol import (
+    CONNECT_TIMEOUT_S,
+    ClientProtocol,
+    Connected,
+    ErrorReceived,
+    Event,
+    GatewayClosed,
+    MessageReceived,
+    Ready,
+    TokenWillExpire,
+    TransportLost,
+    Unregistered,
+)
+
+__all__ = ["DEVICE_EVENTS", "Device"]
+
+logger = logging.getLogger(__name__)
+
+DEVICE_EVENTS = frozenset(
+    {
+        "cancel",
+        "connect",
+        "disconnect",
+        "error",
+        "incoming",
+        "offline",
+        "ready",
+        "token_will_expire",
+    }
+)
+
+# How long setup() waits for the first outcome before returning with the
+# device offline and still retrying in the background.
+SETUP_WAIT_S = CONNECT_TIMEOUT_S + 1.0
+
+
+def _token_grants(token: str) -> tuple[str | None, bool]:
+    """Read identity and incoming permission from a token without verifying it.
+
+    The gateway verifies the token; the phone only needs to know whether to
+    register. An unreadable token registers anyway and the gateway says why not.
+    """
+    try:
+        claims = jwt.decode(
+            token, options={"verify_signature": False, "verify_exp": False}
+        )
+    except jwt.PyJWTError:
+        return None, True
+    grants = claims.get("grants")
+    if isinstance(grants, dict):
+        identity = grants.get("identity")
+        voice = grants.get("voice") if isinstance(grants.get("voice"), dict) else {}
+        incoming = voice.get("incoming") if isinstance(voice, dict) else None
+        allowed = isinstance(incoming, dict) and incoming.get("allow") is True
+        return (identity if isinstance(identity, str) else None), allowed
+    scope = claims.get("scope")
+    if isinstance(scope, str):  # capability token (signaling-protocol.md §6.2)
+        return None, "scope:client:incoming" in scope
+    return None, True
+
+
+class Device:
+    """A Twilio.Device: registers with a token, places and receives calls.
+
+    Args:
+        token: if given, :meth:`setup` runs on construction (when a loop runs).
+        **options: the seed's options in snake_case, plus ``signaling_url``,
+            ``local_addresses``, ``input_device``, ``output_device`` and
+            ``codec_preferences``. See :mod:`appliance.phone.options`.
+
+    Raises:
+        ConfigError: an unknown option or an invalid value.
+    """
+
+    def __init__(self, token: str | None = None, **options: Any) -> None:
+        self._options = parse_options(options)
+        self._events = Emitter(DEVICE_EVENTS)
+        self._token: str | None = None
+        self._identity: str | None = None
+        self._wants_incoming = True
+        self._client: SignalingClient | None = None
+        self._calls: dict[str, Connection] = {}
+        self._active: Connection | None = None
+        self._ready = False
+        self._connected = False
+        self._reported: str | None = None  # last of "ready"/"offline" emitted
+        self._setup_waiter: asyncio.Future[TwilioError | None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._apply_debug()
+        if token is not None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._token = token  # setup() must be awaited by the caller
+            else:
+                task = loop.create_task(self._setup_quietly(token))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    # ---- queries ---------------------------------------------------------------------
+
+    @property
+    def options(self) -> DeviceOptions:
+        """The validated options in force."""
+        return self._options
+
+    @property
+    def identity(self) -> str | None:
+        """The identity the gateway confirmed for our token."""
+        return self._identity
+
+    @property
+    def enable_ringing_state(self) -> bool:
+        """Whether outgoing calls report the ringing state."""
+        return self._options.enable_ringing_state
+
+    def status(self) -> str:
+        """``busy`` with an active call, ``ready`` when registered, else ``offline``."""
+        if self._active is not None and self._active.state in (
+            CallState.CONNECTING,
+            CallState.RINGING,
+            CallState.OPEN,
+        ):
+            return "busy"
+        return "ready" if self._is_ready() else "offline"
+
+    def active_connection(self) -> Connection | None:
+        """The active call, else the first pending incoming call, else None."""
+        if self._active is not None:
+            return self._active
+        for conn in self._calls.values():
+            if conn.state is CallState.PENDING:
+                return conn
+        return None
+
+    def connections(self) -> list[Connection]:
+        """Every call that is not closed."""
+        return list(dict.fromkeys(self._calls.values()))
+
+    # ---- events ----------------------------------------------------------------------
+
+    def on(self, event: str, handler: Handler) -> Handler:
+        """Call ``handler`` on ``event``; see the module docstring for the names."""
+        return self._events.on(event, handler)
+
+    def once(self, event: str, handler: Handler) -> Handler:
+        """Call ``handler`` on the next ``event`` only."""
+        return self._events.once(event, handler)
+
+    def off(self, event: str, handler: Handler) -> None:
+        """Remove a handler."""
+        self._events.off(event, handler)
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def setup(self, token: str, **options: Any) -> None:
+        """Connect with ``token`` and register for incoming calls.
+
+        Returns once the device is ready, or after about 6 s if the gateway cannot
+        be reached (the device then keeps retrying with backoff and emits
+        ``ready`` later). Calling it again replaces the token and options.
+
+        Raises:
+            ConfigError: invalid options.
+            InvalidArgumentError: the token is not a non-empty string.
+            AuthenticationError: the gateway rejected the token (also emitted
+                as ``error``).
+        """
+        if not isinstance(token, str) or not token.strip():
+            raise InvalidArgumentError("token", "must be a non-empty string")
+        if options:
+            self._options = parse_options(options, self._options)
+            self._apply_debug()
+        self._token = token
+        self._identity, self._wants_incoming = _token_grants(token)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[TwilioError | None] = loop.create_future()
+        self._setup_waiter = waiter
+        if self._client is None:
+            self._client = self._new_client(token)
+            self._client.start()
+        else:
+            self._client.set_token(token)
+        if self._wants_incoming:
+            self._client.register()
+        try:
+            error = await asyncio.wait_for(asyncio.shield(waiter), SETUP_WAIT_S)
+        except TimeoutError:
+            logger.warning("gateway not reachable yet; retrying in the background")
+            return
+        finally:
+            if self._setup_waiter is waiter:
+                self._setup_waiter = None
+        if error is not None:
+            raise error
+
+    async def update_token(self, token: str) -> None:
+        """Use a new token on the live connection (after ``token_will_expire``).
+
+        Raises:
+            InvalidArgumentError: the token is not a non-empty string.
+            InvalidStateError: :meth:`setup` was never called.
+        """
+        if not isinstance(token, str) or not token.strip():
+            raise InvalidArgumentError("token", "must be a non-empty string")
+        if self._client is None:
+            raise InvalidStateError(message="call setup() before update_token()")
+        self._token = token
+        identity, self._wants_incoming = _token_grants(token)
+        self._identity = identity or self._identity
+        self._client.set_token(token)
+        if self._wants_incoming:
+            self._client.register()
+
+    async def connect(
+        self, params: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> Connection:
+        """Place a call; ``params`` reach the gateway as ``twilio.params``.
+
+        With the local exchange, ``{"To": "bob"}`` or ``{"To": "client:bob"}``
+        calls the phone registered as bob and ``{"To": "echo"}`` the echo test.
+
+        Returns:
+            The Connection, ``connecting`` (the invite has been sent).
+
+        Raises:
+            InvalidStateError: not set up, or another call is active.
+            TwilioError: the media could not be prepared (also emitted).
+        """
+        if self._client is None:
+            raise InvalidStateError(message="call setup() before connect()")
+        if self.status() == "busy":
+            raise InvalidStateError(message="a call is already active")
+        all_params = {**(params or {}), **kwargs}
+        conn = Connection(
+            self,
+            CallDirection.OUTGOING,
+            call_sid=f"TJS{uuid.uuid4()}",
+            custom_parameters={str(k): str(v) for k, v in all_params.items()},
+        )
+        self._calls[conn.call_sid] = conn
+        self._active = conn
+        twilio: dict[str, Any] = (
+            {"params": encode_params(all_params)} if all_params else {}
+        )
+        await conn._start_outgoing({"twilio": twilio})
+        return conn
+
+    async def disconnect_all(self) -> None:
+        """Hang up every call (pending incoming calls are rejected)."""
+        for conn in self.connections():
+            await conn.disconnect()
+
+    async def destroy(self) -> None:
+        """End all calls, close the signaling session, emit ``offline``.
+
+        Then every handler is removed; :meth:`setup` may be called again.
+        """
+        conns = self.connections()
+        await self.disconnect_all()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+        for conn in conns:
+            await conn._wait_closed()
+        self._ready = self._connected = False
+        if self._reported != "offline":
+            self._reported = "offline"
+            self._events.emit("offline", self)
+        for task in list(self._tasks):
+            task.cancel()
+        await self._events.drain()
+        self._events.remove_all_listeners()
+
+    # ---- signaling events ------------------------------------------------------------
+
+    def _on_signaling_event(self, event: Event) -> None:
+        if isinstance(event, MessageReceived):
+            self._on_message(event.message)
+        elif isinstance(event, Connected):
+            self._connected = True
+            self._identity = event.identity or self._identity
+            logger.info(
+                "connected to the gateway as %s (region %s)",
+                self._identity,
+                event.region,
+            )
+            if not self._wants_incoming:
+                self._report_status()
+                self._resolve_setup(None)
+        elif isinstance(event, Ready):
+            self._ready = True
+            logger.info("registered as %s", self._identity)
+            self._report_status()
+            self._resolve_setup(None)
+        elif isinstance(event, Unregistered):
+            self._ready = False
+            self._report_status()
+        elif isinstance(event, TransportLost):
+            self._on_transport_lost(event.error, event.was_connected, event.retry_at)
+        elif isinstance(event, GatewayClosed):
+            self._on_transport_lost(
+                error_for_code(31005, "the gateway closed the connection"), True, None
+            )
+        elif isinstance(event, ErrorReceived):
+            self._on_error(event.error)
+        elif isinstance(event, TokenWillExpire):
+            self._events.emit("token_will_expire", self)
+
+    def _on_message(self, message: Message) -> None:
+        sid = message.callsid
+        if message.type is MessageType.INVITE:
+            self._on_invite(message)
+            return
+        conn = self._calls.get(sid) if sid else None
+        if conn is None and message.type in (
+            MessageType.RINGING,
+            MessageType.ANSWER,
+            MessageType.HANGUP,
+        ):
+            # The gateway answers an invite with the real CallSid only; like the
+            # SDK, an outgoing call still known by its temporary TJS id takes the
+            # first ringing/answer (signaling-protocol.md §5, "CallSid").
+            conn = self._unconfirmed_outgoing()
+        if conn is None:
+            logger.debug("< %s for unknown call %s ignored", message.type, sid)
+            return
+        conn._deliver(message)
+
+    def _unconfirmed_outgoing(self) -> Connection | None:
+        for conn in self._calls.values():
+            if (
+                conn.direction is CallDirection.OUTGOING
+                and conn.call_sid.startswith("TJS")
+                and conn.state in (CallState.CONNECTING, CallState.RINGING)
+            ):
+                return conn
+        return None
+
+    def _on_invite(self, message: Message) -> None:
+        payload = message.payload
+        sid = str(payload["callsid"])
+        if sid in self._calls:
+            return  # a repeated invite for a call we already know
+        if self.status() == "busy" and not self._options.allow_incoming_while_busy:
+            # Twilio.Device ignores it silently (seed: allowIncomingWhileBusy).
+            logger.info("incoming call %s ignored: busy", sid)
+            return
+        raw = payload.get("parameters")
+        parameters = (
+            {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+        )
+        parameters.setdefault("CallSid", sid)
+        custom = decode_params(parameters["Params"]) if "Params" in parameters else {}
+        conn = Connection(
+            self,
+            CallDirection.INCOMING,
+            call_sid=sid,
+            parameters=parameters,
+            custom_parameters=custom,
+            offer_sdp=str(payload["sdp"]),
+        )
+        self._calls[sid] = conn
+        logger.info("incoming call %s from %s", sid, parameters.get("From"))
+        self._events.emit("incoming", conn)
+
+    def _on_error(self, error: TwilioError) -> None:
+        conn = self._calls.get(error.call_sid) if error.call_sid else None
+        if conn is not None:
+            conn._deliver(
+                Message(
+                    MessageType.ERROR,
+                    {"callsid": error.call_sid, "error": error.to_payload()},
+                )
+            )
+            return
+        logger.warning("gateway error %s", error)
+        self._events.emit("error", error)
+        if isinstance(error, AuthenticationError):
+            self._resolve_setup(error)
+
+    def _on_transport_lost(
+        self, error: TwilioError, was_connected: bool, retry_at: float | None
+    ) -> None:
+        self._ready = self._connected = False
+        for conn in self.connections():
+            conn._transport_lost(error)
+        if retry_at is None:
+            logger.warning(
+                "signaling closed by the gateway; no reconnect until a new token is set"
+            )
+        else:
+            logger.warning(
+                "signaling lost (%s); retrying in %.1f s",
+                error.message,
+                max(0.0, retry_at - asyncio.get_running_loop().time()),
+            )
+        self._report_status()
+
+    # ---- engine interface used by Connection -----------------------------------------
+
+    def _send(self, message: Message) -> bool:
+        if self._client is None:
+            return False
+        return self._client.send(message)
+
+    def _new_media(self, connection: Connection) -> MediaSession:
+        opts = self._options
+        config = MediaConfig(
+            ice_servers=tuple(
+                IceServer(s.urls, s.username, s.credential)
+                for s in opts.rtc_configuration
+            ),
+            local_addresses=opts.local_addresses,
+            codecs=tuple("PCMU" if c == "pcmu" else c for c in opts.codec_preferences),
+            dscp=opts.dscp,
+        )
+        source = open_source(opts.input_device)
+        try:
+            sink = open_sink(opts.output_device)
+        except TwilioError:
+            source.close()
+            raise
+        return MediaSession(config, source, sink, on_failed=connection._media_failed)
+
+    async def _before_accept(self, connection: Connection) -> None:
+        other = self._active
+        if other is not None and other is not connection:
+            # allow_incoming_while_busy: the new call replaces the active one.
+            await other.disconnect()
+        self._active = connection
+
+    def _call_opened(self, connection: Connection) -> None:
+        self._active = connection
+
+    def _call_sid_changed(self, connection: Connection, old: str) -> None:
+        self._calls.pop(old, None)
+        self._calls[connection.call_sid] = connection
+
+    def _call_ended(self, connection: Connection) -> None:
+        for sid in [s for s, c in self._calls.items() if c is connection]:
+            del self._calls[sid]
+        if self._active is connection:
+            self._active = None
+
+    def _emit(self, event: str, *args: Any) -> None:
+        self._events.emit(event, *args)
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    def _is_ready(self) -> bool:
+        return self._ready or (self._connected and not self._wants_incoming)
+
+    def _report_status(self) -> None:
+        now = "ready" if self._is_ready() else "offline"
+        if now != self._reported:
+            self._reported = now
+            self._events.emit(now, self)
+
+    def _resolve_setup(self, error: TwilioError | None) -> None:
+        waiter = self._setup_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(error)
+
+    def _new_client(self, token: str) -> SignalingClient:
+        opts = self._options
+        if opts.warnings and opts.region != "gll":
+            logger.warning("the region option is deprecated; use edge")
+        protocol = ClientProtocol(
+            urls=opts.urls(),
+            token=token,
+            backoff=BackoffPolicy.for_option(opts.backoff_max_ms),
+            random=random.random,
+            browserinfo={
+                "p": "appliance",
+                "v": __version__,
+                "browser": {
+                    "userAgent": f"appliance/{__version__} Python/"
+                    f"{platform.python_version()}",
+                    "platform": sys.platform,
+                },
+                "plugin": "rtc",
+            },
+            register_payload={"callWaiting": opts.allow_incoming_while_busy},
+        )
+        return SignalingClient(protocol, on_event=self._on_signaling_event)
+
+    def _apply_debug(self) -> None:
+        if self._options.debug:
+            logging.getLogger("appliance").setLevel(logging.DEBUG)
+
+    async def _setup_quietly(self, token: str) -> None:
+        with contextlib.suppress(TwilioError):  # already emitted as an error event
+            await self.setup(token)

@@ -1,0 +1,90 @@
+"""A small event emitter for Device and Connection (``on``/``off``/``emit``).
+
+Why not pyee: Twilio.Device emits ``error`` events that are ordinary facts, and
+pyee raises when an ``error`` is emitted with no listener. Here a handler may be
+a plain function or a coroutine function (scheduled as a task that the emitter
+keeps until it ends); a handler that raises is logged and never breaks the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Emitter", "Handler"]
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[..., Any]
+
+
+class Emitter:
+    """Named events with any number of handlers each."""
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self._names = names
+        self._handlers: dict[str, list[Handler]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def on(self, event: str, handler: Handler) -> Handler:
+        """Call ``handler`` on every ``event``; returns it (usable as decorator).
+
+        Raises:
+            ValueError: unknown event name.
+        """
+        if event not in self._names:
+            raise ValueError(
+                f"unknown event {event!r}; events: {', '.join(sorted(self._names))}"
+            )
+        self._handlers.setdefault(event, []).append(handler)
+        return handler
+
+    def once(self, event: str, handler: Handler) -> Handler:
+        """Call ``handler`` on the next ``event`` only."""
+
+        def wrapper(*args: Any) -> Any:
+            self.off(event, wrapper)
+            return handler(*args)
+
+        self.on(event, wrapper)
+        return wrapper
+
+    def off(self, event: str, handler: Handler) -> None:
+        """Remove one handler (no error if it was not there)."""
+        handlers = self._handlers.get(event, [])
+        if handler in handlers:
+            handlers.remove(handler)
+
+    def remove_all_listeners(self) -> None:
+        """Remove every handler of every event."""
+        self._handlers.clear()
+
+    def listener_count(self, event: str) -> int:
+        """Number of handlers of ``event``."""
+        return len(self._handlers.get(event, []))
+
+    def emit(self, event: str, *args: Any) -> None:
+        """Call the handlers of ``event`` in order of registration."""
+        for handler in list(self._handlers.get(event, [])):
+            try:
+                result = handler(*args)
+            except Exception:  # supervision boundary for user handlers
+                logger.exception("! handler for %r failed", event)
+                continue
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("! async handler failed", exc_info=task.exception())
+
+    async def drain(self) -> None:
+        """Wait for the coroutine handlers still running."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
