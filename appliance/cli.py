@@ -25,7 +25,16 @@ from appliance.errors import ConfigError
 if TYPE_CHECKING:
     from appliance.exchange.config import ExchangeConfig
 
-__all__ = ["add_exchange_parser", "add_token_parser", "build_parser", "main"]
+__all__ = [
+    "add_demo_parser",
+    "add_exchange_parser",
+    "add_phone_parser",
+    "add_run_parser",
+    "add_show_config_parser",
+    "add_token_parser",
+    "build_parser",
+    "main",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +164,7 @@ def _configure_logging(level: str) -> None:
     aiortc and aioice log every RTP/STUN packet at DEBUG, which drowns the
     exchange's own DEBUG lines, so they stay at INFO or above.
     """
+    level = level.upper()
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -205,6 +215,172 @@ async def _serve_exchange(config: ExchangeConfig) -> None:
         logger.info("stopping")
 
 
+# --------------------------------------------------------------------- phone
+
+
+def add_phone_parser(subparsers: _Subparsers) -> None:
+    """Add ``appliance phone``: one Device driven by JSON lines (stdin/stdout)."""
+    parser = subparsers.add_parser(
+        "phone",
+        help="run one phone driven by JSON commands on stdin",
+        description="Register a Device and print its events as JSON lines on "
+        "stdout; read commands as JSON lines on stdin (see appliance.phone.agent). "
+        "Logs go to stderr.",
+    )
+    parser.add_argument(
+        "--signaling-url", required=True, metavar="URL", help="ws:// or wss:// URL"
+    )
+    token = parser.add_mutually_exclusive_group(required=True)
+    token.add_argument("--token", help="Access Token (visible to ps; prefer a file)")
+    token.add_argument("--token-file", type=Path, metavar="FILE", help="token file")
+    parser.add_argument("--input", metavar="DEV", help="input device (tone:440)")
+    parser.add_argument(
+        "--output", metavar="DEV", help="output device, e.g. file:x.wav"
+    )
+    parser.add_argument(
+        "--local-address",
+        action="append",
+        metavar="IP",
+        help="gather ICE host candidates on this address (repeatable)",
+    )
+    parser.add_argument(
+        "--auto-answer", action="store_true", help="accept incoming calls at once"
+    )
+    parser.add_argument("--allow-incoming-while-busy", action="store_true")
+    parser.add_argument("--enable-ringing-state", action="store_true")
+    parser.add_argument(
+        "--backoff-max-ms", type=int, metavar="N", help="reconnect cap (>= 3000)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level on stderr",
+    )
+    parser.set_defaults(handler=run_phone)
+
+
+def run_phone(args: argparse.Namespace) -> int:
+    """Handle ``appliance phone``."""
+    from appliance.phone.agent import run_agent
+    from appliance.phone.options import parse_options
+
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            return _fail(f"--token-file: {exc.strerror or exc}")
+    else:
+        token = args.token.strip()
+    if not token:
+        return _fail("the token is empty")
+    options: dict[str, Any] = {"signaling_url": args.signaling_url}
+    if args.input is not None:
+        options["input_device"] = args.input
+    if args.output is not None:
+        options["output_device"] = args.output
+    if args.local_address:
+        options["local_addresses"] = list(args.local_address)
+    if args.allow_incoming_while_busy:
+        options["allow_incoming_while_busy"] = True
+    if args.enable_ringing_state:
+        options["enable_ringing_state"] = True
+    if args.backoff_max_ms is not None:
+        options["backoff_max_ms"] = args.backoff_max_ms
+    try:
+        parse_options(options)  # fail fast with a one-line error (exit 2)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    # stdout carries the JSON event stream; logs must stay on stderr.
+    _configure_logging(args.log_level)
+    return asyncio.run(run_agent(token, options, auto_answer=args.auto_answer))
+
+
+# ---------------------------------------------------------------------- run
+
+
+def add_run_parser(subparsers: _Subparsers) -> None:
+    """Add ``appliance run``: the phone service (systemd starts it at boot)."""
+    parser = subparsers.add_parser(
+        "run",
+        help="run the phone service",
+        description="Register with the token from phone.token_file (or "
+        "$APPLIANCE_TOKEN) and run until SIGTERM. Config layers are read in "
+        "order after the shipped defaults; missing files are skipped.",
+    )
+    parser.add_argument(
+        "--config",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="a TOML config layer (repeatable; default: /etc/appliance/"
+        "appliance.toml then /var/lib/appliance/provisioned.toml)",
+    )
+    parser.set_defaults(handler=run_run)
+
+
+def run_run(args: argparse.Namespace) -> int:
+    """Handler of ``appliance run``."""
+    from appliance import app
+    from appliance.config import load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    _configure_logging(config.log_level)
+    return app.main(config)
+
+
+def add_show_config_parser(subparsers: _Subparsers) -> None:
+    """Add ``appliance show-config``: print the merged configuration."""
+    parser = subparsers.add_parser(
+        "show-config", help="print the merged configuration (token never shown)"
+    )
+    parser.add_argument("--config", action="append", type=Path, metavar="FILE")
+    parser.set_defaults(handler=run_show_config)
+
+
+def run_show_config(args: argparse.Namespace) -> int:
+    """Handler of ``appliance show-config``."""
+    from appliance.config import load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    print(f"# layers: {', '.join(config.sources)}")
+    print(f"[phone]\ntoken_file = {str(config.token_file)!r}\n")
+    print("[device]")
+    for key, value in sorted(config.device_raw.items()):
+        print(f"{key} = {value!r}")
+    print(f"\n[log]\nlevel = {config.log_level!r}")
+    return 0
+
+
+# --------------------------------------------------------------------- demo
+
+
+def add_demo_parser(subparsers: _Subparsers) -> None:
+    """Add ``appliance demo``: a real call between two simulated phones."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="call between two simulated phones over a local exchange",
+        description="Start a local exchange and two phones, place a call, "
+        "answer, send DTMF, hang up; print the timeline and write what each "
+        "phone heard as WAV files.",
+    )
+    parser.add_argument("--out", default="demo-out", help="directory for the WAV files")
+    parser.set_defaults(handler=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Handler of ``appliance demo``."""
+    from appliance import demo
+
+    return demo.main(args.out)
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -215,8 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
+    add_run_parser(subparsers)
+    add_show_config_parser(subparsers)
     add_token_parser(subparsers)
     add_exchange_parser(subparsers)
+    add_phone_parser(subparsers)
+    add_demo_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,153 @@
+"""Composition root of the phone service (``appliance run``).
+
+The only place that turns configuration into objects. Start-up order: config
+and logging, token, Device, signal handlers, setup (register), then READY to
+systemd, then the long-lived tasks (watchdog ping, token-file watch). Shutdown
+order is the reverse: stop the tasks, end calls (``close_protection`` logs its
+message when a call is cut by the stop), destroy the Device, STOPPING.
+
+The token is re-read when the gateway says it will expire and whenever the
+token file changes, so that provisioning (USB stick, QR code, refresh service)
+only has to write the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from appliance.config import AppConfig, Secret, environ_token, read_token
+from appliance.errors import ConfigError, TwilioError
+from appliance.phone.connection import Connection
+from appliance.phone.device import Device
+from appliance.system.notify import Notifier, watchdog_interval_s
+
+__all__ = ["run_service"]
+
+logger = logging.getLogger(__name__)
+
+TOKEN_POLL_S = 5.0
+DEFAULT_CLOSE_MESSAGE = (
+    "A call is currently in progress. Leaving or reloading this page will end the call."
+)
+
+
+class _TokenSource:
+    """The token file, re-read when its modification time changes."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._mtime: float | None = None
+
+    def read(self) -> Secret:
+        if self.path is None:
+            token = environ_token()
+            if token is None:
+                raise ConfigError(
+                    "phone.token_file",
+                    "no token file configured and APPLIANCE_TOKEN unset",
+                )
+            return token
+        token = read_token(self.path)
+        self._mtime = self.path.stat().st_mtime
+        return token
+
+    def changed(self) -> bool:
+        if self.path is None:
+            return False
+        try:
+            return self.path.stat().st_mtime != self._mtime
+        except OSError:
+            return False
+
+
+async def run_service(config: AppConfig) -> int:
+    """Run the phone until SIGTERM/SIGINT; return the exit status."""
+    notifier = Notifier()
+    tokens = _TokenSource(config.token_file)
+    device = Device(**config.device_raw)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    device.on("ready", lambda d: notifier.status(f"registered as {d.identity}"))
+    device.on("offline", lambda _d: notifier.status("offline, reconnecting"))
+    device.on("incoming", _log_incoming)
+    device.on("error", lambda e: logger.warning("device error %s", e))
+
+    async def refresh_token(_device: Device | None = None) -> None:
+        try:
+            token = tokens.read()
+        except ConfigError as exc:
+            logger.error("cannot refresh the token: %s", exc)
+            return
+        await device.update_token(token.reveal())
+
+    device.on("token_will_expire", refresh_token)
+
+    try:
+        token = tokens.read()
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        return 2
+    try:
+        await device.setup(token.reveal())
+    except TwilioError as exc:
+        # Keep running: a new token file (provisioning) brings the phone up.
+        logger.error("the gateway refused the token: %s", exc)
+    notifier.ready(f"phone {device.status()}")
+    logger.info("phone service started (%s)", ", ".join(config.sources))
+
+    async with asyncio.TaskGroup() as group:
+        watchers = [
+            group.create_task(_watch_token(tokens, refresh_token)),
+            group.create_task(_ping_watchdog(notifier)),
+        ]
+        await stop.wait()
+        for task in watchers:
+            task.cancel()
+
+    notifier.stopping()
+    if device.status() == "busy" and device.options.close_protection:
+        message = device.options.close_protection
+        logger.warning(
+            "%s", message if isinstance(message, str) else DEFAULT_CLOSE_MESSAGE
+        )
+    await device.destroy()
+    logger.info("phone service stopped")
+    return 0
+
+
+def _log_incoming(conn: Connection) -> None:
+    logger.info("incoming call from %s", conn.parameters.get("From"))
+
+
+async def _watch_token(
+    tokens: _TokenSource, refresh: Callable[[], Awaitable[None]]
+) -> None:
+    while True:
+        await asyncio.sleep(TOKEN_POLL_S)
+        if tokens.changed():
+            logger.info("token file changed; updating the token")
+            await refresh()
+
+
+async def _ping_watchdog(notifier: Notifier) -> None:
+    interval = watchdog_interval_s()
+    if interval is None or not notifier.enabled:
+        return
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval)
+
+
+def main(config: AppConfig) -> int:
+    """Entry point of ``appliance run``."""
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(run_service(config))
+    return 0

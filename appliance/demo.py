@@ -1,0 +1,257 @@
+"""``appliance demo``: a real call between two simulated phones.
+
+Starts a local exchange in its own process with fresh credentials, registers two
+phones (alice and bob) in this process, and plays a scripted call: alice dials
+bob, bob's phone rings and he answers, both talk (speech from espeak-ng when it
+is installed, else two tones), alice keys DTMF, bob hangs up. It prints a
+timestamped timeline of both phones and writes what each phone heard as WAV
+files. The exit status is non-zero if any step fails, so CI can run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import wave
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from appliance.errors import ApplianceError, TwilioError
+from appliance.media.levels import rms_dbfs
+from appliance.phone.connection import Connection
+from appliance.phone.device import Device
+from appliance.tokens import create_access_token
+
+__all__ = ["run_demo"]
+
+logger = logging.getLogger(__name__)
+
+SPEECH = {
+    "alice": "Hello Bob, this is Alice calling from the desk phone on the third "
+    "floor. Can you hear me clearly? I will send you some digits now.",
+    "bob": "Hi Alice, Bob here. I hear you loud and clear. The digits arrived. "
+    "Thanks for calling, goodbye.",
+}
+TONES = {"alice": "tone:440", "bob": "tone:660"}
+STEP_TIMEOUT_S = 15.0
+
+
+class Timeline:
+    """Collects timestamped events of both phones and prints them as they come."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.rows: list[tuple[float, str, str]] = []
+
+    def add(self, who: str, what: str) -> None:
+        t = time.monotonic() - self.t0
+        self.rows.append((t, who, what))
+        print(f"  +{t:7.3f}s  {who:<6} {what}", flush=True)
+
+
+def _speech_input(who: str, out: Path) -> str:
+    """Synthesize ``who``'s line with espeak-ng, or fall back to a tone."""
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        return TONES[who]
+    path = out / f"{who}-says.wav"
+    voice = "en-us" if who == "alice" else "en-gb"
+    try:
+        subprocess.run(
+            [espeak, "-v", voice, "-s", "160", "-w", str(path), SPEECH[who]],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        logger.warning("espeak-ng failed (%s); using a tone", exc)
+        return TONES[who]
+    return f"file:{path}"
+
+
+async def _start_exchange(
+    account: str, key: str, secret: str
+) -> tuple[asyncio.subprocess.Process, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "appliance",
+        "exchange",
+        "--listen",
+        "127.0.0.1:0",
+        "--account-sid",
+        account,
+        "--api-key",
+        key,
+        "--api-secret",
+        secret,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), STEP_TIMEOUT_S)
+    text = line.decode().strip()
+    if "ws://" not in text:
+        proc.kill()
+        raise ApplianceError(f"the exchange did not start: {text!r}")
+    return proc, text[text.index("ws://") :]
+
+
+def _watch(device: Device, who: str, timeline: Timeline) -> None:
+    def say(what: str) -> Callable[..., None]:
+        return lambda *_: timeline.add(who, what)
+
+    device.on("ready", say("ready (registered)"))
+    device.on("offline", say("offline"))
+    device.on(
+        "connect", lambda c: timeline.add(who, f"connected {c.call_sid} ({c.codec})")
+    )
+    device.on("disconnect", say("disconnected"))
+    device.on("cancel", say("call cancelled"))
+    device.on("error", lambda e: timeline.add(who, f"error {e.code}: {e.message}"))
+
+
+def _heard(path: Path) -> tuple[float, float]:
+    """Duration (s) and level (dBFS) of a recording."""
+    with wave.open(str(path), "rb") as wav:
+        frames = wav.getnframes()
+        rate = wav.getframerate()
+        samples = np.frombuffer(wav.readframes(frames), dtype=np.int16)
+    return frames / rate, rms_dbfs(samples)
+
+
+async def _wait(event: asyncio.Event, what: str) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), STEP_TIMEOUT_S)
+    except TimeoutError:
+        raise ApplianceError(f"timed out waiting for {what}") from None
+
+
+async def run_demo(out: Path) -> int:
+    """Run the scripted call; return 0 on success."""
+    account = "AC" + secrets.token_hex(16)
+    key = "SK" + secrets.token_hex(16)
+    secret = secrets.token_urlsafe(24)
+    app = "AP" + secrets.token_hex(16)
+    timeline = Timeline()
+    print("Starting the local exchange and two phones (alice, bob)...", flush=True)
+    proc, url = await _start_exchange(account, key, secret)
+    timeline.add("exch", f"listening on {url}")
+    devices: dict[str, Device] = {}
+    try:
+        for who in ("alice", "bob"):
+            device = Device(
+                signaling_url=url,
+                local_addresses=["127.0.0.1"],
+                input_device=_speech_input(who, out),
+                output_device=f"file:{out / f'{who}-heard.wav'}",
+                enable_ringing_state=True,
+            )
+            _watch(device, who, timeline)
+            devices[who] = device
+            token = create_access_token(
+                account_sid=account,
+                api_key_sid=key,
+                api_secret=secret,
+                identity=who,
+                now=time.time(),
+                outgoing_application_sid=app,
+            )
+            await device.setup(token)
+        return await _script(devices, timeline, out)
+    except (ApplianceError, TwilioError) as exc:
+        timeline.add("demo", f"FAILED: {exc}")
+        return 1
+    finally:
+        for device in devices.values():
+            await device.destroy()
+        proc.terminate()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), 5.0)
+
+
+async def _script(devices: dict[str, Device], timeline: Timeline, out: Path) -> int:
+    alice, bob = devices["alice"], devices["bob"]
+    incoming: asyncio.Queue[Connection] = asyncio.Queue()
+    bob.on("incoming", incoming.put_nowait)
+    digits: list[str] = []
+    all_digits = asyncio.Event()
+    bob_hung_up = asyncio.Event()
+
+    timeline.add("alice", "dials bob")
+    call = await alice.connect({"To": "client:bob", "Floor": "3"})
+    ringing = asyncio.Event()
+
+    def on_ringing(_early: bool) -> None:
+        timeline.add("alice", "hears ringback")
+        ringing.set()
+
+    call.on("ringing", on_ringing)
+    answered = asyncio.Event()
+    call.on("accept", lambda _c: answered.set())
+    call.on("disconnect", lambda _c: bob_hung_up.set())
+
+    bob_call = await asyncio.wait_for(incoming.get(), STEP_TIMEOUT_S)
+    timeline.add(
+        "bob",
+        f"phone rings: call from {bob_call.parameters.get('From')} "
+        f"(Floor={bob_call.custom_parameters.get('Floor')})",
+    )
+
+    def on_digit(d: str) -> None:
+        digits.append(d)
+        timeline.add("bob", f"received DTMF {d}")
+        if len(digits) == 4:
+            all_digits.set()
+
+    bob_call.on("dtmf", on_digit)
+    await _wait(ringing, "ringback")
+    await asyncio.sleep(1.0)  # let it ring once
+    timeline.add("bob", "answers")
+    await bob_call.accept()
+    await _wait(answered, "the answer")
+    await asyncio.sleep(4.0)  # talk
+    timeline.add("alice", "keys 1 2 3 #")
+    call.send_digits("123#")
+    await _wait(all_digits, "the digits")
+    await asyncio.sleep(3.0)  # talk some more
+    timeline.add("bob", "hangs up")
+    await bob_call.disconnect()
+    await _wait(bob_hung_up, "alice's side to hang up")
+    await asyncio.sleep(0.3)
+    ok = digits == list("123#")
+    print("\nWhat each phone heard:", flush=True)
+    for who in ("alice", "bob"):
+        path = out / f"{who}-heard.wav"
+        seconds, level = _heard(path)
+        audible = seconds > 5.0 and level > -50.0
+        ok = ok and audible
+        print(
+            f"  {path}: {seconds:.1f} s, level {level:.1f} dBFS"
+            f"{'' if audible else '  (SILENT: FAILED)'}",
+            flush=True,
+        )
+    print(
+        f"\nDTMF received by bob: {''.join(digits)} ({'ok' if ok else 'WRONG'})",
+        flush=True,
+    )
+    return 0 if ok else 1
+
+
+def main(out: str) -> int:
+    """Entry point of ``appliance demo``."""
+    logging.basicConfig(
+        level=os.environ.get("APPLIANCE_LOG_LEVEL", "WARNING"),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(run_demo(path))
