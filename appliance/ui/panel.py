@@ -1,0 +1,658 @@
+"""The front panel's behaviour as a pure state machine.
+
+Rules of this file
+------------------
+* No I/O, no clock: every input takes ``now`` (monotonic seconds). The adapter
+  calls :meth:`Panel.tick` at :meth:`Panel.next_deadline`.
+* Inputs are user gestures (:meth:`Panel.key`, :meth:`Panel.button`) and engine
+  facts (:meth:`Panel.registered`, :meth:`Panel.incoming`, ...). Outputs are
+  commands for the engine and audio (drained with
+  :meth:`Panel.commands_to_send`) plus queries the screens and LEDs read
+  (:meth:`Panel.view`, :meth:`Panel.ringer_pattern`, :meth:`Panel.status_led`).
+* Transitions are the table :data:`_KEY_TABLE` / :data:`_BUTTON_TABLE`:
+  ``(state, input) -> handler``; guards live in the handlers. A user gesture
+  with no entry does nothing: a phone does not complain about a stray key.
+* Engine facts are facts: they are applied in every state where they mean
+  something and ignored elsewhere (for example ``disconnected`` after we
+  already went back to idle on Hangup).
+
+States
+------
+``offline`` (not registered; shows "reconnecting" and the next retry, or a
+"press Ready" hint before the first setup), ``connecting`` (Setup sent),
+``idle``, ``dialing`` (a dial string is being typed), ``calling`` (outgoing,
+before answer), ``ringing`` (incoming), ``in_call`` and ``error`` (an error is
+shown for ``error_display_s``, then the panel resumes where it belongs).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from appliance.cadence import Cadence, tones_for
+from appliance.errors import ConfigError
+
+__all__ = [
+    "DTMF_KEYS",
+    "Accept",
+    "ChangeVolume",
+    "Command",
+    "Dial",
+    "Hangup",
+    "Ignore",
+    "Panel",
+    "PanelButton",
+    "PanelState",
+    "PanelView",
+    "PlayLocalDtmf",
+    "Reject",
+    "Screen",
+    "SendDigits",
+    "SetMute",
+    "Setup",
+    "StatusLed",
+]
+
+#: Keys of the 4x3 keypad, which are also the DTMF digits we send.
+DTMF_KEYS = frozenset("0123456789*#")
+
+# A directory code is what can be typed on the keypad (no '#': it dials).
+_CODE_RE = re.compile(r"[0-9*]{1,32}")
+# Twilio client identities: letters, digits and underscores (Access Token docs).
+_NAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,121}")
+
+
+class PanelState(StrEnum):
+    """Where the panel is."""
+
+    OFFLINE = "offline"
+    CONNECTING = "connecting"
+    IDLE = "idle"
+    DIALING = "dialing"
+    CALLING = "calling"
+    RINGING = "ringing"
+    IN_CALL = "in_call"
+    ERROR = "error"
+
+
+class Screen(StrEnum):
+    """Which screen to draw. The last two are placeholders (provisioning, OTA)."""
+
+    OFFLINE = "offline"
+    CONNECTING = "connecting"
+    IDLE = "idle"
+    DIALING = "dialing"
+    CALLING = "calling"
+    RINGING = "ringing"
+    IN_CALL = "in_call"
+    ERROR = "error"
+    PROVISIONING = "provisioning"
+    UPDATING = "updating"
+
+
+class PanelButton(StrEnum):
+    """Button gestures. ``hangup_held`` is a long press; hook is the switch."""
+
+    READY = "ready"
+    ACCEPT = "accept"
+    HANGUP = "hangup"
+    HANGUP_HELD = "hangup_held"
+    MUTE = "mute"
+    VOL_UP = "vol_up"
+    VOL_DOWN = "vol_down"
+    HOOK_UP = "hook_up"
+    HOOK_DOWN = "hook_down"
+
+
+class StatusLed(StrEnum):
+    """Status LED modes (see :data:`appliance.cadence.STATUS_SLOW` and friends)."""
+
+    OFF = "off"
+    STEADY = "steady"
+    SLOW = "slow"
+    FAST = "fast"
+
+
+# --- commands (outputs) -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Run the engine's setup: connect and register (the Ready gesture)."""
+
+
+@dataclass(frozen=True)
+class Dial:
+    """Place an outgoing call to ``to`` (``client:NAME`` or a number as typed)."""
+
+    to: str
+
+
+@dataclass(frozen=True)
+class Accept:
+    """Answer the ringing incoming call."""
+
+
+@dataclass(frozen=True)
+class Reject:
+    """Reject the ringing incoming call."""
+
+
+@dataclass(frozen=True)
+class Ignore:
+    """Stop ringing locally without rejecting (the caller keeps hearing ringback)."""
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """End the current call (outgoing before answer, or connected)."""
+
+
+@dataclass(frozen=True)
+class SendDigits:
+    """Send DTMF digits on the current call."""
+
+    digits: str
+
+
+@dataclass(frozen=True)
+class SetMute:
+    """Mute or unmute the microphone."""
+
+    muted: bool
+
+
+@dataclass(frozen=True)
+class PlayLocalDtmf:
+    """Play the DTMF tone locally as key feedback."""
+
+    digit: str
+
+
+@dataclass(frozen=True)
+class ChangeVolume:
+    """Change the output volume by ``delta`` steps."""
+
+    delta: int
+
+
+Command = (
+    Setup
+    | Dial
+    | Accept
+    | Reject
+    | Ignore
+    | Hangup
+    | SendDigits
+    | SetMute
+    | PlayLocalDtmf
+    | ChangeVolume
+)
+
+
+@dataclass(frozen=True)
+class PanelView:
+    """Everything the screens need, as plain values.
+
+    Attributes:
+        screen: which screen to draw.
+        now: the time of the latest input; timers are ``now - call_started_at``.
+        identity: our client identity once registered.
+        registered: registration state for the status bar.
+        network_up: ``None`` when unknown.
+        dial_string: what has been typed.
+        dial_match: the directory name the dial string matches, if any.
+        remote: the other party (caller id or dialled target, as received).
+        remote_ringing: the far end is ringing (outgoing calls).
+        params: custom parameters of an incoming call.
+        call_started_at: when the call was answered.
+        muted: microphone muted.
+        error_code / error_message: the error being shown.
+        next_retry_at: when the engine retries registration, if known.
+        setup_requested: whether Ready has been pressed at least once.
+        provisioning_code / update_progress / update_version: placeholders.
+    """
+
+    screen: Screen
+    now: float = 0.0
+    identity: str = ""
+    registered: bool = False
+    network_up: bool | None = None
+    dial_string: str = ""
+    dial_match: str = ""
+    remote: str = ""
+    remote_ringing: bool = False
+    params: tuple[tuple[str, str], ...] = ()
+    call_started_at: float | None = None
+    muted: bool = False
+    error_code: int | None = None
+    error_message: str = ""
+    next_retry_at: float | None = None
+    setup_requested: bool = False
+    provisioning_code: str = ""
+    update_progress: float | None = None
+    update_version: str = ""
+
+
+@dataclass
+class _Call:
+    remote: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+    started_at: float | None = None
+    ring_started_at: float = 0.0
+    remote_ringing: bool = False
+
+
+_Handler = Callable[["Panel", str, float], None]
+
+
+class Panel:
+    """The front panel state machine.
+
+    Example::
+
+        panel = Panel(directory={"100": "alice"})
+        panel.button("ready", now=0.0)        # -> [Setup()]
+        panel.registered("bob", now=0.5)
+        for key in "100":
+            panel.key(key, now=1.0)
+        panel.button("accept", now=2.0)       # -> [Dial("client:alice")]
+        panel.commands_to_send()
+
+    Args:
+        directory: dial code (keypad digits) -> client name; dialling a code
+            calls ``client:NAME``. Comes from config.
+        country: selects the ring cadence (:func:`appliance.cadence.tones_for`).
+        ring_cadence: overrides the country's ring cadence.
+        max_dial_length: longest dial string; further digits are ignored.
+        ignore_after_rings: emit :class:`Ignore` after this many rings.
+        error_display_s: how long an error stays on screen.
+
+    Raises:
+        ConfigError: invalid directory entry or option (the key names it).
+    """
+
+    def __init__(
+        self,
+        *,
+        directory: Mapping[str, str] | None = None,
+        country: str = "US",
+        ring_cadence: Cadence | None = None,
+        max_dial_length: int = 20,
+        ignore_after_rings: int | None = None,
+        error_display_s: float = 4.0,
+    ) -> None:
+        self._directory = dict(directory or {})
+        for code, name in self._directory.items():
+            if not _CODE_RE.fullmatch(code):
+                raise ConfigError(f"ui.directory.{code}", "code must be keypad digits")
+            if not _NAME_RE.fullmatch(name):
+                raise ConfigError(
+                    f"ui.directory.{code}", f"invalid client name {name!r}"
+                )
+        if max_dial_length < 1:
+            raise ConfigError("ui.max_dial_length", "must be at least 1")
+        if ignore_after_rings is not None and ignore_after_rings < 1:
+            raise ConfigError("ui.ignore_after_rings", "must be at least 1")
+        if error_display_s <= 0:
+            raise ConfigError("ui.error_display_s", "must be positive")
+        self._ring = ring_cadence or tones_for(country).ring
+        self._max_dial = max_dial_length
+        self._ignore_after = ignore_after_rings
+        self._error_display_s = error_display_s
+
+        self._state = PanelState.OFFLINE
+        self._now = 0.0
+        self._commands: list[Command] = []
+        self._identity = ""
+        self._registered = False
+        self._network_up: bool | None = None
+        self._next_retry_at: float | None = None
+        self._setup_requested = False
+        self._dial = ""
+        self._call: _Call | None = None
+        self._muted = False
+        self._error: tuple[int, str] | None = None
+        self._error_until = 0.0
+
+    # --- queries ------------------------------------------------------------
+
+    @property
+    def state(self) -> PanelState:
+        """The current state."""
+        return self._state
+
+    def view(self) -> PanelView:
+        """Return what the screens should show now."""
+        call = self._call
+        return PanelView(
+            screen=Screen(self._state.value),
+            now=self._now,
+            identity=self._identity,
+            registered=self._registered,
+            network_up=self._network_up,
+            dial_string=self._dial,
+            dial_match=self._directory.get(self._dial, ""),
+            remote=call.remote if call else "",
+            remote_ringing=call.remote_ringing if call else False,
+            params=tuple(sorted(call.params.items())) if call else (),
+            call_started_at=call.started_at if call else None,
+            muted=self._muted,
+            error_code=self._error[0] if self._error else None,
+            error_message=self._error[1] if self._error else "",
+            next_retry_at=self._next_retry_at,
+            setup_requested=self._setup_requested,
+        )
+
+    def ringer_pattern(self) -> Cadence | None:
+        """Return the ringer cadence while an incoming call rings, else ``None``."""
+        return self._ring if self._state is PanelState.RINGING else None
+
+    def ring_started_at(self) -> float | None:
+        """Return when ringing started (the cadence's time origin), if ringing."""
+        if self._state is PanelState.RINGING and self._call is not None:
+            return self._call.ring_started_at
+        return None
+
+    def status_led(self) -> StatusLed:
+        """Return the status LED mode: fast when ringing, slow when offline."""
+        if self._state is PanelState.RINGING:
+            return StatusLed.FAST
+        if not self._registered:
+            return StatusLed.SLOW
+        return StatusLed.STEADY
+
+    def commands_to_send(self) -> list[Command]:
+        """Return and clear the commands produced by the inputs so far."""
+        commands, self._commands = self._commands, []
+        return commands
+
+    def next_deadline(self) -> float | None:
+        """Return when :meth:`tick` must be called, or ``None``."""
+        if self._state is PanelState.ERROR:
+            return self._error_until
+        if (
+            self._state is PanelState.RINGING
+            and self._ignore_after is not None
+            and self._call is not None
+        ):
+            return self._call.ring_started_at + self._ignore_after * self._ring.period_s
+        return None
+
+    # --- user input ---------------------------------------------------------
+
+    def key(self, key: str, now: float) -> None:
+        """Handle a keypad press (``'0'``-``'9'``, ``'*'``, ``'#'``).
+
+        Then drain :meth:`commands_to_send` and redraw :meth:`view`.
+
+        Raises:
+            ValueError: ``key`` is not a keypad key.
+        """
+        if key not in DTMF_KEYS:
+            raise ValueError(f"not a keypad key: {key!r}")
+        self._now = now
+        handler = _KEY_TABLE.get(self._state)
+        if handler is not None:
+            handler(self, key, now)
+
+    def button(self, button: PanelButton | str, now: float) -> None:
+        """Handle a button gesture (see :class:`PanelButton`).
+
+        Raises:
+            ValueError: unknown button name.
+        """
+        name = PanelButton(button)
+        self._now = now
+        if name is PanelButton.VOL_UP or name is PanelButton.VOL_DOWN:
+            # Volume works in every state (ringer volume when idle).
+            self._commands.append(ChangeVolume(1 if name is PanelButton.VOL_UP else -1))
+            return
+        handler = _BUTTON_TABLE.get((self._state, name))
+        if handler is not None:
+            handler(self, name, now)
+
+    def tick(self, now: float) -> None:
+        """Advance time: end the error display, auto-ignore a ringing call."""
+        self._now = now
+        if self._state is PanelState.ERROR and now >= self._error_until:
+            self._error = None
+            self._resume()
+        deadline = self.next_deadline()
+        if (
+            self._state is PanelState.RINGING
+            and deadline is not None
+            and now >= deadline
+        ):
+            self._commands.append(Ignore())
+            self._end_call()
+
+    def network(self, up: bool, now: float) -> None:
+        """Record the network link state for the status bar."""
+        self._now = now
+        self._network_up = up
+
+    # --- engine facts -------------------------------------------------------
+
+    def registered(self, identity: str, now: float) -> None:
+        """The engine registered as ``identity``."""
+        self._now = now
+        self._identity = identity
+        self._registered = True
+        self._next_retry_at = None
+        if self._state in (PanelState.OFFLINE, PanelState.CONNECTING):
+            self._state = PanelState.IDLE
+
+    def unregistered(self, next_retry_at: float | None, now: float) -> None:
+        """The engine lost (or gave up) registration; it retries at ``next_retry_at``.
+
+        A call in progress continues; the panel goes offline when it is idle.
+        """
+        self._now = now
+        self._registered = False
+        self._next_retry_at = next_retry_at
+        if self._state in (PanelState.IDLE, PanelState.DIALING, PanelState.CONNECTING):
+            self._dial = ""
+            self._state = PanelState.OFFLINE
+
+    def incoming(self, from_: str, params: Mapping[str, str], now: float) -> None:
+        """An incoming call from ``from_`` with custom ``params`` starts ringing.
+
+        While busy (calling, ringing or in a call) the panel leaves the second
+        call to the engine's busy handling.
+        """
+        self._now = now
+        if self._call is not None:
+            return
+        if self._state is PanelState.ERROR:
+            self._error = None
+        self._call = _Call(remote=from_, params=dict(params), ring_started_at=now)
+        self._dial = ""
+        self._state = PanelState.RINGING
+
+    def outgoing_started(self, to: str, now: float) -> None:
+        """The engine placed the outgoing call to ``to``."""
+        self._now = now
+        if self._state is PanelState.CALLING and self._call is not None:
+            self._call.remote = to
+
+    def ringing(self, now: float) -> None:
+        """The far end of our outgoing call is ringing."""
+        self._now = now
+        if self._state is PanelState.CALLING and self._call is not None:
+            self._call.remote_ringing = True
+
+    def accepted(self, now: float) -> None:
+        """The call is connected (answered by them, or by us)."""
+        self._now = now
+        if self._call is None:
+            return
+        if self._call.started_at is None:
+            self._call.started_at = now
+        if self._state in (PanelState.CALLING, PanelState.RINGING):
+            self._state = PanelState.IN_CALL
+
+    def disconnected(self, now: float) -> None:
+        """The call ended."""
+        self._now = now
+        self._call_gone()
+
+    def cancelled(self, now: float) -> None:
+        """The caller gave up before we answered."""
+        self._now = now
+        self._call_gone()
+
+    def rejected(self, now: float) -> None:
+        """The far end rejected our call (or we rejected theirs)."""
+        self._now = now
+        self._call_gone()
+
+    def error(self, code: int, message: str, now: float) -> None:
+        """Show an engine error (Twilio code and message) for a few seconds.
+
+        An error while calling means the call failed; during a connected call
+        the call continues (the engine reports ``disconnected`` if it ends).
+        """
+        self._now = now
+        self._error = (code, message)
+        self._error_until = now + self._error_display_s
+        if self._state in (PanelState.CALLING, PanelState.RINGING):
+            self._call = None
+        if self._state is not PanelState.IN_CALL:
+            self._dial = ""
+        self._state = PanelState.ERROR
+
+    # --- handlers (the table below points here) ---------------------------
+
+    def _start_dialing(self, key: str, now: float) -> None:
+        if key == "#":
+            return
+        self._dial = key
+        self._state = PanelState.DIALING
+
+    def _type_digit(self, key: str, now: float) -> None:
+        if key == "#":
+            self._dial_now()
+        elif len(self._dial) < self._max_dial:
+            self._dial += key
+
+    def _send_dtmf(self, key: str, now: float) -> None:
+        self._commands.append(SendDigits(key))
+        self._commands.append(PlayLocalDtmf(key))
+
+    def _dial_now(self) -> None:
+        if not self._dial:
+            return
+        name = self._directory.get(self._dial)
+        to = f"client:{name}" if name is not None else self._dial
+        self._commands.append(Dial(to))
+        self._call = _Call(remote=to)
+        self._dial = ""
+        self._muted = False
+        self._state = PanelState.CALLING
+
+    def _on_ready(self, _: str, now: float) -> None:
+        if self._call is not None:
+            return
+        self._setup_requested = True
+        self._commands.append(Setup())
+        self._state = PanelState.CONNECTING
+
+    def _on_accept_dialing(self, _: str, now: float) -> None:
+        self._dial_now()
+
+    def _on_hook_up_idle(self, _: str, now: float) -> None:
+        self._state = PanelState.DIALING
+
+    def _on_delete(self, _: str, now: float) -> None:
+        self._dial = self._dial[:-1]
+        if not self._dial:
+            self._state = PanelState.IDLE
+
+    def _on_clear(self, _: str, now: float) -> None:
+        self._dial = ""
+        self._state = PanelState.IDLE
+
+    def _on_answer(self, _: str, now: float) -> None:
+        self._commands.append(Accept())
+        self._muted = False
+        if self._call is not None:
+            self._call.started_at = now
+        self._state = PanelState.IN_CALL
+
+    def _on_reject(self, _: str, now: float) -> None:
+        self._commands.append(Reject())
+        self._end_call()
+
+    def _on_hangup(self, _: str, now: float) -> None:
+        self._commands.append(Hangup())
+        self._end_call()
+
+    def _on_mute(self, _: str, now: float) -> None:
+        self._muted = not self._muted
+        self._commands.append(SetMute(self._muted))
+
+    def _on_dismiss_error(self, _: str, now: float) -> None:
+        self._error = None
+        if self._call is not None and self._call.started_at is not None:
+            # Hangup on the error screen during a call still ends the call.
+            self._commands.append(Hangup())
+            self._call = None
+        self._resume()
+
+    # --- helpers ------------------------------------------------------------
+
+    def _call_gone(self) -> None:
+        if self._state is PanelState.ERROR:
+            self._call = None
+            self._muted = False
+            return
+        if self._call is not None:
+            self._end_call()
+
+    def _end_call(self) -> None:
+        self._call = None
+        self._muted = False
+        self._dial = ""
+        self._state = PanelState.IDLE if self._registered else PanelState.OFFLINE
+
+    def _resume(self) -> None:
+        if self._call is not None and self._call.started_at is not None:
+            self._state = PanelState.IN_CALL
+        else:
+            self._call = None
+            self._state = PanelState.IDLE if self._registered else PanelState.OFFLINE
+
+
+_S = PanelState
+_B = PanelButton
+
+#: Keypad: one handler per state (states not listed ignore keys).
+_KEY_TABLE: dict[PanelState, _Handler] = {
+    _S.IDLE: Panel._start_dialing,
+    _S.DIALING: Panel._type_digit,
+    _S.IN_CALL: Panel._send_dtmf,
+}
+
+#: Buttons: (state, button) -> handler. Volume is handled in every state.
+_BUTTON_TABLE: dict[tuple[PanelState, PanelButton], _Handler] = {
+    (_S.OFFLINE, _B.READY): Panel._on_ready,
+    (_S.ERROR, _B.READY): Panel._on_ready,
+    (_S.IDLE, _B.HOOK_UP): Panel._on_hook_up_idle,
+    (_S.DIALING, _B.ACCEPT): Panel._on_accept_dialing,
+    (_S.DIALING, _B.HANGUP): Panel._on_delete,
+    (_S.DIALING, _B.HANGUP_HELD): Panel._on_clear,
+    (_S.DIALING, _B.HOOK_DOWN): Panel._on_clear,
+    (_S.RINGING, _B.ACCEPT): Panel._on_answer,
+    (_S.RINGING, _B.HOOK_UP): Panel._on_answer,
+    (_S.RINGING, _B.HANGUP): Panel._on_reject,
+    (_S.CALLING, _B.HANGUP): Panel._on_hangup,
+    (_S.CALLING, _B.HOOK_DOWN): Panel._on_hangup,
+    (_S.IN_CALL, _B.HANGUP): Panel._on_hangup,
+    (_S.IN_CALL, _B.HOOK_DOWN): Panel._on_hangup,
+    (_S.IN_CALL, _B.MUTE): Panel._on_mute,
+    (_S.ERROR, _B.HANGUP): Panel._on_dismiss_error,
+}

@@ -1,0 +1,264 @@
+"""OLED screens: :class:`~appliance.ui.panel.PanelView` to a 128x64 1-bit image.
+
+Pure: no device access and no clock (timers use ``view.now``). The image is
+mode ``"1"`` at 128x64, what luma's SSD1306/SH1106 drivers take directly.
+
+Text uses PIL's built-in bitmap font (``ImageFont.load_default_imagefont()``,
+6x11 px cells, 21 characters per line). We use the bitmap variant rather than
+``load_default()``, which on Pillow >= 10.1 returns a FreeType font whose
+rasterisation can change with the FreeType version; the bitmap font draws the
+same pixels everywhere, so the golden images in ``tests/reference`` stay valid
+on the Pi and in CI. Large text is the same font scaled 2x (nearest neighbour).
+
+Layout: a status bar (identity, registration dot, network bars) on rows 0-9,
+a rule on row 10, and the screen body below it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import cache
+
+from PIL import Image, ImageDraw, ImageFont
+
+from appliance.ui.panel import PanelView, Screen
+
+__all__ = ["HEIGHT", "WIDTH", "format_duration", "render"]
+
+WIDTH = 128
+HEIGHT = 64
+_CHAR_W = 6
+_LINE_H = 11
+_BAR_H = 10
+_BODY_Y = _BAR_H + 2
+_COLS = WIDTH // _CHAR_W
+_BIG_COLS = WIDTH // (2 * _CHAR_W)
+
+_Draw = ImageDraw.ImageDraw
+
+
+@cache
+def _font() -> ImageFont.ImageFont:
+    return ImageFont.load_default_imagefont()
+
+
+def format_duration(seconds: float) -> str:
+    """Format a call duration as ``mm:ss`` (``h:mm:ss`` from one hour)."""
+    total = max(0, int(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}:{minutes:02d}:{secs:02d}"
+    return f"{minutes:02d}:{secs:02d}"
+
+
+def _fit(text: str, columns: int) -> str:
+    """Shorten ``text`` to ``columns`` characters, marking the cut with '..'."""
+    if len(text) <= columns:
+        return text
+    return text[: max(columns - 2, 0)] + ".."
+
+
+def _display_name(remote: str) -> str:
+    # Twilio addresses clients as "client:NAME"; people just want NAME.
+    return remote.removeprefix("client:")
+
+
+def _text(draw: _Draw, x: int, y: int, text: str, *, fill: int = 1) -> None:
+    draw.text((x, y), text, font=_font(), fill=fill)
+
+
+def _center(draw: _Draw, y: int, text: str) -> None:
+    text = _fit(text, _COLS)
+    _text(draw, (WIDTH - len(text) * _CHAR_W) // 2, y, text)
+
+
+def _big(image: Image.Image, y: int, text: str, *, x: int | None = None) -> None:
+    """Draw ``text`` at twice the font size, centred unless ``x`` is given."""
+    text = _fit(text, _BIG_COLS)
+    if not text:
+        return
+    small = Image.new("1", (len(text) * _CHAR_W, _LINE_H), 0)
+    ImageDraw.Draw(small).text((0, 0), text, font=_font(), fill=1)
+    big = small.resize((small.width * 2, small.height * 2), Image.Resampling.NEAREST)
+    left = (WIDTH - big.width) // 2 if x is None else x
+    image.paste(1, (left, y), big)
+
+
+def _heading(draw: _Draw, y: int, text: str) -> None:
+    """An inverted full-width label line."""
+    draw.rectangle((0, y, WIDTH - 1, y + _LINE_H - 2), fill=1)
+    text = _fit(text, _COLS)
+    _text(draw, (WIDTH - len(text) * _CHAR_W) // 2, y - 1, text, fill=0)
+
+
+def _status_bar(draw: _Draw, view: PanelView) -> None:
+    identity = view.identity or "not registered"
+    _text(draw, 0, -1, _fit(identity, _COLS - 4))
+    # Registration: a filled dot when registered, a ring when not.
+    cx, cy = WIDTH - 4, 4
+    draw.ellipse(
+        (cx - 3, cy - 3, cx + 3, cy + 3), outline=1, fill=1 if view.registered else 0
+    )
+    # Network: three bars when up, a cross when down, nothing when unknown.
+    if view.network_up is True:
+        for i, h in enumerate((3, 5, 8)):
+            x = WIDTH - 21 + i * 4
+            draw.rectangle((x, 8 - h, x + 2, 8), fill=1)
+    elif view.network_up is False:
+        draw.line((WIDTH - 21, 1, WIDTH - 13, 8), fill=1)
+        draw.line((WIDTH - 21, 8, WIDTH - 13, 1), fill=1)
+    draw.line((0, _BAR_H, WIDTH - 1, _BAR_H), fill=1)
+
+
+def _mute_icon(draw: _Draw, x: int, y: int) -> None:
+    """A 9x11 microphone with a slash through it."""
+    draw.rounded_rectangle((x + 3, y, x + 6, y + 6), radius=1, outline=1)
+    draw.arc((x + 1, y + 2, x + 8, y + 8), start=0, end=180, fill=1)
+    draw.line((x + 4, y + 8, x + 4, y + 10), fill=1)
+    draw.line((x + 2, y + 10, x + 7, y + 10), fill=1)
+    draw.line((x, y + 10, x + 9, y), fill=1)
+
+
+def _idle(image: Image.Image, draw: _Draw, view: PanelView) -> None:
+    _big(image, 16, "Ready")
+    _center(draw, 41, "Dial, then # or")
+    _center(draw, 51, "Accept to call")
+
+
+def _dialing(image: Image.Image, draw: _Draw, view: PanelView) -> None:
+    _text(draw, 0, _BODY_Y - 1, "Dial:")
+    digits = view.dial_string
+    if len(digits) <= _BIG_COLS:
+        _big(image, 22, digits)
+    else:
+        # Too long for big digits: show the tail in the small font.
+        tail = digits if len(digits) <= _COLS else "<" + digits[-(_COLS - 1) :]
+        _center(draw, 28, tail)
+    if view.dial_match:
+        _center(draw, 44, _fit(f"-> {view.dial_match}", _COLS))
+    _text(draw, 0, 53, "#:call")
+    _text(draw, WIDTH - 10 * _CHAR_W, 53, "Hangup:del")
+
+
+def _ringing(image: Image.Image, draw: _Draw, view: PanelView) -> None:
+    _heading(draw, _BODY_Y, "Incoming call")
+    name = _display_name(view.remote) or "Unknown"
+    if len(name) <= _BIG_COLS:
+        _big(image, 23, name)
+        y = 45
+    else:
+        _center(draw, 25, name)
+        y = 36
+    for key, value in view.params:
+        if y > HEIGHT - _LINE_H + 1:
+            break
+        _text(draw, 0, y, _fit(f"{key}: {value}", _COLS))
+        y += 9
+
+
+def _calling(image: Image.Image, draw: _Draw, view: PanelView) -> None:
+    _center(draw, _BODY_Y, "Ringing..." if view.remote_ringing else "Calling...")
+    name = _display_name(view.remote)
+    if len(name) <= _BIG_COLS:
+        _big(image, 26, name)
+    else:
+        _center(draw, 32, name)
+    _center(draw, 53, "Hangup to cancel")
+
+
+def _in_call(image: Image.Image, draw: _Draw, view: PanelView) -> None:
+    _center(draw, _BODY_Y, _display_name(view.remote))
+    started = view.call_started_at
+    elapsed = 0.0 if started is None else view.now - started
+    _big(image, 25, format_duration(elapsed))
+    if view.muted:
+        _mute_icon(draw, 0, 52)
+        _text(draw, 12, 52, "MUTED")
+
+
+def _error(image: Image.Image, draw: _Draw, view: PanelView) -> None:
+    _heading(draw, _BODY_Y, "Error")
+    if view.error_code is not None:
+        _big(image, 22, str(view.error_code))
+    words = view.error_message.split()
+    lines: list[str] = []
+    line = ""
+    for word in words:
+        candidate = f"{line} {word}".strip()
+        if len(candidate) <= _COLS:
+            line = candidate
+        else:
+            lines.append(line)
+            line = _fit(word, _COLS)
+    lines.append(line)
+    for i, text in enumerate(lines[:2]):
+        if i == 1 and len(lines) > 2:
+            text = _fit(text + " " + lines[2], _COLS)
+        _center(draw, 43 + i * 10, text)
+
+
+def _offline(image: Image.Image, draw: _Draw, view: PanelView) -> None:
+    if not view.setup_requested:
+        _big(image, 16, "Offline")
+        _center(draw, 44, "Press READY to start")
+        return
+    _big(image, 16, "Offline")
+    _center(draw, 40, "Reconnecting...")
+    if view.next_retry_at is not None:
+        wait = math.ceil(view.next_retry_at - view.now)
+        _center(draw, 51, f"next try in {wait} s" if wait > 0 else "trying now")
+
+
+def _connecting(image: Image.Image, draw: _Draw, view: PanelView) -> None:
+    _big(image, 20, "Wait")
+    _center(draw, 46, "Connecting...")
+
+
+def _provisioning(image: Image.Image, draw: _Draw, view: PanelView) -> None:
+    # Placeholder: a frame where the QR code will go (issue: provisioning).
+    draw.rectangle((0, _BODY_Y, 50, HEIGHT - 1), outline=1)
+    _text(draw, 19, 31, "QR")
+    _text(draw, 56, 13, "Scan to set")
+    _text(draw, 56, 23, "up, or enter")
+    _text(draw, 56, 33, "this code:")
+    _text(draw, 56, 47, _fit(view.provisioning_code, 12))
+
+
+def _updating(image: Image.Image, draw: _Draw, view: PanelView) -> None:
+    # Placeholder for OTA progress (issue: updates).
+    _center(draw, _BODY_Y, "Updating")
+    if view.update_version:
+        _center(draw, _BODY_Y + 10, view.update_version)
+    progress = min(max(view.update_progress or 0.0, 0.0), 1.0)
+    draw.rectangle((4, 36, WIDTH - 5, 44), outline=1)
+    inner = int((WIDTH - 12) * progress)
+    if inner:
+        draw.rectangle((6, 38, 6 + inner - 1, 42), fill=1)
+    _center(draw, 50, f"{round(progress * 100)}%  do not unplug")
+
+
+_Renderer = Callable[[Image.Image, _Draw, PanelView], None]
+
+_SCREENS: dict[Screen, _Renderer] = {
+    Screen.IDLE: _idle,
+    Screen.DIALING: _dialing,
+    Screen.RINGING: _ringing,
+    Screen.CALLING: _calling,
+    Screen.IN_CALL: _in_call,
+    Screen.ERROR: _error,
+    Screen.OFFLINE: _offline,
+    Screen.CONNECTING: _connecting,
+    Screen.PROVISIONING: _provisioning,
+    Screen.UPDATING: _updating,
+}
+
+
+def render(view: PanelView) -> Image.Image:
+    """Draw ``view`` as a new 128x64 mode ``"1"`` image (white = lit pixel)."""
+    image = Image.new("1", (WIDTH, HEIGHT), 0)
+    draw = ImageDraw.Draw(image)
+    _status_bar(draw, view)
+    _SCREENS[view.screen](image, draw, view)
+    return image

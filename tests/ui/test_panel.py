@@ -1,0 +1,526 @@
+"""Pure tests of the front-panel state machine (appliance.ui.panel)."""
+
+import pytest
+
+from appliance.cadence import Cadence, tones_for
+from appliance.errors import ConfigError
+from appliance.ui.panel import (
+    Accept,
+    ChangeVolume,
+    Dial,
+    Hangup,
+    Ignore,
+    Panel,
+    PanelState,
+    PlayLocalDtmf,
+    Reject,
+    Screen,
+    SendDigits,
+    SetMute,
+    Setup,
+    StatusLed,
+)
+
+
+def registered_panel(**options) -> Panel:
+    panel = Panel(directory={"100": "alice", "7": "bob"}, **options)
+    panel.button("ready", 0.0)
+    panel.registered("carol", 0.5)
+    panel.commands_to_send()
+    return panel
+
+
+def type_keys(panel: Panel, keys: str, now: float = 1.0) -> None:
+    for key in keys:
+        panel.key(key, now)
+
+
+def ringing_panel(**options) -> Panel:
+    panel = registered_panel(**options)
+    panel.incoming("client:dave", {"topic": "sales"}, 10.0)
+    return panel
+
+
+def in_call_panel() -> Panel:
+    panel = ringing_panel()
+    panel.button("accept", 11.0)
+    panel.commands_to_send()
+    return panel
+
+
+# --- setup and registration ---------------------------------------------------
+
+
+def test_starts_offline_and_asks_for_ready():
+    panel = Panel()
+    view = panel.view()
+    assert panel.state is PanelState.OFFLINE
+    assert view.screen is Screen.OFFLINE
+    assert not view.setup_requested
+    assert panel.status_led() is StatusLed.SLOW
+
+
+def test_ready_runs_setup_and_shows_the_result():
+    panel = Panel()
+    panel.button("ready", 0.0)
+    assert panel.commands_to_send() == [Setup()]
+    assert panel.state is PanelState.CONNECTING
+    panel.registered("carol", 0.4)
+    view = panel.view()
+    assert view.screen is Screen.IDLE
+    assert view.identity == "carol" and view.registered
+    assert panel.status_led() is StatusLed.STEADY
+
+
+def test_ready_while_registered_does_nothing():
+    panel = registered_panel()
+    panel.button("ready", 2.0)
+    assert panel.commands_to_send() == []
+    assert panel.state is PanelState.IDLE
+
+
+def test_setup_failure_shows_the_error_then_offline():
+    panel = Panel()
+    panel.button("ready", 0.0)
+    panel.error(20101, "Invalid Access Token", 1.0)
+    view = panel.view()
+    assert view.screen is Screen.ERROR
+    assert (view.error_code, view.error_message) == (20101, "Invalid Access Token")
+    assert panel.next_deadline() == pytest.approx(5.0)
+    panel.tick(4.9)
+    assert panel.state is PanelState.ERROR
+    panel.tick(5.0)
+    assert panel.state is PanelState.OFFLINE
+    assert panel.view().error_code is None
+
+
+def test_offline_shows_the_next_retry_and_recovers():
+    panel = registered_panel()
+    panel.unregistered(42.0, 30.0)
+    view = panel.view()
+    assert view.screen is Screen.OFFLINE
+    assert view.next_retry_at == 42.0 and not view.registered
+    assert panel.status_led() is StatusLed.SLOW
+    panel.registered("carol", 42.5)
+    assert panel.state is PanelState.IDLE
+    assert panel.view().next_retry_at is None
+
+
+def test_ready_while_offline_runs_setup_again():
+    panel = registered_panel()
+    panel.unregistered(None, 3.0)
+    panel.button("ready", 4.0)
+    assert panel.commands_to_send() == [Setup()]
+    assert panel.state is PanelState.CONNECTING
+
+
+def test_unregistered_during_a_call_keeps_the_call():
+    panel = in_call_panel()
+    panel.unregistered(60.0, 20.0)
+    assert panel.state is PanelState.IN_CALL
+    panel.disconnected(21.0)
+    assert panel.state is PanelState.OFFLINE
+
+
+def test_network_state_is_shown():
+    panel = Panel()
+    assert panel.view().network_up is None
+    panel.network(False, 1.0)
+    assert panel.view().network_up is False
+
+
+# --- dialing ---------------------------------------------------------------------
+
+
+def test_digits_build_the_dial_string():
+    panel = registered_panel()
+    type_keys(panel, "555*1")
+    view = panel.view()
+    assert view.screen is Screen.DIALING
+    assert view.dial_string == "555*1"
+    assert panel.commands_to_send() == []
+
+
+def test_hash_alone_in_idle_does_nothing():
+    panel = registered_panel()
+    panel.key("#", 1.0)
+    assert panel.state is PanelState.IDLE
+
+
+def test_dial_string_is_capped_at_the_maximum_length():
+    panel = registered_panel(max_dial_length=4)
+    type_keys(panel, "123456")
+    assert panel.view().dial_string == "1234"
+
+
+def test_hangup_deletes_the_last_digit_then_returns_to_idle():
+    panel = registered_panel()
+    type_keys(panel, "12")
+    panel.button("hangup", 2.0)
+    assert panel.view().dial_string == "1"
+    panel.button("hangup", 2.1)
+    assert panel.state is PanelState.IDLE
+    assert panel.commands_to_send() == []
+
+
+def test_hangup_held_clears_the_dial_string():
+    panel = registered_panel()
+    type_keys(panel, "12345")
+    panel.button("hangup_held", 3.0)
+    assert panel.state is PanelState.IDLE
+    assert panel.view().dial_string == ""
+
+
+def test_hash_dials_a_number_as_typed():
+    panel = registered_panel()
+    type_keys(panel, "0044123#")
+    assert panel.commands_to_send() == [Dial("0044123")]
+    view = panel.view()
+    assert view.screen is Screen.CALLING
+    assert view.remote == "0044123" and view.dial_string == ""
+
+
+def test_accept_dials_too():
+    panel = registered_panel()
+    type_keys(panel, "5551234")
+    panel.button("accept", 2.0)
+    assert panel.commands_to_send() == [Dial("5551234")]
+
+
+def test_accept_with_nothing_typed_does_nothing():
+    panel = registered_panel()
+    panel.button("accept", 2.0)
+    panel.button("hook_up", 2.1)  # off hook: dialing with an empty string
+    panel.button("accept", 2.2)
+    assert panel.commands_to_send() == []
+    assert panel.state is PanelState.DIALING
+
+
+def test_directory_code_dials_a_client():
+    panel = registered_panel()
+    type_keys(panel, "100")
+    assert panel.view().dial_match == "alice"
+    panel.key("#", 2.0)
+    assert panel.commands_to_send() == [Dial("client:alice")]
+    assert panel.view().remote == "client:alice"
+
+
+def test_hook_down_while_dialing_clears():
+    panel = registered_panel()
+    type_keys(panel, "12")
+    panel.button("hook_down", 2.0)
+    assert panel.state is PanelState.IDLE
+
+
+def test_digits_are_ignored_while_offline():
+    panel = Panel()
+    type_keys(panel, "123")
+    assert panel.view().dial_string == ""
+    assert panel.state is PanelState.OFFLINE
+
+
+def test_unregistered_while_dialing_goes_offline():
+    panel = registered_panel()
+    type_keys(panel, "12")
+    panel.unregistered(10.0, 2.0)
+    assert panel.state is PanelState.OFFLINE
+    assert panel.view().dial_string == ""
+
+
+@pytest.mark.parametrize(
+    ("directory", "key"),
+    [({"1#": "alice"}, "ui.directory.1#"), ({"1": "bad name"}, "ui.directory.1")],
+)
+def test_invalid_directory_is_a_config_error(directory, key):
+    with pytest.raises(ConfigError) as info:
+        Panel(directory=directory)
+    assert info.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("max_dial_length", 0), ("ignore_after_rings", 0), ("error_display_s", 0)],
+)
+def test_invalid_options_are_config_errors(option, value):
+    with pytest.raises(ConfigError) as info:
+        Panel(**{option: value})
+    assert info.value.key == f"ui.{option}"
+
+
+def test_bad_key_and_button_names_raise():
+    panel = Panel()
+    with pytest.raises(ValueError, match="keypad"):
+        panel.key("A", 0.0)
+    with pytest.raises(ValueError):
+        panel.button("redial", 0.0)
+
+
+# --- outgoing call -------------------------------------------------------------
+
+
+def dialed_panel() -> Panel:
+    panel = registered_panel()
+    type_keys(panel, "7#")
+    panel.commands_to_send()
+    return panel
+
+
+def test_outgoing_call_progress_then_answer():
+    panel = dialed_panel()
+    panel.outgoing_started("client:bob", 2.0)
+    panel.ringing(2.5)
+    view = panel.view()
+    assert view.screen is Screen.CALLING and view.remote_ringing
+    panel.accepted(5.0)
+    view = panel.view()
+    assert view.screen is Screen.IN_CALL
+    assert view.call_started_at == 5.0
+    assert panel.ringer_pattern() is None
+
+
+def test_hangup_while_calling_cancels():
+    panel = dialed_panel()
+    panel.button("hangup", 3.0)
+    assert panel.commands_to_send() == [Hangup()]
+    assert panel.state is PanelState.IDLE
+    panel.disconnected(3.2)  # the engine's confirmation is harmless
+    assert panel.state is PanelState.IDLE
+
+
+def test_rejected_outgoing_call_returns_to_idle():
+    panel = dialed_panel()
+    panel.rejected(3.0)
+    assert panel.state is PanelState.IDLE
+    assert panel.view().remote == ""
+
+
+def test_error_while_calling_fails_the_call():
+    panel = dialed_panel()
+    panel.error(31486, "Busy here", 3.0)
+    assert panel.view().screen is Screen.ERROR
+    panel.tick(7.0)
+    assert panel.state is PanelState.IDLE
+
+
+# --- incoming call -------------------------------------------------------------
+
+
+def test_incoming_call_rings_with_caller_id_and_params():
+    panel = ringing_panel()
+    view = panel.view()
+    assert view.screen is Screen.RINGING
+    assert view.remote == "client:dave"
+    assert view.params == (("topic", "sales"),)
+    assert panel.ringer_pattern() == tones_for("US").ring
+    assert panel.ring_started_at() == 10.0
+    assert panel.status_led() is StatusLed.FAST
+
+
+def test_ring_cadence_follows_the_country():
+    panel = ringing_panel(country="GB")
+    assert panel.ringer_pattern() == Cadence((400, 200, 400, 2000))
+
+
+def test_accept_answers():
+    panel = ringing_panel()
+    panel.button("accept", 12.0)
+    assert panel.commands_to_send() == [Accept()]
+    view = panel.view()
+    assert view.screen is Screen.IN_CALL and view.call_started_at == 12.0
+    assert panel.ringer_pattern() is None
+    assert panel.status_led() is StatusLed.STEADY
+    panel.accepted(12.3)  # the engine confirms; the timer keeps its start
+    assert panel.view().call_started_at == 12.0
+
+
+def test_lifting_the_handset_answers():
+    panel = ringing_panel()
+    panel.button("hook_up", 12.0)
+    assert panel.commands_to_send() == [Accept()]
+
+
+def test_hangup_rejects():
+    panel = ringing_panel()
+    panel.button("hangup", 12.0)
+    assert panel.commands_to_send() == [Reject()]
+    assert panel.state is PanelState.IDLE
+    assert panel.ringer_pattern() is None
+
+
+def test_caller_cancelling_stops_the_ringer():
+    panel = ringing_panel()
+    panel.cancelled(13.0)
+    assert panel.state is PanelState.IDLE
+    assert panel.ringer_pattern() is None
+    assert panel.commands_to_send() == []
+
+
+def test_digits_while_ringing_are_ignored():
+    panel = ringing_panel()
+    type_keys(panel, "12")
+    assert panel.commands_to_send() == []
+    assert panel.state is PanelState.RINGING
+
+
+def test_ignore_after_n_rings():
+    panel = ringing_panel(ignore_after_rings=3)  # US: 6 s per ring
+    assert panel.next_deadline() == pytest.approx(10.0 + 18.0)
+    panel.tick(27.9)
+    assert panel.commands_to_send() == []
+    panel.tick(28.0)
+    assert panel.commands_to_send() == [Ignore()]
+    assert panel.state is PanelState.IDLE
+    assert panel.next_deadline() is None
+
+
+def test_no_auto_ignore_by_default():
+    panel = ringing_panel()
+    assert panel.next_deadline() is None
+    panel.tick(1000.0)
+    assert panel.state is PanelState.RINGING
+
+
+def test_second_incoming_call_while_busy_is_left_to_the_engine():
+    panel = in_call_panel()
+    panel.incoming("client:eve", {}, 20.0)
+    view = panel.view()
+    assert view.screen is Screen.IN_CALL and view.remote == "client:dave"
+
+
+def test_incoming_call_while_dialing_rings():
+    panel = registered_panel()
+    type_keys(panel, "12")
+    panel.incoming("+15551234", {}, 3.0)
+    assert panel.state is PanelState.RINGING
+    assert panel.view().dial_string == ""
+
+
+def test_engine_accepted_while_ringing_moves_to_call():
+    panel = ringing_panel()
+    panel.accepted(11.0)
+    assert panel.state is PanelState.IN_CALL
+
+
+# --- in call --------------------------------------------------------------------
+
+
+def test_keys_in_call_send_dtmf_with_local_feedback():
+    panel = in_call_panel()
+    type_keys(panel, "1#", now=20.0)
+    assert panel.commands_to_send() == [
+        SendDigits("1"),
+        PlayLocalDtmf("1"),
+        SendDigits("#"),
+        PlayLocalDtmf("#"),
+    ]
+
+
+def test_mute_toggles():
+    panel = in_call_panel()
+    panel.button("mute", 20.0)
+    assert panel.view().muted
+    panel.button("mute", 21.0)
+    assert panel.commands_to_send() == [SetMute(True), SetMute(False)]
+    assert not panel.view().muted
+
+
+def test_mute_outside_a_call_does_nothing():
+    panel = registered_panel()
+    panel.button("mute", 2.0)
+    assert panel.commands_to_send() == []
+
+
+def test_hangup_ends_the_call():
+    panel = in_call_panel()
+    panel.button("mute", 20.0)
+    panel.button("hangup", 30.0)
+    assert panel.commands_to_send() == [SetMute(True), Hangup()]
+    view = panel.view()
+    assert view.screen is Screen.IDLE and not view.muted
+    assert view.call_started_at is None
+
+
+def test_hanging_up_the_handset_ends_the_call():
+    panel = in_call_panel()
+    panel.button("hook_down", 30.0)
+    assert panel.commands_to_send() == [Hangup()]
+
+
+def test_remote_disconnect_returns_to_idle():
+    panel = in_call_panel()
+    panel.disconnected(40.0)
+    assert panel.state is PanelState.IDLE
+
+
+def test_view_timer_uses_the_latest_time():
+    panel = in_call_panel()
+    panel.tick(71.0)
+    view = panel.view()
+    assert view.now - view.call_started_at == pytest.approx(60.0)
+
+
+def test_volume_works_in_every_state():
+    panel = Panel()
+    panel.button("vol_up", 0.0)
+    assert panel.commands_to_send() == [ChangeVolume(1)]
+    panel = in_call_panel()
+    panel.button("vol_down", 20.0)
+    assert panel.commands_to_send() == [ChangeVolume(-1)]
+
+
+# --- errors during a call ----------------------------------------------------------
+
+
+def test_error_during_a_call_shows_then_returns_to_the_call():
+    panel = in_call_panel()
+    panel.error(31000, "An unknown error has occurred", 20.0)
+    assert panel.view().screen is Screen.ERROR
+    assert panel.view().call_started_at == 11.0
+    panel.tick(24.0)
+    assert panel.state is PanelState.IN_CALL
+
+
+def test_hangup_on_the_error_screen_ends_the_call():
+    panel = in_call_panel()
+    panel.error(31000, "oops", 20.0)
+    panel.button("hangup", 21.0)
+    assert panel.commands_to_send() == [Hangup()]
+    assert panel.state is PanelState.IDLE
+
+
+def test_hangup_dismisses_an_error_early():
+    panel = registered_panel()
+    panel.error(31005, "Connection error", 2.0)
+    panel.button("hangup", 2.5)
+    assert panel.commands_to_send() == []
+    assert panel.state is PanelState.IDLE
+
+
+def test_disconnect_during_error_is_remembered():
+    panel = in_call_panel()
+    panel.error(31000, "oops", 20.0)
+    panel.disconnected(21.0)
+    panel.tick(30.0)
+    assert panel.state is PanelState.IDLE
+
+
+def test_incoming_call_replaces_an_error():
+    panel = registered_panel()
+    panel.error(31005, "Connection error", 2.0)
+    panel.incoming("client:dave", {}, 2.5)
+    view = panel.view()
+    assert view.screen is Screen.RINGING and view.error_code is None
+
+
+def test_ready_on_the_error_screen_during_a_call_is_ignored():
+    panel = in_call_panel()
+    panel.error(31000, "oops", 20.0)
+    panel.button("ready", 21.0)
+    assert panel.commands_to_send() == []
+
+
+def test_drain_is_idempotent():
+    panel = Panel()
+    panel.button("ready", 0.0)
+    assert panel.commands_to_send() == [Setup()]
+    assert panel.commands_to_send() == []
