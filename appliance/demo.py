@@ -94,6 +94,8 @@ async def _start_exchange(
         key,
         "--api-secret",
         secret,
+        "--log-level",
+        "WARNING",
         stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None

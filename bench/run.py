@@ -1,0 +1,104 @@
+"""Run the benchmarks and write docs/benchmarks.md (``make bench``).
+
+Benchmarks are measurements, not tests: they never fail on a slow machine, but
+each target is printed next to its figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import call_bench  # the bench directory is not a package
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+def render(setup: dict[str, float], cpu: dict[str, float], command: str) -> str:
+    verdict = "meets" if setup["p50_ms"] < 150 else "misses"
+    return f"""# Benchmarks
+
+Reproduce with `{command}` (from a fresh clone; `make bench` sets everything up).
+Measured {time.strftime("%Y-%m-%d")} on {machine()}.
+
+## Call setup (issue target: p50 under 150 ms on loopback)
+
+Time from `Device.connect()` until both phones have accepted the call (the
+callee answers as soon as `incoming` fires), over {setup["calls"]} calls through
+the local exchange running in its own process, all on 127.0.0.1. "Accepted"
+means the SDP answer is applied on both sides, as Twilio.Device defines `accept`.
+
+| p50 | p95 | max | mean |
+|---|---|---|---|
+| {setup["p50_ms"]:.1f} ms | {setup["p95_ms"]:.1f} ms | {setup["max_ms"]:.1f} ms | \
+{setup["mean_ms"]:.1f} ms |
+
+The p50 {verdict} the 150 ms target.
+
+## CPU per call-minute
+
+Each phone in its own process (`appliance phone`), Opus both ways with tone
+microphones, the received audio decoded and discarded; CPU time (user + system)
+of each process over {cpu["seconds"]} s of steady call, scaled to one minute.
+
+| phone A (caller) | phone B (callee) | exchange (signaling only) |
+|---|---|---|
+| {cpu["alice_cpu_s_per_min"]:.2f} s | {cpu["bob_cpu_s_per_min"]:.2f} s | \
+{cpu["exchange_cpu_s_per_min"]:.3f} s |
+
+A phone uses about {100 * cpu["alice_cpu_s_per_min"] / 60:.1f} % of one core of
+this machine during a call. On a Raspberry Pi expect several times more; aiortc
+encodes Opus at 48 kHz stereo 96 kb/s (anchors.md §6.3).
+"""
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    print(f"call setup over {args.calls} calls...", flush=True)
+    setup = await call_bench.bench_setup(args.calls)
+    print(json.dumps(setup), flush=True)
+    print(f"CPU over a {args.cpu_seconds:.0f} s call...", flush=True)
+    cpu = await call_bench.bench_cpu(args.cpu_seconds)
+    print(json.dumps(cpu), flush=True)
+    return _write(render(setup, cpu, "make bench"), args.out)
+
+
+def _write(text: str, out: str | None) -> int:
+    if out:
+        Path(out).write_text(text)
+        print(f"wrote {out}")
+    else:
+        print(text)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--cpu-seconds", type=float, default=60.0)
+    parser.add_argument("--out", help="write the markdown report here")
+    return asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
