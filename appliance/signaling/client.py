@@ -23,7 +23,7 @@ from collections.abc import Callable
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketException
 
-from appliance.signaling.messages import Message
+from appliance.signaling.messages import HEARTBEAT, Message, redact
 from appliance.signaling.protocol import (
     ClientProtocol,
     CloseConnection,
@@ -147,6 +147,8 @@ class SignalingClient:
                 logger.debug("x %d frame(s) dropped: no open socket", len(frames))
             else:
                 for frame in frames:
+                    if frame != HEARTBEAT and logger.isEnabledFor(logging.DEBUG):
+                        logger.debug("> %s", redact(frame))
                     try:
                         socket.queue.put_nowait(frame)
                     except asyncio.QueueFull:
@@ -235,6 +237,8 @@ class SignalingClient:
                     continue  # the protocol is text-only
                 if socket is not self._socket:
                     return
+                if data != HEARTBEAT and logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("< %s", redact(data))
                 self.protocol.receive_message(data, self._clock())
                 self._pump()
         except ConnectionClosed as exc:

@@ -27,6 +27,7 @@ __all__ = [
     "decode_params",
     "encode",
     "encode_params",
+    "redact",
 ]
 
 PROTOCOL_VERSION = "1.6"
@@ -143,6 +144,28 @@ def decode(text: str) -> Message:
         )
     version = data.get("version")
     return Message(kind, payload, version if isinstance(version, str) else "")
+
+
+_SECRET_KEYS = frozenset({"token", "reconnect"})
+
+
+def redact(text: str) -> str:
+    """Return a frame fit for logs: token values replaced by ``********``.
+
+    Frames that are not JSON objects are returned unchanged (heartbeats).
+    """
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    payload = data.get("payload") if isinstance(data, dict) else None
+    if not isinstance(payload, dict) or not _SECRET_KEYS & payload.keys():
+        return text
+    cleaned = {
+        k: ("********" if k in _SECRET_KEYS and isinstance(v, str) else v)
+        for k, v in payload.items()
+    }
+    return json.dumps({**data, "payload": cleaned}, separators=(",", ":"))
 
 
 # encodeURIComponent leaves these unescaped; the SDK builds twilio.params with it

@@ -294,3 +294,15 @@ def test_token_errors_are_not_retryable_and_transport_errors_are():
     from appliance.errors import ConnectionLostError
 
     assert is_retryable(ConnectionLostError(31005))
+
+
+def test_redact_hides_tokens_in_logged_frames():
+    from appliance.signaling.messages import redact
+
+    frame = encode(Message(MessageType.LISTEN, {"token": "eyJsecret", "x": 1}))
+    cleaned = redact(frame)
+    assert "eyJsecret" not in cleaned
+    assert json.loads(cleaned)["payload"] == {"token": "********", "x": 1}
+    assert redact(HEARTBEAT) == HEARTBEAT
+    hangup = encode(Message(MessageType.HANGUP, {"callsid": "CA1"}))
+    assert redact(hangup) == hangup
