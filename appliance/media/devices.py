@@ -168,10 +168,15 @@ def parse_device_id(device_id: str) -> DeviceId:
     kind, colon, argument = device_id.partition(":")
     if not kind:
         raise _device_error(f"empty audio device kind in {device_id!r}")
+    if kind not in _BACKENDS and kind in _LAZY_BACKENDS:
+        _LAZY_BACKENDS[kind]()
     if kind not in _BACKENDS:
-        known = ", ".join(sorted(_BACKENDS))
+        # Same text whether or not a lazy backend has been loaded yet.
+        known = ", ".join(sorted(set(_BACKENDS) - set(_LAZY_BACKENDS)))
+        lazy = ", ".join(sorted(_LAZY_BACKENDS))
         raise _device_error(
-            f"unknown audio device {device_id!r} (known kinds: {known})"
+            f"unknown audio device {device_id!r} (known kinds: {known}; "
+            f"loaded on use: {lazy})"
         )
     if kind == "null":
         if colon:
@@ -475,3 +480,16 @@ def _open_file_sink(argument: str) -> AudioSink:
 register_backend("null", _open_null_source, _open_null_sink)
 register_backend("tone", _open_tone_source, None)
 register_backend("file", _open_file_source, _open_file_sink)
+
+
+def _register_alsa() -> None:
+    # Imported on first use of an alsa: id, so that importing the media layer
+    # needs neither the ALSA backend nor pyalsaaudio (a missing pyalsaaudio
+    # then shows as an AudioDeviceError when the device is opened).
+    from appliance.hardware.audio_alsa import open_alsa_sink, open_alsa_source
+
+    register_backend("alsa", open_alsa_source, open_alsa_sink)
+
+
+#: Backends registered on first use of their kind.
+_LAZY_BACKENDS: dict[str, Callable[[], None]] = {"alsa": _register_alsa}

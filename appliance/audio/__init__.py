@@ -1,0 +1,35 @@
+"""The phone's audio core: the seed's Device.audio, its sounds, output mixing.
+
+* :mod:`appliance.audio.sounds` (pure): generated default sounds, decoding of
+  custom ones, playback cursors.
+* :mod:`appliance.audio.loader`: custom sounds from files and URLs, cached.
+* :mod:`appliance.audio.mixer`: one mixer per output device; the call's
+  bounded receive buffer; fan-out to several speakers.
+* :mod:`appliance.audio.collection`: AudioDeviceInfo, AudioOutputCollection.
+* :mod:`appliance.audio.helper`: AudioHelper, i.e. ``device.audio``.
+
+Importing this package does not need pyalsaaudio: the ALSA backend is loaded
+when an ``alsa:`` id is first used or devices are listed.
+"""
+
+from appliance.audio.collection import AudioDeviceInfo, AudioOutputCollection
+from appliance.audio.helper import AUDIO_EVENTS, AudioHelper
+from appliance.audio.loader import SoundLoader, SoundLoadError
+from appliance.audio.mixer import FanOutSink, OutputMixer, Playback, StreamInput
+from appliance.audio.sounds import Sound, SoundCursor, default_sound
+
+__all__ = [
+    "AUDIO_EVENTS",
+    "AudioDeviceInfo",
+    "AudioHelper",
+    "AudioOutputCollection",
+    "FanOutSink",
+    "OutputMixer",
+    "Playback",
+    "Sound",
+    "SoundCursor",
+    "SoundLoadError",
+    "SoundLoader",
+    "StreamInput",
+    "default_sound",
+]

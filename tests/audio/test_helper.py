@@ -1,0 +1,362 @@
+"""device.audio (AudioHelper) with file:, null and fake-listed ALSA ids."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import http.server
+import threading
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from appliance import Device
+from appliance.audio.collection import AudioDeviceInfo
+from appliance.audio.helper import AudioHelper
+from appliance.audio.loader import SoundLoader, SoundLoadError
+from appliance.errors import AudioDeviceError, InvalidArgumentError
+from appliance.hardware.audio_alsa import AlsaDeviceInfo
+from appliance.media.audio import SAMPLE_RATE
+from appliance.media.devices import NullSink, open_sink
+from appliance.media.levels import rms_dbfs
+from appliance.phone.options import DeviceOptions, parse_options
+from tests.media.helpers import dominant_frequency, read_wav
+from tests.rig import timeout_factor
+
+FACTOR = timeout_factor()
+
+
+class Host:
+    """A real minimal Device side: options and the error events it got."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options: DeviceOptions = parse_options(options)
+        self.events: list[tuple[str, tuple[Any, ...]]] = []
+
+    def _emit(self, event: str, *args: Any) -> None:
+        self.events.append((event, args))
+
+
+class Listing:
+    """A settable ALSA listing (the helper polls it like list_pcm_devices)."""
+
+    def __init__(self, *ids: str) -> None:
+        self.ids = list(ids)
+
+    def __call__(self) -> list[AlsaDeviceInfo]:
+        out = []
+        for device_id in self.ids:
+            out.append(AlsaDeviceInfo(device_id, f"Card {device_id}", "output"))
+            out.append(AlsaDeviceInfo(device_id, f"Card {device_id}", "input"))
+        return out
+
+
+def sink_opener(device_id: str):
+    # alsa: ids of the fake listing play into a discarding sink.
+    return NullSink() if device_id.startswith("alsa:") else open_sink(device_id)
+
+
+def helper_for(tmp_path: Path, listing: Listing | None = None, **options: Any):
+    host = Host(**options)
+    helper = AudioHelper(
+        host,
+        lister=listing or Listing(),
+        sink_opener=sink_opener,
+        loader=SoundLoader(tmp_path / "cache", timeout_s=2.0),
+        poll_interval_s=0.05,
+    )
+    return host, helper
+
+
+def write_wav(path: Path, samples: np.ndarray) -> Path:
+    with wave.open(str(path), "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(SAMPLE_RATE)
+        writer.writeframes(samples.astype("<i2").tobytes())
+    return path
+
+
+def tone(freq: float, seconds: float, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (amplitude * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+async def wait_for(predicate, limit_s: float = 3.0) -> None:
+    deadline = time.monotonic() + limit_s * FACTOR
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+# ---------------------------------------------------------------- listing
+
+
+async def test_listing_selection_and_the_seeds_error_cases(tmp_path):
+    _host, audio = helper_for(tmp_path, Listing("alsa:usb"), output_device="null")
+    await audio._poll_once()
+    outputs = audio.available_output_devices
+    assert set(outputs) == {"default", "null", "alsa:usb"}
+    assert outputs["alsa:usb"] == AudioDeviceInfo(
+        "alsa:usb", "Card alsa:usb", "audiooutput"
+    )
+    assert set(audio.available_input_devices) == {"default", "null", "alsa:usb"}
+    assert {d.device_id for d in audio.speaker_devices.get()} == {"default"}
+
+    await audio.speaker_devices.set(["alsa:usb", "null"])
+    assert {d.device_id for d in audio.speaker_devices.get()} == {"alsa:usb", "null"}
+    await audio.ringtone_devices.set("alsa:usb")
+    assert audio.ringtone_devices.ids == ("alsa:usb",)
+
+    with pytest.raises(AudioDeviceError) as unknown:
+        await audio.speaker_devices.set(["null", "alsa:gone"])
+    assert unknown.value.code == 31402
+    assert audio.speaker_devices.ids == ("alsa:usb", "null")  # unchanged
+    with pytest.raises(InvalidArgumentError):
+        await audio.speaker_devices.set([])
+    with pytest.raises(AudioDeviceError):
+        await audio.ringtone_devices.set("bogus:thing")
+    with pytest.raises(AudioDeviceError):
+        await audio.set_input_device("alsa:nope")
+    with pytest.raises(AudioDeviceError):
+        await audio.set_input_device(f"file:{tmp_path}/missing.wav")
+    assert audio.input_device is None
+    await audio.close()
+
+
+async def test_constraints_are_validated_stored_and_not_applied(tmp_path):
+    _host, audio = helper_for(tmp_path)
+    assert audio.audio_constraints is None
+    await audio.set_audio_constraints({"echo_cancellation": True, "device_id": "x"})
+    assert audio.audio_constraints == {"echo_cancellation": True}
+    assert audio.audio_constraints_applied is False
+    with pytest.raises(InvalidArgumentError):
+        await audio.set_audio_constraints({"echoCancelation": True})
+    with pytest.raises(InvalidArgumentError):
+        await audio.set_audio_constraints({"channel_count": "two"})
+    await audio.unset_audio_constraints()
+    assert audio.audio_constraints is None
+
+
+def test_flags_are_getter_setters():
+    audio = AudioHelper(Host())
+    assert audio.incoming() and audio.outgoing() and audio.disconnect()
+    assert audio.incoming(False) is False and audio.incoming() is False
+    assert audio.disconnect(False) is False and audio.outgoing() is True
+    with pytest.raises(InvalidArgumentError):
+        audio.outgoing("yes")  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------- playing audio
+
+
+async def test_ring_on_ringtone_file_while_call_audio_on_speaker_file(tmp_path):
+    ring_wav, speaker_wav = tmp_path / "ring.wav", tmp_path / "speaker.wav"
+    _host, audio = helper_for(tmp_path, output_device=f"file:{speaker_wav}")
+    await audio.ringtone_devices.set(f"file:{ring_wav}")
+    call = object()
+    started = time.monotonic()
+    await audio._ring(call)
+    assert time.monotonic() - started < 0.5 * FACTOR  # incoming fires at once
+    # The call's media starts while it rings; both devices play at once.
+    sink = audio._call_sink()
+    for _ in range(60):  # 1.2 s of 1 kHz "call audio"
+        chunk = tone(1000, 0.02)
+        await sink.write_frame(chunk)
+        await asyncio.sleep(0.02)
+    audio._stop_ring(call)
+    await asyncio.sleep(0.1)
+    sink.close()
+    await audio.close()
+    ring, _rate, _ch = read_wav(ring_wav)
+    heard, _rate, _ch = read_wav(speaker_wav)
+    assert ring.size >= 1.0 * SAMPLE_RATE and heard.size >= 1.0 * SAMPLE_RATE
+    # The ringtone file has the US ring (440+480 Hz, on in the first 2 s)...
+    assert abs(dominant_frequency(ring) - 460) < 25
+    assert rms_dbfs(ring) > -25
+    # ...and the speaker file only the call.
+    assert abs(dominant_frequency(heard) - 1000) < 15
+    spectrum = np.abs(np.fft.rfft(heard.astype(float)))
+    freqs = np.fft.rfftfreq(heard.size, 1 / SAMPLE_RATE)
+    assert spectrum[np.abs(freqs - 460) < 30].max() < 0.01 * spectrum.max()
+
+
+async def test_disconnect_plays_only_after_an_answered_call(tmp_path):
+    speaker = tmp_path / "speaker.wav"
+    _host, audio = helper_for(tmp_path, output_device=f"file:{speaker}")
+    rejected, answered = object(), object()
+    audio._call_ended(rejected)
+    await asyncio.sleep(0.1)
+    assert not speaker.exists()
+    audio._call_opened(answered, outgoing=False)
+    audio._call_ended(answered)
+    device_id = f"file:{speaker}"
+    await wait_for(lambda: device_id in audio._mixers)
+    await wait_for(lambda: not audio._mixers[device_id].running)
+    samples, _rate, _ch = read_wav(speaker)
+    assert 0.3 * SAMPLE_RATE < samples.size < 0.8 * SAMPLE_RATE
+    assert rms_dbfs(samples) > -25
+    await audio.close()
+
+
+async def test_input_volume_follows_the_input_level(tmp_path):
+    _host, audio = helper_for(tmp_path, input_device="null")
+    volumes: list[tuple[float, float]] = []
+    audio.on("input_volume", lambda v: volumes.append((time.monotonic(), v)))
+    await audio.set_input_device("tone:440")
+    assert audio.input_device is not None
+    await asyncio.sleep(0.5)
+    loud = [v for _t, v in volumes]
+    await audio.set_input_device("default")  # options.input_device = null
+    mark = len(volumes)
+    await asyncio.sleep(0.3)
+    quiet = [v for _t, v in volumes[mark + 2 :]]
+    await audio.unset_input_device()
+    mark = len(volumes)
+    await asyncio.sleep(0.2)
+    assert len(volumes) == mark  # no metering without an input device
+    # -12 dBFS tone: RMS -15 dBFS -> (100 - 15) / 70 > 1 -> clamped to 1.0
+    assert len(loud) >= 15 and min(loud[1:]) > 0.95
+    assert quiet and max(quiet) == 0.0
+    times = [t for t, _v in volumes]
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    assert rate <= 61
+    await audio.close()
+
+
+async def test_device_change_and_fallback_when_an_active_device_is_lost(tmp_path):
+    listing = Listing("alsa:usb", "alsa:hat")
+    _host, audio = helper_for(tmp_path, listing)
+    changes: list[list[AudioDeviceInfo]] = []
+    audio.on("device_change", changes.append)
+    audio.start()
+    await wait_for(lambda: audio._tracker is not None)
+    await audio.speaker_devices.set(["alsa:usb", "alsa:hat"])
+    await audio.ringtone_devices.set("alsa:usb")
+    sink = audio._call_sink()  # a call plays on both speakers
+    assert set(sink.streams) == {"alsa:usb", "alsa:hat"}
+
+    listing.ids.append("alsa:new")  # plugged in: a change, nothing lost
+    await wait_for(lambda: len(changes) == 1)
+    assert changes[0] == []
+    listing.ids.remove("alsa:usb")  # unplugged
+    await wait_for(lambda: len(changes) == 2)
+    assert {d.device_id for d in changes[1]} == {"alsa:usb"}
+    assert audio.speaker_devices.ids == ("alsa:hat",)
+    assert audio.ringtone_devices.ids == ("default",)  # fell back
+    assert set(sink.streams) == {"alsa:hat"}  # the call goes on
+    assert "alsa:usb" not in audio.available_output_devices
+    sink.close()
+    await audio.close()
+
+
+# ----------------------------------------------------------- custom sounds
+
+
+async def test_custom_wav_plays_and_a_bad_one_falls_back_with_an_error(tmp_path):
+    good = write_wav(tmp_path / "ding.wav", tone(2000, 4.0))
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF junk")
+    host, audio = helper_for(
+        tmp_path,
+        sounds={"outgoing": str(good), "disconnect": str(bad), "dtmf1": "/no/such.wav"},
+    )
+    audio.start()
+    outgoing = await audio.sound("outgoing")
+    assert outgoing.custom and outgoing.duration_s == pytest.approx(3.0)
+    disconnect = await audio.sound("disconnect")
+    assert not disconnect.custom  # the default
+    assert not (await audio.sound("dtmf1")).custom
+    errors = [args[0] for name, args in host.events if name == "error"]
+    assert len(errors) == 2 and all(isinstance(e, SoundLoadError) for e in errors)
+    assert all(e.code == 31000 for e in errors)
+    assert any("broken.wav" in e.message for e in errors)
+    await audio.close()
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    hits: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            hits.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(root))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}", hits
+    server.shutdown()
+    server.server_close()
+
+
+async def test_url_sound_is_fetched_once_and_cached(tmp_path, http_dir, monkeypatch):
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    root, base, hits = http_dir
+    write_wav(root / "ring.wav", tone(700, 1.0))
+    loader = SoundLoader(tmp_path / "cache", timeout_s=2.0)
+    first = await loader.load("incoming", f"{base}/ring.wav")
+    again = await SoundLoader(tmp_path / "cache").load("incoming", f"{base}/ring.wav")
+    assert first.loop and np.array_equal(first.samples, again.samples)
+    assert len(hits) == 1  # the second came from the cache
+    assert loader.cache_path(f"{base}/ring.wav").is_file()
+    with pytest.raises(SoundLoadError):
+        await loader.load("incoming", f"{base}/missing.wav")
+    assert not loader.cache_path(f"{base}/missing.wav").exists()
+
+
+# ------------------------------------------------------------- the Device
+
+
+async def test_device_rings_then_fires_incoming_and_plays_dtmf_feedback(
+    exchange, tmp_path
+):
+    from tests.conftest import make_token
+
+    ring_wav = tmp_path / "bob-ring.wav"
+    bob_out = tmp_path / "bob.wav"
+    alice = Device(signaling_url=exchange.url, local_addresses=["127.0.0.1"])
+    bob = Device(
+        signaling_url=exchange.url,
+        local_addresses=["127.0.0.1"],
+        input_device="tone:1000",
+        output_device=f"file:{bob_out}",
+    )
+    incoming: asyncio.Queue[Any] = asyncio.Queue()
+    bob.on("incoming", lambda conn: incoming.put_nowait((time.monotonic(), conn)))
+    try:
+        await alice.setup(make_token("alice"))
+        await bob.setup(make_token("bob"))
+        await bob.audio.ringtone_devices.set(f"file:{ring_wav}")
+        invited = time.monotonic()
+        conn = await alice.connect({"To": "bob"})
+        fired, call = await asyncio.wait_for(incoming.get(), 5 * FACTOR)
+        assert fired - invited < 2.0
+        await asyncio.sleep(0.5)  # let it ring
+        await call.accept()
+        await asyncio.sleep(0.3)
+        call.send_digits("5")
+        await asyncio.sleep(0.6)
+        await conn.disconnect()
+        await wait_for(lambda: call.status() == "closed")
+    finally:
+        await alice.destroy()
+        await bob.destroy()
+    ring, _r, _c = read_wav(ring_wav)
+    assert 0.4 * SAMPLE_RATE < ring.size < 1.5 * SAMPLE_RATE
+    assert abs(dominant_frequency(ring) - 460) < 25
+    heard, _r, _c = read_wav(bob_out)
+    spectrum = np.abs(np.fft.rfft(heard.astype(float)))
+    freqs = np.fft.rfftfreq(heard.size, 1 / SAMPLE_RATE)
+    # Bob's speaker got the Q.23 feedback for "5" (770 + 1336 Hz).
+    for hz in (770, 1336):
+        assert spectrum[np.abs(freqs - hz) < 5].max() > 0.05 * spectrum.max()

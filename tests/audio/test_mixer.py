@@ -1,0 +1,138 @@
+"""Output mixing: sums, the bounded call buffer, fan-out, idle close."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from appliance.audio.mixer import FanOutSink, OutputMixer, Playback, SoundInput
+from appliance.audio.sounds import Sound
+from appliance.media.audio import FRAME_SAMPLES, SAMPLE_RATE
+from tests.rig import timeout_factor
+
+FACTOR = timeout_factor()
+
+
+def list_opener(sinks: list[ListSink]):
+    def opener(_device_id: str) -> ListSink:
+        sinks.append(ListSink())
+        return sinks[-1]
+
+    return opener
+
+
+class ListSink:
+    """A real in-memory AudioSink: keeps every frame with its arrival time."""
+
+    def __init__(self) -> None:
+        self.frames: list[np.ndarray] = []
+        self.times: list[float] = []
+        self.closed = False
+
+    async def write_frame(self, samples: np.ndarray) -> None:
+        self.frames.append(np.array(samples))
+        self.times.append(time.monotonic())
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def constant(name: str, value: int, seconds: float) -> Sound:
+    return Sound(name, np.full(int(seconds * SAMPLE_RATE), value, np.int16))
+
+
+async def test_two_sounds_are_summed_and_the_sink_closes_when_both_end():
+    sinks: list[ListSink] = []
+
+    def opener(_device_id: str) -> ListSink:
+        sinks.append(ListSink())
+        return sinks[-1]
+
+    mixer = OutputMixer("null", opener=opener)
+    short, long = Playback(constant("a", 1000, 0.2)), Playback(constant("b", 300, 0.4))
+    for playback in (short, long):
+        mixer.add(SoundInput(playback, gain=1.0))
+        playback._seal()
+    await asyncio.wait_for(long.wait(), 2 * FACTOR)
+    assert short.done.is_set()
+    sink = sinks[0]
+    assert len(sinks) == 1 and sink.closed and not mixer.running
+    levels = [int(f[0]) for f in sink.frames]
+    assert levels[:10] == [1300] * 10  # both
+    assert levels[10:20] == [300] * 10  # only the longer one
+    # Paced in real time: 20 frames take about 380 ms (the first is at once).
+    assert 0.3 < sink.times[-1] - sink.times[0] < 0.6 * FACTOR
+
+
+async def test_call_buffer_drops_oldest_and_latency_stays_bounded():
+    # The far end sends 50 % faster than the device plays (a clock mismatch
+    # exaggerated): the buffer must stay within its capacity, drop the oldest
+    # frames and keep playing the newest ones.
+    sink_list: list[ListSink] = []
+    mixer = OutputMixer("null", opener=list_opener(sink_list))
+    fan = FanOutSink(capacity=5, prefetch=2)
+    fan.attach(mixer)
+    _mixer, stream = fan.streams["null"]
+    pushed = 0
+    max_queued = 0
+    start = time.monotonic()
+    while time.monotonic() - start < 1.5:
+        pushed += 1
+        await fan.write_frame(np.full(FRAME_SAMPLES, pushed, np.int16))
+        max_queued = max(max_queued, stream.queued_frames)
+        await asyncio.sleep(0.020 / 1.5)
+    fan.close()
+    sink = sink_list[0]
+    assert sink.closed
+    assert max_queued <= 5
+    assert stream.dropped_frames > 0.2 * pushed
+    # The last frames played are among the last 5 pushed: at most 100 ms old.
+    played = [int(f[0]) for f in sink.frames if f[0] != 0]
+    assert pushed - played[-1] <= 5
+    # And the lag is the same at the end as after the first second (no growth).
+    one_second = next(i for i, t in enumerate(sink.times) if t - sink.times[0] >= 1.0)
+    lag_then = (one_second * 1.5 + 1) - int(sink.frames[one_second][0])
+    assert abs(lag_then - (pushed - played[-1])) <= 6
+
+
+async def test_slow_producer_underruns_with_silence_and_reprimes():
+    sinks: list[ListSink] = []
+    mixer = OutputMixer("null", opener=list_opener(sinks))
+    fan = FanOutSink(capacity=5, prefetch=2)
+    fan.attach(mixer)
+    _mixer, stream = fan.streams["null"]
+    for value in range(1, 21):  # half the device's rate
+        await fan.write_frame(np.full(FRAME_SAMPLES, value, np.int16))
+        await asyncio.sleep(0.040)
+    fan.close()
+    values = [int(f[0]) for f in sinks[0].frames]
+    heard = [v for v in values if v]
+    assert heard == sorted(heard) and len(heard) >= 15  # nothing replayed
+    assert stream.underruns >= 3 and values.count(0) >= 10
+
+
+async def test_fan_out_plays_the_call_on_two_devices_and_each_closes():
+    sinks: dict[str, ListSink] = {}
+
+    def opener(device_id: str) -> ListSink:
+        sinks[device_id] = ListSink()
+        return sinks[device_id]
+
+    a, b = OutputMixer("file:a.wav", opener=opener), OutputMixer("null", opener=opener)
+    fan = FanOutSink(prefetch=0)
+    fan.attach(a)
+    fan.attach(b)
+    for value in range(1, 11):
+        await fan.write_frame(np.full(FRAME_SAMPLES // 2, value, np.int16))
+        await asyncio.sleep(0.011)
+    await asyncio.sleep(0.05)
+    fan.detach("null")
+    assert sinks["null"].closed and not sinks["file:a.wav"].closed
+    fan.close()
+    assert sinks["file:a.wav"].closed
+    for sink in sinks.values():
+        heard = [int(v) for f in sink.frames for v in f[[0, -1]] if v]
+        # Half frames were re-cut into whole 20 ms frames: 1|2, 3|4, ...
+        assert heard[:4] == [1, 2, 3, 4]
