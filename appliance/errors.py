@@ -10,6 +10,7 @@ Hierarchy::
           ProtocolError                          abstract; never raised directly
             LocalProtocolError                   we tried something the protocol forbids
             RemoteProtocolError                  the peer sent something malformed
+              UnknownMessageTypeError            a type we do not know (dropped)
           InvalidStateError                      verb not allowed in the current state
           AuthenticationError                    token rejected, malformed or expired
           ConnectionLostError                    transport closed or unavailable
@@ -53,8 +54,10 @@ __all__ = [
     "SignalingError",
     "SignatureError",
     "TwilioError",
+    "UnknownMessageTypeError",
     "UpdateError",
     "error_for_code",
+    "error_from_payload",
     "precise_code",
 ]
 
@@ -222,6 +225,10 @@ class RemoteProtocolError(ProtocolError):
     default_code = 31400
 
 
+class UnknownMessageTypeError(RemoteProtocolError):
+    """A frame of a type this client does not know; dropped, as the SDK does."""
+
+
 class InvalidStateError(SignalingError):
     """A command is not allowed in the current state."""
 
@@ -287,6 +294,19 @@ _BY_RANGE: tuple[tuple[range, type[TwilioError]], ...] = (
     (range(53000, 53100), SignalingError),
     (range(53400, 53500), MediaError),
 )
+
+
+def error_from_payload(
+    raw: object, *, default_code: int, call_sid: str | None = None
+) -> TwilioError:
+    """Build the error of a wire ``{"code", "message"}`` object (may be malformed)."""
+    code = raw.get("code") if isinstance(raw, dict) else None
+    text = raw.get("message") if isinstance(raw, dict) else None
+    return error_for_code(
+        code if isinstance(code, int) else default_code,
+        text if isinstance(text, str) else None,
+        call_sid=call_sid,
+    )
 
 
 def error_for_code(

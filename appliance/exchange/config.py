@@ -69,7 +69,8 @@ class ExchangeConfig:
         keyring: accounts, API keys and Auth Tokens tokens are checked against.
         ring_timeout: seconds before an unanswered call fails with 31480.
         heartbeat_interval: seconds between keepalives (0 < x < 15).
-        idle_timeout: close sessions silent this long; ``None`` = never.
+        idle_timeout: close sessions silent this long (clients echo every
+            heartbeat, so 30 s is six missed echoes); ``None`` = never.
         media_addresses: local addresses for echo media; ``None`` = all.
         gateway_name: reported in ``connected.gateway``.
     """
@@ -79,7 +80,7 @@ class ExchangeConfig:
     keyring: Keyring = field(default_factory=Keyring)
     ring_timeout: float = 30.0
     heartbeat_interval: float = 5.0
-    idle_timeout: float | None = None
+    idle_timeout: float | None = 30.0
     media_addresses: tuple[str, ...] | None = None
     gateway_name: str = DEFAULT_GATEWAY_NAME
 

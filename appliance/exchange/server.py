@@ -118,6 +118,7 @@ class ExchangeServer:
         self._server: Server | None = None
         self._timer: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
+        self._stopping = False
         self._echo_tasks: dict[str, asyncio.Task[None]] = {}
         self._echo_sessions: dict[str, MediaSession] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -144,7 +145,8 @@ class ExchangeServer:
             self._server.close()
             await self._server.wait_closed()
         if self._timer is not None:
-            self._timer.cancel()
+            self._stopping = True
+            self._wakeup.set()
             await asyncio.gather(self._timer, return_exceptions=True)
         for call_sid in list(self._echo_tasks):
             self._stop_echo(call_sid)
@@ -258,12 +260,16 @@ class ExchangeServer:
             conn.outbox.put_nowait(None)  # room reserved: maxsize is limit + 1
 
     async def _run_timer(self) -> None:
-        while True:
+        # Stopped by a flag, not by cancel(): in Python 3.11 wait_for() can
+        # swallow a cancellation that races with the wake-up event.
+        while not self._stopping:
             self._wakeup.clear()
             deadline = self.core.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - self._clock())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
+            if self._stopping:
+                return
             now = self._clock()
             deadline = self.core.next_deadline()
             if deadline is not None and deadline <= now:

@@ -56,6 +56,8 @@ _TRANSITIONS: dict[tuple[CallState, CallInput], CallState] = {
     (_S.PENDING, _I.REJECT): _S.CLOSED,
     (_S.PENDING, _I.IGNORE): _S.CLOSED,
     (_S.PENDING, _I.CANCEL): _S.CLOSED,
+    # Accepted, but the caller hung up before our answer reached the gateway.
+    (_S.CONNECTING, _I.CANCEL): _S.CLOSED,
     (_S.CONNECTING, _I.RINGING): _S.RINGING,
     (_S.RINGING, _I.RINGING): _S.RINGING,
     (_S.CONNECTING, _I.ANSWERED): _S.OPEN,

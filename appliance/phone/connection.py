@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from appliance.errors import (
@@ -21,6 +22,7 @@ from appliance.errors import (
     NegotiationError,
     TwilioError,
     error_for_code,
+    error_from_payload,
 )
 from appliance.phone import dtmf
 from appliance.phone.call import CallDirection, CallInput, CallMachine, CallState
@@ -65,6 +67,7 @@ class _Engine(Protocol):
     def _call_opened(self, connection: Connection) -> None: ...
     def _call_sid_changed(self, connection: Connection, old: str) -> None: ...
     def _call_ended(self, connection: Connection) -> None: ...
+    def _digit_feedback(self, digit: str) -> None: ...
     def _emit(self, event: str, *args: Any) -> None: ...
     def _before_accept(self, connection: Connection) -> Any: ...
     @property
@@ -101,6 +104,8 @@ class Connection:
         self._media: MediaSession | None = None
         self._remote_applied = False
         self._muted = False
+        self._dtmf_free_at = 0.0  # when received digits finish replaying
+        self._local_dtmf_free_at = 0.0  # when local feedback of sent digits ends
         self._events = Emitter(CONNECTION_EVENTS)
         self._inbox: asyncio.Queue[Message] = asyncio.Queue(_INBOX_SIZE)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -142,11 +147,15 @@ class Connection:
         """
         self._machine.apply(CallInput.ACCEPT)
         await self._engine._before_accept(self)
+        if self._machine.state is not CallState.CONNECTING:
+            return  # cancelled while the other call was being hung up
         try:
             self._media = self._engine._new_media(self)
             assert self._offer_sdp is not None
             answer = await self._media.accept_offer(self._offer_sdp)
         except TwilioError as exc:
+            if not self._machine.can(CallInput.FAIL):
+                return  # cancelled meanwhile: _finish closed the media under us
             await self._fail(exc, send_hangup=True)
             raise
         if self._machine.state is not CallState.CONNECTING:
@@ -214,6 +223,11 @@ class Connection:
         self._engine._send(
             Message(MessageType.DTMF, {"callsid": self.call_sid, "dtmf": digits})
         )
+        # Local feedback tones, timed like the digits and queued after any
+        # earlier string (the far phone replays them with the same schedule).
+        self._schedule_digits(
+            digits, "_local_dtmf_free_at", self._engine._digit_feedback
+        )
 
     @property
     def codec(self) -> str | None:
@@ -245,10 +259,7 @@ class Connection:
     def _transport_lost(self, error: TwilioError) -> None:
         """The signaling socket is gone: the exchange has ended this call."""
         if self._machine.state is CallState.PENDING:
-            self._machine.apply(CallInput.CANCEL)
-            self._events.emit("cancel")
-            self._engine._emit("cancel", self)
-            self._finish()
+            self._cancelled()
         elif self._machine.can(CallInput.FAIL):
             self._spawn(self._fail(error, send_hangup=False), "call-fail")
 
@@ -279,8 +290,8 @@ class Connection:
             if self._engine.enable_ringing_state:
                 if self._machine.can(CallInput.RINGING):
                     self._machine.apply(CallInput.RINGING)
-                    if isinstance(sdp, str):
-                        await self._apply_remote(sdp)
+                    if isinstance(sdp, str) and not await self._apply_remote(sdp):
+                        return  # early media failed and ended the call
                     self._events.emit("ringing", isinstance(sdp, str))
             elif isinstance(sdp, str):
                 # 1.x without the ringing state treats early media as the answer.
@@ -292,23 +303,15 @@ class Connection:
             await self._on_hangup(payload.get("error"))
         elif kind is MessageType.CANCEL:
             if self._machine.can(CallInput.CANCEL):
-                self._machine.apply(CallInput.CANCEL)
-                self._events.emit("cancel")
-                self._engine._emit("cancel", self)
-                self._finish()
+                self._cancelled()
         elif kind is MessageType.DTMF:
-            self._spawn(self._replay_digits(str(payload["dtmf"])), "call-dtmf")
+            self._replay_digits(str(payload["dtmf"]))
         elif kind is MessageType.MESSAGE:
             self._events.emit("message", dict(payload))
         elif kind is MessageType.ERROR:
-            raw = payload.get("error")
-            code = raw.get("code") if isinstance(raw, dict) else None
-            text = raw.get("message") if isinstance(raw, dict) else None
             self._report(
-                error_for_code(
-                    code if isinstance(code, int) else 31000,
-                    text if isinstance(text, str) else None,
-                    call_sid=self.call_sid,
+                error_from_payload(
+                    payload.get("error"), default_code=31000, call_sid=self.call_sid
                 )
             )
         else:
@@ -336,32 +339,53 @@ class Connection:
         if not self._machine.can(CallInput.HANGUP):
             return
         if isinstance(raw_error, dict):
-            code = raw_error.get("code")
-            text = raw_error.get("message")
             self._report(
-                error_for_code(
-                    code if isinstance(code, int) else 31005,
-                    text if isinstance(text, str) else None,
-                    call_sid=self.call_sid,
+                error_from_payload(
+                    raw_error, default_code=31005, call_sid=self.call_sid
                 )
             )
         if self._machine.state is CallState.PENDING:
             # The caller gave up before we answered: that is a cancel.
-            self._machine.apply(CallInput.CANCEL)
-            self._events.emit("cancel")
-            self._engine._emit("cancel", self)
-            self._finish()
+            self._cancelled()
             return
         self._machine.apply(CallInput.HANGUP)
         await self._closed()
 
-    async def _replay_digits(self, digits: str) -> None:
-        start = asyncio.get_running_loop().time()
+    def _replay_digits(self, digits: str) -> None:
+        """Emit ``dtmf`` per digit at Twilio's pace, after any earlier string.
+
+        Strings are queued back to back (not overlapped), so that digits sent
+        one key press at a time arrive in the order they were pressed.
+        """
+        self._schedule_digits(digits, "_dtmf_free_at", self._emit_digit)
+
+    def _schedule_digits(
+        self, digits: str, clock_attr: str, action: Callable[[str], None]
+    ) -> None:
+        """Run ``action(digit)`` at Twilio's pace, after the previous string.
+
+        ``clock_attr`` names the attribute that holds when the previous string
+        ends (one for sent digits, one for received ones).
+        """
+        loop = asyncio.get_running_loop()
+        start = max(loop.time(), getattr(self, clock_attr))
+        setattr(self, clock_attr, start + dtmf.duration(digits))
         for offset, digit in dtmf.schedule(digits):
-            delay = start + offset - asyncio.get_running_loop().time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self._events.emit("dtmf", digit)
+            loop.call_at(start + offset, self._if_live, action, digit)
+
+    def _if_live(self, action: Callable[[str], None], digit: str) -> None:
+        if self._machine.state is not CallState.CLOSED:
+            action(digit)
+
+    def _emit_digit(self, digit: str) -> None:
+        self._events.emit("dtmf", digit)
+
+    def _cancelled(self) -> None:
+        """The pending call was withdrawn (cancel, caller hung up, signaling lost)."""
+        self._machine.apply(CallInput.CANCEL)
+        self._events.emit("cancel")
+        self._engine._emit("cancel", self)
+        self._finish()
 
     # ---- transitions -----------------------------------------------------------------
 

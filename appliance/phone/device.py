@@ -36,14 +36,15 @@ from typing import Any
 import jwt
 
 from appliance import __version__
+from appliance.audio.helper import AudioHelper
 from appliance.errors import (
+    ApplianceError,
     AuthenticationError,
     InvalidArgumentError,
     InvalidStateError,
     TwilioError,
     error_for_code,
 )
-from appliance.media.devices import open_sink, open_source
 from appliance.media.session import IceServer, MediaConfig, MediaSession
 from appliance.phone.call import CallDirection, CallState
 from appliance.phone.connection import Connection
@@ -68,6 +69,7 @@ from appliance.signaling.protocol import (
     Ready,
     TokenWillExpire,
     TransportLost,
+    TransportState,
     Unregistered,
 )
 
@@ -138,6 +140,7 @@ class Device:
         self._identity: str | None = None
         self._wants_incoming = True
         self._client: SignalingClient | None = None
+        self._client_options: tuple[object, ...] = ()
         self._calls: dict[str, Connection] = {}
         self._active: Connection | None = None
         self._ready = False
@@ -145,6 +148,8 @@ class Device:
         self._reported: str | None = None  # last of "ready"/"offline" emitted
         self._setup_waiter: asyncio.Future[TwilioError | None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Device.audio: devices, sounds and their events (appliance.audio).
+        self.audio = AudioHelper(self)
         self._apply_debug()
         if token is not None:
             try:
@@ -235,8 +240,17 @@ class Device:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[TwilioError | None] = loop.create_future()
         self._setup_waiter = waiter
+        self.audio.start()
+        if (
+            self._client is not None
+            and self._client_options != self._signaling_options()
+        ):
+            # URL, backoff or call-waiting changed: a new session applies them.
+            old, self._client = self._client, None
+            await old.close()
         if self._client is None:
             self._client = self._new_client(token)
+            self._client_options = self._signaling_options()
             self._client.start()
         else:
             self._client.set_token(token)
@@ -315,6 +329,7 @@ class Device:
 
         Then every handler is removed; :meth:`setup` may be called again.
         """
+        self._resolve_setup(InvalidStateError(message="the device was destroyed"))
         conns = self.connections()
         await self.disconnect_all()
         client, self._client = self._client, None
@@ -326,8 +341,12 @@ class Device:
         if self._reported != "offline":
             self._reported = "offline"
             self._events.emit("offline", self)
-        for task in list(self._tasks):
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.audio.close()
         await self._events.drain()
         self._events.remove_all_listeners()
 
@@ -372,15 +391,15 @@ class Device:
             self._on_invite(message)
             return
         conn = self._calls.get(sid) if sid else None
-        if conn is None and message.type in (
-            MessageType.RINGING,
-            MessageType.ANSWER,
-            MessageType.HANGUP,
-        ):
+        if conn is None and message.type in (MessageType.RINGING, MessageType.ANSWER):
             # The gateway answers an invite with the real CallSid only; like the
             # SDK, an outgoing call still known by its temporary TJS id takes the
             # first ringing/answer (signaling-protocol.md §5, "CallSid").
             conn = self._unconfirmed_outgoing()
+            if conn is not None and sid:
+                # Alias at once: the call's inbox adopts the sid later, and a
+                # hangup right behind this ringing must already find the call.
+                self._calls[sid] = conn
         if conn is None:
             logger.debug("< %s for unknown call %s ignored", message.type, sid)
             return
@@ -421,11 +440,29 @@ class Device:
         )
         self._calls[sid] = conn
         logger.info("incoming call %s from %s", sid, parameters.get("From"))
-        self._events.emit("incoming", conn)
+        # The ring starts first; ``incoming`` follows once it plays, or after
+        # 2 s at the latest, and not while busy (signaling-protocol.md §7).
+        task = asyncio.get_running_loop().create_task(
+            self._announce_incoming(conn, ring=self.status() != "busy")
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _announce_incoming(self, conn: Connection, *, ring: bool) -> None:
+        await self.audio._ring(
+            conn, ring=ring, wanted=lambda: conn.state is CallState.PENDING
+        )
+        if conn.state is CallState.PENDING:
+            self._events.emit("incoming", conn)
 
     def _on_error(self, error: TwilioError) -> None:
         conn = self._calls.get(error.call_sid) if error.call_sid else None
         if conn is not None:
+            if error.code == 31009 and self._session_closed():
+                # Dropped, not queued: the gateway closed the session and nothing
+                # is sent until a new token is set, so this call cannot go on.
+                conn._transport_lost(error)
+                return
             conn._deliver(
                 Message(
                     MessageType.ERROR,
@@ -474,12 +511,11 @@ class Device:
             codecs=tuple("PCMU" if c == "pcmu" else c for c in opts.codec_preferences),
             dscp=opts.dscp,
         )
-        source = open_source(opts.input_device)
-        try:
-            sink = open_sink(opts.output_device)
-        except TwilioError:
-            source.close()
-            raise
+        # The call plays on the speaker devices and records from the audio
+        # helper's input (selected device, else options.input_device).
+        sink = self.audio._call_sink()
+        source = self.audio._call_source()
+        self.audio._stop_ring(connection)  # after the sink holds the device
         return MediaSession(config, source, sink, on_failed=connection._media_failed)
 
     async def _before_accept(self, connection: Connection) -> None:
@@ -491,9 +527,13 @@ class Device:
 
     def _call_opened(self, connection: Connection) -> None:
         self._active = connection
+        self.audio._call_opened(
+            connection, outgoing=connection.direction is CallDirection.OUTGOING
+        )
 
     def _call_sid_changed(self, connection: Connection, old: str) -> None:
-        self._calls.pop(old, None)
+        # Keep the temporary TJS id as an alias: a hangup may still carry it
+        # (signaling-protocol.md §2.3); _call_ended removes every alias.
         self._calls[connection.call_sid] = connection
 
     def _call_ended(self, connection: Connection) -> None:
@@ -501,11 +541,22 @@ class Device:
             del self._calls[sid]
         if self._active is connection:
             self._active = None
+        self.audio._call_ended(connection)
+
+    def _digit_feedback(self, digit: str) -> None:
+        try:
+            self.audio.play_dtmf(digit)
+        except ApplianceError as exc:  # a sound problem must not break the call
+            logger.warning("local DTMF %s not played: %s", digit, exc)
 
     def _emit(self, event: str, *args: Any) -> None:
         self._events.emit(event, *args)
 
     # ---- helpers ---------------------------------------------------------------------
+
+    def _session_closed(self) -> bool:
+        client = self._client
+        return client is None or client.protocol.state is TransportState.CLOSED
 
     def _is_ready(self) -> bool:
         return self._ready or (self._connected and not self._wants_incoming)
@@ -520,6 +571,15 @@ class Device:
         waiter = self._setup_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(error)
+
+    def _signaling_options(self) -> tuple[object, ...]:
+        """The options a signaling session is built from."""
+        opts = self._options
+        return (
+            tuple(opts.urls()),
+            opts.backoff_max_ms,
+            opts.allow_incoming_while_busy,
+        )
 
     def _new_client(self, token: str) -> SignalingClient:
         opts = self._options

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from appliance.errors import InvalidArgumentError
 
-__all__ = ["GAP_S", "PAUSE_S", "TONE_S", "schedule", "validate"]
+__all__ = ["GAP_S", "PAUSE_S", "TONE_S", "duration", "schedule", "validate"]
 
 TONE_S = 0.160
 GAP_S = 0.070
@@ -45,3 +45,12 @@ def schedule(digits: str) -> list[tuple[float, str]]:
             result.append((t, c))
             t += TONE_S + GAP_S
     return result
+
+
+def duration(digits: str) -> float:
+    """Seconds that playing ``digits`` takes, pauses and gaps included."""
+    return sum(
+        PAUSE_S if c == "w" else TONE_S + GAP_S
+        for c in digits
+        if c in _DIGITS or c == "w"
+    )

@@ -85,6 +85,11 @@ class Emitter:
             logger.error("! async handler failed", exc_info=task.exception())
 
     async def drain(self) -> None:
-        """Wait for the coroutine handlers still running."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Wait for the coroutine handlers still running, except the caller.
+
+        A handler may itself call ``destroy()``, which drains: waiting for the
+        calling task would wait forever.
+        """
+        current = asyncio.current_task()
+        while pending := [t for t in self._tasks if t is not current]:
+            await asyncio.gather(*pending, return_exceptions=True)

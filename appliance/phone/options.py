@@ -58,14 +58,18 @@ OPTION_STATUS: dict[str, str] = {
     "dscp": "complete: media socket marked EF (DSCP 46)",
     "edge": "complete",
     "enable_ringing_state": "complete",
-    "fake_local_dtmf": "stored; local DTMF feedback tones come with the audio feature",
-    "input_device": "complete for tone:, file:, null (alsa: with the audio feature)",
+    "fake_local_dtmf": "complete: off-standard 100 ms local feedback pairs "
+    "(device.audio)",
+    "input_device": "complete for tone:, file:, null and alsa: (device.audio's "
+    "'default' input)",
     "local_addresses": "complete",
-    "output_device": "complete for file:, null (alsa: with the audio feature)",
+    "output_device": "complete for file:, null and alsa: (device.audio's "
+    "'default' output)",
     "region": "complete",
     "rtc_configuration": "complete: ICE servers",
     "signaling_url": "complete",
-    "sounds": "stored and validated; played with the audio feature",
+    "sounds": "complete: WAV/MP3 paths or http(s) URLs, fetched once and cached; "
+    "a bad one logs an error and the default plays",
     "warnings": "complete: quality warnings and deprecation log lines",
 }
 

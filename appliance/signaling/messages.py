@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote, unquote_plus
 
-from appliance.errors import RemoteProtocolError
+from appliance.errors import RemoteProtocolError, UnknownMessageTypeError
 
 __all__ = [
     "GATEWAY_VERSION",
@@ -75,7 +75,7 @@ _REQUIRED: dict[MessageType, tuple[str, ...]] = {
     MessageType.REJECT: ("callsid",),
     MessageType.HANGUP: ("callsid",),
     MessageType.DTMF: ("callsid", "dtmf"),
-    MessageType.MESSAGE: ("callsid", "content"),
+    MessageType.MESSAGE: ("callsid",),
     MessageType.RINGING: ("callsid",),
     MessageType.CANCEL: ("callsid",),
     MessageType.ERROR: ("error",),
@@ -126,7 +126,7 @@ def decode(text: str) -> Message:
     try:
         kind = MessageType(str(data.get("type")))
     except ValueError as exc:
-        raise RemoteProtocolError(
+        raise UnknownMessageTypeError(
             message=f"unknown message type {data.get('type')!r}"
         ) from exc
     payload = data.get("payload")

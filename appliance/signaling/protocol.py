@@ -43,7 +43,9 @@ from typing import Any
 from appliance.errors import (
     RemoteProtocolError,
     TwilioError,
+    UnknownMessageTypeError,
     error_for_code,
+    error_from_payload,
 )
 from appliance.signaling.backoff import BackoffPolicy
 from appliance.signaling.messages import (
@@ -81,6 +83,8 @@ CONNECT_TIMEOUT_S = 5.0
 HEARTBEAT_TIMEOUT_S = 15.0
 REGISTRATION_INTERVAL_S = 30.0
 TOKEN_REFRESH_S = 10.0
+
+_UNREGISTER = Message(MessageType.REGISTER, {"media": {"audio": False}})
 
 # Messages that are not queued while the socket is down: listen is re-sent on
 # open anyway; register and reinvite would be stale (SDK 2.18, §2.1).
@@ -258,6 +262,7 @@ class ClientProtocol:
         self._want_registered = False
         self._registered = False
         self._queue: list[Message] = []
+        self._warned_token: str | None = None
 
     # ---- queries ------------------------------------------------------------
 
@@ -313,6 +318,11 @@ class ClientProtocol:
 
         A session the gateway closed (bad token) is restarted with the new token.
         """
+        if token == self._token and self._state in (
+            TransportState.OPEN,
+            TransportState.CONNECTED,
+        ):
+            return  # re-sending listen with the same token achieves nothing
         self._token = token
         if self._state in (TransportState.OPEN, TransportState.CONNECTED):
             self._send_listen()
@@ -330,7 +340,7 @@ class ClientProtocol:
         self._want_registered = False
         self._timers.register = None
         if self._state is TransportState.CONNECTED:
-            self._frame(Message(MessageType.REGISTER, {"media": {"audio": False}}))
+            self._frame(_UNREGISTER)
 
     def send(self, message: Message, now: float) -> bool:
         """Send a call-level message, or queue it while the socket is down.
@@ -338,16 +348,20 @@ class ClientProtocol:
         Returns:
             True if it was sent at once; False if it was queued or dropped, in
             which case an :class:`ErrorReceived` with 31009 was emitted, as the
-            SDK does (signaling-protocol.md §2.1).
+            SDK does (signaling-protocol.md §2.1). A queued message may still
+            go out, so its error names no call; a dropped one names its call,
+            which cannot go on.
         """
         if self._state in (TransportState.OPEN, TransportState.CONNECTED):
             self._frame(message)
             return True
         if message.type not in _NOT_QUEUED and self._state is not TransportState.CLOSED:
             self._queue.append(message)
-        self._out.events.append(
-            ErrorReceived(error_for_code(31009, call_sid=message.callsid))
-        )
+            self._out.events.append(ErrorReceived(error_for_code(31009)))
+        else:
+            self._out.events.append(
+                ErrorReceived(error_for_code(31009, call_sid=message.callsid))
+            )
         return False
 
     def close(self, now: float) -> None:
@@ -356,7 +370,7 @@ class ClientProtocol:
             self._state in (TransportState.OPEN, TransportState.CONNECTED)
             and self._want_registered
         ):
-            self._frame(Message(MessageType.REGISTER, {"media": {"audio": False}}))
+            self._frame(_UNREGISTER)
         if self._state in (
             TransportState.CONNECTING,
             TransportState.OPEN,
@@ -422,6 +436,11 @@ class ClientProtocol:
             return
         try:
             message = decode(text)
+        except UnknownMessageTypeError as exc:
+            # New gateway message types must not break old phones (the SDK
+            # emits them as events nobody listens to).
+            logger.debug("< dropped: %s", exc.message)
+            return
         except RemoteProtocolError as exc:
             logger.warning("! malformed frame from the gateway: %s", exc.message)
             self._out.events.append(ErrorReceived(exc))
@@ -446,6 +465,7 @@ class ClientProtocol:
             self._send_register(now)
         if t.token is not None and now >= t.token:
             t.token = None
+            self._warned_token = self._token
             self._out.events.append(TokenWillExpire())
 
     # ---- internals -------------------------------------------------------------
@@ -459,6 +479,10 @@ class ClientProtocol:
         self._out.actions.append(OpenConnection(self.url))
 
     def _lost(self, now: float, error: TwilioError, *, was_connected: bool) -> None:
+        # The engine ends every call on TransportLost, so what is queued for
+        # them is stale: sending it after reconnect would ring a phone for a
+        # call its caller was told had failed.
+        self._queue.clear()
         self._registered = False
         self._timers.idle = None
         self._timers.register = None
@@ -500,8 +524,13 @@ class ClientProtocol:
                 identity = token.get("identity")
                 ttl = token.get("ttl")
             ttl_s = float(ttl) if isinstance(ttl, int | float) else None
+            # Warn once per token: re-arming for a token that was already
+            # announced would fire at once on every reconnect (a listen storm
+            # if the application re-sends the same token).
             self._timers.token = (
-                now + max(ttl_s - TOKEN_REFRESH_S, 0.0) if ttl_s is not None else None
+                now + max(ttl_s - TOKEN_REFRESH_S, 0.0)
+                if ttl_s is not None and self._token != self._warned_token
+                else None
             )
             self._out.events.append(
                 Connected(
@@ -524,9 +553,9 @@ class ClientProtocol:
             self._registered = False
             self._out.events.append(Unregistered())
         elif kind is MessageType.ERROR:
-            self._out.events.append(ErrorReceived(_gateway_error(message)))
-            code = _gateway_error(message).code
-            if code == 31205:
+            error = _gateway_error(message)
+            self._out.events.append(ErrorReceived(error))
+            if error.code == 31205:
                 # An expired token cannot register; the SDK stops its timer.
                 self._timers.register = None
         elif kind is MessageType.CLOSE:
@@ -540,12 +569,6 @@ class ClientProtocol:
 
 
 def _gateway_error(message: Message) -> TwilioError:
-    raw = message.payload.get("error")
-    code = 31000
-    text: str | None = None
-    if isinstance(raw, dict):
-        if isinstance(raw.get("code"), int):
-            code = raw["code"]
-        if isinstance(raw.get("message"), str):
-            text = raw["message"]
-    return error_for_code(code, text, call_sid=message.callsid)
+    return error_from_payload(
+        message.payload.get("error"), default_code=31000, call_sid=message.callsid
+    )

@@ -1,0 +1,323 @@
+"""Shared fixtures: exchange credentials, tokens, an exchange in-process or as a
+subprocess, and phones (``python -m appliance phone``) as subprocesses.
+
+Everything listens on 127.0.0.1 only. Waits are event-driven; their limits are
+multiplied by ``APPLIANCE_TEST_TIMEOUT_FACTOR`` (default 1) for slow machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from appliance.exchange.config import ExchangeConfig
+from appliance.exchange.server import ExchangeServer
+from appliance.tokens import Keyring, create_access_token
+
+TIMEOUT_FACTOR = float(os.environ.get("APPLIANCE_TEST_TIMEOUT_FACTOR", "1"))
+
+ACCOUNT_SID = "AC" + "1" * 32
+API_KEY = "SK" + "2" * 32
+# Twilio secrets are 32 characters; a shorter one would make PyJWT warn.
+API_SECRET = "x" * 32
+APP_SID = "AP" + "3" * 32
+CREDENTIALS = ["--account-sid", ACCOUNT_SID, "--api-key", API_KEY]
+CREDENTIALS += ["--api-secret", API_SECRET]
+
+#: Ring timeout of the exchanges started here: short, so that an ignored call
+#: ends (31480) quickly, yet far longer than an accept takes on loopback.
+RING_TIMEOUT_S = 2.0 * TIMEOUT_FACTOR
+
+
+def scaled(seconds: float) -> float:
+    """A wait limit adjusted for the machine (``APPLIANCE_TEST_TIMEOUT_FACTOR``)."""
+    return seconds * TIMEOUT_FACTOR
+
+
+def make_token(
+    identity: str,
+    *,
+    ttl: int = 3600,
+    secret: str = API_SECRET,
+    now: float | None = None,
+    incoming: bool = True,
+    outgoing: bool = True,
+) -> str:
+    """An Access Token for ``identity`` that the test exchanges accept."""
+    return create_access_token(
+        account_sid=ACCOUNT_SID,
+        api_key_sid=API_KEY,
+        api_secret=secret,
+        identity=identity,
+        ttl=ttl,
+        now=time.time() if now is None else now,
+        outgoing_application_sid=APP_SID if outgoing else None,
+        incoming_allow=incoming,
+    )
+
+
+@pytest.fixture
+def token_factory() -> Callable[..., str]:
+    """``token_factory(identity, ttl=..., secret=..., now=...)`` mints a token."""
+    return make_token
+
+
+def new_keyring() -> Keyring:
+    """The keyring of every test exchange."""
+    keyring = Keyring()
+    keyring.add_api_key(ACCOUNT_SID, API_KEY, API_SECRET)
+    return keyring
+
+
+@pytest.fixture
+async def exchange() -> AsyncIterator[ExchangeServer]:
+    """An in-process exchange on 127.0.0.1 with a short ring timeout."""
+    config = ExchangeConfig(
+        keyring=new_keyring(), host="127.0.0.1", port=0, ring_timeout=RING_TIMEOUT_S
+    )
+    async with ExchangeServer(config) as server:
+        yield server
+
+
+# ---------------------------------------------------------------- processes
+
+
+async def _read_lines(stream: asyncio.StreamReader, sink: list[str]) -> None:
+    while line := await stream.readline():
+        sink.append(line.decode(errors="replace"))
+
+
+@dataclass
+class ExchangeProcess:
+    """``python -m appliance exchange`` running as a child process."""
+
+    process: asyncio.subprocess.Process
+    port: int
+    stderr: list[str] = field(default_factory=list)
+    _drain: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/signal"
+
+    async def kill(self) -> None:
+        """SIGKILL: no close frames, sockets reset by the kernel."""
+        if self.process.returncode is None:
+            self.process.kill()
+        await self.process.wait()
+        if self._drain is not None:
+            await asyncio.gather(self._drain, return_exceptions=True)
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), scaled(5))
+            except TimeoutError:
+                self.process.kill()
+        await self.kill()
+
+
+async def start_exchange_process(port: int = 0, *extra: str) -> ExchangeProcess:
+    """Start the exchange CLI; return once it printed its bound URL."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "appliance",
+        "exchange",
+        "--listen",
+        f"127.0.0.1:{port}",
+        *CREDENTIALS,
+        "--ring-timeout",
+        str(RING_TIMEOUT_S),
+        "--log-level",
+        "WARNING",
+        *extra,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    stderr: list[str] = []
+    drain = asyncio.get_running_loop().create_task(_read_lines(process.stderr, stderr))
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), scaled(15))
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"exchange did not start: {''.join(stderr)}") from None
+    text = line.decode().strip()
+    if not text.startswith("exchange listening on ws://"):
+        process.kill()
+        await process.wait()
+        await asyncio.gather(drain, return_exceptions=True)
+        raise AssertionError(f"exchange failed: {text!r} {''.join(stderr)}")
+    bound = int(text.rsplit(":", 1)[1].split("/", 1)[0])
+    return ExchangeProcess(process, bound, stderr, drain)
+
+
+@pytest.fixture
+async def exchange_process() -> AsyncIterator[
+    Callable[..., Awaitable[ExchangeProcess]]
+]:
+    """``await exchange_process(port=0)`` starts an exchange subprocess.
+
+    Every process started through it is stopped at teardown.
+    """
+    started: list[ExchangeProcess] = []
+
+    async def start(port: int = 0, *extra: str) -> ExchangeProcess:
+        proc = await start_exchange_process(port, *extra)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        await proc.stop()
+
+
+class PhoneProcess:
+    """``python -m appliance phone``: JSON commands in, JSON events out.
+
+    Every line read is kept in :attr:`lines`; :meth:`expect` returns the
+    earliest matching line not yet returned, so a test can take events of one
+    kind in order while lines of other kinds wait for their own ``expect``.
+    """
+
+    def __init__(self, name: str, process: asyncio.subprocess.Process) -> None:
+        self.name = name
+        self.process = process
+        self.lines: list[dict[str, Any]] = []
+        self.stderr: list[str] = []
+        self._taken: set[int] = set()
+        self._changed = asyncio.Event()
+        assert process.stdout is not None and process.stderr is not None
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._read(process.stdout)),
+            loop.create_task(_read_lines(process.stderr, self.stderr)),
+        ]
+
+    async def _read(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            try:
+                self.lines.append(json.loads(line))
+            except ValueError:
+                # stdout is the JSON stream; anything else is a bug there.
+                self.lines.append({"event": "<not json>", "text": line.decode()})
+            self._changed.set()
+        self._changed.set()
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every event read so far (of one name, if given)."""
+        return [
+            e
+            for e in self.lines
+            if "event" in e and (name is None or e["event"] == name)
+        ]
+
+    async def send(self, cmd: str, **fields: Any) -> dict[str, Any]:
+        """Send a command and return its reply."""
+        assert self.process.stdin is not None
+        self.process.stdin.write((json.dumps({"cmd": cmd, **fields}) + "\n").encode())
+        await self.process.stdin.drain()
+        return await self.expect(reply=cmd)
+
+    async def expect(
+        self,
+        event: str | None = None,
+        *,
+        reply: str | None = None,
+        within: float = 5.0,
+        **match: Any,
+    ) -> dict[str, Any]:
+        """Wait for the next line with this event (or reply) and field values."""
+        limit = asyncio.get_running_loop().time() + scaled(within)
+        while True:
+            for index, line in enumerate(self.lines):
+                if index not in self._taken and (
+                    (event is None or line.get("event") == event)
+                    and (reply is None or line.get("reply") == reply)
+                    and all(line.get(k) == v for k, v in match.items())
+                ):
+                    self._taken.add(index)
+                    return line
+            remaining = limit - asyncio.get_running_loop().time()
+            if remaining <= 0 or self.process.returncode is not None:
+                raise AssertionError(
+                    f"{self.name}: no {event or reply} {match} within {within} s; "
+                    f"read {self.lines}; "
+                    f"stderr {''.join(self.stderr)[-2000:]}"
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    async def quit(self) -> int:
+        """Ask the agent to quit (it destroys its Device); kill it if it hangs."""
+        if self.process.returncode is None and self.process.stdin is not None:
+            with contextlib.suppress(ConnectionError):
+                self.process.stdin.write(b'{"cmd": "quit"}\n')
+                await self.process.stdin.drain()
+            try:
+                await asyncio.wait_for(self.process.wait(), scaled(10))
+            except TimeoutError:
+                self.process.kill()
+        code = await self.process.wait()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        return code
+
+
+async def start_phone_process(
+    name: str, url: str, token: str | None, *args: str
+) -> PhoneProcess:
+    """Start a phone agent; ``args`` are extra ``appliance phone`` options.
+
+    With ``token`` None, ``args`` must give ``--token-file``.
+    """
+    token_args = ["--token", token] if token is not None else []
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "appliance",
+        "phone",
+        "--signaling-url",
+        url,
+        *token_args,
+        "--local-address",
+        "127.0.0.1",
+        "--log-level",
+        "WARNING",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    return PhoneProcess(name, process)
+
+
+@pytest.fixture
+async def phone_process() -> AsyncIterator[Callable[..., Awaitable[PhoneProcess]]]:
+    """``await phone_process(name, url, token, *args)`` starts a phone agent.
+
+    Every agent started through it is told to quit (then killed) at teardown.
+    """
+    started: list[PhoneProcess] = []
+
+    async def start(name: str, url: str, token: str | None, *args: str) -> PhoneProcess:
+        phone = await start_phone_process(name, url, token, *args)
+        started.append(phone)
+        return phone
+
+    yield start
+    for phone in started:
+        await phone.quit()
