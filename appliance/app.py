@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from appliance.config import AppConfig, Secret, environ_token, read_token
-from appliance.errors import ConfigError, TwilioError
+from appliance.errors import ConfigError, HardwareError, TwilioError
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
 from appliance.system.notify import Notifier, watchdog_interval_s
@@ -52,8 +54,12 @@ class _TokenSource:
                     "no token file configured and APPLIANCE_TOKEN unset",
                 )
             return token
+        try:
+            mtime = self.path.stat().st_mtime
+        except OSError as exc:
+            raise ConfigError("phone.token_file", f"cannot read {self.path}") from exc
         token = read_token(self.path)
-        self._mtime = self.path.stat().st_mtime
+        self._mtime = mtime
         return token
 
     def changed(self) -> bool:
@@ -80,12 +86,21 @@ async def run_service(config: AppConfig) -> int:
     device.on("incoming", _log_incoming)
     device.on("error", lambda e: logger.warning("device error %s", e))
 
+    current: list[str] = []
+
     async def refresh_token(_device: Device | None = None) -> None:
         try:
             token = tokens.read()
         except ConfigError as exc:
             logger.error("cannot refresh the token: %s", exc)
             return
+        if current and token.reveal() == current[0]:
+            # Nothing new to send; re-sending the same token would not help.
+            logger.warning(
+                "the token is about to expire and no new one was provisioned yet"
+            )
+            return
+        current[:] = [token.reveal()]
         await device.update_token(token.reveal())
 
     device.on("token_will_expire", refresh_token)
@@ -95,6 +110,15 @@ async def run_service(config: AppConfig) -> int:
     except ConfigError as exc:
         logger.error("%s", exc)
         return 2
+    # The front panel attaches before setup so it sees the first "ready".
+    panel = contextlib.AsyncExitStack()
+    try:
+        await _open_front_panel(config, device, lambda: tokens.read().reveal(), panel)
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        await panel.aclose()
+        return 2
+    current.append(token.reveal())
     try:
         await device.setup(token.reveal())
     except TwilioError as exc:
@@ -118,9 +142,77 @@ async def run_service(config: AppConfig) -> int:
         logger.warning(
             "%s", message if isinstance(message, str) else DEFAULT_CLOSE_MESSAGE
         )
+    await panel.aclose()
     await device.destroy()
     logger.info("phone service stopped")
     return 0
+
+
+def _pin_factory(name: str) -> Any:
+    """The gpiozero pin factory named in ``ui.pin_factory`` (style 4.1 #4)."""
+    if name == "mock":
+        from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+        return MockFactory(pin_class=MockPWMPin)
+    if name == "lgpio":
+        from gpiozero.pins.lgpio import LGPIOFactory
+
+        return LGPIOFactory()
+    if name == "rpigpio":
+        from gpiozero.pins.rpigpio import RPiGPIOFactory
+
+        return RPiGPIOFactory()
+    from gpiozero.pins.native import NativeFactory
+
+    return NativeFactory()
+
+
+async def _open_front_panel(
+    config: AppConfig,
+    device: Device,
+    token: Callable[[], str],
+    stack: contextlib.AsyncExitStack,
+) -> None:
+    """Start the front panel if ``ui.enabled``; its parts close with ``stack``.
+
+    A panel that cannot be opened (no GPIO chip, no OLED on the bus) is logged
+    and skipped: the phone still takes calls. An invalid ``[ui]`` is an error.
+
+    Raises:
+        ConfigError: invalid ``[ui]`` settings or pin map.
+    """
+    from gpiozero import GPIOZeroError
+
+    from appliance.hardware.display import Display, create_device
+    from appliance.hardware.gpio import FrontPanelIO
+    from appliance.hardware.pinmap import load_pinmap
+    from appliance.ui.controller import PanelController, parse_ui_config
+
+    ui = parse_ui_config(config.ui_raw)
+    if not ui.enabled:
+        return
+    pinmap = load_pinmap(ui.pinmap)
+    spec = pinmap.display
+    if ui.display_driver:
+        spec = dataclasses.replace(spec, driver=ui.display_driver)
+    try:
+        io = FrontPanelIO(pinmap, pin_factory=_pin_factory(ui.pin_factory))
+    except (GPIOZeroError, ImportError, OSError) as exc:  # no chip, no library
+        logger.error("front panel disabled: cannot open the GPIO pins: %s", exc)
+        return
+    await stack.enter_async_context(io)
+    display: Display | None = None
+    try:
+        oled = create_device(spec)
+    except HardwareError as exc:
+        logger.error("OLED disabled: %s", exc)
+    else:
+        display = await stack.enter_async_context(Display(oled, max_fps=ui.max_fps))
+    controller = PanelController(
+        device, ui.make_panel(), io=io, display=display, token=token
+    )
+    await stack.enter_async_context(controller)
+    logger.info("front panel %r started", pinmap.name)
 
 
 def _log_incoming(conn: Connection) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "add_phone_parser",
     "add_run_parser",
     "add_show_config_parser",
+    "add_sim_parser",
     "add_token_parser",
     "build_parser",
     "main",
@@ -381,6 +382,62 @@ def run_demo(args: argparse.Namespace) -> int:
     return demo.main(args.out)
 
 
+# ----------------------------------------------------------------------- sim
+
+
+def add_sim_parser(subparsers: _Subparsers) -> None:
+    """Add ``appliance sim``: the whole phone on a desktop (no GPIO)."""
+    parser = subparsers.add_parser(
+        "sim",
+        help="the desk phone on a desktop: keyboard keypad, OLED in the terminal",
+        description="Run the phone with gpiozero's mock pins and the OLED drawn "
+        "in the terminal. Without --signaling-url a local exchange and a second "
+        "phone (bob, dial 2#; echo is 3#) run in-process. Keys: 0-9*# keypad, "
+        "Enter accept, Backspace/Esc hangup, r ready, m mute, q quit. With stdin "
+        "not a terminal, commands are read line by line (see appliance/sim.py).",
+    )
+    parser.add_argument("--signaling-url", metavar="URL", help="an external exchange")
+    parser.add_argument("--token", help="Access Token (with --signaling-url)")
+    parser.add_argument("--token-file", type=Path, metavar="FILE", help="token file")
+    parser.add_argument(
+        "--local-address", action="append", metavar="IP", help="ICE host address"
+    )
+    parser.add_argument("--input", default="null", metavar="DEV", help="microphone")
+    parser.add_argument(
+        "--output", default="null", metavar="DEV", help="speaker (alsa:default)"
+    )
+    parser.add_argument("--pinmap", type=Path, metavar="FILE", help="hw/pinmap-*.toml")
+    parser.add_argument("--country", default="US", help="ring cadence country")
+    parser.add_argument(
+        "--directory", action="append", metavar="CODE=NAME", help="dial code"
+    )
+    parser.add_argument("--frames", metavar="DIR", help="save every frame as PNG")
+    parser.add_argument("--fps", type=float, default=10.0, help="OLED frame rate cap")
+    parser.add_argument(
+        "--bob-answer-after", type=float, default=1.0, metavar="S", help="bob rings"
+    )
+    parser.add_argument(
+        "--no-ready", action="store_true", help="do not press Ready at start"
+    )
+    parser.add_argument(
+        "--export-screens", metavar="DIR", help="render every screen as PNG and exit"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level on stderr",
+    )
+    parser.set_defaults(handler=run_sim)
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    """Handler of ``appliance sim``."""
+    from appliance import sim
+
+    return sim.main(args)
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -397,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_exchange_parser(subparsers)
     add_phone_parser(subparsers)
     add_demo_parser(subparsers)
+    add_sim_parser(subparsers)
     return parser
 
 

@@ -42,6 +42,19 @@ _SECTIONS: dict[str, set[str]] = {
     "phone": {"token_file"},
     "device": set(),  # any Device option, validated by parse_options
     "log": {"level"},
+    # The front panel; validated by appliance.ui.controller.parse_ui_config.
+    "ui": {
+        "enabled",
+        "pinmap",
+        "pin_factory",
+        "display_driver",
+        "max_fps",
+        "country",
+        "directory",
+        "ignore_after_rings",
+        "max_dial_length",
+        "error_display_s",
+    },
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -74,6 +87,7 @@ class AppConfig:
     device_raw: Mapping[str, Any] = field(default_factory=dict)
     log_level: str = "info"
     sources: tuple[str, ...] = ()
+    ui_raw: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> None:
@@ -148,6 +162,7 @@ def load_config(paths: Sequence[Path] | None = None) -> AppConfig:
         device_raw=device_raw,
         log_level=level,
         sources=tuple(sources),
+        ui_raw=merged.get("ui", {}),
     )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import call_bench  # the bench directory is not a package
+import panel_bench
 
 
 def machine() -> str:
@@ -33,6 +34,34 @@ def machine() -> str:
         f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}"
     )
+
+
+def render_panel(panel: dict[str, dict[str, float]]) -> str:
+    def row(name: str, what: str, target_ms: float) -> str:
+        s = panel[name]
+        verdict = "meets" if s["p50_ms"] < target_ms else "misses"
+        return (
+            f"| {what} | {s['p50_ms']:.1f} ms | {s['p95_ms']:.1f} ms | "
+            f"{s['max_ms']:.1f} ms | < {target_ms:.0f} ms ({verdict}) |"
+        )
+
+    trials = panel["key_to_tone"]["trials"]
+    return f"""
+## Front panel ({trials} trials each, gpiozero mock pins)
+
+| path | p50 | p95 | max | target |
+|---|---|---|---|---|
+{row("key_to_tone", "key press -> first frame of the local DTMF tone", 20)}
+{row("key_to_controller", "key press -> debounced key event at the controller", 20)}
+{row("invite_to_ringer", "exchange sends invite -> ringer LED on", 50)}
+{row("connect_to_ringer", "caller's connect() -> ringer LED on", 50)}
+
+Key presses drive the mock column pin while the scan thread drives its row; a
+press counts after 5 ms of stable contact (`timing.press_debounce_ms`), a
+release after 20 ms. The tone is timed at the first non-silent frame written
+to the audio sink, through the panel, the controller, `device.audio.play_dtmf`
+and the output mixer (`bench/panel_bench.py`).
+"""
 
 
 def render(setup: dict[str, float], cpu: dict[str, float], command: str) -> str:
@@ -80,7 +109,10 @@ async def main_async(args: argparse.Namespace) -> int:
     print(f"CPU over a {args.cpu_seconds:.0f} s call...", flush=True)
     cpu = await call_bench.bench_cpu(args.cpu_seconds)
     print(json.dumps(cpu), flush=True)
-    return _write(render(setup, cpu, "make bench"), args.out)
+    print("front panel latencies...", flush=True)
+    panel = await panel_bench.run(args.trials)
+    print(json.dumps(panel), flush=True)
+    return _write(render(setup, cpu, "make bench") + render_panel(panel), args.out)
 
 
 def _write(text: str, out: str | None) -> int:
@@ -96,6 +128,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--cpu-seconds", type=float, default=60.0)
+    parser.add_argument("--trials", type=int, default=30, help="front-panel trials")
     parser.add_argument("--out", help="write the markdown report here")
     return asyncio.run(main_async(parser.parse_args()))
 

@@ -200,6 +200,7 @@ class FrontPanelIO:
         bounce = None if timing.bounce_time_ms is None else timing.bounce_time_ms / 1000
         hold_s = timing.hold_ms / 1000.0
         debounce_s = timing.debounce_ms / 1000.0
+        press_debounce_s = timing.press_debounce_ms / 1000.0
         self._queue: asyncio.Queue[PanelEvent | None] = asyncio.Queue(queue_size)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -250,12 +251,14 @@ class FrontPanelIO:
         self._debouncer = Debouncer(
             self._buttons,
             debounce_s=debounce_s,
+            press_debounce_s=press_debounce_s,
             hold_s=hold_s,
             hold_keys=hold_names & (set(self._buttons) - {"hook"}),
         )
         self._scanner = KeypadScanner(
             pinmap.keypad.layout,
             debounce_s=debounce_s,
+            press_debounce_s=press_debounce_s,
             hold_s=hold_s,
             hold_keys=hold_names & set("".join(pinmap.keypad.layout)),
         )

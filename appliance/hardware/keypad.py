@@ -8,9 +8,12 @@ reports each reading with :meth:`KeypadScanner.scan_result`. The scanner keeps
 the latest raw reading of every row and derives three things from it:
 
 * **Debounce.** A key's reported state changes only after its raw state has
-  been stable for ``debounce_s`` (default 20 ms). Contacts bounce for a few
-  milliseconds on make and break; a change that reverts within the window is
-  never reported.
+  been stable for a while: ``press_debounce_s`` (default 5 ms) before a press
+  is reported, ``debounce_s`` (default 20 ms) before a release. Contacts bounce
+  for a few milliseconds on make and break; a change that reverts within the
+  window is never reported. The short press window keeps key-to-tone latency
+  low (the target is under 20 ms); the long release window is what prevents a
+  bouncing release from reading as a second press.
 * **Ghosting.** Without diodes, three closed keys on three corners of a
   rectangle (rows r1, r2 and columns c1, c2) connect the fourth corner too, so
   it reads as pressed although nobody touched it. The scanner cannot tell the
@@ -97,9 +100,11 @@ class Debouncer:
 
     Args:
         names: the inputs, e.g. ``("ready", "hangup")``.
-        debounce_s: how long a raw state must be stable before it is reported.
+        debounce_s: how long a release must be stable before it is reported.
         hold_s: how long a press must last to emit :class:`KeyHeld`.
         hold_keys: the inputs that report holds; ``None`` means all.
+        press_debounce_s: how long a press must be stable before it is
+            reported; ``None`` means ``debounce_s``.
     """
 
     def __init__(
@@ -109,13 +114,17 @@ class Debouncer:
         debounce_s: float = 0.02,
         hold_s: float = 1.0,
         hold_keys: Collection[str] | None = None,
+        press_debounce_s: float | None = None,
     ) -> None:
-        if debounce_s < 0:
-            raise ValueError("debounce_s must not be negative")
+        if debounce_s < 0 or (press_debounce_s is not None and press_debounce_s < 0):
+            raise ValueError("debounce times must not be negative")
         if hold_s <= 0:
             raise ValueError("hold_s must be positive")
         self._inputs = {name: _Input() for name in names}
         self._debounce_s = debounce_s
+        self._press_debounce_s = (
+            debounce_s if press_debounce_s is None else press_debounce_s
+        )
         self._hold_s = hold_s
         self._hold_keys = None if hold_keys is None else frozenset(hold_keys)
         self._events: list[KeyEvent] = []
@@ -166,7 +175,7 @@ class Debouncer:
             if name in self._frozen:
                 continue
             if state.raw != state.reported:
-                deadlines.append(state.raw_since + self._debounce_s)
+                deadlines.append(state.raw_since + self._stable_s(state.raw))
             elif state.reported and not state.held and self._holds(name):
                 deadlines.append(state.pressed_at + self._hold_s)
         return min(deadlines, default=None)
@@ -176,13 +185,18 @@ class Debouncer:
         events, self._events = self._events, []
         return events
 
+    def _stable_s(self, pressed: bool) -> float:
+        return self._press_debounce_s if pressed else self._debounce_s
+
     def _holds(self, name: str) -> bool:
         return self._hold_keys is None or name in self._hold_keys
 
     def _evaluate(self, name: str, state: _Input, now: float) -> None:
         if name in self._frozen:
             return
-        if state.raw != state.reported and now - state.raw_since >= self._debounce_s:
+        if state.raw != state.reported and now - state.raw_since >= self._stable_s(
+            state.raw
+        ):
             state.reported = state.raw
             if state.reported:
                 state.pressed_at = now
@@ -213,9 +227,11 @@ class KeypadScanner:
 
     Args:
         layout: one string per row, one character per column.
-        debounce_s: stable time before a change is reported (20 ms default).
+        debounce_s: stable time before a release is reported (20 ms default).
         hold_s: press duration that emits :class:`KeyHeld`.
         hold_keys: the keys that report holds; ``None`` means all.
+        press_debounce_s: stable time before a press is reported; ``None``
+            means ``debounce_s``.
     """
 
     def __init__(
@@ -225,6 +241,7 @@ class KeypadScanner:
         debounce_s: float = 0.02,
         hold_s: float = 1.0,
         hold_keys: Collection[str] | None = None,
+        press_debounce_s: float | None = None,
     ) -> None:
         if not layout or not layout[0]:
             raise ValueError("keypad layout must have at least one row and column")
@@ -237,7 +254,11 @@ class KeypadScanner:
         self._columns = len(layout[0])
         self._rows_low: list[frozenset[int]] = [frozenset()] * len(layout)
         self._debouncer = Debouncer(
-            keys, debounce_s=debounce_s, hold_s=hold_s, hold_keys=hold_keys
+            keys,
+            debounce_s=debounce_s,
+            hold_s=hold_s,
+            hold_keys=hold_keys,
+            press_debounce_s=press_debounce_s,
         )
 
     @property

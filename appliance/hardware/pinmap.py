@@ -109,6 +109,7 @@ class InputTiming:
     """Debounce, hold and scan timing for buttons and keypad."""
 
     debounce_ms: int = 20
+    press_debounce_ms: int = 5
     bounce_time_ms: int | None = 5
     hold_ms: int = 1000
     hold_keys: tuple[str, ...] = ("#", "hangup")
@@ -342,6 +343,7 @@ def _timing(data: Mapping[str, object], errors: _Errors) -> InputTiming:
     table = _table(data, "timing", errors, required=False)
     allowed = (
         "debounce_ms",
+        "press_debounce_ms",
         "bounce_time_ms",
         "hold_ms",
         "hold_keys",
@@ -358,6 +360,9 @@ def _timing(data: Mapping[str, object], errors: _Errors) -> InputTiming:
         hold_keys = list(InputTiming().hold_keys)
     return InputTiming(
         debounce_ms=_int(table, "debounce_ms", 20, p, errors, low=0, high=1000),
+        press_debounce_ms=_int(
+            table, "press_debounce_ms", 5, p, errors, low=0, high=1000
+        ),
         # 0 disables gpiozero's own edge filter (ours still runs).
         bounce_time_ms=bounce or None,
         hold_ms=_int(table, "hold_ms", 1000, p, errors, low=50, high=10000),

@@ -530,18 +530,21 @@ class Panel:
     def _start_dialing(self, key: str, now: float) -> None:
         if key == "#":
             return
+        self._commands.append(PlayLocalDtmf(key))
         self._dial = key
         self._state = PanelState.DIALING
 
     def _type_digit(self, key: str, now: float) -> None:
+        self._commands.append(PlayLocalDtmf(key))
         if key == "#":
             self._dial_now()
         elif len(self._dial) < self._max_dial:
             self._dial += key
 
     def _send_dtmf(self, key: str, now: float) -> None:
+        # In a call the engine plays the local tone with the digit it sends,
+        # as Twilio.Connection.sendDigits does; a second tone here would double it.
         self._commands.append(SendDigits(key))
-        self._commands.append(PlayLocalDtmf(key))
 
     def _dial_now(self) -> None:
         if not self._dial:

@@ -128,13 +128,18 @@ async def test_button_press_and_release(io, factory):
     assert event == ButtonReleased("ready", event.at, held=False)
 
 
-async def test_press_is_debounced_for_20_ms(io, factory):
+async def test_press_is_confirmed_after_5_ms_and_release_after_20_ms(io, factory):
     loop = asyncio.get_running_loop()
     start = loop.time()
     factory.pin(B.accept).drive_low()
     event = await next_event(io)
     assert event.button == "accept"
-    assert event.at - start >= 0.02
+    assert event.at - start >= 0.005
+    released = loop.time()
+    factory.pin(B.accept).drive_high()
+    event = await next_event(io)
+    assert event == ButtonReleased("accept", event.at, held=False)
+    assert event.at - released >= 0.02
 
 
 async def test_glitch_shorter_than_debounce_is_not_a_press(io, factory):

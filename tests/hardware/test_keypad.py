@@ -169,3 +169,19 @@ def test_debouncer_rejects_bad_timing():
         Debouncer(("a",), debounce_s=-1)
     with pytest.raises(ValueError, match="hold"):
         Debouncer(("a",), hold_s=0)
+
+
+def test_press_needs_5_ms_and_release_20_ms_when_asymmetric():
+    scanner = KeypadScanner(debounce_s=0.02, press_debounce_s=0.005)
+    scanner.scan_result(0, {0}, now=0.000)
+    scanner.scan_result(0, {0}, now=0.004)
+    assert scanner.events_received() == []
+    scanner.scan_result(0, {0}, now=0.005)
+    assert scanner.events_received() == [KeyPressed("1", 0.005)]
+    scanner.scan_result(0, set(), now=0.100)
+    scanner.scan_result(0, {0}, now=0.105)  # release bounce: not a new press
+    scanner.scan_result(0, set(), now=0.110)
+    scanner.scan_result(0, set(), now=0.125)
+    assert scanner.events_received() == []
+    scanner.scan_result(0, set(), now=0.130)
+    assert scanner.events_received() == [KeyReleased("1", 0.130, False)]

@@ -1,0 +1,779 @@
+"""``appliance sim``: the whole desk phone on a desktop, with no GPIO.
+
+The phone is the real thing (Device, Panel, :class:`PanelController`,
+:class:`FrontPanelIO`, :class:`Display`); only the pins are gpiozero's
+``MockFactory`` and the OLED is the terminal. Keys typed on the keyboard
+become mock pin presses, so they travel the real input path: pin edge,
+gpiozero callback, keypad scan thread, debouncer, asyncio queue, Panel.
+
+Keyboard (the terminal in cbreak mode)::
+
+    0-9 * #      keypad              Enter        Accept
+    Backspace    Hangup (tap)        Esc          Hangup (tap)
+    H            Hangup held         r            Ready
+    m            Mute                + / -        volume
+    h            hook (lift/replace) i            bob calls you
+    q            quit
+
+When stdin is not a terminal it is read line by line, so scripts and tests
+can drive the phone. A line is keypad characters (``200#``, pressed in turn),
+one of the keyboard letters above, or a word: ``ready``, ``accept``,
+``hangup``, ``hold-hangup``, ``mute``, ``hook``, ``incoming``, ``quit``,
+``sleep SECONDS``, ``wait STATE [SECONDS]`` (wait for a panel state such as
+``in_call``; exit status 1 if it does not come). End of input quits.
+
+With no ``--signaling-url`` the simulator starts a local exchange in-process
+with fresh credentials, registers itself as ``desk`` with a token it mints,
+and starts a second simulated phone, ``bob``, that answers after a second,
+plays a tone and logs the DTMF digits it receives. The directory maps ``2``
+to bob and ``3`` to the exchange's echo destination (dial ``2#`` or ``3#``).
+
+Output: on a terminal, the OLED is drawn with Unicode half blocks and
+redrawn in place; otherwise each new frame is printed after a
+``screen: NAME`` line, and LED changes as ``leds: ringer=on status=off``.
+``--frames DIR`` saves every frame written to the display as a PNG.
+``--export-screens DIR`` renders every screen with sample data and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import sys
+import termios
+import threading
+import time
+import tty
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from gpiozero.pins.mock import MockFactory, MockPWMPin
+from PIL import Image
+
+from appliance.errors import ApplianceError, ConfigError
+from appliance.hardware.display import Display
+from appliance.hardware.gpio import FrontPanelIO
+from appliance.hardware.pinmap import (
+    ButtonPins,
+    KeypadPins,
+    OutputPins,
+    PinMap,
+    load_pinmap,
+)
+from appliance.phone.connection import Connection
+from appliance.phone.device import Device
+from appliance.ui.controller import PanelController
+from appliance.ui.panel import Panel, PanelState, PanelView, Screen
+from appliance.ui.screens import HEIGHT, WIDTH, render
+
+__all__ = [
+    "MockPanelHardware",
+    "export_screens",
+    "half_block_art",
+    "main",
+    "run_sim",
+    "sample_views",
+]
+
+logger = logging.getLogger(__name__)
+
+#: How long a simulated finger holds a key: past the 20 ms debounce with margin.
+TAP_S = 0.06
+#: Pause after a release, so consecutive taps of one key are two presses.
+GAP_S = 0.04
+#: A hold on Hangup (the pin map's hold time is 1 s).
+HOLD_S = 1.3
+SIM_IDENTITY = "desk"
+BOB = "bob"
+DEFAULT_DIRECTORY = {"2": BOB, "3": "echo"}
+#: ``client:echo`` is the exchange's echo destination, not a client named echo.
+ADDRESS_MAP = {"client:echo": "echo"}
+
+_REPO_PINMAP = Path(__file__).resolve().parents[1] / "hw" / "pinmap-reference.toml"
+#: The reference build, for an installed package without the repository's hw/.
+_BUILTIN_PINMAP = PinMap(
+    name="sim",
+    buttons=ButtonPins(ready=5, accept=6, hangup=16, mute=26, vol_up=23, vol_down=24),
+    keypad=KeypadPins(rows=(17, 27, 22, 10), columns=(9, 11, 25)),
+    outputs=OutputPins(ringer=12, status=7),
+)
+
+
+# --------------------------------------------------------------- mock pins
+
+
+class _RowPin(MockPWMPin):  # type: ignore[misc]  # gpiozero has no type hints
+    """A keypad row output that re-evaluates the column levels when it changes."""
+
+    def __init__(self, factory: Any, info: Any, keypad: MockPanelHardware) -> None:
+        super().__init__(factory, info)
+        self._keypad = keypad
+
+    def _change_state(self, value: Any) -> bool:
+        changed = bool(super()._change_state(value))
+        self._keypad.refresh_columns()
+        return changed
+
+
+class MockPanelHardware:
+    """A finger and eyes for one front panel on gpiozero's MockFactory.
+
+    Create it *before* :class:`FrontPanelIO` with the same factory: the keypad
+    rows must be this class's pins, which short a row to a column while a key
+    is held, as a membrane keypad does.
+
+    Args:
+        pinmap: the build.
+        factory: a ``MockFactory(pin_class=MockPWMPin)``; a new one if omitted.
+    """
+
+    def __init__(self, pinmap: PinMap, factory: Any | None = None) -> None:
+        self.pinmap = pinmap
+        self.factory = factory or MockFactory(pin_class=MockPWMPin)
+        self._lock = threading.Lock()
+        self._held: set[str] = set()
+        self._positions: dict[str, tuple[int, int]] = {
+            key: (r, c)
+            for r, row in enumerate(pinmap.keypad.layout)
+            for c, key in enumerate(row)
+        }
+        self._rows = [
+            self.factory.pin(pin, pin_class=_RowPin, keypad=self)
+            for pin in pinmap.keypad.rows
+        ]
+
+    def pin(self, role: str) -> Any:
+        """The mock pin of a button (``accept``) or output (``ringer``)."""
+        outputs = self.pinmap.outputs
+        fitted = {**self.pinmap.buttons.fitted(), "ringer": outputs.ringer}
+        fitted["status"] = outputs.status
+        if role not in fitted:
+            raise KeyError(f"no pin for {role!r} in this build")
+        return self.factory.pin(fitted[role])
+
+    def led(self, role: str) -> bool:
+        """Whether the ``ringer`` or ``status`` LED is lit."""
+        return bool(self.pin(role).state)
+
+    def refresh_columns(self) -> None:
+        """Drive each column low while a held key connects it to a low row."""
+        with self._lock:
+            low: set[int] = set()
+            for key in self._held:
+                r, c = self._positions[key]
+                if r < len(self._rows) and not self._rows[r].state:
+                    low.add(c)
+            for c, pin_number in enumerate(self.pinmap.keypad.columns):
+                column = self.factory.pin(pin_number)
+                if column.function != "input":
+                    continue
+                if c in low:
+                    column.drive_low()
+                else:
+                    column.drive_high()
+
+    def press_key(self, key: str) -> None:
+        """Put a finger on a keypad key."""
+        if key not in self._positions:
+            raise KeyError(f"no key {key!r} on this keypad")
+        with self._lock:
+            self._held.add(key)
+        self.refresh_columns()
+
+    def release_key(self, key: str) -> None:
+        """Lift the finger from a keypad key."""
+        with self._lock:
+            self._held.discard(key)
+        self.refresh_columns()
+
+    def press_button(self, name: str) -> None:
+        """Close a button (or the hook switch) to ground."""
+        self.pin(name).drive_low()
+
+    def release_button(self, name: str) -> None:
+        """Open a button (or the hook switch)."""
+        self.pin(name).drive_high()
+
+    async def tap_key(self, key: str, hold_s: float = TAP_S) -> None:
+        """Press and release a keypad key."""
+        self.press_key(key)
+        await asyncio.sleep(hold_s)
+        self.release_key(key)
+        await asyncio.sleep(GAP_S)
+
+    async def tap_button(self, name: str, hold_s: float = TAP_S) -> None:
+        """Press and release a button."""
+        self.press_button(name)
+        await asyncio.sleep(hold_s)
+        self.release_button(name)
+        await asyncio.sleep(GAP_S)
+
+
+# ----------------------------------------------------------------- drawing
+
+
+def half_block_art(image: Image.Image) -> list[str]:
+    """Draw a 1-bit image with Unicode half blocks: two pixel rows per line."""
+    image = image.convert("1")
+    width, height = image.size
+    pixels = image.load()
+    assert pixels is not None
+    lines = []
+    for y in range(0, height, 2):
+        chars = []
+        for x in range(width):
+            top = bool(pixels[x, y])
+            bottom = y + 1 < height and bool(pixels[x, y + 1])
+            chars.append(
+                "\u2588"
+                if top and bottom
+                else "\u2580"
+                if top
+                else "\u2584"
+                if bottom
+                else " "
+            )
+        lines.append("".join(chars))
+    return lines
+
+
+def sample_views(now: float = 1000.0) -> dict[str, PanelView]:
+    """Every screen with representative data (README pictures, ``--export-screens``)."""
+    bar = PanelView(
+        Screen.IDLE, now=now, identity="desk", registered=True, network_up=True
+    )
+    return {
+        "offline": PanelView(Screen.OFFLINE, now=now, network_up=False),
+        "offline_retry": PanelView(
+            Screen.OFFLINE,
+            now=now,
+            network_up=False,
+            setup_requested=True,
+            next_retry_at=now + 7.2,
+        ),
+        "connecting": PanelView(Screen.CONNECTING, now=now, setup_requested=True),
+        "idle": replace(
+            bar,
+            screen=Screen.IDLE,
+        ),
+        "dialing": replace(
+            bar,
+            screen=Screen.DIALING,
+            dial_string="200",
+            dial_match="bob",
+        ),
+        "calling": replace(
+            bar,
+            screen=Screen.CALLING,
+            remote="client:bob",
+            remote_ringing=True,
+        ),
+        "ringing": replace(
+            bar,
+            screen=Screen.RINGING,
+            remote="client:alice",
+            params=(("Floor", "3"), ("Topic", "invoices")),
+        ),
+        "in_call": replace(
+            bar,
+            screen=Screen.IN_CALL,
+            remote="client:bob",
+            call_started_at=now - 83.0,
+        ),
+        "in_call_muted": replace(
+            bar,
+            screen=Screen.IN_CALL,
+            remote="client:bob",
+            call_started_at=now - 83.0,
+            muted=True,
+        ),
+        "error": replace(
+            bar,
+            screen=Screen.ERROR,
+            error_code=31486,
+            error_message="Busy here",
+        ),
+        "provisioning": replace(
+            bar,
+            screen=Screen.PROVISIONING,
+            provisioning_code="K7Q-42M",
+        ),
+        "updating": replace(
+            bar,
+            screen=Screen.UPDATING,
+            update_progress=0.42,
+            update_version="v1.3.0",
+        ),
+    }
+
+
+def export_screens(directory: Path, *, scale: int = 4) -> list[Path]:
+    """Render :func:`sample_views` to ``screen_NAME.png`` in ``directory``.
+
+    Each picture is scaled ``scale`` times (nearest neighbour) and drawn as
+    light pixels on a dark blue-black ground, like the OLED.
+
+    Returns:
+        The files written.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, view in sample_views().items():
+        image = render(view)
+        big = image.resize((WIDTH * scale, HEIGHT * scale), Image.Resampling.NEAREST)
+        colour = Image.new("RGB", big.size, (8, 12, 24))
+        colour.paste((170, 220, 255), (0, 0), big)
+        path = directory / f"screen_{name}.png"
+        colour.save(path)
+        written.append(path)
+    return written
+
+
+class _Terminal:
+    """Everything the simulator prints, from the loop or the display thread."""
+
+    def __init__(self, out: TextIO, *, interactive: bool) -> None:
+        self._out = out
+        self._interactive = interactive
+        self._lock = threading.Lock()
+        self._art: list[str] = [" " * WIDTH] * (HEIGHT // 2)
+        self._screen = ""
+        self._leds = ""
+        self._log: deque[str] = deque(maxlen=8)
+        self._t0 = time.monotonic()
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            self._out.write(text)
+            self._out.flush()
+
+    def frame(self, image: Image.Image, screen: str) -> None:
+        self._art = half_block_art(image)
+        self._screen = screen
+        if self._interactive:
+            self._redraw()
+        else:
+            body = "\n".join(f"|{line}|" for line in self._art)
+            self._write(f"screen: {screen}\n{body}\n")
+
+    def leds(self, ringer: bool, status: bool) -> None:
+        self._leds = (
+            f"ringer {'(*)' if ringer else '( )'}   status {'(*)' if status else '( )'}"
+        )
+        if self._interactive:
+            self._redraw()
+        else:
+            on_off = {True: "on", False: "off"}
+            self._write(f"leds: ringer={on_off[ringer]} status={on_off[status]}\n")
+
+    def log(self, text: str) -> None:
+        stamp = f"+{time.monotonic() - self._t0:7.3f}s"
+        if self._interactive:
+            self._log.append(f"{stamp} {text}")
+            self._redraw()
+        else:
+            self._write(f"log: {stamp} {text}\n")
+
+    def _redraw(self) -> None:
+        border = "+" + "-" * WIDTH + "+"
+        lines = [border, *(f"|{line}|" for line in self._art), border]
+        lines.append(f" {self._leds}   [{self._screen}]")
+        lines.append(
+            " keys: 0-9*# keypad  Enter accept  Bksp/Esc hangup  H hold-hangup"
+            "  r ready  m mute  h hook  i bob calls  q quit"
+        )
+        lines += list(self._log)
+        # Home the cursor and overwrite in place; \x1b[K clears each line's tail.
+        text = "\x1b[H" + "".join(f"{line}\x1b[K\r\n" for line in lines) + "\x1b[J"
+        self._write(text)
+
+
+class _TerminalOled:
+    """A luma-compatible device that shows frames in the terminal.
+
+    :class:`Display` calls :meth:`display` on a worker thread; PNG files are
+    written there too, never on the loop.
+    """
+
+    mode = "1"
+
+    def __init__(self, terminal: _Terminal, frames: Path | None) -> None:
+        self._terminal = terminal
+        self._frames = frames
+        self._count = 0
+        self.screen = ""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (WIDTH, HEIGHT)
+
+    def display(self, image: Image.Image) -> None:
+        self._count += 1
+        if self._frames is not None:
+            image.save(self._frames / f"frame_{self._count:04d}_{self.screen}.png")
+        self._terminal.frame(image, self.screen)
+
+
+@contextlib.contextmanager
+def _cbreak(stream: TextIO) -> Iterator[None]:
+    fd = stream.fileno()
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+# --------------------------------------------------------------- the sim
+
+
+class _Sim:
+    def __init__(
+        self,
+        controller: PanelController,
+        hardware: MockPanelHardware,
+        terminal: _Terminal,
+        bob: Device | None,
+    ) -> None:
+        self.controller = controller
+        self.hw = hardware
+        self.terminal = terminal
+        self.bob = bob
+        self.quit = asyncio.Event()
+        self.status = 0
+        self.hook_lifted = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def actions(self) -> dict[str, Callable[[], Any]]:
+        buttons = self.hw.pinmap.buttons.fitted()
+
+        def button(name: str, hold: float = TAP_S) -> Callable[[], Any]:
+            if name not in buttons:
+                return lambda: self.terminal.log(f"this build has no {name} button")
+            return lambda: self.hw.tap_button(name, hold)
+
+        return {
+            "ready": button("ready"),
+            "accept": button("accept"),
+            "hangup": button("hangup"),
+            "hold-hangup": button("hangup", HOLD_S),
+            "mute": button("mute"),
+            "vol+": button("vol_up"),
+            "vol-": button("vol_down"),
+            "hook": self.toggle_hook,
+            "incoming": self.bob_calls,
+            "quit": self.quit.set,
+        }
+
+    def keymap(self) -> dict[str, str]:
+        return {
+            "\n": "accept",
+            "\r": "accept",
+            "\x7f": "hangup",
+            "\x08": "hangup",
+            "\x1b": "hangup",
+            "H": "hold-hangup",
+            "r": "ready",
+            "m": "mute",
+            "+": "vol+",
+            "-": "vol-",
+            "h": "hook",
+            "i": "incoming",
+            "q": "quit",
+        }
+
+    async def toggle_hook(self) -> None:
+        if "hook" not in self.hw.pinmap.buttons.fitted():
+            self.terminal.log("this build has no hook switch")
+            return
+        self.hook_lifted = not self.hook_lifted
+        lifted = self.hook_lifted != self.hw.pinmap.buttons.hook_closed_on_hook
+        if lifted:
+            self.hw.press_button("hook")
+        else:
+            self.hw.release_button("hook")
+        self.terminal.log("handset lifted" if self.hook_lifted else "handset replaced")
+
+    async def bob_calls(self) -> None:
+        if self.bob is None:
+            self.terminal.log("no simulated bob (an external exchange is in use)")
+            return
+        self.terminal.log("bob calls you")
+        try:
+            conn = await self.bob.connect({"To": f"client:{SIM_IDENTITY}"})
+        except ApplianceError as exc:
+            self.terminal.log(f"bob cannot call: {exc}")
+            return
+        conn.on("disconnect", lambda _c: self.terminal.log("bob: call ended"))
+
+    async def run_action(self, name: str) -> None:
+        result = self.actions()[name]()
+        if asyncio.iscoroutine(result):
+            await result
+
+    async def run_line(self, line: str) -> None:
+        words = line.split()
+        if not words:
+            return
+        word = words[0].lower()
+        keypad = "".join(self.hw.pinmap.keypad.layout)
+        if word == "sleep" and len(words) == 2:
+            await asyncio.sleep(float(words[1]))
+        elif word == "wait" and len(words) in (2, 3):
+            timeout = float(words[2]) if len(words) == 3 else 10.0
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.controller.wait_for_state(PanelState(words[1]))
+            except (TimeoutError, ValueError):
+                state = self.controller.panel.state
+                self.terminal.log(f"wait {words[1]}: FAILED (panel is {state})")
+                self.status = 1
+                self.quit.set()
+                return
+            self.terminal.log(f"wait {words[1]}: ok")
+        elif word in self.actions():
+            await self.run_action(word)
+        elif len(words[0]) == 1 and words[0] in self.keymap():
+            await self.run_action(self.keymap()[words[0]])
+        elif all(ch in keypad for ch in line.strip()):
+            for key in line.strip():
+                await self.hw.tap_key(key)
+        else:
+            self.terminal.log(f"unknown input {line.strip()!r}")
+
+    async def read_pipe(self, stream: TextIO) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.quit.is_set():
+            line = await loop.run_in_executor(None, stream.readline)
+            if not line:
+                break
+            await self.run_line(line)
+        self.quit.set()
+
+    async def read_tty(self, stream: TextIO) -> None:
+        loop = asyncio.get_running_loop()
+        chars: asyncio.Queue[str] = asyncio.Queue()
+        fd = stream.fileno()
+        loop.add_reader(
+            fd, lambda: chars.put_nowait(os.read(fd, 64).decode(errors="replace"))
+        )
+        keypad = "".join(self.hw.pinmap.keypad.layout)
+        try:
+            while not self.quit.is_set():
+                for ch in await chars.get():
+                    if ch in keypad:
+                        await self.hw.tap_key(ch)
+                    elif ch in self.keymap():
+                        await self.run_action(self.keymap()[ch])
+        finally:
+            loop.remove_reader(fd)
+
+    async def watch_leds(self) -> None:
+        last: tuple[bool, bool] | None = None
+        while True:
+            leds = (self.hw.led("ringer"), self.hw.led("status"))
+            if leds != last:
+                last = leds
+                self.terminal.leds(*leds)
+            await asyncio.sleep(0.01)
+
+
+def _bob_device(url: str, terminal: _Terminal, answer_after_s: float) -> Device:
+    bob = Device(
+        signaling_url=url,
+        local_addresses=["127.0.0.1"],
+        input_device="tone:660",
+        output_device="null",
+        enable_ringing_state=True,
+    )
+    tasks: set[asyncio.Task[None]] = set()
+
+    def incoming(conn: Connection) -> None:
+        terminal.log(f"bob: ringing, call from {conn.parameters.get('From')}")
+        conn.on("dtmf", lambda digit: terminal.log(f"bob: received DTMF {digit}"))
+        conn.on("disconnect", lambda _c: terminal.log("bob: call ended"))
+        conn.on("cancel", lambda: terminal.log("bob: call cancelled"))
+
+        async def answer() -> None:
+            await asyncio.sleep(answer_after_s)
+            if conn.state.value == "pending":
+                terminal.log("bob: answers (plays a 660 Hz tone)")
+                with contextlib.suppress(ApplianceError):
+                    await conn.accept()
+
+        task = asyncio.get_running_loop().create_task(answer())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    bob.on("incoming", incoming)
+    return bob
+
+
+async def run_sim(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    """Run the simulator until ``q``/``quit`` or end of input; return the status."""
+    from appliance.exchange.config import ExchangeConfig
+    from appliance.exchange.server import ExchangeServer
+    from appliance.tokens import Keyring, create_access_token
+
+    interactive = stdin.isatty() and stdout.isatty()
+    terminal = _Terminal(stdout, interactive=interactive)
+    pinmap = load_pinmap(args.pinmap) if args.pinmap else _default_pinmap()
+    directory = dict(DEFAULT_DIRECTORY)
+    for entry in args.directory or ():
+        code, _, name = entry.partition("=")
+        directory[code] = name
+    panel = Panel(directory=directory, country=args.country)
+    frames: Path | None = Path(args.frames) if args.frames else None
+    _use_alsa_if_asked(args.input, args.output)
+
+    async with contextlib.AsyncExitStack() as stack:
+        exchange: ExchangeServer | None = None
+        bob: Device | None = None
+        if args.signaling_url:
+            url = args.signaling_url
+            token_text = _read_token(args)
+            local: list[str] = list(args.local_address or [])
+        else:
+            account = "AC" + secrets.token_hex(16)
+            key = "SK" + secrets.token_hex(16)
+            secret = secrets.token_urlsafe(24)
+            app_sid = "AP" + secrets.token_hex(16)
+            keyring = Keyring()
+            keyring.add_api_key(account, key, secret)
+            exchange = ExchangeServer(
+                ExchangeConfig(keyring=keyring, host="127.0.0.1", port=0)
+            )
+            await exchange.start()
+            stack.push_async_callback(exchange.close)
+            url = exchange.url
+            local = ["127.0.0.1"]
+
+            def mint(identity: str) -> str:
+                return create_access_token(
+                    account_sid=account,
+                    api_key_sid=key,
+                    api_secret=secret,
+                    identity=identity,
+                    now=time.time(),
+                    outgoing_application_sid=app_sid,
+                )
+
+            token_text = mint(SIM_IDENTITY)
+            bob = _bob_device(url, terminal, args.bob_answer_after)
+            stack.push_async_callback(bob.destroy)
+            await bob.setup(mint(BOB))
+        options: dict[str, Any] = {
+            "signaling_url": url,
+            "input_device": args.input,
+            "output_device": args.output,
+            "enable_ringing_state": True,
+        }
+        if local:
+            options["local_addresses"] = local
+        device = Device(**options)
+        stack.push_async_callback(device.destroy)
+
+        hardware = MockPanelHardware(pinmap)
+        io = FrontPanelIO(pinmap, pin_factory=hardware.factory)
+        await stack.enter_async_context(io)
+        oled = _TerminalOled(terminal, frames)
+        display = await stack.enter_async_context(Display(oled, max_fps=args.fps))
+        controller = PanelController(
+            device,
+            panel,
+            io=io,
+            display=display,
+            token=lambda: token_text,
+            address_map=ADDRESS_MAP,
+        )
+
+        def note_screen(_image: Image.Image, view: PanelView) -> None:
+            oled.screen = view.screen.value
+
+        controller.frame_listeners.append(note_screen)
+        controller.command_listeners.append(
+            lambda cmd, _t: terminal.log(f"panel: {cmd}")
+        )
+        sim = _Sim(controller, hardware, terminal, bob)
+        if interactive:
+            stdout.write("\x1b[2J")  # clear once; frames then redraw in place
+        terminal.log(f"exchange {url}; you are {SIM_IDENTITY!r}; directory {directory}")
+        await stack.enter_async_context(controller)
+        background = [asyncio.get_running_loop().create_task(sim.watch_leds())]
+        if not args.no_ready:
+            await sim.run_action("ready")
+        if interactive:
+            with _cbreak(stdin):
+                reader = asyncio.get_running_loop().create_task(sim.read_tty(stdin))
+                await sim.quit.wait()
+                reader.cancel()
+        else:
+            background.append(
+                asyncio.get_running_loop().create_task(sim.read_pipe(stdin))
+            )
+            await sim.quit.wait()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await display.flush()
+        terminal.log(f"bye (status {sim.status})")
+        return sim.status
+
+
+def _default_pinmap() -> PinMap:
+    if _REPO_PINMAP.exists():
+        return load_pinmap(_REPO_PINMAP)
+    return _BUILTIN_PINMAP
+
+
+def _read_token(args: argparse.Namespace) -> str:
+    if args.token:
+        return str(args.token).strip()
+    if args.token_file:
+        try:
+            return Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError("--token-file", str(exc.strerror or exc)) from exc
+    raise ConfigError("--token", "required with --signaling-url (or --token-file)")
+
+
+def _use_alsa_if_asked(*device_ids: str) -> None:
+    """Register the ALSA backend when an ``alsa:`` device is requested."""
+    if not any(d.startswith("alsa:") for d in device_ids):
+        return
+    from appliance.hardware.audio_alsa import open_alsa_sink, open_alsa_source
+    from appliance.media.devices import register_backend
+
+    register_backend("alsa", open_alsa_source, open_alsa_sink)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``appliance sim`` (see :func:`appliance.cli.add_sim_parser`)."""
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("aiortc", "aioice", "websockets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.frames:
+        Path(args.frames).mkdir(parents=True, exist_ok=True)
+    if args.export_screens:
+        for path in export_screens(Path(args.export_screens)):
+            print(path)  # noqa: T201  # the command's output
+        return 0
+    try:
+        return asyncio.run(run_sim(args, sys.stdin, sys.stdout))
+    except ConfigError as exc:
+        print(f"appliance: error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except KeyboardInterrupt:
+        return 0

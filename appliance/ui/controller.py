@@ -1,0 +1,578 @@
+"""The front panel's asyncio adapter: Panel <-> Device, FrontPanelIO and Display.
+
+:class:`~appliance.ui.panel.Panel` decides; this module only moves facts and
+commands between it and the world, all on the event loop:
+
+* **Inputs.** Debounced events from :class:`~appliance.hardware.gpio.FrontPanelIO`
+  (already bridged from gpiozero's thread into an asyncio queue) become
+  :meth:`Panel.key` / :meth:`Panel.button` calls. Device and Connection events
+  become Panel facts (``registered``, ``incoming``, ``accepted``, ...).
+* **Commands.** What the Panel asks for is executed on the Device in order, by
+  one worker task: a Hangup typed while a Dial is still creating its offer
+  waits for that Dial and then ends the call it placed. Setup runs in its own
+  task because :meth:`Device.setup` may wait seconds for an unreachable gateway.
+  Local key feedback (:class:`PlayLocalDtmf`) is played at once, not queued.
+* **Outputs.** After every input the ringer and status LED patterns are set
+  (FrontPanelIO ignores a pattern that is already running) and the screen is
+  rendered; a frame that differs from the last one goes to the
+  :class:`~appliance.hardware.display.Display`, which writes off the loop and
+  coalesces. A timer task ticks the Panel at :meth:`Panel.next_deadline` and
+  redraws the call timer and the reconnect countdown once a second.
+
+Only the call the Panel knows about (:attr:`PanelController.call`) feeds facts
+to it; events of any other Connection (a second call the engine is handling
+with its busy rules, a call we already hung up) are ignored.
+
+Example::
+
+    panel = Panel(directory={"200": "bob"})
+    controller = PanelController(device, panel, io=io, display=display,
+                                 token=lambda: token_file.read())
+    async with controller:
+        await stop.wait()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from PIL import Image
+
+from appliance.errors import ApplianceError, ConfigError, TwilioError
+from appliance.hardware.display import Display
+from appliance.hardware.gpio import (
+    ButtonHeld,
+    ButtonPressed,
+    FrontPanelIO,
+    HookLifted,
+    HookReplaced,
+    KeyPressed,
+    PanelEvent,
+)
+from appliance.phone.call import CallState
+from appliance.phone.connection import Connection
+from appliance.phone.device import Device
+from appliance.ui.panel import (
+    DTMF_KEYS,
+    Accept,
+    ChangeVolume,
+    Command,
+    Dial,
+    Hangup,
+    Ignore,
+    Panel,
+    PanelButton,
+    PanelState,
+    PanelView,
+    PlayLocalDtmf,
+    Reject,
+    Screen,
+    SendDigits,
+    SetMute,
+    Setup,
+)
+from appliance.ui.screens import render
+
+__all__ = [
+    "CommandListener",
+    "FrameListener",
+    "PanelController",
+    "UiConfig",
+    "parse_ui_config",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Called with each command the Panel issued and the loop time it was issued.
+CommandListener = Callable[[Command, float], None]
+#: Called with each new frame (after it was handed to the Display) and its view.
+FrameListener = Callable[[Image.Image, PanelView], None]
+
+_UI_KEYS = (
+    "enabled",
+    "pinmap",
+    "pin_factory",
+    "display_driver",
+    "max_fps",
+    "country",
+    "directory",
+    "ignore_after_rings",
+    "max_dial_length",
+    "error_display_s",
+)
+_PIN_FACTORIES = ("lgpio", "rpigpio", "native", "mock")
+
+
+@dataclass(frozen=True)
+class UiConfig:
+    """The ``[ui]`` section of the service configuration.
+
+    Attributes:
+        enabled: run the front panel (a phone without GPIO leaves it off).
+        pinmap: path of the pin map (``hw/pinmap-*.toml``).
+        pin_factory: gpiozero pin factory name (``lgpio`` on a Pi, ``mock``).
+        display_driver: overrides the pin map's ``display.driver`` when set
+            (``dummy`` runs a phone with no OLED fitted).
+        max_fps: most OLED frames written per second.
+        country: ring cadence (``appliance.cadence.COUNTRIES``).
+        directory: dial code -> client name.
+        ignore_after_rings / max_dial_length / error_display_s: see
+            :class:`~appliance.ui.panel.Panel`.
+    """
+
+    enabled: bool = False
+    pinmap: str = ""
+    pin_factory: str = "lgpio"
+    display_driver: str = ""
+    max_fps: float = 10.0
+    country: str = "US"
+    directory: Mapping[str, str] = field(default_factory=dict)
+    ignore_after_rings: int | None = None
+    max_dial_length: int = 20
+    error_display_s: float = 4.0
+
+    def make_panel(self) -> Panel:
+        """Build the Panel these settings describe.
+
+        Raises:
+            ConfigError: an invalid directory entry or option.
+        """
+        return Panel(
+            directory=self.directory,
+            country=self.country,
+            max_dial_length=self.max_dial_length,
+            ignore_after_rings=self.ignore_after_rings,
+            error_display_s=self.error_display_s,
+        )
+
+
+def parse_ui_config(raw: Mapping[str, Any]) -> UiConfig:
+    """Validate the ``[ui]`` table (keys as in :class:`UiConfig`).
+
+    ``ignore_after_rings = 0`` means never.
+
+    Raises:
+        ConfigError: naming ``ui.KEY``.
+    """
+    for key in raw:
+        if key not in _UI_KEYS:
+            raise ConfigError(f"ui.{key}", "unknown key")
+
+    def typed(key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        value = raw.get(key, default)
+        if isinstance(value, bool) and kind is not bool:
+            raise ConfigError(f"ui.{key}", f"wrong type: {value!r}")
+        if not isinstance(value, kind):
+            raise ConfigError(f"ui.{key}", f"wrong type: {value!r}")
+        return value
+
+    enabled = typed("enabled", bool, False)
+    pinmap = typed("pinmap", str, "")
+    if enabled and not pinmap:
+        raise ConfigError("ui.pinmap", "required when ui.enabled is true")
+    factory = typed("pin_factory", str, "lgpio")
+    if factory not in _PIN_FACTORIES:
+        raise ConfigError("ui.pin_factory", f"must be one of {_PIN_FACTORIES}")
+    driver = typed("display_driver", str, "")
+    if driver not in ("", "ssd1306", "sh1106", "dummy"):
+        raise ConfigError("ui.display_driver", "must be ssd1306, sh1106 or dummy")
+    fps = float(typed("max_fps", (int, float), 10.0))
+    if not 0 < fps <= 60:
+        raise ConfigError("ui.max_fps", "must be in (0, 60]")
+    directory = typed("directory", dict, {})
+    if not all(isinstance(v, str) for v in directory.values()):
+        raise ConfigError("ui.directory", "values must be client names (strings)")
+    rings = typed("ignore_after_rings", int, 0)
+    config = UiConfig(
+        enabled=enabled,
+        pinmap=pinmap,
+        pin_factory=factory,
+        display_driver=driver,
+        max_fps=fps,
+        country=typed("country", str, "US").upper(),
+        directory={str(k): v for k, v in directory.items()},
+        ignore_after_rings=rings or None,
+        max_dial_length=typed("max_dial_length", int, 20),
+        error_display_s=float(typed("error_display_s", (int, float), 4.0)),
+    )
+    config.make_panel()  # validates the directory, cadence country and limits
+    return config
+
+
+def _error_fields(exc: BaseException) -> tuple[int, str]:
+    if isinstance(exc, TwilioError):
+        return exc.code, exc.message
+    # Not a Twilio error (a missing token file, ...): the generic code.
+    return 31000, str(exc)
+
+
+class PanelController:
+    """Runs a :class:`Panel` against a :class:`Device` and the panel hardware.
+
+    Args:
+        device: the engine.
+        panel: the state machine (built from config, e.g.
+            :meth:`UiConfig.make_panel`).
+        io: the buttons, keypad and LEDs, or ``None`` (inputs then come only
+            through :meth:`key` / :meth:`button`).
+        display: the OLED, or ``None``.
+        token: returns the access token for the Ready gesture (``Setup``); if
+            ``None``, Ready reports an error.
+        address_map: rewrites a dial target before it becomes ``{"To": ...}``
+            (the simulator maps ``client:echo`` to the local exchange's
+            ``echo`` destination).
+
+    Use ``async with`` (or :meth:`start` / :meth:`aclose`) on the running loop.
+    """
+
+    def __init__(
+        self,
+        device: Device,
+        panel: Panel,
+        *,
+        io: FrontPanelIO | None = None,
+        display: Display | None = None,
+        token: Callable[[], str] | None = None,
+        address_map: Mapping[str, str] | None = None,
+    ) -> None:
+        self._device = device
+        self._panel = panel
+        self._io = io
+        self._display = display
+        self._token = token
+        self._address_map = dict(address_map or {})
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._call: Connection | None = None
+        self._commands: asyncio.Queue[Command] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._handlers: list[tuple[str, Callable[..., None]]] = []
+        self._last_frame: bytes | None = None
+        self._closed = False
+        self.command_listeners: list[CommandListener] = []
+        """Observers of issued commands (benchmarks, the simulator's log)."""
+        self.frame_listeners: list[FrameListener] = []
+        """Observers of new frames (the simulator saves them as PNG)."""
+
+    # --- queries -------------------------------------------------------------
+
+    @property
+    def panel(self) -> Panel:
+        """The state machine."""
+        return self._panel
+
+    @property
+    def call(self) -> Connection | None:
+        """The call the panel is showing, if any."""
+        return self._call
+
+    def view(self) -> PanelView:
+        """The panel's current view."""
+        return self._panel.view()
+
+    async def wait_for_state(self, state: PanelState | str) -> None:
+        """Wait until the panel is in ``state`` (bound it with asyncio.timeout)."""
+        wanted = PanelState(state)
+        while self._panel.state is not wanted:
+            self._changed.clear()
+            await self._changed.wait()
+
+    # --- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Subscribe to the Device, start the tasks and draw the first screen."""
+        if self._loop is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        for name, handler in (
+            ("ready", self._on_ready),
+            ("offline", self._on_offline),
+            ("incoming", self._on_incoming),
+            ("connect", self._on_connect),
+            ("disconnect", self._on_disconnect),
+            ("cancel", self._on_cancel),
+            ("error", self._on_error),
+        ):
+            self._device.on(name, handler)
+            self._handlers.append((name, handler))
+        if self._device.status() in ("ready", "busy"):
+            # Set up before we were attached (the service registers at boot).
+            self._panel.registered(self._device.identity or "", self._now())
+        if self._io is not None:
+            self._spawn(self._pump_inputs(), "panel-inputs")
+        self._spawn(self._run_commands(), "panel-commands")
+        self._spawn(self._run_timer(), "panel-timer")
+        self._after_input()
+
+    async def aclose(self) -> None:
+        """Detach from the Device and stop the tasks (hardware is the caller's)."""
+        if self._closed:
+            return
+        self._closed = True
+        for name, handler in self._handlers:
+            self._device.off(name, handler)
+        self._handlers.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> PanelController:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- user input ----------------------------------------------------------
+
+    def key(self, key: str) -> None:
+        """Feed a keypad press (as the keypad would)."""
+        self._panel.key(key, self._now())
+        self._after_input()
+
+    def button(self, button: PanelButton | str) -> None:
+        """Feed a button gesture (see :class:`~appliance.ui.panel.PanelButton`)."""
+        self._panel.button(button, self._now())
+        self._after_input()
+
+    def handle_event(self, event: PanelEvent) -> None:
+        """Translate one FrontPanelIO event into a Panel input."""
+        if isinstance(event, KeyPressed):
+            if event.key in DTMF_KEYS:
+                self.key(event.key)
+        elif isinstance(event, ButtonPressed):
+            try:
+                self.button(PanelButton(event.button))
+            except ValueError:
+                logger.debug("button %s has no panel gesture", event.button)
+        elif isinstance(event, ButtonHeld):
+            if event.button == "hangup":
+                self.button(PanelButton.HANGUP_HELD)
+        elif isinstance(event, HookLifted):
+            self.button(PanelButton.HOOK_UP)
+        elif isinstance(event, HookReplaced):
+            self.button(PanelButton.HOOK_DOWN)
+        # Releases and holds of other keys carry no gesture.
+
+    async def _pump_inputs(self) -> None:
+        assert self._io is not None
+        async for event in self._io.events():
+            try:
+                self.handle_event(event)
+            except Exception:  # supervision boundary: one bad event, not the panel
+                logger.exception("front panel event %r failed", event)
+
+    # --- engine facts --------------------------------------------------------
+
+    def _on_ready(self, device: Device) -> None:
+        self._panel.registered(device.identity or "", self._now())
+        self._after_input()
+
+    def _on_offline(self, _device: Device) -> None:
+        # The Device keeps its retry time private, so no countdown is shown.
+        self._panel.unregistered(None, self._now())
+        self._after_input()
+
+    def _on_incoming(self, conn: Connection) -> None:
+        if self._call is not None:
+            return  # busy: the engine's rules apply to the second call
+        self._panel.incoming(
+            conn.parameters.get("From", ""), conn.custom_parameters, self._now()
+        )
+        if self._panel.state is PanelState.RINGING:
+            self._call = conn
+        self._after_input()
+
+    def _on_connect(self, conn: Connection) -> None:
+        if conn is self._call:
+            self._panel.accepted(self._now())
+            self._after_input()
+
+    def _on_disconnect(self, conn: Connection) -> None:
+        if conn is self._call:
+            self._call = None
+            self._panel.disconnected(self._now())
+            self._after_input()
+
+    def _on_cancel(self, conn: Connection) -> None:
+        if conn is self._call:
+            self._call = None
+            self._panel.cancelled(self._now())
+            self._after_input()
+
+    def _on_error(self, error: TwilioError) -> None:
+        conn = error.connection
+        if conn is not None and conn is not self._call:
+            return  # a call we no longer show
+        self._panel.error(error.code, error.message, self._now())
+        self._after_input()
+
+    def _on_ringing(self, conn: Connection) -> None:
+        if conn is self._call:
+            self._panel.ringing(self._now())
+            self._after_input()
+
+    # --- commands ------------------------------------------------------------
+
+    def _dispatch(self, command: Command, now: float) -> None:
+        for listener in self.command_listeners:
+            listener(command, now)
+        if isinstance(command, PlayLocalDtmf):
+            self._play_local(command.digit)
+        elif isinstance(command, Setup):
+            self._spawn(self._setup(), "panel-setup")
+        else:
+            self._commands.put_nowait(command)
+
+    async def _run_commands(self) -> None:
+        while True:
+            command = await self._commands.get()
+            try:
+                await self._execute(command)
+            except ApplianceError as exc:
+                logger.warning(
+                    "front panel: %s failed: %s", type(command).__name__, exc
+                )
+                self._panel.error(*_error_fields(exc), self._now())
+                self._after_input()
+            except Exception:  # supervision boundary of the command worker
+                logger.exception("front panel command %r failed", command)
+
+    async def _execute(self, command: Command) -> None:
+        call = self._call
+        if isinstance(command, Dial):
+            to = self._address_map.get(command.to, command.to)
+            logger.info("front panel dials %s", to)
+            conn = await self._device.connect({"To": to})
+            if self._panel.state is not PanelState.CALLING:
+                await conn.disconnect()  # hung up while the offer was built
+                return
+            self._call = conn
+            conn.on("ringing", lambda _early: self._on_ringing(conn))
+            self._panel.outgoing_started(command.to, self._now())
+            self._after_input()
+        elif call is None:
+            logger.debug("%s with no call ignored", type(command).__name__)
+        elif isinstance(command, Accept):
+            await call.accept()
+        elif isinstance(command, Reject):
+            self._call = None
+            if call.state is CallState.PENDING:
+                call.reject()
+        elif isinstance(command, Ignore):
+            self._call = None
+            if call.state is CallState.PENDING:
+                call.ignore()
+        elif isinstance(command, Hangup):
+            self._call = None
+            await call.disconnect()
+        elif isinstance(command, SendDigits):
+            call.send_digits(command.digits)
+        elif isinstance(command, SetMute):
+            call.mute(command.muted)
+        elif isinstance(command, ChangeVolume):
+            # No output volume control in the engine yet: accepted and logged.
+            logger.info("volume %+d requested (no mixer control)", command.delta)
+
+    async def _setup(self) -> None:
+        try:
+            if self._token is None:
+                raise ConfigError("phone.token_file", "no token source for Ready")
+            await self._device.setup(self._token())
+        except ApplianceError as exc:
+            logger.warning("front panel setup failed: %s", exc)
+            self._panel.error(*_error_fields(exc), self._now())
+            self._after_input()
+
+    def _play_local(self, digit: str) -> None:
+        try:
+            self._device.audio.play_dtmf(digit)
+        except ApplianceError as exc:
+            logger.warning("local DTMF %s not played: %s", digit, exc)
+
+    # --- outputs -------------------------------------------------------------
+
+    def _after_input(self, *, wake: bool = True) -> None:
+        """Drain commands, set the LEDs, redraw; call after every Panel input."""
+        if self._closed or self._loop is None:
+            return
+        now = self._now()
+        for command in self._panel.commands_to_send():
+            self._dispatch(command, now)
+        if self._io is not None:
+            self._io.set_ringer(self._panel.ringer_pattern())
+            self._io.set_status_led(self._panel.status_led().value)
+        self._redraw()
+        self._changed.set()
+        if wake:
+            self._wake.set()
+
+    def _redraw(self) -> None:
+        view = self._panel.view()
+        image = render(view)
+        frame = image.tobytes()
+        if frame == self._last_frame:
+            return
+        self._last_frame = frame
+        if self._display is not None:
+            self._display.show(image)
+        for listener in self.frame_listeners:
+            listener(image, view)
+
+    def _next_refresh(self, now: float) -> float | None:
+        """When the screen changes by itself (call timer, retry countdown)."""
+        view = self._panel.view()
+        if view.screen is Screen.IN_CALL and view.call_started_at is not None:
+            elapsed = now - view.call_started_at
+            return view.call_started_at + math.floor(elapsed) + 1.0
+        if view.screen is Screen.OFFLINE and view.next_retry_at is not None:
+            return now + 1.0
+        return None
+
+    async def _run_timer(self) -> None:
+        while True:
+            now = self._now()
+            times = [self._panel.next_deadline(), self._next_refresh(now)]
+            deadline = min((t for t in times if t is not None), default=None)
+            self._wake.clear()
+            if deadline is None:
+                await self._wake.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._wake.wait(), max(0.0, deadline - now) + 0.001
+                    )
+            self._panel.tick(self._now())
+            self._after_input(wake=False)
+
+    # --- helpers -------------------------------------------------------------
+
+    def _now(self) -> float:
+        loop = self._loop or asyncio.get_running_loop()
+        return loop.time()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
+            coro, name=name
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%s failed", task.get_name(), exc_info=task.exception())

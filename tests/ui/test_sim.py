@@ -1,0 +1,92 @@
+"""``python -m appliance sim`` driven through a pipe, as a user would script it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from tests.conftest import scaled
+
+SCRIPT = """\
+wait idle 10
+2#
+wait in_call 10
+5
+*
+sleep 0.3
+hangup
+wait idle 5
+incoming
+wait ringing 5
+sleep 0.3
+accept
+wait in_call 5
+m
+sleep 0.2
+hangup
+wait idle 5
+"""
+
+
+def run_sim(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", "sim", *args],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+        check=False,
+    )
+
+
+def test_sim_call_through_pipe(tmp_path: Path) -> None:
+    frames = tmp_path / "frames"
+    result = run_sim(SCRIPT, "--frames", str(frames), "--bob-answer-after", "0.3")
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    for line in (
+        "panel: Setup()",
+        "panel: Dial(to='client:bob')",
+        "bob: received DTMF 5",
+        "bob: received DTMF *",
+        "bob calls you",
+        "panel: Accept()",
+        "panel: SetMute(muted=True)",
+        "wait idle: ok",
+    ):
+        assert line in out, out
+    assert "FAILED" not in out
+    screens = [
+        ln.split(": ", 1)[1] for ln in out.splitlines() if ln.startswith("screen:")
+    ]
+    for screen in ("idle", "dialing", "in_call", "ringing"):
+        assert screen in screens, screens
+    # While bob calls, the ringer LED lights and the status LED blinks.
+    assert "leds: ringer=on status=off" in out
+    # Each frame is 32 lines of 128 half-block cells between bars.
+    art = [ln for ln in out.splitlines() if ln.startswith("|")]
+    assert art and all(len(ln) == 130 for ln in art)
+    assert len(art) % 32 == 0
+    pngs = sorted(frames.glob("frame_*.png"))
+    assert any("ringing" in p.name for p in pngs), pngs
+    with Image.open(pngs[0]) as first:
+        assert first.size == (128, 64)
+
+
+def test_sim_wait_failure_exits_1() -> None:
+    result = run_sim("wait in_call 0.5\n", "--no-ready")
+    assert result.returncode == 1
+    assert "wait in_call: FAILED (panel is offline)" in result.stdout
+
+
+def test_export_screens(tmp_path: Path) -> None:
+    result = run_sim("", "--export-screens", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    files = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert "screen_ringing.png" in files and "screen_in_call_muted.png" in files
+    assert len(files) == 12
+    with Image.open(tmp_path / "screen_idle.png") as image:
+        assert image.size == (512, 256)
