@@ -42,19 +42,7 @@ _SECTIONS: dict[str, set[str]] = {
     "phone": {"token_file"},
     "device": set(),  # any Device option, validated by parse_options
     "log": {"level"},
-    # The front panel; validated by appliance.ui.controller.parse_ui_config.
-    "ui": {
-        "enabled",
-        "pinmap",
-        "pin_factory",
-        "display_driver",
-        "max_fps",
-        "country",
-        "directory",
-        "ignore_after_rings",
-        "max_dial_length",
-        "error_display_s",
-    },
+    "ui": set(),  # the front panel; keys checked by ui.controller.parse_ui_config
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 

@@ -43,6 +43,7 @@ from appliance.exchange.core import EchoHangup, EchoOffer, Exchange, RandomSourc
 
 if TYPE_CHECKING:
     from appliance.media.session import MediaSession
+from appliance.tasks import TaskSet
 
 __all__ = ["SIGNAL_PATH", "ExchangeServer"]
 
@@ -121,7 +122,7 @@ class ExchangeServer:
         self._stopping = False
         self._echo_tasks: dict[str, asyncio.Task[None]] = {}
         self._echo_sessions: dict[str, MediaSession] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = TaskSet(logger, "exchange")
         self._port = 0
 
     # ---------------------------------------------------------------- control
@@ -152,7 +153,7 @@ class ExchangeServer:
             self._stop_echo(call_sid)
         for call_sid in list(self._echo_sessions):
             self._stop_echo(call_sid)
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.wait()
         logger.info("exchange closed")
 
     async def wait_closed(self) -> None:
@@ -282,10 +283,7 @@ class ExchangeServer:
     # ------------------------------------------------------------------- echo
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
+        return self._background.spawn(coro)
 
     def _start_echo(self, offer: EchoOffer) -> None:
         self._echo_tasks[offer.call_sid] = self._spawn(self._answer_echo(offer))

@@ -85,6 +85,7 @@ from appliance.media.audio import (
 )
 from appliance.media.devices import FramePacer
 from appliance.media.levels import level_from_dbfs, rms_dbfs
+from appliance.tasks import TaskSet
 
 __all__ = [
     "DSCP_EF_TOS",
@@ -334,7 +335,7 @@ class MediaSession:
         self._sink = sink
         self._on_failed = on_failed
         self._meters = _Meters()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(logger, "media")
         self._receiving = False
         self._failed_reported = False
         self._closed = False
@@ -519,9 +520,7 @@ class MediaSession:
                 asyncio.get_running_loop().call_soon(self._on_failed)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro, "media-receive")
 
     # -- receive path ------------------------------------------------------
 
@@ -632,10 +631,7 @@ class MediaSession:
             # receiver (ending the remote track, so the pump returns).
             await self._pc.close()
         finally:
-            tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._tasks.close()
             # The pump is gone, so nothing writes to the sink any more.
             try:
                 self._sink.close()

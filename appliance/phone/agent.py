@@ -25,6 +25,7 @@ from typing import Any
 from appliance.errors import ApplianceError, TwilioError
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
+from appliance.tasks import TaskSet
 
 __all__ = ["run_agent"]
 
@@ -43,7 +44,7 @@ class _Agent:
         self.write = write
         self.auto_answer = auto_answer
         self.t0 = time.monotonic()
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = TaskSet(logger, "phone agent")
         for name in ("ready", "offline", "token_will_expire"):
             device.on(name, self._device_event(name))
         device.on("incoming", self._on_incoming)
@@ -92,9 +93,7 @@ class _Agent:
         conn.on("warning", lambda n, _d: self.emit("warning", name=n))
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.tasks.spawn(coro)
 
     async def command(self, cmd: dict[str, Any]) -> bool:
         """Run one command; return False to quit."""
@@ -172,5 +171,6 @@ async def run_agent(token: str, options: dict[str, Any], *, auto_answer: bool) -
             continue
         if not isinstance(cmd, dict) or not await agent.command(cmd):
             break
+    await agent.tasks.close()
     await device.destroy()
     return 0

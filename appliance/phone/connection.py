@@ -29,6 +29,7 @@ from appliance.phone.call import CallDirection, CallInput, CallMachine, CallStat
 from appliance.phone.events import Emitter, Handler
 from appliance.phone.quality import QualityMonitor, Sample
 from appliance.signaling.messages import Message, MessageType
+from appliance.tasks import TaskSet
 
 if TYPE_CHECKING:
     from appliance.media.session import MediaSession
@@ -108,7 +109,7 @@ class Connection:
         self._local_dtmf_free_at = 0.0  # when local feedback of sent digits ends
         self._events = Emitter(CONNECTION_EVENTS)
         self._inbox: asyncio.Queue[Message] = asyncio.Queue(_INBOX_SIZE)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(logger, "call")
         self._spawn(self._process_inbox(), "call-inbox")
         self.log = logging.LoggerAdapter(logger, {"call_sid": call_sid})
 
@@ -444,12 +445,7 @@ class Connection:
         self._engine._call_ended(self)
         if self._media is not None:
             self._spawn(self._stop_media(), "call-media-close")
-        for task in list(self._tasks):
-            if (
-                task is not asyncio.current_task()
-                and task.get_name() != "call-media-close"
-            ):
-                task.cancel()
+        self._tasks.cancel(keep=lambda task: task.get_name() == "call-media-close")
 
     async def _stop_media(self) -> None:
         media, self._media = self._media, None
@@ -461,10 +457,7 @@ class Connection:
 
     async def _wait_closed(self) -> None:
         """Wait until every task of this call has ended (Device.destroy)."""
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.wait()
         await self._events.drain()
 
     # ---- periodic work while open ----------------------------------------------------
@@ -507,15 +500,4 @@ class Connection:
                     self._events.emit("warning-cleared", change.name)
 
     def _spawn(self, coro: Any, name: str) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
-            coro, name=name
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.log.error(
-                "! call task %s failed", task.get_name(), exc_info=task.exception()
-            )
+        self._tasks.spawn(coro, name)

@@ -72,6 +72,7 @@ from appliance.signaling.protocol import (
     TransportState,
     Unregistered,
 )
+from appliance.tasks import TaskSet
 
 __all__ = ["DEVICE_EVENTS", "Device"]
 
@@ -147,19 +148,17 @@ class Device:
         self._connected = False
         self._reported: str | None = None  # last of "ready"/"offline" emitted
         self._setup_waiter: asyncio.Future[TwilioError | None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(logger, "device")
         #: Device.audio: devices, sounds and their events (appliance.audio).
         self.audio = AudioHelper(self)
         self._apply_debug()
         if token is not None:
             try:
-                loop = asyncio.get_running_loop()
+                asyncio.get_running_loop()
             except RuntimeError:
                 self._token = token  # setup() must be awaited by the caller
             else:
-                task = loop.create_task(self._setup_quietly(token))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._tasks.spawn(self._setup_quietly(token), "device-setup")
 
     # ---- queries ---------------------------------------------------------------------
 
@@ -341,11 +340,7 @@ class Device:
         if self._reported != "offline":
             self._reported = "offline"
             self._events.emit("offline", self)
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
         await self.audio.close()
         await self._events.drain()
         self._events.remove_all_listeners()
@@ -442,11 +437,10 @@ class Device:
         logger.info("incoming call %s from %s", sid, parameters.get("From"))
         # The ring starts first; ``incoming`` follows once it plays, or after
         # 2 s at the latest, and not while busy (signaling-protocol.md §7).
-        task = asyncio.get_running_loop().create_task(
-            self._announce_incoming(conn, ring=self.status() != "busy")
+        self._tasks.spawn(
+            self._announce_incoming(conn, ring=self.status() != "busy"),
+            "device-incoming",
         )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _announce_incoming(self, conn: Connection, *, ring: bool) -> None:
         await self.audio._ring(

@@ -59,6 +59,7 @@ from appliance.hardware.gpio import (
 from appliance.phone.call import CallState
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
+from appliance.tasks import TaskSet
 from appliance.ui.panel import (
     DTMF_KEYS,
     Accept,
@@ -253,7 +254,7 @@ class PanelController:
         self._commands: asyncio.Queue[Command] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(logger, "front panel")
         self._handlers: list[tuple[str, Callable[..., None]]] = []
         self._last_frame: bytes | None = None
         self._closed = False
@@ -320,10 +321,7 @@ class PanelController:
         for name, handler in self._handlers:
             self._device.off(name, handler)
         self._handlers.clear()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
 
     async def __aenter__(self) -> PanelController:
         self.start()
@@ -566,13 +564,4 @@ class PanelController:
         return loop.time()
 
     def _spawn(self, coro: Any, name: str) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
-            coro, name=name
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("%s failed", task.get_name(), exc_info=task.exception())
+        self._tasks.spawn(coro, name)
