@@ -142,6 +142,7 @@ class Device:
         self._wants_incoming = True
         self._client: SignalingClient | None = None
         self._client_options: tuple[object, ...] = ()
+        self._reconnect_at: float | None = None
         self._calls: dict[str, Connection] = {}
         self._active: Connection | None = None
         self._ready = False
@@ -171,6 +172,15 @@ class Device:
     def identity(self) -> str | None:
         """The identity the gateway confirmed for our token."""
         return self._identity
+
+    @property
+    def reconnect_at(self) -> float | None:
+        """When the next connection attempt is due while offline, else None.
+
+        In ``time.monotonic()`` seconds (the event loop's clock); None also when
+        the gateway closed the session and only a new token can reopen it.
+        """
+        return self._reconnect_at
 
     @property
     def enable_ringing_state(self) -> bool:
@@ -352,6 +362,7 @@ class Device:
             self._on_message(event.message)
         elif isinstance(event, Connected):
             self._connected = True
+            self._reconnect_at = None
             self._identity = event.identity or self._identity
             logger.info(
                 "connected to the gateway as %s (region %s)",
@@ -473,6 +484,7 @@ class Device:
         self, error: TwilioError, was_connected: bool, retry_at: float | None
     ) -> None:
         self._ready = self._connected = False
+        self._reconnect_at = retry_at
         for conn in self.connections():
             conn._transport_lost(error)
         if retry_at is None:

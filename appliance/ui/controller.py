@@ -380,10 +380,22 @@ class PanelController:
         self._panel.registered(device.identity or "", self._now())
         self._after_input()
 
-    def _on_offline(self, _device: Device) -> None:
-        # The Device keeps its retry time private, so no countdown is shown.
-        self._panel.unregistered(None, self._now())
+    def _on_offline(self, device: Device) -> None:
+        self._panel.unregistered(device.reconnect_at, self._now())
         self._after_input()
+
+    def _sync_reconnect_time(self) -> None:
+        """Keep the offline countdown on the engine's next attempt.
+
+        Each failed attempt moves it (backoff); the Device does not emit
+        ``offline`` again for that, so the once-a-second redraw looks it up.
+        """
+        retry_at = self._device.reconnect_at
+        if (
+            self._panel.state is PanelState.OFFLINE
+            and self._panel.view().next_retry_at != retry_at
+        ):
+            self._panel.unregistered(retry_at, self._now())
 
     def _on_incoming(self, conn: Connection) -> None:
         if self._call is not None:
@@ -554,6 +566,7 @@ class PanelController:
                     await asyncio.wait_for(
                         self._wake.wait(), max(0.0, deadline - now) + 0.001
                     )
+            self._sync_reconnect_time()
             self._panel.tick(self._now())
             self._after_input(wake=False)
 

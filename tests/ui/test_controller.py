@@ -174,6 +174,21 @@ async def test_ready_registers_and_screen_follows(exchange: ExchangeServer) -> N
         assert not phone.hw.led("ringer")
 
 
+async def test_offline_screen_counts_down_to_the_next_reconnect(
+    exchange: ExchangeServer,
+) -> None:
+    async with panel_phone(exchange, "alice", Panel(), backoff_max_ms=3000) as phone:
+        await exchange.close()  # the gateway goes away
+        await phone.wait_state(PanelState.OFFLINE)
+        view = phone.panel.view()
+        assert view.next_retry_at is not None
+        assert view.next_retry_at == phone.device.reconnect_at
+        # Each failed attempt moves the next one; the screen follows it.
+        first = view.next_retry_at
+        await wait_until(lambda: phone.panel.view().next_retry_at not in (None, first))
+        await phone.screen_shows_view()
+
+
 async def test_dialing_delete_clear_and_unavailable_error(
     exchange: ExchangeServer,
 ) -> None:
