@@ -61,7 +61,9 @@ from gpiozero import (
     Buzzer,
     DigitalInputDevice,
     DigitalOutputDevice,
+    TonalBuzzer,
 )
+from gpiozero.tones import Tone
 
 from appliance.cadence import STATUS_FAST, STATUS_SLOW, STATUS_STEADY, Cadence
 from appliance.cadence import is_on as cadence_is_on
@@ -160,14 +162,22 @@ PanelEvent = (
 class _Lamp:
     """One or more outputs that show the same cadence."""
 
-    def __init__(self, devices: list[Any], level: float = 1.0) -> None:
+    def __init__(
+        self, devices: list[Any], level: float = 1.0, tone_hz: float | None = None
+    ) -> None:
         self._devices = devices
         self._level = level
+        self._tone_hz = tone_hz
 
     def set(self, on: bool) -> None:
         for device in self._devices:
             if isinstance(device, PWMLED):
                 device.value = self._level if on else 0.0
+            elif isinstance(device, TonalBuzzer):
+                if on and self._tone_hz is not None:
+                    device.play(Tone(frequency=self._tone_hz))
+                else:
+                    device.stop()
             elif on:
                 device.on()
             else:
@@ -236,7 +246,11 @@ class FrontPanelIO:
             self._devices.append(ringer)
             ringer_devices = [ringer]
             if outputs.buzzer is not None:
-                buzzer = Buzzer(outputs.buzzer, pin_factory=pin_factory)
+                buzzer = (
+                    Buzzer(outputs.buzzer, pin_factory=pin_factory)
+                    if outputs.buzzer_tone_hz is None
+                    else TonalBuzzer(outputs.buzzer, pin_factory=pin_factory)
+                )
                 self._devices.append(buzzer)
                 ringer_devices.append(buzzer)
             status = LED(outputs.status, pin_factory=pin_factory)
@@ -244,7 +258,9 @@ class FrontPanelIO:
         except Exception:
             self._close_devices()
             raise
-        self._ringer = _Lamp(ringer_devices, outputs.ringer_brightness)
+        self._ringer = _Lamp(
+            ringer_devices, outputs.ringer_brightness, outputs.buzzer_tone_hz
+        )
         self._status = _Lamp([status])
 
         hold_names = set(timing.hold_keys)

@@ -80,13 +80,19 @@ class KeypadPins:
 
 @dataclass(frozen=True)
 class OutputPins:
-    """LEDs and the optional piezo buzzer (an active buzzer, on/off)."""
+    """LEDs and the optional piezo buzzer.
+
+    Without ``buzzer_tone_hz`` the buzzer is an active one (it beeps when
+    powered); with it, a passive piezo driven by PWM at that pitch
+    (gpiozero ``TonalBuzzer``, 220-880 Hz).
+    """
 
     ringer: int
     status: int
     ringer_pwm: bool = True
     ringer_brightness: float = 1.0
     buzzer: int | None = None
+    buzzer_tone_hz: float | None = None
 
 
 @dataclass(frozen=True)
@@ -290,7 +296,14 @@ def _keypad(data: Mapping[str, object], errors: _Errors) -> KeypadPins:
 
 def _outputs(data: Mapping[str, object], errors: _Errors) -> OutputPins:
     table = _table(data, "outputs", errors)
-    allowed = ("ringer", "status", "ringer_pwm", "ringer_brightness", "buzzer")
+    allowed = (
+        "ringer",
+        "status",
+        "ringer_pwm",
+        "ringer_brightness",
+        "buzzer",
+        "buzzer_tone_hz",
+    )
     _check_keys(table, allowed, "outputs.", errors)
     if not table:
         return OutputPins(0, 0)
@@ -303,6 +316,15 @@ def _outputs(data: Mapping[str, object], errors: _Errors) -> OutputPins:
         else:
             pins[name] = _gpio(value, f"outputs.{name}", errors)
     buzzer = table.get("buzzer")
+    tone = table.get("buzzer_tone_hz")
+    if tone is not None and (
+        isinstance(tone, bool)
+        or not isinstance(tone, int | float)
+        or not 220.0 <= tone <= 880.0
+    ):
+        # TonalBuzzer's default range: one octave either side of A4.
+        errors.add("outputs.buzzer_tone_hz", "must be a number from 220 to 880")
+        tone = None
     brightness = table.get("ringer_brightness", 1.0)
     if isinstance(brightness, bool) or not isinstance(brightness, int | float):
         errors.add("outputs.ringer_brightness", "must be a number")
@@ -316,6 +338,7 @@ def _outputs(data: Mapping[str, object], errors: _Errors) -> OutputPins:
         ringer_pwm=_bool(table, "ringer_pwm", True, "outputs.", errors),
         ringer_brightness=float(brightness),
         buzzer=None if buzzer is None else _gpio(buzzer, "outputs.buzzer", errors),
+        buzzer_tone_hz=None if tone is None else float(tone),
     )
 
 

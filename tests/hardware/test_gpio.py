@@ -3,6 +3,7 @@
 import asyncio
 import os
 import threading
+import tomllib
 from dataclasses import replace
 from pathlib import Path
 
@@ -243,6 +244,33 @@ async def test_ringer_led_follows_the_cadence(io, factory):
     assert states == [s for s, _ in expected]
     for (_, got), (_, want) in zip(runs[1:], expected, strict=False):
         assert got == pytest.approx(want, abs=0.02 * FACTOR)
+
+
+async def test_tonal_buzzer_sounds_the_ring_pitch_with_the_cadence(factory, matrix):
+    outputs = replace(PINMAP.outputs, buzzer_tone_hz=440.0)
+    async with FrontPanelIO(
+        replace(PINMAP, outputs=outputs), pin_factory=factory
+    ) as io:
+        pin = factory.pin(PINMAP.outputs.buzzer)
+        io.set_ringer(Cadence((200, 200)))  # wide margins for a loaded machine
+        await asyncio.sleep(0.1)
+        assert pin.frequency == pytest.approx(440.0)
+        assert pin.state > 0  # sounding during the "on" part
+        await asyncio.sleep(0.2)
+        assert pin.frequency is None  # silent during the "off" part
+        io.set_ringer(None)
+        await asyncio.sleep(0.01)
+        assert pin.frequency is None
+
+
+def test_buzzer_tone_outside_the_tonal_range_is_rejected():
+    from appliance.errors import ConfigError
+    from appliance.hardware.pinmap import parse_pinmap
+
+    data = tomllib.loads((HW / "pinmap-reference.toml").read_text())
+    data["outputs"]["buzzer_tone_hz"] = 2000
+    with pytest.raises(ConfigError, match="buzzer_tone_hz"):
+        parse_pinmap(data)
 
 
 async def test_status_led_modes(io, factory):
