@@ -43,6 +43,7 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import sys
 import termios
 import threading
@@ -244,6 +245,46 @@ def half_block_art(image: Image.Image) -> list[str]:
     return lines
 
 
+# Quadrant blocks indexed by top-left=1, top-right=2, bottom-left=4, bottom-right=8.
+_QUADRANTS = (
+    " \u2598\u259d\u2580\u2596\u258c\u259e\u259b"
+    "\u2597\u259a\u2590\u259c\u2584\u2599\u259f\u2588"
+)
+
+
+def quadrant_art(image: Image.Image) -> list[str]:
+    """Draw a 1-bit image with Unicode quadrant blocks: 2x2 pixels per character.
+
+    Half the width of :func:`half_block_art` (64 columns for the OLED), for
+    terminals narrower than the 130 columns the full-width drawing needs.
+    """
+    image = image.convert("1")
+    width, height = image.size
+    pixels = image.load()
+    assert pixels is not None
+
+    def lit(x: int, y: int) -> int:
+        return int(x < width and y < height and bool(pixels[x, y]))
+
+    return [
+        "".join(
+            _QUADRANTS[
+                lit(x, y)
+                | lit(x + 1, y) << 1
+                | lit(x, y + 1) << 2
+                | lit(x + 1, y + 1) << 3
+            ]
+            for x in range(0, width, 2)
+        )
+        for y in range(0, height, 2)
+    ]
+
+
+def terminal_art(image: Image.Image, columns: int) -> list[str]:
+    """The widest drawing of ``image`` that fits ``columns`` (with its frame)."""
+    return half_block_art(image) if columns >= image.width + 2 else quadrant_art(image)
+
+
 def sample_views(now: float = 1000.0) -> dict[str, PanelView]:
     """Every screen with representative data (README pictures, ``--export-screens``)."""
     bar = PanelView(
@@ -355,7 +396,8 @@ class _Terminal:
             self._out.flush()
 
     def frame(self, image: Image.Image, screen: str) -> None:
-        self._art = half_block_art(image)
+        columns = shutil.get_terminal_size().columns if self._interactive else WIDTH + 2
+        self._art = terminal_art(image, columns)
         self._screen = screen
         if self._interactive:
             self._redraw()
@@ -382,13 +424,13 @@ class _Terminal:
             self._write(f"log: {stamp} {text}\n")
 
     def _redraw(self) -> None:
-        border = "+" + "-" * WIDTH + "+"
+        border = "+" + "-" * len(self._art[0]) + "+"
         lines = [border, *(f"|{line}|" for line in self._art), border]
         lines.append(f" {self._leds}   [{self._screen}]")
         lines.append(
             " keys: 0-9*# keypad  Enter accept  Bksp/Esc hangup  H hold-hangup"
-            "  r ready  m mute  h hook  i bob calls  q quit"
         )
+        lines.append("       r ready  m mute  h hook  i bob calls  q quit")
         lines += list(self._log)
         # Home the cursor and overwrite in place; \x1b[K clears each line's tail.
         text = "\x1b[H" + "".join(f"{line}\x1b[K\r\n" for line in lines) + "\x1b[J"

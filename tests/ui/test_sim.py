@@ -90,3 +90,23 @@ def test_export_screens(tmp_path: Path) -> None:
     assert len(files) == 12
     with Image.open(tmp_path / "screen_idle.png") as image:
         assert image.size == (512, 256)
+
+
+def test_terminal_drawing_fits_narrow_terminals():
+    from appliance.sim import half_block_art, quadrant_art, sample_views, terminal_art
+    from appliance.ui.screens import render
+
+    image = render(sample_views()["idle"])
+    full = terminal_art(image, 200)
+    narrow = terminal_art(image, 100)
+    assert full == half_block_art(image) and len(full[0]) == 128
+    assert narrow == quadrant_art(image) and len(narrow[0]) == 64
+    assert len(narrow) == 32
+    # The same pixels: a lit quadrant cell wherever the 2x2 block has any lit pixel.
+    pixels = image.convert("1").load()
+    for row, line in enumerate(narrow):
+        for col, char in enumerate(line):
+            block = [
+                pixels[2 * col + dx, 2 * row + dy] for dx in (0, 1) for dy in (0, 1)
+            ]
+            assert (char != " ") == any(block)
