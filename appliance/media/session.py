@@ -33,10 +33,14 @@ What aiortc lacks, and where the fix goes (anchors.md §6):
 * **No AEC/NS/AGC**: not fixed here. Echo cancellation needs the far-end
   reference next to the capture, so it belongs in the audio backend (WebRTC
   APM or the handset codec's DSP), before the source.
-* **Jitter-buffer growth**: aiortc's receiver has a fixed 16-packet buffer and
-  hands decoded frames to an unbounded queue, so latency can only grow when
-  the sink runs slower than the sender. The receive pump *here* will bound it
-  (drop or time-stretch when too much audio is queued).
+* **Jitter-buffer delay and growth**: aiortc's audio receiver holds every
+  packet until four newer ones have arrived (``prefetch=4``, 80 ms) although it
+  releases on packet arrival and so smooths nothing; here each receiver is set
+  to ``prefetch=1`` (a frame leaves as soon as the next packet shows it is
+  complete), which cut mouth-to-ear delay by about 65 ms on the virtual-card
+  rig (docs/audio.md). Jitter is absorbed after decoding instead, by the
+  bounded call buffer of the output mixer (``appliance.audio.mixer``), which
+  also stops the growth of aiortc's unbounded decoded-frame queue.
 * **No PLC**: lost packets simply vanish from the timeline. The receive pump
   *here* will watch ``frame.pts`` for gaps and fill them (silence or Opus
   concealment) so the sink keeps a steady clock.
@@ -95,6 +99,9 @@ __all__ = [
     "MediaStats",
     "supported_codecs",
 ]
+
+# Frames aiortc's audio jitter buffer holds back; see _shorten_jitter_buffers.
+AUDIO_JITTER_PREFETCH = 1
 
 logger = logging.getLogger(__name__)
 
@@ -358,6 +365,7 @@ class MediaSession:
         self._track = _SourceTrack(source, self._meters)
         self._transceiver = self._pc.addTransceiver(self._track, direction="sendrecv")
         self._transceiver.setCodecPreferences(self._codec_preferences(config.codecs))
+        self._shorten_jitter_buffers()
         self._pc.on("track", self._on_track)
         self._pc.on("connectionstatechange", self._on_connection_state)
 
@@ -492,6 +500,23 @@ class MediaSession:
                 if sock is not None:
                     yield sock
 
+    def _shorten_jitter_buffers(self) -> None:
+        """Release audio frames one packet after arrival instead of four.
+
+        aiortc 1.16 keeps the buffer in a private attribute of RTCRtpReceiver
+        (``JitterBuffer(capacity=16, prefetch=4)`` for audio); the path is
+        guarded and a miss only costs latency, so it is a warning, not an error.
+        """
+        for transceiver in self._pc.getTransceivers():
+            buffer = getattr(
+                transceiver.receiver, "_RTCRtpReceiver__jitter_buffer", None
+            )
+            if buffer is None or not hasattr(buffer, "_prefetch"):
+                logger.warning("aiortc jitter buffer not found; latency stays +60 ms")
+                continue
+            if transceiver.kind == "audio":
+                buffer._prefetch = AUDIO_JITTER_PREFETCH
+
     def _mark_sockets(self, tos: int) -> None:
         for sock in self._ice_sockets():
             try:
@@ -508,6 +533,8 @@ class MediaSession:
         if track.kind != "audio" or self._receiving or self._closed:
             return
         self._receiving = True
+        # A transceiver created by a remote offer was not there at __init__.
+        self._shorten_jitter_buffers()
         self._spawn(self._receive(track))
 
     def _on_connection_state(self) -> None:
