@@ -6,6 +6,13 @@ bob, bob's phone rings and he answers, both talk (speech from espeak-ng when it
 is installed, else two tones), alice keys DTMF, bob hangs up. It prints a
 timestamped timeline of both phones and writes what each phone heard as WAV
 files. The exit status is non-zero if any step fails, so CI can run it.
+
+When PulseAudio and the ALSA pulse plugin are installed (``make`` installs
+them), the phones use real ``alsa:`` devices on clocked virtual sound cards
+(:mod:`appliance.rig`): the speech is played into each phone's microphone and
+each phone's speaker is recorded, and each recording must contain the other
+side's speech. Without them the demo falls back to ``file:`` devices and says
+so.
 """
 
 from __future__ import annotations
@@ -29,6 +36,16 @@ from appliance.errors import ApplianceError, TwilioError
 from appliance.media.levels import rms_dbfs
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
+from appliance.rig import (
+    RigProcess,
+    RigUnavailableError,
+    VirtualCards,
+    align,
+    read_wav,
+    resample,
+    windowed_correlation,
+    write_wav,
+)
 from appliance.tokens import create_access_token
 
 __all__ = ["run_demo"]
@@ -43,6 +60,9 @@ SPEECH = {
 }
 TONES = {"alice": "tone:440", "bob": "tone:660"}
 STEP_TIMEOUT_S = 15.0
+#: Each recording must contain the far side's speech at least this well
+#: (windowed normalized correlation; Opus on the rig measures about 0.97).
+MIN_HEARD_CORRELATION = 0.5
 
 
 class Timeline:
@@ -76,6 +96,85 @@ def _speech_input(who: str, out: Path) -> str:
         logger.warning("espeak-ng failed (%s); using a tone", exc)
         return TONES[who]
     return f"file:{path}"
+
+
+class _Cards:
+    """The demo's virtual sound cards: speech into the mics, speakers recorded."""
+
+    def __init__(self, rig: VirtualCards, out: Path) -> None:
+        self.rig = rig
+        self.out = out
+        self.said: dict[str, Path] = {}
+        self.feeders: list[RigProcess] = []
+        self.recorders: list[RigProcess] = []
+
+    @classmethod
+    def start(cls, out: Path) -> _Cards | None:
+        """Start the rig, or say why not and return None (file: fallback)."""
+        try:
+            rig = VirtualCards(["alice", "bob"]).start()
+        except RigUnavailableError as exc:
+            print(f"Virtual sound cards unavailable ({exc}); using file: devices.")
+            return None
+        rig.install()
+        print("Virtual sound cards up: alsa:alice_mic/_spk, alsa:bob_mic/_spk.")
+        return cls(rig, out)
+
+    def devices(self, who: str) -> dict[str, str]:
+        """The Device options of ``who``; also prepares its speech."""
+        self.said[who] = self._material(who)
+        return {
+            "input_device": f"alsa:{self.rig.mic_pcm(who)}",
+            "output_device": f"alsa:{self.rig.spk_pcm(who)}",
+        }
+
+    def _material(self, who: str) -> Path:
+        spoken = _speech_input(who, self.out)
+        if spoken.startswith("file:"):
+            return Path(spoken.partition(":")[2])
+        path = self.out / f"{who}-says.wav"  # espeak-ng missing: a tone
+        hz = float(spoken.partition(":")[2])
+        t = np.arange(6 * 48_000) / 48_000
+        write_wav(path, np.rint(8000 * np.sin(2 * np.pi * hz * t)))
+        return path
+
+    def record(self) -> None:
+        """Start recording both speakers (before the phones open them)."""
+        for who in ("alice", "bob"):
+            path = self.out / f"{who}-heard.wav"
+            self.recorders.append(self.rig.record(who, path))
+
+    def talk(self) -> None:
+        """Play both phones' speech into their microphones, at the same time."""
+        self.feeders = [self.rig.feed(who, path) for who, path in self.said.items()]
+
+    async def wait_talk(self) -> None:
+        """Wait until both have finished speaking; a failed feeder fails."""
+        for feeder in self.feeders:
+            code = await asyncio.to_thread(feeder.wait, 4 * STEP_TIMEOUT_S)
+            if code != 0:
+                raise ApplianceError(f"playing {feeder.path} failed ({code})")
+
+    def stop_recording(self) -> None:
+        """Finish the recordings (WAV headers are written on stop)."""
+        for recorder in self.recorders:
+            recorder.stop()
+        self.recorders.clear()
+
+    def heard_far_side(self, who: str, far: str) -> float:
+        """How well ``who``'s speaker recording matches ``far``'s speech."""
+        said, rate, _channels = read_wav(self.said[far])
+        reference = resample(said, rate, 48_000)
+        heard = read_wav(self.out / f"{who}-heard.wav")[0].astype(np.float64)
+        found = align(reference, heard)
+        return windowed_correlation(reference, heard, found.lag)
+
+    def stop(self) -> None:
+        """Stop feeders, recorders and the daemon."""
+        for feeder in self.feeders:
+            feeder.stop()
+        self.stop_recording()
+        self.rig.stop()
 
 
 async def _start_exchange(
@@ -148,14 +247,25 @@ async def run_demo(out: Path) -> int:
     proc, url = await _start_exchange(account, key, secret)
     timeline.add("exch", f"listening on {url}")
     devices: dict[str, Device] = {}
+    cards = _Cards.start(out)
     try:
+        if cards is not None:
+            cards.record()
+            await asyncio.sleep(0.3)  # recorders before the phones (rig.py)
         for who in ("alice", "bob"):
+            io = (
+                cards.devices(who)
+                if cards is not None
+                else {
+                    "input_device": _speech_input(who, out),
+                    "output_device": f"file:{out / f'{who}-heard.wav'}",
+                }
+            )
             device = Device(
                 signaling_url=url,
                 local_addresses=["127.0.0.1"],
-                input_device=_speech_input(who, out),
-                output_device=f"file:{out / f'{who}-heard.wav'}",
                 enable_ringing_state=True,
+                **io,
             )
             _watch(device, who, timeline)
             devices[who] = device
@@ -168,19 +278,23 @@ async def run_demo(out: Path) -> int:
                 outgoing_application_sid=app,
             )
             await device.setup(token)
-        return await _script(devices, timeline, out)
+        return await _script(devices, timeline, out, cards)
     except (ApplianceError, TwilioError) as exc:
         timeline.add("demo", f"FAILED: {exc}")
         return 1
     finally:
         for device in devices.values():
             await device.destroy()
+        if cards is not None:
+            cards.stop()
         proc.terminate()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), 5.0)
 
 
-async def _script(devices: dict[str, Device], timeline: Timeline, out: Path) -> int:
+async def _script(
+    devices: dict[str, Device], timeline: Timeline, out: Path, cards: _Cards | None
+) -> int:
     alice, bob = devices["alice"], devices["bob"]
     incoming: asyncio.Queue[Connection] = asyncio.Queue()
     bob.on("incoming", incoming.put_nowait)
@@ -220,15 +334,23 @@ async def _script(devices: dict[str, Device], timeline: Timeline, out: Path) -> 
     timeline.add("bob", "answers")
     await bob_call.accept()
     await _wait(answered, "the answer")
+    if cards is not None:
+        timeline.add("demo", "alice and bob talk into their virtual microphones")
+        cards.talk()
     await asyncio.sleep(4.0)  # talk
     timeline.add("alice", "keys 1 2 3 #")
     call.send_digits("123#")
     await _wait(all_digits, "the digits")
     await asyncio.sleep(3.0)  # talk some more
+    if cards is not None:
+        await cards.wait_talk()
+        await asyncio.sleep(1.0)  # the last words through codec and buffers
     timeline.add("bob", "hangs up")
     await bob_call.disconnect()
     await _wait(bob_hung_up, "alice's side to hang up")
     await asyncio.sleep(0.3)
+    if cards is not None:
+        cards.stop_recording()
     ok = digits == list("123#")
     print("\nWhat each phone heard:", flush=True)
     for who in ("alice", "bob"):
@@ -241,6 +363,16 @@ async def _script(devices: dict[str, Device], timeline: Timeline, out: Path) -> 
             f"{'' if audible else '  (SILENT: FAILED)'}",
             flush=True,
         )
+        if cards is not None:
+            far = "bob" if who == "alice" else "alice"
+            score = cards.heard_far_side(who, far)
+            clear = score > MIN_HEARD_CORRELATION
+            ok = ok and clear
+            print(
+                f"    {far}'s voice in it: correlation {score:.2f}"
+                f"{'' if clear else '  (NOT HEARD: FAILED)'}",
+                flush=True,
+            )
     print(
         f"\nDTMF received by bob: {''.join(digits)} ({'ok' if ok else 'WRONG'})",
         flush=True,

@@ -14,11 +14,15 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import audio_bench
 import call_bench  # the bench directory is not a package
 import panel_bench
+
+from appliance.rig import RigUnavailableError
 
 
 def machine() -> str:
@@ -112,7 +116,15 @@ async def main_async(args: argparse.Namespace) -> int:
     print("front panel latencies...", flush=True)
     panel = await panel_bench.run(args.trials)
     print(json.dumps(panel), flush=True)
-    return _write(render(setup, cpu, "make bench") + render_panel(panel), args.out)
+    print(f"audio on the tap rig (quick={args.quick})...", flush=True)
+    try:
+        audio: dict[str, Any] | None = await audio_bench.run(args.quick)
+        reason = ""
+    except RigUnavailableError as exc:
+        audio, reason = None, str(exc)
+    print(json.dumps(audio), flush=True)
+    text = render(setup, cpu, "make bench") + render_panel(panel)
+    return _write(text + audio_bench.render(audio, reason), args.out)
 
 
 def _write(text: str, out: str | None) -> int:
@@ -130,6 +142,9 @@ def main() -> int:
     parser.add_argument("--cpu-seconds", type=float, default=60.0)
     parser.add_argument("--trials", type=int, default=30, help="front-panel trials")
     parser.add_argument("--out", help="write the markdown report here")
+    parser.add_argument(
+        "--quick", action="store_true", help="audio: a 60 s call instead of 10 min"
+    )
     return asyncio.run(main_async(parser.parse_args()))
 
 
