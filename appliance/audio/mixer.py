@@ -73,17 +73,30 @@ class MixerInput(Protocol):
         ...
 
 
+#: Frames (20 ms each) over which a standing delay must persist before one
+#: frame is drained: 1 s.
+DRAIN_WINDOW = 50
+
+
 class StreamInput:
     """A bounded, drop-oldest buffer of a call's received audio.
+
+    The buffer exists to ride out network jitter. Frames that stay queued for
+    a whole :data:`DRAIN_WINDOW` (the queue never fell below ``prefetch + 1``)
+    are pure delay, left behind by a burst: one frame is then dropped, so the
+    delay returns to its target instead of staying at the cap. It costs a
+    20 ms glitch at most once a second (time-stretching, as NetEQ does, comes
+    with the voice-quality work).
 
     Args:
         capacity: most frames kept (each 20 ms); beyond it the oldest is dropped.
         prefetch: frames to collect before playing, at the start and after
-            each underrun.
+            each underrun; also the delay the drain aims at.
         gain: linear factor applied by the mixer.
 
     Attributes:
         dropped_frames: frames dropped because the buffer was full.
+        drained_frames: frames dropped to bring a standing delay back down.
         underruns: periods in which a primed buffer had no frame to give.
     """
 
@@ -94,7 +107,10 @@ class StreamInput:
         self.prefetch = prefetch
         self.gain = gain
         self.dropped_frames = 0
+        self.drained_frames = 0
         self.underruns = 0
+        self._window_frames = 0
+        self._window_min = capacity
         self.closed = False
         self._frames: deque[Samples] = deque()
         self._partial: Samples = np.zeros(0, dtype=np.int16)
@@ -125,11 +141,24 @@ class StreamInput:
         if self.closed:
             return None
         if self._primed and self._frames:
+            self._control_delay()
             return self._frames.popleft()
         if self._primed:
             self.underruns += 1
             self._primed = self.prefetch == 0
         return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+    def _control_delay(self) -> None:
+        """Drop one frame after a whole window of standing delay."""
+        self._window_min = min(self._window_min, len(self._frames))
+        self._window_frames += 1
+        if self._window_frames < DRAIN_WINDOW:
+            return
+        if self._window_min > self.prefetch + 1 and len(self._frames) > 1:
+            self._frames.popleft()
+            self.drained_frames += 1
+        self._window_frames = 0
+        self._window_min = self.capacity
 
     def close(self) -> None:
         """End the input; queued audio is discarded."""

@@ -136,3 +136,40 @@ async def test_fan_out_plays_the_call_on_two_devices_and_each_closes():
         heard = [int(v) for f in sink.frames for v in f[[0, -1]] if v]
         # Half frames were re-cut into whole 20 ms frames: 1|2, 3|4, ...
         assert heard[:4] == [1, 2, 3, 4]
+
+
+def _frame(value: int = 1000) -> np.ndarray:
+    return np.full(FRAME_SAMPLES, value, dtype=np.int16)
+
+
+def test_a_burst_leaves_no_standing_delay():
+    from appliance.audio.mixer import DRAIN_WINDOW, StreamInput
+
+    stream = StreamInput(capacity=5, prefetch=2)
+    for _ in range(4):  # a burst: with the next frame the buffer is at its cap
+        stream.push(_frame())
+    depths = []
+    for _ in range(4 * DRAIN_WINDOW):  # then one in, one out, for 4 s
+        stream.push(_frame())
+        assert stream.next_frame() is not None
+        depths.append(stream.queued_frames)
+    assert depths[0] == 4  # 100 ms queued before the pop
+    assert depths[-1] == 2  # back at the target: prefetch frames after a pop
+    assert stream.drained_frames == 2
+    assert stream.dropped_frames == 0
+
+
+def test_steady_jittery_arrival_is_not_drained():
+    from appliance.audio.mixer import DRAIN_WINDOW, StreamInput
+
+    stream = StreamInput(capacity=5, prefetch=2)
+    stream.push(_frame())
+    stream.push(_frame())
+    for i in range(4 * DRAIN_WINDOW):
+        # Packets arrive in pairs every 40 ms: jitter the buffer must absorb.
+        if i % 2 == 0:
+            stream.push(_frame())
+            stream.push(_frame())
+        stream.next_frame()
+    assert stream.drained_frames == 0
+    assert stream.underruns == 0
