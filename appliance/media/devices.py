@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import math
@@ -265,7 +266,7 @@ class FramePacer:
             self._deadline = now
 
 
-class _PacedSource:
+class _PacedSource(abc.ABC):
     """Common part of the generated sources: pacing and the closed state."""
 
     def __init__(self, name: str) -> None:
@@ -273,8 +274,9 @@ class _PacedSource:
         self.closed = False
         self._pacer = FramePacer()
 
+    @abc.abstractmethod
     def _produce(self) -> Samples:
-        raise NotImplementedError
+        """The next frame's samples (called once per 20 ms)."""
 
     async def read_frame(self) -> Samples:
         """Wait for the next 20 ms frame and return it.
