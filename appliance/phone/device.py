@@ -244,6 +244,7 @@ class Device:
         if options:
             self._options = parse_options(options, self._options)
             self._apply_debug()
+        same_token = token == self._token
         self._token = token
         self._identity, self._wants_incoming = _token_grants(token)
         loop = asyncio.get_running_loop()
@@ -265,6 +266,9 @@ class Device:
             self._client.set_token(token)
         if self._wants_incoming:
             self._client.register()
+        if same_token and self._is_ready():
+            self._setup_waiter = None
+            return  # nothing new to tell the gateway: already set up
         try:
             error = await asyncio.wait_for(asyncio.shield(waiter), SETUP_WAIT_S)
         except TimeoutError:

@@ -855,3 +855,19 @@ async def test_setup_validates_new_options(exchange: ExchangeServer):
         assert device.status() == "offline"  # nothing was started
     finally:
         await device.destroy()
+
+
+async def test_setup_again_with_the_same_token_returns_at_once(
+    exchange: ExchangeServer,
+):
+    device = Device(signaling_url=exchange.url, local_addresses=["127.0.0.1"])
+    try:
+        token = make_token("alice")
+        await device.setup(token)
+        assert device.status() == "ready"
+        started = time.monotonic()
+        await device.setup(token)
+        assert time.monotonic() - started < 1.0
+        assert device.status() == "ready"
+    finally:
+        await device.destroy()
