@@ -50,12 +50,18 @@ def render_panel(panel: dict[str, dict[str, float]]) -> str:
         )
 
     trials = panel["key_to_tone"]["trials"]
+    card = (
+        row("key_to_card", "key press -> DTMF tone enters the virtual sound card", 20)
+        + "\n"
+        if "key_to_card" in panel
+        else ""
+    )
     return f"""
 ## Front panel ({trials} trials each, gpiozero mock pins)
 
 | path | p50 | p95 | max | target |
 |---|---|---|---|---|
-{row("key_to_tone", "key press -> first frame of the local DTMF tone", 20)}
+{card}{row("key_to_tone", "key press -> first frame of the local DTMF tone", 20)}
 {row("key_to_controller", "key press -> debounced key event at the controller", 20)}
 {row("invite_to_ringer", "exchange sends invite -> ringer LED on", 50)}
 {row("connect_to_ringer", "caller's connect() -> ringer LED on", 50)}
@@ -64,7 +70,10 @@ Key presses drive the mock column pin while the scan thread drives its row; a
 press counts after 5 ms of stable contact (`timing.press_debounce_ms`), a
 release after 20 ms. The tone is timed at the first non-silent frame written
 to the audio sink, through the panel, the controller, `device.audio.play_dtmf`
-and the output mixer (`bench/panel_bench.py`).
+and the output mixer, and (first row) when those samples enter the ring buffer
+of phone A's speaker on the virtual sound card through the ALSA backend
+(`bench/panel_bench.py`); what the card adds after that (playback pre-fill,
+PulseAudio) is measured in docs/audio.md.
 """
 
 

@@ -103,7 +103,9 @@ async def test_ring_and_call_on_two_cards_and_unplug_mid_call(rig, exchange, tmp
         await bob.audio.ringtone_devices.test()
         # Now talk on the hot-plugged card, then unplug it mid-call.
         await bob.audio.speaker_devices.set("alsa:Hot_spk")
-        await asyncio.sleep(0.8)
+        # A new PulseAudio stream can take over a second to start on a loaded
+        # machine (test-rig.md §2 gotcha 1); leave time for audio to arrive.
+        await asyncio.sleep(2.0 * FACTOR)
         os.environ["ALSA_CONFIG_PATH"] = base_path
         await wait_for(lambda: changes, 4.0)
         marks["unplugged"] = time.monotonic()
