@@ -96,6 +96,10 @@ CommandListener = Callable[[Command, float], None]
 #: Called with each new frame (after it was handed to the Display) and its view.
 FrameListener = Callable[[Image.Image, PanelView], None]
 
+#: Commands waiting for the engine; far more than a person can key in while
+#: one command runs.
+COMMAND_QUEUE_SIZE = 32
+
 _UI_KEYS = (
     "enabled",
     "pinmap",
@@ -251,7 +255,7 @@ class PanelController:
         self._address_map = dict(address_map or {})
         self._loop: asyncio.AbstractEventLoop | None = None
         self._call: Connection | None = None
-        self._commands: asyncio.Queue[Command] = asyncio.Queue()
+        self._commands: asyncio.Queue[Command] = asyncio.Queue(COMMAND_QUEUE_SIZE)
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._tasks = TaskSet(logger, "front panel")
@@ -446,7 +450,12 @@ class PanelController:
         elif isinstance(command, Setup):
             self._spawn(self._setup(), "panel-setup")
         else:
-            self._commands.put_nowait(command)
+            try:
+                self._commands.put_nowait(command)
+            except asyncio.QueueFull:
+                # Only if the engine is stuck (e.g. a Dial that never returns):
+                # a key pressed then is dropped rather than queued for later.
+                logger.warning("front panel busy; %s dropped", command)
 
     async def _run_commands(self) -> None:
         while True:
