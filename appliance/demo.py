@@ -24,7 +24,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 import wave
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance.errors import ApplianceError, TwilioError
+from appliance.exchange.process import start_exchange_process
 from appliance.media.levels import rms_dbfs
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
@@ -177,35 +177,6 @@ class _Cards:
         self.rig.stop()
 
 
-async def _start_exchange(
-    account: str, key: str, secret: str
-) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "appliance",
-        "exchange",
-        "--listen",
-        "127.0.0.1:0",
-        "--account-sid",
-        account,
-        "--api-key",
-        key,
-        "--api-secret",
-        secret,
-        "--log-level",
-        "WARNING",
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), STEP_TIMEOUT_S)
-    text = line.decode().strip()
-    if "ws://" not in text:
-        proc.kill()
-        raise ApplianceError(f"the exchange did not start: {text!r}")
-    return proc, text[text.index("ws://") :]
-
-
 def _watch(device: Device, who: str, timeline: Timeline) -> None:
     def say(what: str) -> Callable[..., None]:
         return lambda *_: timeline.add(who, what)
@@ -244,7 +215,7 @@ async def run_demo(out: Path) -> int:
     app = "AP" + secrets.token_hex(16)
     timeline = Timeline()
     print("Starting the local exchange and two phones (alice, bob)...", flush=True)
-    proc, url = await _start_exchange(account, key, secret)
+    proc, url = await start_exchange_process(account, key, secret)
     timeline.add("exch", f"listening on {url}")
     devices: dict[str, Device] = {}
     cards = _Cards.start(out)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import Device
+from appliance.exchange.process import start_exchange_process
 from appliance.tokens import create_access_token
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -55,26 +56,7 @@ class Credentials:
 
 
 async def start_exchange(creds: Credentials) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "appliance",
-        "exchange",
-        "--listen",
-        "127.0.0.1:0",
-        "--account-sid",
-        creds.account,
-        "--api-key",
-        creds.key,
-        "--api-secret",
-        creds.secret,
-        "--log-level",
-        "WARNING",
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
-    return proc, line[line.index("ws://") :].strip()
+    return await start_exchange_process(creds.account, creds.key, creds.secret)
 
 
 async def stop(proc: asyncio.subprocess.Process) -> None:

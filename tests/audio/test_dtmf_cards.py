@@ -13,7 +13,6 @@ Needs PulseAudio and the ALSA pulse plugin (the rig fixture fails otherwise).
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import numpy as np
@@ -22,28 +21,12 @@ import pytest
 from appliance import Device
 from appliance.media.dtmf_detect import detect_digits
 from appliance.phone.dtmf import duration
-from appliance.rig import VirtualCards, read_wav, timeout_factor
+from appliance.rig import read_wav, timeout_factor
+from tests.audio.conftest import wait_for
 from tests.conftest import make_token
 
 FACTOR = timeout_factor()
 DIGITS = "147*2580#369"
-
-
-@pytest.fixture(scope="module")
-def rig():
-    cards = VirtualCards(["A", "B"]).start()
-    try:
-        cards.install()
-        yield cards
-    finally:
-        cards.stop()
-
-
-async def wait_for(predicate, limit_s: float) -> None:
-    deadline = time.monotonic() + limit_s * FACTOR
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize("fake", [True, False], ids=["fake", "standard"])

@@ -12,16 +12,13 @@ without them the rig fixture fails with an install hint instead of skipping.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import numpy as np
-import pytest
 
 from appliance import Device
 from appliance.rig import (
     RATE,
-    VirtualCards,
     align,
     normalized_correlation,
     pesq_wb,
@@ -30,6 +27,7 @@ from appliance.rig import (
     timeout_factor,
     windowed_correlation,
 )
+from tests.audio.conftest import wait_for
 from tests.conftest import make_token
 
 FACTOR = timeout_factor()
@@ -44,23 +42,6 @@ MIN_PESQ_WB = 3.0
 MIN_CORRELATION = 0.7
 #: Unrelated speech correlates around 0.05-0.1 (test-rig.md §2).
 MAX_CROSSTALK = 0.3
-
-
-@pytest.fixture(scope="module")
-def rig():
-    cards = VirtualCards(["A", "B"]).start()
-    try:
-        cards.install()
-        yield cards
-    finally:
-        cards.stop()
-
-
-async def wait_for(predicate, limit_s: float) -> None:
-    deadline = time.monotonic() + limit_s * FACTOR
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 def quiet(device: Device) -> None:

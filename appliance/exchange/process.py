@@ -1,0 +1,55 @@
+"""Start the local exchange in its own process (the demo and the benchmarks).
+
+The child prints one line with its ``ws://`` URL once bound (``--listen
+127.0.0.1:0`` picks a free port); anything else means it failed to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from appliance.errors import ApplianceError
+
+__all__ = ["start_exchange_process"]
+
+
+async def start_exchange_process(
+    account_sid: str, api_key: str, api_secret: str, *, start_timeout_s: float = 15.0
+) -> tuple[asyncio.subprocess.Process, str]:
+    """Run ``appliance exchange`` on 127.0.0.1 with one API key.
+
+    Returns:
+        The process (terminate it when done) and its signaling URL.
+
+    Raises:
+        ApplianceError: it exited or printed something else instead of its URL.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "appliance",
+        "exchange",
+        "--listen",
+        "127.0.0.1:0",
+        "--account-sid",
+        account_sid,
+        "--api-key",
+        api_key,
+        "--api-secret",
+        api_secret,
+        "--log-level",
+        "WARNING",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), start_timeout_s)
+    except TimeoutError:
+        line = b""
+    text = line.decode(errors="replace").strip()
+    if "ws://" not in text:
+        proc.kill()
+        await proc.wait()
+        raise ApplianceError(f"the exchange did not start: {text!r}")
+    return proc, text[text.index("ws://") :]
