@@ -18,7 +18,6 @@ so.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance.errors import ApplianceError, TwilioError
-from appliance.exchange.process import start_exchange_process
+from appliance.exchange.process import start_exchange_process, stop_process
 from appliance.media.levels import rms_dbfs
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
@@ -258,9 +257,7 @@ async def run_demo(out: Path) -> int:
             await device.destroy()
         if cards is not None:
             cards.stop()
-        proc.terminate()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), 5.0)
+        await stop_process(proc)
 
 
 async def _script(

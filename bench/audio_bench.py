@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import call_bench  # the bench directory is not a package
 
+from appliance.exchange.process import stop_process
 from appliance.rig import (
     RATE,
     VirtualCards,
@@ -132,8 +133,7 @@ async def rig_loopback(rig: VirtualCards, work: Path) -> dict[str, Any]:
         await asyncio.to_thread(feeder.wait, 60)
         await asyncio.sleep(0.5)
     finally:
-        proc.terminate()
-        await proc.wait()
+        await stop_process(proc)
         rec.stop()
     data, _rate, channels = read_wav(work / "loop.wav")
     tap = data.reshape(-1, channels).astype(np.float64)
@@ -257,9 +257,7 @@ async def call_run(rig: VirtualCards, work: Path, seconds: float) -> dict[str, A
             await asyncio.wait_for(proc.wait(), 15)
     finally:
         for proc in phones.values():
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            await stop_process(proc, grace_s=0.0)
         for feeder in feeders:
             feeder.stop()
         rec.stop()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import Device
-from appliance.exchange.process import start_exchange_process
+from appliance.exchange.process import start_exchange_process, stop_process
 from appliance.tokens import create_access_token
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -60,9 +60,7 @@ async def start_exchange(creds: Credentials) -> tuple[asyncio.subprocess.Process
 
 
 async def stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 10)
+    await stop_process(proc, grace_s=10.0)
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -195,8 +193,7 @@ async def bench_cpu(seconds: float) -> dict[str, Any]:
             await asyncio.wait_for(proc.wait(), 15)
     finally:
         for proc in (alice, bob):
-            if proc.returncode is None:
-                proc.kill()
+            await stop_process(proc, grace_s=0.0)
         await stop(exchange)
     per_minute = {
         name: used[p.pid] * 60.0 / elapsed

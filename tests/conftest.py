@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from appliance.exchange.config import ExchangeConfig
+from appliance.exchange.process import stop_process
 from appliance.exchange.server import ExchangeServer
 from appliance.tokens import Keyring, create_access_token
 
@@ -152,13 +153,11 @@ async def start_exchange_process(port: int = 0, *extra: str) -> ExchangeProcess:
     try:
         line = await asyncio.wait_for(process.stdout.readline(), scaled(15))
     except TimeoutError:
-        process.kill()
-        await process.wait()
+        await stop_process(process, grace_s=0.0)
         raise AssertionError(f"exchange did not start: {''.join(stderr)}") from None
     text = line.decode().strip()
     if not text.startswith("exchange listening on ws://"):
-        process.kill()
-        await process.wait()
+        await stop_process(process, grace_s=0.0)
         await asyncio.gather(drain, return_exceptions=True)
         raise AssertionError(f"exchange failed: {text!r} {''.join(stderr)}")
     bound = int(text.rsplit(":", 1)[1].split("/", 1)[0])

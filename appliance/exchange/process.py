@@ -7,11 +7,12 @@ The child prints one line with its ``ws://`` URL once bound (``--listen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
 from appliance.errors import ApplianceError
 
-__all__ = ["start_exchange_process"]
+__all__ = ["start_exchange_process", "stop_process"]
 
 
 async def start_exchange_process(
@@ -49,7 +50,26 @@ async def start_exchange_process(
         line = b""
     text = line.decode(errors="replace").strip()
     if "ws://" not in text:
-        proc.kill()
-        await proc.wait()
+        await stop_process(proc, grace_s=0.0)
         raise ApplianceError(f"the exchange did not start: {text!r}")
     return proc, text[text.index("ws://") :]
+
+
+async def stop_process(
+    proc: asyncio.subprocess.Process, *, grace_s: float = 5.0
+) -> int:
+    """SIGTERM, then SIGKILL after ``grace_s``; returns the exit status.
+
+    A child that already exited is only reaped: once asyncio has seen it
+    exit, signalling it raises ProcessLookupError (and the PID may belong to
+    someone else by then), so ``returncode`` is checked first.
+    """
+    if proc.returncode is None and grace_s > 0:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(proc.wait(), grace_s)
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    return await proc.wait()

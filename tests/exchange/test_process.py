@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sys
+
 import pytest
 
 from appliance.errors import ApplianceError
-from appliance.exchange.process import start_exchange_process
+from appliance.exchange.process import start_exchange_process, stop_process
 from tests.conftest import ACCOUNT_SID, API_KEY, API_SECRET
 
 
@@ -22,3 +26,30 @@ async def test_starts_and_reports_its_url():
 async def test_bad_credentials_are_an_error_not_a_hang():
     with pytest.raises(ApplianceError, match="did not start"):
         await start_exchange_process("not-an-account", API_KEY, API_SECRET)
+
+
+async def test_stopping_a_process_that_already_exited_only_reaps_it():
+    # Once asyncio has reaped a child, signalling it raises ProcessLookupError;
+    # the exchange's own failure path hit exactly that when it exited early.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "raise SystemExit(3)"
+    )
+    assert await proc.wait() == 3
+    await asyncio.sleep(0.05)  # let the transport close its pipes as well
+    assert await stop_process(proc) == 3
+    assert await stop_process(proc, grace_s=0.0) == 3
+
+
+async def test_stop_process_kills_a_child_that_ignores_sigterm():
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('armed', flush=True)\n"
+        "time.sleep(60)",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert (await proc.stdout.readline()).strip() == b"armed"
+    assert await stop_process(proc, grace_s=0.2) == -signal.SIGKILL
