@@ -44,6 +44,18 @@ def scaled(seconds: float) -> float:
     return seconds * TIMEOUT_FACTOR
 
 
+async def wait_until(predicate: Callable[[], object], limit_s: float = 5.0) -> None:
+    """Poll ``predicate`` until true: pin levels, call states and files have no
+    event to await. Fails the test after ``limit_s`` (scaled for the machine).
+    """
+    try:
+        async with asyncio.timeout(scaled(limit_s)):
+            while not predicate():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"not true within {limit_s} s: {predicate}") from None
+
+
 def make_token(
     identity: str,
     *,

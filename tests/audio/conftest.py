@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,11 +20,3 @@ def rig() -> Iterator[VirtualCards]:
         yield cards
     finally:
         cards.stop()
-
-
-async def wait_for(predicate: Callable[[], bool], limit_s: float) -> None:
-    """Poll ``predicate`` (call states have no event to await) within a limit."""
-    deadline = time.monotonic() + limit_s * FACTOR
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)

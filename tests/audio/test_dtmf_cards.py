@@ -22,8 +22,7 @@ from appliance import Device
 from appliance.media.dtmf_detect import detect_digits
 from appliance.phone.dtmf import duration
 from appliance.rig import read_wav, timeout_factor
-from tests.audio.conftest import wait_for
-from tests.conftest import make_token
+from tests.conftest import make_token, wait_until
 
 FACTOR = timeout_factor()
 DIGITS = "147*2580#369"
@@ -54,13 +53,13 @@ async def test_local_feedback_digits(rig, exchange, tmp_path, fake):
         call = await asyncio.wait_for(incoming.get(), 5 * FACTOR)
         call.on("dtmf", received.append)
         await call.accept()
-        await wait_for(lambda: conn.status() == "open", 5.0)
+        await wait_until(lambda: conn.status() == "open", 5.0)
         await asyncio.sleep(0.5)
         conn.send_digits(DIGITS)
-        await wait_for(lambda: len(received) == len(DIGITS), duration(DIGITS) + 5)
+        await wait_until(lambda: len(received) == len(DIGITS), duration(DIGITS) + 5)
         await asyncio.sleep(0.5)  # the last tone through the sink's buffers
         await conn.disconnect()
-        await wait_for(lambda: call.status() == "closed", 5.0)
+        await wait_until(lambda: call.status() == "closed", 5.0)
     finally:
         await alice.destroy()
         await bob.destroy()

@@ -24,6 +24,7 @@ from appliance.media.audio import SAMPLE_RATE
 from appliance.media.devices import NullSink, open_sink
 from appliance.media.levels import rms_dbfs
 from appliance.phone.options import DeviceOptions, parse_options
+from tests.conftest import wait_until
 from tests.media.helpers import dominant_frequency, read_wav
 from tests.rig import timeout_factor
 
@@ -84,13 +85,6 @@ def write_wav(path: Path, samples: np.ndarray) -> Path:
 def tone(freq: float, seconds: float, amplitude: float = 0.3) -> np.ndarray:
     t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     return (amplitude * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
-
-
-async def wait_for(predicate, limit_s: float = 3.0) -> None:
-    deadline = time.monotonic() + limit_s * FACTOR
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 # ---------------------------------------------------------------- listing
@@ -195,8 +189,8 @@ async def test_disconnect_plays_only_after_an_answered_call(tmp_path):
     audio._call_opened(answered, outgoing=False)
     audio._call_ended(answered)
     device_id = f"file:{speaker}"
-    await wait_for(lambda: device_id in audio._mixers)
-    await wait_for(lambda: not audio._mixers[device_id].running)
+    await wait_until(lambda: device_id in audio._mixers)
+    await wait_until(lambda: not audio._mixers[device_id].running)
     samples, _rate, _ch = read_wav(speaker)
     assert 0.3 * SAMPLE_RATE < samples.size < 0.8 * SAMPLE_RATE
     assert rms_dbfs(samples) > -25
@@ -234,17 +228,17 @@ async def test_device_change_and_fallback_when_an_active_device_is_lost(tmp_path
     changes: list[list[AudioDeviceInfo]] = []
     audio.on("device_change", changes.append)
     audio.start()
-    await wait_for(lambda: audio._tracker is not None)
+    await wait_until(lambda: audio._tracker is not None)
     await audio.speaker_devices.set(["alsa:usb", "alsa:hat"])
     await audio.ringtone_devices.set("alsa:usb")
     sink = audio._call_sink()  # a call plays on both speakers
     assert set(sink.streams) == {"alsa:usb", "alsa:hat"}
 
     listing.ids.append("alsa:new")  # plugged in: a change, nothing lost
-    await wait_for(lambda: len(changes) == 1)
+    await wait_until(lambda: len(changes) == 1)
     assert changes[0] == []
     listing.ids.remove("alsa:usb")  # unplugged
-    await wait_for(lambda: len(changes) == 2)
+    await wait_until(lambda: len(changes) == 2)
     assert {d.device_id for d in changes[1]} == {"alsa:usb"}
     assert audio.speaker_devices.ids == ("alsa:hat",)
     assert audio.ringtone_devices.ids == ("default",)  # fell back
@@ -347,7 +341,7 @@ async def test_device_rings_then_fires_incoming_and_plays_dtmf_feedback(
         call.send_digits("5")
         await asyncio.sleep(0.6)
         await conn.disconnect()
-        await wait_for(lambda: call.status() == "closed")
+        await wait_until(lambda: call.status() == "closed")
     finally:
         await alice.destroy()
         await bob.destroy()

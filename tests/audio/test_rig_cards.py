@@ -16,7 +16,7 @@ import pytest
 
 from appliance import Device
 from appliance.media.audio import SAMPLE_RATE
-from tests.conftest import make_token
+from tests.conftest import make_token, wait_until
 from tests.media.helpers import read_wav
 from tests.rig import VirtualCards, timeout_factor
 
@@ -40,13 +40,6 @@ def band_level(samples: np.ndarray, hz: float, width: float = 25.0) -> float:
     band = spectrum.copy()
     band[np.abs(freqs - hz) > width] = 0
     return float(np.sqrt(np.mean(np.fft.irfft(band, samples.size) ** 2)))
-
-
-async def wait_for(predicate, limit_s: float) -> None:
-    deadline = time.monotonic() + limit_s * FACTOR
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 async def test_ring_and_call_on_two_cards_and_unplug_mid_call(rig, exchange, tmp_path):
@@ -81,7 +74,7 @@ async def test_ring_and_call_on_two_cards_and_unplug_mid_call(rig, exchange, tmp
         await alice.setup(make_token("alice"))
         await bob.setup(make_token("bob"))
         # The first listing runs in a worker thread right after setup().
-        await wait_for(
+        await wait_until(
             lambda: "alsa:Hot_spk" in bob.audio.available_output_devices, 3.0
         )
         outputs = bob.audio.available_output_devices
@@ -107,12 +100,12 @@ async def test_ring_and_call_on_two_cards_and_unplug_mid_call(rig, exchange, tmp
         # machine (test-rig.md §2 gotcha 1); leave time for audio to arrive.
         await asyncio.sleep(2.0 * FACTOR)
         os.environ["ALSA_CONFIG_PATH"] = base_path
-        await wait_for(lambda: changes, 4.0)
+        await wait_until(lambda: changes, 4.0)
         marks["unplugged"] = time.monotonic()
         await asyncio.sleep(1.0)
         assert call.status() == "open" and conn.status() == "open"
         await conn.disconnect()
-        await wait_for(lambda: call.status() == "closed", 5.0)
+        await wait_until(lambda: call.status() == "closed", 5.0)
     finally:
         os.environ["ALSA_CONFIG_PATH"] = base_path
         await alice.destroy()

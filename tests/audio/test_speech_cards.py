@@ -27,8 +27,7 @@ from appliance.rig import (
     timeout_factor,
     windowed_correlation,
 )
-from tests.audio.conftest import wait_for
-from tests.conftest import make_token
+from tests.conftest import make_token, wait_until
 
 FACTOR = timeout_factor()
 SENTENCES = {
@@ -78,7 +77,7 @@ async def test_speech_both_ways_at_once(rig, exchange, tmp_path):
         conn = await phones["A"].connect({"To": "phoneB"})
         call = await asyncio.wait_for(incoming.get(), 5 * FACTOR)
         await call.accept()
-        await wait_for(lambda: conn.status() == "open", 5.0)
+        await wait_until(lambda: conn.status() == "open", 5.0)
         await asyncio.sleep(1.0)  # media flowing, devices open
         feeders = [rig.feed(n, tmp_path / f"say{n}.wav") for n in "AB"]
         limit = (max(s.size for s in said.values()) / RATE + 10) * FACTOR
@@ -87,7 +86,7 @@ async def test_speech_both_ways_at_once(rig, exchange, tmp_path):
         await asyncio.sleep(1.5)  # the tail through the codec and buffers
         assert call.status() == "open" and conn.status() == "open"
         await conn.disconnect()
-        await wait_for(lambda: call.status() == "closed", 5.0)
+        await wait_until(lambda: call.status() == "closed", 5.0)
     finally:
         for phone in phones.values():
             await phone.destroy()

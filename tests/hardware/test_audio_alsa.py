@@ -29,6 +29,7 @@ from appliance.hardware.audio_alsa import (
     pcm_label,
 )
 from appliance.media.audio import FRAME_SAMPLES, SAMPLE_RATE
+from tests.conftest import wait_until
 from tests.rig import VirtualCards, timeout_factor
 
 FACTOR = timeout_factor()
@@ -346,21 +347,14 @@ async def test_card_monitor_sees_a_pcm_appear_and_go(rig, tmp_path):
         await asyncio.sleep(0.2)
         assert changes == []
         os.environ["ALSA_CONFIG_PATH"] = f"{base}:{extra}"  # the card appears
-        await _wait_for(lambda: len(changes) == 1)
+        await wait_until(lambda: len(changes) == 1)
         os.environ["ALSA_CONFIG_PATH"] = base  # and goes away
-        await _wait_for(lambda: len(changes) == 2)
+        await wait_until(lambda: len(changes) == 2)
     finally:
         os.environ["ALSA_CONFIG_PATH"] = base
         await monitor.stop()
     assert changes[0].added_ids == {"alsa:Hotplug_mic"} and not changes[0].removed
     assert changes[1].removed_ids == {"alsa:Hotplug_mic"} and not changes[1].added
-
-
-async def _wait_for(predicate, limit_s=2.0):
-    deadline = time.monotonic() + limit_s * FACTOR
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 async def test_tap_rig_measures_passthrough_latency_on_one_clock(tmp_path):

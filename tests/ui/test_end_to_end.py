@@ -15,8 +15,8 @@ import asyncio
 from appliance.cadence import tones_for
 from appliance.exchange.server import ExchangeServer
 from appliance.ui.panel import Panel, PanelState, Screen
-from tests.conftest import scaled
-from tests.ui.test_controller import durations, panel_phone, transitions, wait_until
+from tests.conftest import scaled, wait_until
+from tests.ui.test_controller import durations, panel_phone, transitions
 
 
 async def test_keypad_call_between_two_panels(exchange: ExchangeServer) -> None:
