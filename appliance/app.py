@@ -187,6 +187,7 @@ async def _open_front_panel(
     from appliance.hardware.gpio import FrontPanelIO
     from appliance.hardware.pinmap import load_pinmap
     from appliance.ui.controller import PanelController, parse_ui_config
+    from appliance.ui.settings import PanelSettings
 
     ui = parse_ui_config(config.ui_raw)
     if not ui.enabled:
@@ -208,8 +209,15 @@ async def _open_front_panel(
         logger.error("OLED disabled: %s", exc)
     else:
         display = await stack.enter_async_context(Display(oled, max_fps=ui.max_fps))
+    settings = PanelSettings(ui.state_file or None)
+    volume = await asyncio.to_thread(settings.load_volume)
     controller = PanelController(
-        device, ui.make_panel(), io=io, display=display, token=token
+        device,
+        ui.make_panel(volume),
+        io=io,
+        display=display,
+        token=token,
+        settings=settings,
     )
     await stack.enter_async_context(controller)
     logger.info("front panel %r started", pinmap.name)

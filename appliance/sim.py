@@ -335,6 +335,14 @@ def sample_views(now: float = 1000.0) -> dict[str, PanelView]:
             call_started_at=now - 83.0,
             muted=True,
         ),
+        "in_call_volume": replace(
+            bar,
+            screen=Screen.IN_CALL,
+            remote="client:bob",
+            call_started_at=now - 83.0,
+            volume_role="speaker",
+            volume_level=7,
+        ),
         "error": replace(
             bar,
             screen=Screen.ERROR,

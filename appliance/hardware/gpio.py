@@ -159,8 +159,16 @@ PanelEvent = (
 )
 
 
+def _is_buzzer(device: Any) -> bool:
+    return isinstance(device, Buzzer | TonalBuzzer)
+
+
 class _Lamp:
-    """One or more outputs that show the same cadence."""
+    """One or more outputs that show the same cadence.
+
+    With ``audible`` off the buzzers stay silent and only the lamps follow
+    (the ringer turned off with Vol-).
+    """
 
     def __init__(
         self, devices: list[Any], level: float = 1.0, tone_hz: float | None = None
@@ -168,20 +176,30 @@ class _Lamp:
         self._devices = devices
         self._level = level
         self._tone_hz = tone_hz
+        self._audible = True
 
     def set(self, on: bool) -> None:
         for device in self._devices:
-            if isinstance(device, PWMLED):
-                device.value = self._level if on else 0.0
-            elif isinstance(device, TonalBuzzer):
-                if on and self._tone_hz is not None:
-                    device.play(Tone(frequency=self._tone_hz))
-                else:
-                    device.stop()
-            elif on:
-                device.on()
+            self._drive(device, on and (self._audible or not _is_buzzer(device)))
+
+    def set_audible(self, audible: bool) -> None:
+        self._audible = audible
+        if not audible:  # silence a buzzer that is sounding right now
+            for device in filter(_is_buzzer, self._devices):
+                self._drive(device, False)
+
+    def _drive(self, device: Any, on: bool) -> None:
+        if isinstance(device, PWMLED):
+            device.value = self._level if on else 0.0
+        elif isinstance(device, TonalBuzzer):
+            if on and self._tone_hz is not None:
+                device.play(Tone(frequency=self._tone_hz))
             else:
-                device.off()
+                device.stop()
+        elif on:
+            device.on()
+        else:
+            device.off()
 
 
 class FrontPanelIO:
@@ -476,6 +494,14 @@ class FrontPanelIO:
         caller may set it after every state change without restarting it.
         """
         self._set_pattern("ringer", self._ringer, pattern)
+
+    def set_ringer_audible(self, audible: bool) -> None:
+        """Let the buzzer sound with the ringer (default), or keep it silent.
+
+        The ringer LED flashes either way. Takes effect at once, mid-ring too.
+        """
+        if not self._closed:
+            self._ringer.set_audible(audible)
 
     def set_status_led(self, mode: StatusMode | str) -> None:
         """Set the status LED: ``"off"``, ``"steady"``, ``"slow"`` or ``"fast"``.

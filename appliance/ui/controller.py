@@ -11,7 +11,9 @@ commands between it and the world, all on the event loop:
   one worker task: a Hangup typed while a Dial is still creating its offer
   waits for that Dial and then ends the call it placed. Setup runs in its own
   task because :meth:`Device.setup` may wait seconds for an unreachable gateway.
-  Local key feedback (:class:`PlayLocalDtmf`) is played at once, not queued.
+  Local key feedback (:class:`PlayLocalDtmf`) and volume changes
+  (:class:`SetVolume`) take effect at once, not queued; volume levels are
+  saved to the settings file a second after the last press, off the loop.
 * **Outputs.** After every input the ringer and status LED patterns are set
   (FrontPanelIO ignores a pattern that is already running) and the screen is
   rendered; a frame that differs from the last one goes to the
@@ -63,7 +65,6 @@ from appliance.tasks import TaskSet
 from appliance.ui.panel import (
     DTMF_KEYS,
     Accept,
-    ChangeVolume,
     Command,
     Dial,
     Hangup,
@@ -78,8 +79,11 @@ from appliance.ui.panel import (
     SendDigits,
     SetMute,
     Setup,
+    SetVolume,
+    volume_gain,
 )
 from appliance.ui.screens import render
+from appliance.ui.settings import PanelSettings
 
 __all__ = [
     "CommandListener",
@@ -96,6 +100,10 @@ CommandListener = Callable[[Command, float], None]
 #: Called with each new frame (after it was handed to the Display) and its view.
 FrameListener = Callable[[Image.Image, PanelView], None]
 
+#: Volume levels are saved this long after the last press (a run of presses
+#: is one write to the SD card).
+SETTINGS_SAVE_DELAY_S = 1.0
+
 #: Commands waiting for the engine; far more than a person can key in while
 #: one command runs.
 COMMAND_QUEUE_SIZE = 32
@@ -111,6 +119,7 @@ _UI_KEYS = (
     "ignore_after_rings",
     "max_dial_length",
     "error_display_s",
+    "state_file",
 )
 _PIN_FACTORIES = ("lgpio", "rpigpio", "native", "mock")
 
@@ -130,6 +139,8 @@ class UiConfig:
         directory: dial code -> client name.
         ignore_after_rings / max_dial_length / error_display_s: see
             :class:`~appliance.ui.panel.Panel`.
+        state_file: where the panel keeps the user's volume levels
+            (:class:`~appliance.ui.settings.PanelSettings`); "" keeps none.
     """
 
     enabled: bool = False
@@ -142,9 +153,10 @@ class UiConfig:
     ignore_after_rings: int | None = None
     max_dial_length: int = 20
     error_display_s: float = 4.0
+    state_file: str = ""
 
-    def make_panel(self) -> Panel:
-        """Build the Panel these settings describe.
+    def make_panel(self, volume: Mapping[str, int] | None = None) -> Panel:
+        """Build the Panel these settings describe, at the saved ``volume``.
 
         Raises:
             ConfigError: an invalid directory entry or option.
@@ -155,6 +167,7 @@ class UiConfig:
             max_dial_length=self.max_dial_length,
             ignore_after_rings=self.ignore_after_rings,
             error_display_s=self.error_display_s,
+            volume=volume,
         )
 
 
@@ -206,6 +219,7 @@ def parse_ui_config(raw: Mapping[str, Any]) -> UiConfig:
         ignore_after_rings=rings or None,
         max_dial_length=typed("max_dial_length", int, 20),
         error_display_s=float(typed("error_display_s", (int, float), 4.0)),
+        state_file=typed("state_file", str, ""),
     )
     config.make_panel()  # validates the directory, cadence country and limits
     return config
@@ -233,6 +247,8 @@ class PanelController:
         address_map: rewrites a dial target before it becomes ``{"To": ...}``
             (the simulator maps ``client:echo`` to the local exchange's
             ``echo`` destination).
+        settings: where volume changes are saved (the Panel was built with
+            what it holds), or ``None``.
 
     Use ``async with`` (or :meth:`start` / :meth:`aclose`) on the running loop.
     """
@@ -246,6 +262,7 @@ class PanelController:
         display: Display | None = None,
         token: Callable[[], str] | None = None,
         address_map: Mapping[str, str] | None = None,
+        settings: PanelSettings | None = None,
     ) -> None:
         self._device = device
         self._panel = panel
@@ -253,6 +270,9 @@ class PanelController:
         self._display = display
         self._token = token
         self._address_map = dict(address_map or {})
+        self._settings = settings
+        self._save_wanted = asyncio.Event()
+        self._unsaved = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._call: Connection | None = None
         self._commands: asyncio.Queue[Command] = asyncio.Queue(COMMAND_QUEUE_SIZE)
@@ -315,6 +335,10 @@ class PanelController:
             self._spawn(self._pump_inputs(), "panel-inputs")
         self._spawn(self._run_commands(), "panel-commands")
         self._spawn(self._run_timer(), "panel-timer")
+        if self._settings is not None:
+            self._spawn(self._run_saver(), "panel-settings")
+        for role, level in self._panel.volume_levels().items():
+            self._apply_volume(SetVolume(role, level, volume_gain(level)))
         self._after_input()
 
     async def aclose(self) -> None:
@@ -326,6 +350,8 @@ class PanelController:
             self._device.off(name, handler)
         self._handlers.clear()
         await self._tasks.close()
+        if self._unsaved:
+            await self._save_settings()  # a press just before shutdown is kept
 
     async def __aenter__(self) -> PanelController:
         self.start()
@@ -447,6 +473,10 @@ class PanelController:
             listener(command, now)
         if isinstance(command, PlayLocalDtmf):
             self._play_local(command.digit)
+        elif isinstance(command, SetVolume):
+            self._apply_volume(command)
+            self._unsaved = True
+            self._save_wanted.set()
         elif isinstance(command, Setup):
             self._spawn(self._setup(), "panel-setup")
         else:
@@ -503,9 +533,6 @@ class PanelController:
             call.send_digits(command.digits)
         elif isinstance(command, SetMute):
             call.mute(command.muted)
-        elif isinstance(command, ChangeVolume):
-            # No output volume control in the engine yet: accepted and logged.
-            logger.info("volume %+d requested (no mixer control)", command.delta)
 
     async def _setup(self) -> None:
         try:
@@ -516,6 +543,33 @@ class PanelController:
             logger.warning("front panel setup failed: %s", exc)
             self._panel.error(*_error_fields(exc), self._now())
             self._after_input()
+
+    def _apply_volume(self, command: SetVolume) -> None:
+        audio = self._device.audio
+        speaker = command.role == "speaker"
+        collection = audio.speaker_devices if speaker else audio.ringtone_devices
+        # Within the collection's 0..4 range by construction (+6 dB at most).
+        collection.volume = command.gain
+        if not speaker and self._io is not None:
+            self._io.set_ringer_audible(command.level > 0)
+        logger.info("%s volume level %d", command.role, command.level)
+
+    async def _run_saver(self) -> None:
+        while True:
+            await self._save_wanted.wait()
+            await asyncio.sleep(SETTINGS_SAVE_DELAY_S)
+            self._save_wanted.clear()
+            await self._save_settings()
+
+    async def _save_settings(self) -> None:
+        assert self._settings is not None
+        self._unsaved = False
+        levels = self._panel.volume_levels()
+        try:
+            await asyncio.to_thread(self._settings.save_volume, levels)
+        except OSError as exc:
+            # Read-only or full SD card: the volume still works until reboot.
+            logger.warning("volume not saved to %s: %s", self._settings.path, exc)
 
     def _play_local(self, digit: str) -> None:
         try:

@@ -37,8 +37,10 @@ from appliance.errors import ConfigError
 
 __all__ = [
     "DTMF_KEYS",
+    "VOLUME_DEFAULT_LEVEL",
+    "VOLUME_LEVELS",
+    "VOLUME_ROLES",
     "Accept",
-    "ChangeVolume",
     "Command",
     "Dial",
     "Hangup",
@@ -52,12 +54,26 @@ __all__ = [
     "Screen",
     "SendDigits",
     "SetMute",
+    "SetVolume",
     "Setup",
     "StatusLed",
+    "volume_gain",
 ]
 
 #: Keys of the 4x3 keypad, which are also the DTMF digits we send.
 DTMF_KEYS = frozenset("0123456789*#")
+
+#: Volume steps of the Vol+/Vol- buttons: level 0 to 8, 3 dB apart, level 6
+#: plays sounds as they are (0 dB), 8 is +6 dB. Ringer level 0 is a silent
+#: ring (the LED still flashes); a call never goes below level 1 (-15 dB) from
+#: the buttons, so that it cannot be mistaken for a dead line.
+VOLUME_LEVELS = 8
+#: The audio roles the buttons set (Device.audio's speaker and ringtone devices).
+VOLUME_ROLES = ("speaker", "ringtone")
+VOLUME_DEFAULT_LEVEL = 6
+_VOLUME_STEP_DB = 3.0
+#: How long the volume bar stays on screen after the last press.
+_VOLUME_SHOW_S = 2.0
 
 # A directory code is what can be typed on the keypad (no '#': it dials).
 _CODE_RE = re.compile(r"[0-9*]{1,32}")
@@ -173,10 +189,22 @@ class PlayLocalDtmf:
 
 
 @dataclass(frozen=True)
-class ChangeVolume:
-    """Change the output volume by ``delta`` steps."""
+class SetVolume:
+    """Set the gain of ``role`` (``speaker`` or ``ringtone``) to ``level``.
 
-    delta: int
+    ``gain`` is the linear factor for the audio mixer (0.0 = silent).
+    """
+
+    role: str
+    level: int
+    gain: float
+
+
+def volume_gain(level: int) -> float:
+    """The linear gain of a volume level (0 is silent, then 3 dB steps)."""
+    if level <= 0:
+        return 0.0
+    return float(10 ** ((level - VOLUME_DEFAULT_LEVEL) * _VOLUME_STEP_DB / 20))
 
 
 Command = (
@@ -189,7 +217,7 @@ Command = (
     | SendDigits
     | SetMute
     | PlayLocalDtmf
-    | ChangeVolume
+    | SetVolume
 )
 
 
@@ -213,6 +241,8 @@ class PanelView:
         error_code / error_message: the error being shown.
         next_retry_at: when the engine retries registration, if known.
         setup_requested: whether Ready has been pressed at least once.
+        volume_role: the role whose volume bar is shown ("" = none).
+        volume_level: that role's level, 0..VOLUME_LEVELS.
         provisioning_code / update_progress / update_version: placeholders.
     """
 
@@ -232,6 +262,8 @@ class PanelView:
     error_message: str = ""
     next_retry_at: float | None = None
     setup_requested: bool = False
+    volume_role: str = ""
+    volume_level: int = 0
     provisioning_code: str = ""
     update_progress: float | None = None
     update_version: str = ""
@@ -270,6 +302,8 @@ class Panel:
         max_dial_length: longest dial string; further digits are ignored.
         ignore_after_rings: emit :class:`Ignore` after this many rings.
         error_display_s: how long an error stays on screen.
+        volume: starting level per role (``speaker``, ``ringtone``), e.g. as
+            saved by the controller; missing roles start at the default.
 
     Raises:
         ConfigError: invalid directory entry or option (the key names it).
@@ -284,6 +318,7 @@ class Panel:
         max_dial_length: int = 20,
         ignore_after_rings: int | None = None,
         error_display_s: float = 4.0,
+        volume: Mapping[str, int] | None = None,
     ) -> None:
         self._directory = dict(directory or {})
         for code, name in self._directory.items():
@@ -303,6 +338,15 @@ class Panel:
         self._max_dial = max_dial_length
         self._ignore_after = ignore_after_rings
         self._error_display_s = error_display_s
+        self._volume = dict.fromkeys(VOLUME_ROLES, VOLUME_DEFAULT_LEVEL)
+        for role, level in (volume or {}).items():
+            if role not in self._volume:
+                raise ConfigError(f"volume.{role}", "must be speaker or ringtone")
+            if isinstance(level, bool) or not isinstance(level, int):
+                raise ConfigError(f"volume.{role}", f"not a level: {level!r}")
+            self._volume[role] = min(max(level, _min_level(role)), VOLUME_LEVELS)
+        self._volume_shown: str = ""
+        self._volume_until = 0.0
 
         self._state = PanelState.OFFLINE
         self._now = 0.0
@@ -345,7 +389,13 @@ class Panel:
             error_message=self._error[1] if self._error else "",
             next_retry_at=self._next_retry_at,
             setup_requested=self._setup_requested,
+            volume_role=self._volume_shown,
+            volume_level=self._volume.get(self._volume_shown, 0),
         )
+
+    def volume_levels(self) -> dict[str, int]:
+        """Return the current level of each role (to save, or to apply)."""
+        return dict(self._volume)
 
     def ringer_pattern(self) -> Cadence | None:
         """Return the ringer cadence while an incoming call rings, else ``None``."""
@@ -372,15 +422,20 @@ class Panel:
 
     def next_deadline(self) -> float | None:
         """Return when :meth:`tick` must be called, or ``None``."""
+        deadlines: list[float] = []
+        if self._volume_shown:
+            deadlines.append(self._volume_until)
         if self._state is PanelState.ERROR:
-            return self._error_until
-        if (
+            deadlines.append(self._error_until)
+        elif (
             self._state is PanelState.RINGING
             and self._ignore_after is not None
             and self._call is not None
         ):
-            return self._call.ring_started_at + self._ignore_after * self._ring.period_s
-        return None
+            deadlines.append(
+                self._call.ring_started_at + self._ignore_after * self._ring.period_s
+            )
+        return min(deadlines, default=None)
 
     # --- user input ---------------------------------------------------------
 
@@ -408,16 +463,17 @@ class Panel:
         name = PanelButton(button)
         self._now = now
         if name is PanelButton.VOL_UP or name is PanelButton.VOL_DOWN:
-            # Volume works in every state (ringer volume when idle).
-            self._commands.append(ChangeVolume(1 if name is PanelButton.VOL_UP else -1))
+            self._change_volume(1 if name is PanelButton.VOL_UP else -1, now)
             return
         handler = _BUTTON_TABLE.get((self._state, name))
         if handler is not None:
             handler(self, name, now)
 
     def tick(self, now: float) -> None:
-        """Advance time: end the error display, auto-ignore a ringing call."""
+        """Advance time: end the error display and the volume bar, auto-ignore."""
         self._now = now
+        if self._volume_shown and now >= self._volume_until:
+            self._volume_shown = ""
         if self._state is PanelState.ERROR and now >= self._error_until:
             self._error = None
             self._resume()
@@ -608,6 +664,21 @@ class Panel:
 
     # --- helpers ------------------------------------------------------------
 
+    def _change_volume(self, delta: int, now: float) -> None:
+        # Like a desk phone: the keys set the handset/speaker volume while a
+        # call is up (ringback included) and the ringer volume otherwise.
+        call_audio = self._call is not None and (
+            self._state in (PanelState.CALLING, PanelState.IN_CALL)
+            or self._call.started_at is not None
+        )
+        role = "speaker" if call_audio else "ringtone"
+        level = min(max(self._volume[role] + delta, _min_level(role)), VOLUME_LEVELS)
+        self._volume_shown = role
+        self._volume_until = now + _VOLUME_SHOW_S
+        if level != self._volume[role]:
+            self._volume[role] = level
+            self._commands.append(SetVolume(role, level, volume_gain(level)))
+
     def _call_gone(self) -> None:
         if self._state is PanelState.ERROR:
             self._call = None
@@ -628,6 +699,10 @@ class Panel:
         else:
             self._call = None
             self._state = PanelState.IDLE if self._registered else PanelState.OFFLINE
+
+
+def _min_level(role: str) -> int:
+    return 0 if role == "ringtone" else 1
 
 
 _S = PanelState

@@ -11,7 +11,8 @@ same pixels everywhere, so the golden images in ``tests/reference`` stay valid
 on the Pi and in CI. Large text is the same font scaled 2x (nearest neighbour).
 
 Layout: a status bar (identity, registration dot, network bars) on rows 0-9,
-a rule on row 10, and the screen body below it.
+a rule on row 10, and the screen body below it. After a Vol+/Vol- press a
+volume box covers the bottom of the body for two seconds.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from functools import cache
 
 from PIL import Image, ImageDraw, ImageFont
 
-from appliance.ui.panel import PanelView, Screen
+from appliance.ui.panel import VOLUME_LEVELS, PanelView, Screen
 
 __all__ = ["HEIGHT", "WIDTH", "format_duration", "render"]
 
@@ -239,6 +240,28 @@ def _updating(image: Image.Image, draw: _Draw, view: PanelView) -> None:
     _center(draw, 50, f"{round(progress * 100)}%  do not unplug")
 
 
+def _volume_box(draw: _Draw, view: PanelView) -> None:
+    """Which volume, and its level as rising bars (the rest as outlines)."""
+    top = 40
+    draw.rectangle((0, top, WIDTH - 1, HEIGHT - 1), outline=1, fill=0)
+    ringer = view.volume_role == "ringtone"
+    if ringer and view.volume_level == 0:
+        label = "Ringer off"
+    else:
+        label = "Ringer volume" if ringer else "Call volume"
+    _text(draw, 4, top, label)
+    gap = 2
+    width = (WIDTH - 8 - gap * (VOLUME_LEVELS - 1)) // VOLUME_LEVELS
+    bottom = HEIGHT - 3
+    for i in range(VOLUME_LEVELS):
+        x = 4 + i * (width + gap)
+        box = (x, bottom - 2 - i, x + width - 1, bottom)
+        if i < view.volume_level:
+            draw.rectangle(box, fill=1)
+        else:
+            draw.rectangle(box, outline=1)
+
+
 _Renderer = Callable[[Image.Image, _Draw, PanelView], None]
 
 _SCREENS: dict[Screen, _Renderer] = {
@@ -261,4 +284,6 @@ def render(view: PanelView) -> Image.Image:
     draw = ImageDraw.Draw(image)
     _status_bar(draw, view)
     _SCREENS[view.screen](image, draw, view)
+    if view.volume_role:
+        _volume_box(draw, view)
     return image

@@ -179,6 +179,25 @@ async def test_ring_on_ringtone_file_while_call_audio_on_speaker_file(tmp_path):
     assert spectrum[np.abs(freqs - 460) < 30].max() < 0.01 * spectrum.max()
 
 
+async def test_role_volume_scales_a_ring_that_is_already_playing(tmp_path):
+    ring_wav = tmp_path / "ring.wav"
+    _host, audio = helper_for(tmp_path)
+    await audio.ringtone_devices.set(f"file:{ring_wav}")
+    call = object()
+    await audio._ring(call)
+    await asyncio.sleep(0.8)
+    audio.ringtone_devices.volume = 0.5  # the front panel's Vol- during a ring
+    await asyncio.sleep(0.8)
+    audio._stop_ring(call)
+    await audio.close()
+    ring, _rate, _ch = read_wav(ring_wav)
+    loud = rms_dbfs(ring[int(0.1 * SAMPLE_RATE) : int(0.6 * SAMPLE_RATE)])
+    quiet = rms_dbfs(ring[int(1.0 * SAMPLE_RATE) : int(1.5 * SAMPLE_RATE)])
+    assert loud - quiet == pytest.approx(20 * np.log10(2), abs=0.5)
+    with pytest.raises(InvalidArgumentError):
+        audio.speaker_devices.volume = 5.0
+
+
 async def test_disconnect_plays_only_after_an_answered_call(tmp_path):
     speaker = tmp_path / "speaker.wav"
     _host, audio = helper_for(tmp_path, output_device=f"file:{speaker}")

@@ -263,6 +263,23 @@ async def test_tonal_buzzer_sounds_the_ring_pitch_with_the_cadence(factory, matr
         assert pin.frequency is None
 
 
+async def test_a_silenced_ringer_flashes_without_sound(factory, matrix):
+    async with FrontPanelIO(PINMAP, pin_factory=factory) as io:
+        buzzer = factory.pin(PINMAP.outputs.buzzer)
+        led = factory.pin(PINMAP.outputs.ringer)
+        io.set_ringer(Cadence((300, 100)))
+        await asyncio.sleep(0.1)
+        assert buzzer.state and led.state
+        io.set_ringer_audible(False)  # Vol- down to "ringer off", mid-ring
+        assert not buzzer.state and led.state
+        await asyncio.sleep(0.4)  # through the next "on" part
+        assert not buzzer.state and led.state
+        io.set_ringer_audible(True)
+        await asyncio.sleep(0.4)
+        assert buzzer.state and led.state
+        io.set_ringer(None)
+
+
 def test_buzzer_tone_outside_the_tonal_range_is_rejected():
     from appliance.errors import ConfigError
     from appliance.hardware.pinmap import parse_pinmap

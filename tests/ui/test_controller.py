@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,16 @@ from appliance.phone.connection import Connection
 from appliance.phone.device import Device
 from appliance.sim import MockPanelHardware
 from appliance.ui.controller import PanelController, parse_ui_config
-from appliance.ui.panel import Panel, PanelState, Screen
+from appliance.ui.panel import (
+    VOLUME_DEFAULT_LEVEL,
+    Panel,
+    PanelState,
+    Screen,
+    volume_gain,
+)
 from appliance.ui.screens import render
-from tests.conftest import make_token, scaled
+from appliance.ui.settings import PanelSettings
+from tests.conftest import make_token, scaled, wait_until
 
 HW = Path(__file__).resolve().parents[2] / "hw"
 #: The reference build with a short hold time, so a held Hangup takes 0.15 s.
@@ -89,6 +96,7 @@ async def panel_phone(
     panel: Panel,
     *,
     press_ready: bool = True,
+    settings: PanelSettings | None = None,
     **device_options: Any,
 ) -> AsyncIterator[PanelPhone]:
     """A PanelPhone registered as ``identity`` (Ready pressed on the panel)."""
@@ -113,7 +121,12 @@ async def panel_phone(
         )
         token = make_token(identity)
         controller = PanelController(
-            device, panel, io=io, display=display, token=lambda: token
+            device,
+            panel,
+            io=io,
+            display=display,
+            token=lambda: token,
+            settings=settings,
         )
         phone = PanelPhone(identity, device, hw, io, display, controller, stack)
         controller.command_listeners.append(
@@ -143,13 +156,6 @@ def transitions(pin: Any) -> list[tuple[float, bool]]:
 def durations(history: list[tuple[float, bool]]) -> list[tuple[bool, float]]:
     """(lit, seconds) of each complete segment of a history."""
     return [(a[1], b[0] - a[0]) for a, b in itertools.pairwise(history)]
-
-
-async def wait_until(predicate: Callable[[], bool], limit: float = 5.0) -> None:
-    """Poll ``predicate``: pin levels and engine flags have no event to await."""
-    async with asyncio.timeout(scaled(limit)):
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
 
 # ------------------------------------------------------------------- tests
@@ -337,6 +343,57 @@ async def test_call_timer_redraws_every_second(exchange: ExchangeServer) -> None
             await phone.screen_shows_view()
         finally:
             await callee.destroy()
+
+
+async def test_volume_buttons_set_the_gain_and_the_phone_keeps_it(
+    exchange: ExchangeServer, tmp_path: Path
+) -> None:
+    settings = PanelSettings(tmp_path / "state" / "panel.json")
+    async with panel_phone(exchange, "alice", Panel(), settings=settings) as alice:
+        audio = alice.device.audio
+        assert audio.ringtone_devices.volume == 1.0
+        await alice.hw.tap_button("vol_down")
+        await alice.hw.tap_button("vol_down")
+        quieter = volume_gain(VOLUME_DEFAULT_LEVEL - 2)
+        await wait_until(lambda: audio.ringtone_devices.volume == quieter)
+        assert audio.speaker_devices.volume == 1.0  # idle: the ringer only
+        view = alice.panel.view()
+        assert (view.volume_role, view.volume_level) == ("ringtone", 4)
+        await alice.screen_shows_view()
+        # One write for the run of presses, a second after the last one.
+        await wait_until(settings.path.exists, 5.0)
+        assert settings.load_volume() == {"speaker": 6, "ringtone": 4}
+        await wait_until(lambda: not alice.panel.view().volume_role, 5.0)
+        await alice.screen_shows_view()
+    # A press just before shutdown is kept too.
+    panel = Panel(volume=settings.load_volume())
+    async with panel_phone(exchange, "alice", panel, settings=settings) as again:
+        audio = again.device.audio
+        assert audio.ringtone_devices.volume == pytest.approx(quieter)
+        await again.hw.tap_button("vol_up")
+        await wait_until(lambda: again.panel.volume_levels()["ringtone"] == 5)
+    assert settings.load_volume() == {"speaker": 6, "ringtone": 5}
+
+
+async def test_a_bad_settings_file_is_set_aside_and_defaults_apply(
+    exchange: ExchangeServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "panel.json"
+    path.write_text('{"volume": {"ringtone": "loud"}')  # cut short by a power cut
+    settings = PanelSettings(path)
+    assert settings.load_volume() == {}
+    assert (tmp_path / "panel.json.bad").read_text().startswith('{"volume"')
+    assert not path.exists()
+    path.write_text('{"volume": {"ringtone": 2, "headset": 3}}')
+    assert settings.load_volume() == {"ringtone": 2}  # unknown roles skipped
+    # An unwritable place is logged, not fatal: the volume still changes.
+    blocked = PanelSettings(tmp_path / "not-a-dir" / "panel.json")
+    (tmp_path / "not-a-dir").write_text("a file where the directory should be")
+    async with panel_phone(exchange, "bob", Panel(), settings=blocked) as bob:
+        await bob.hw.tap_button("vol_up")
+        up = volume_gain(VOLUME_DEFAULT_LEVEL + 1)
+        await wait_until(lambda: bob.device.audio.ringtone_devices.volume == up)
+    assert bob.panel.volume_levels()["ringtone"] == VOLUME_DEFAULT_LEVEL + 1
 
 
 def test_ui_config_parsing() -> None:

@@ -5,8 +5,9 @@ import pytest
 from appliance.cadence import Cadence, tones_for
 from appliance.errors import ConfigError
 from appliance.ui.panel import (
+    VOLUME_DEFAULT_LEVEL,
+    VOLUME_LEVELS,
     Accept,
-    ChangeVolume,
     Dial,
     Hangup,
     Ignore,
@@ -18,7 +19,9 @@ from appliance.ui.panel import (
     SendDigits,
     SetMute,
     Setup,
+    SetVolume,
     StatusLed,
+    volume_gain,
 )
 
 
@@ -459,13 +462,75 @@ def test_view_timer_uses_the_latest_time():
     assert view.now - view.call_started_at == pytest.approx(60.0)
 
 
-def test_volume_works_in_every_state():
+def test_volume_keys_set_the_ringer_when_no_call_is_up():
     panel = Panel()
     panel.button("vol_up", 0.0)
-    assert panel.commands_to_send() == [ChangeVolume(1)]
+    level = VOLUME_DEFAULT_LEVEL + 1
+    assert panel.commands_to_send() == [
+        SetVolume("ringtone", level, volume_gain(level))
+    ]
+    assert panel.volume_levels() == {"speaker": VOLUME_DEFAULT_LEVEL, "ringtone": level}
+    ringing = ringing_panel()
+    ringing.button("vol_down", 11.0)
+    assert [c.role for c in ringing.commands_to_send()] == ["ringtone"]
+
+
+def test_volume_keys_set_the_call_volume_while_calling_or_in_a_call():
     panel = in_call_panel()
     panel.button("vol_down", 20.0)
-    assert panel.commands_to_send() == [ChangeVolume(-1)]
+    level = VOLUME_DEFAULT_LEVEL - 1
+    assert panel.commands_to_send() == [SetVolume("speaker", level, volume_gain(level))]
+    calling = registered_panel()
+    type_keys(calling, "7#")
+    calling.commands_to_send()
+    calling.button("vol_up", 2.0)
+    assert [c.role for c in calling.commands_to_send()] == ["speaker"]
+
+
+def test_volume_levels_are_clamped_and_the_ringer_can_be_silenced():
+    panel = in_call_panel()
+    for _ in range(20):
+        panel.button("vol_down", 20.0)
+    assert panel.volume_levels()["speaker"] == 1  # a call never goes silent
+    for _ in range(20):
+        panel.button("vol_up", 20.0)
+    assert panel.volume_levels()["speaker"] == VOLUME_LEVELS
+    # Steps beyond the ends change nothing and send nothing more.
+    assert len(panel.commands_to_send()) == VOLUME_DEFAULT_LEVEL - 1 + VOLUME_LEVELS - 1
+    idle = Panel()
+    for _ in range(20):
+        idle.button("vol_down", 0.0)
+    assert idle.volume_levels()["ringtone"] == 0
+    assert idle.commands_to_send()[-1] == SetVolume("ringtone", 0, 0.0)
+
+
+def test_volume_gain_steps_are_3_db_and_level_6_is_unity():
+    assert volume_gain(VOLUME_DEFAULT_LEVEL) == 1.0
+    assert volume_gain(0) == 0.0
+    assert volume_gain(8) == pytest.approx(10 ** (6 / 20))
+    assert volume_gain(1) == pytest.approx(10 ** (-15 / 20))
+
+
+def test_volume_box_shows_for_two_seconds_after_the_last_press():
+    panel = registered_panel()
+    panel.button("vol_up", 10.0)
+    assert (panel.view().volume_role, panel.view().volume_level) == ("ringtone", 7)
+    panel.button("vol_up", 11.0)
+    assert panel.next_deadline() == 13.0
+    panel.tick(12.9)
+    assert panel.view().volume_role == "ringtone"
+    panel.tick(13.0)
+    assert panel.view().volume_role == ""
+    assert panel.next_deadline() is None
+
+
+def test_saved_volume_levels_are_used_and_clamped():
+    panel = Panel(volume={"speaker": 3, "ringtone": 99})
+    assert panel.volume_levels() == {"speaker": 3, "ringtone": VOLUME_LEVELS}
+    with pytest.raises(ConfigError, match=r"volume\.headset"):
+        Panel(volume={"headset": 3})
+    with pytest.raises(ConfigError, match=r"volume\.speaker"):
+        Panel(volume={"speaker": "loud"})
 
 
 # --- errors during a call ----------------------------------------------------------

@@ -60,6 +60,20 @@ VIEWS = {
         next_retry_at=111.5,
         setup_requested=True,
     ),
+    "volume_ringer": PanelView(
+        Screen.IDLE, volume_role="ringtone", volume_level=3, **_BASE
+    ),
+    "volume_ringer_off": PanelView(
+        Screen.RINGING, remote="client:bob", volume_role="ringtone", **_BASE
+    ),
+    "volume_call": PanelView(
+        Screen.IN_CALL,
+        remote="client:bob",
+        call_started_at=40.0,
+        volume_role="speaker",
+        volume_level=8,
+        **_BASE,
+    ),
     "connecting": PanelView(Screen.CONNECTING, now=1.0, setup_requested=True),
     "provisioning": PanelView(Screen.PROVISIONING, provisioning_code="ABCD-1234"),
     "updating": PanelView(

@@ -86,8 +86,10 @@ def test_export_screens(tmp_path: Path) -> None:
     result = run_sim("", "--export-screens", str(tmp_path))
     assert result.returncode == 0, result.stderr
     files = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert "screen_ringing.png" in files and "screen_in_call_muted.png" in files
-    assert len(files) == 12
+    from appliance.sim import sample_views
+
+    assert files == sorted(f"screen_{name}.png" for name in sample_views())
+    assert "screen_ringing.png" in files and "screen_in_call_volume.png" in files
     with Image.open(tmp_path / "screen_idle.png") as image:
         assert image.size == (512, 256)
 
