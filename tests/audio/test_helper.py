@@ -373,3 +373,49 @@ async def test_device_rings_then_fires_incoming_and_plays_dtmf_feedback(
     # Bob's speaker got the Q.23 feedback for "5" (770 + 1336 Hz).
     for hz in (770, 1336):
         assert spectrum[np.abs(freqs - hz) < 5].max() > 0.05 * spectrum.max()
+
+
+async def test_switching_the_microphone_mid_call_changes_what_the_far_end_hears(
+    exchange, tmp_path
+):
+    from tests.conftest import make_token
+
+    bob_out = tmp_path / "bob.wav"
+    alice = Device(
+        signaling_url=exchange.url,
+        local_addresses=["127.0.0.1"],
+        input_device="tone:440",
+    )
+    bob = Device(
+        signaling_url=exchange.url,
+        local_addresses=["127.0.0.1"],
+        output_device=f"file:{bob_out}",
+    )
+    incoming: asyncio.Queue[Any] = asyncio.Queue()
+    bob.on("incoming", incoming.put_nowait)
+    try:
+        await alice.setup(make_token("alice"))
+        await bob.setup(make_token("bob"))
+        conn = await alice.connect({"To": "bob"})
+        call = await asyncio.wait_for(incoming.get(), 5 * FACTOR)
+        await call.accept()
+        await wait_until(lambda: conn.status() == "open")
+        await asyncio.sleep(1.0)
+        await alice.audio.set_input_device("tone:1000")  # a headset plugged in
+        assert alice.audio.input_device.device_id == "tone:1000"
+        await asyncio.sleep(1.0)
+        assert conn.status() == "open" and call.status() == "open"
+        await conn.disconnect()
+        await wait_until(lambda: call.status() == "closed")
+    finally:
+        await alice.destroy()
+        await bob.destroy()
+    heard, _r, _c = read_wav(bob_out)
+    # Bob's file holds the call (and the short disconnect sound at its end):
+    # the 440 Hz microphone first, then the 1 kHz one, without a gap.
+    start = np.flatnonzero(np.abs(heard) > 1000)[0]
+    first = heard[start + SAMPLE_RATE // 10 : start + SAMPLE_RATE // 2]
+    later = heard[start + int(1.4 * SAMPLE_RATE) : start + int(1.8 * SAMPLE_RATE)]
+    assert abs(dominant_frequency(first) - 440) < 15
+    assert abs(dominant_frequency(later) - 1000) < 15
+    assert rms_dbfs(later) > -30
