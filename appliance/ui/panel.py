@@ -357,6 +357,7 @@ class Panel:
         self._next_retry_at: float | None = None
         self._setup_requested = False
         self._dial = ""
+        self._last_dialled = ""
         self._call: _Call | None = None
         self._muted = False
         self._error: tuple[int, str] | None = None
@@ -607,6 +608,10 @@ class Panel:
             return
         name = self._directory.get(self._dial)
         to = f"client:{name}" if name is not None else self._dial
+        self._place_call(to)
+
+    def _place_call(self, to: str) -> None:
+        self._last_dialled = to
         self._commands.append(Dial(to))
         self._call = _Call(remote=to)
         self._dial = ""
@@ -622,6 +627,12 @@ class Panel:
 
     def _on_accept_dialing(self, _: str, now: float) -> None:
         self._dial_now()
+
+    def _on_redial(self, _: str, now: float) -> None:
+        # Accept with nothing typed calls the last number again (a desk
+        # phone's Redial key); nothing happens before the first call.
+        if self._last_dialled:
+            self._place_call(self._last_dialled)
 
     def _on_hook_up_idle(self, _: str, now: float) -> None:
         self._state = PanelState.DIALING
@@ -720,6 +731,7 @@ _BUTTON_TABLE: dict[tuple[PanelState, PanelButton], _Handler] = {
     (_S.OFFLINE, _B.READY): Panel._on_ready,
     (_S.ERROR, _B.READY): Panel._on_ready,
     (_S.IDLE, _B.HOOK_UP): Panel._on_hook_up_idle,
+    (_S.IDLE, _B.ACCEPT): Panel._on_redial,
     (_S.DIALING, _B.ACCEPT): Panel._on_accept_dialing,
     (_S.DIALING, _B.HANGUP): Panel._on_delete,
     (_S.DIALING, _B.HANGUP_HELD): Panel._on_clear,

@@ -589,3 +589,18 @@ def test_drain_is_idempotent():
     panel.button("ready", 0.0)
     assert panel.commands_to_send() == [Setup()]
     assert panel.commands_to_send() == []
+
+
+def test_accept_with_nothing_typed_redials_the_last_number():
+    panel = registered_panel()
+    panel.button("accept", 1.0)
+    assert panel.commands_to_send() == [] and panel.state is PanelState.IDLE
+    type_keys(panel, "100#", 2.0)
+    assert panel.commands_to_send()[-1] == Dial("client:alice")
+    panel.accepted(3.0)
+    panel.button("hangup", 4.0)
+    panel.commands_to_send()
+    panel.button("accept", 5.0)
+    assert panel.commands_to_send() == [Dial("client:alice")]
+    assert panel.state is PanelState.CALLING
+    assert panel.view().remote == "client:alice"
