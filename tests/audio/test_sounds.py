@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import wave
 
+import av
 import numpy as np
 import pytest
 
@@ -104,6 +105,33 @@ def test_decode_converts_rate_and_channels():
     samples = decode_audio(wav_bytes(stereo, rate=16000, channels=2))
     assert abs(samples.size - SAMPLE_RATE) < 200
     assert rms_dbfs(samples) == pytest.approx(rms_dbfs(tone), abs=0.5)
+
+
+def mp3_bytes(samples: np.ndarray, rate: int) -> bytes:
+    """Encode mono int16 samples as MP3 with PyAV (Twilio's own sounds are MP3)."""
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp3") as container:
+        stream = container.add_stream("mp3", rate=rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(
+            samples.reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    return out.getvalue()
+
+
+def test_decode_reads_mp3_at_44100_hz():
+    t = np.arange(44100) / 44100
+    tone = (8000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
+    samples = decode_audio(mp3_bytes(tone, 44100))
+    # MP3 adds encoder delay and padding (a few ms), nothing more.
+    assert SAMPLE_RATE <= samples.size < 1.1 * SAMPLE_RATE
+    spectrum = np.abs(np.fft.rfft(samples.astype(float)))
+    peak_hz = np.argmax(spectrum) * SAMPLE_RATE / samples.size
+    assert peak_hz == pytest.approx(1000, abs=5)
+    assert rms_dbfs(samples) == pytest.approx(rms_dbfs(tone), abs=1.0)
 
 
 @pytest.mark.parametrize("data", [b"", b"not audio at all" * 10, b"RIFF\x00\x00"])
