@@ -22,6 +22,7 @@ import pytest
 from appliance.exchange.config import ExchangeConfig
 from appliance.exchange.process import stop_process
 from appliance.exchange.server import ExchangeServer
+from appliance.phone.device import Device
 from appliance.tokens import Keyring, create_access_token
 
 TIMEOUT_FACTOR = float(os.environ.get("APPLIANCE_TEST_TIMEOUT_FACTOR", "1"))
@@ -54,6 +55,17 @@ async def wait_until(predicate: Callable[[], object], limit_s: float = 5.0) -> N
                 await asyncio.sleep(0.01)
     except TimeoutError:
         raise AssertionError(f"not true within {limit_s} s: {predicate}") from None
+
+
+def local_device(signaling_url: str, *args: Any, **options: Any) -> Device:
+    """A Device on ``signaling_url`` that gathers ICE only on 127.0.0.1.
+
+    With no ICE servers configured (the default), so a test never sends to
+    another address.
+    """
+    return Device(
+        *args, signaling_url=signaling_url, local_addresses=["127.0.0.1"], **options
+    )
 
 
 def make_token(

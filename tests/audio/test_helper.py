@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from appliance import Device
 from appliance.audio.collection import AudioDeviceInfo
 from appliance.audio.helper import AudioHelper
 from appliance.audio.loader import SoundLoader, SoundLoadError
@@ -24,7 +23,7 @@ from appliance.media.audio import SAMPLE_RATE
 from appliance.media.devices import NullSink, open_sink
 from appliance.media.levels import rms_dbfs
 from appliance.phone.options import DeviceOptions, parse_options
-from tests.conftest import wait_until
+from tests.conftest import local_device, make_token, wait_until
 from tests.media.helpers import dominant_frequency, read_wav
 from tests.rig import timeout_factor
 
@@ -333,14 +332,11 @@ async def test_url_sound_is_fetched_once_and_cached(tmp_path, http_dir, monkeypa
 async def test_device_rings_then_fires_incoming_and_plays_dtmf_feedback(
     exchange, tmp_path
 ):
-    from tests.conftest import make_token
-
     ring_wav = tmp_path / "bob-ring.wav"
     bob_out = tmp_path / "bob.wav"
-    alice = Device(signaling_url=exchange.url, local_addresses=["127.0.0.1"])
-    bob = Device(
-        signaling_url=exchange.url,
-        local_addresses=["127.0.0.1"],
+    alice = local_device(exchange.url)
+    bob = local_device(
+        exchange.url,
         input_device="tone:1000",
         output_device=f"file:{bob_out}",
     )
@@ -378,17 +374,13 @@ async def test_device_rings_then_fires_incoming_and_plays_dtmf_feedback(
 async def test_switching_the_microphone_mid_call_changes_what_the_far_end_hears(
     exchange, tmp_path
 ):
-    from tests.conftest import make_token
-
     bob_out = tmp_path / "bob.wav"
-    alice = Device(
-        signaling_url=exchange.url,
-        local_addresses=["127.0.0.1"],
+    alice = local_device(
+        exchange.url,
         input_device="tone:440",
     )
-    bob = Device(
-        signaling_url=exchange.url,
-        local_addresses=["127.0.0.1"],
+    bob = local_device(
+        exchange.url,
         output_device=f"file:{bob_out}",
     )
     incoming: asyncio.Queue[Any] = asyncio.Queue()

@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from appliance import Device
 from appliance.media.audio import SAMPLE_RATE
-from tests.conftest import make_token, wait_until
+from tests.conftest import local_device, make_token, wait_until
 from tests.media.helpers import read_wav
 from tests.rig import VirtualCards, timeout_factor
 
@@ -55,14 +54,12 @@ async def test_ring_and_call_on_two_cards_and_unplug_mid_call(rig, exchange, tmp
     # (test-rig.md §8 gotcha 1).
     recs = {n: rig.record(n, tmp_path / f"spk{n}.wav") for n in "ABC"}
     await asyncio.sleep(0.3)
-    alice = Device(
-        signaling_url=exchange.url,
-        local_addresses=["127.0.0.1"],
+    alice = local_device(
+        exchange.url,
         input_device="tone:1500",
     )
-    bob = Device(
-        signaling_url=exchange.url,
-        local_addresses=["127.0.0.1"],
+    bob = local_device(
+        exchange.url,
         output_device="alsa:A_spk",
     )
     incoming: asyncio.Queue[Any] = asyncio.Queue()

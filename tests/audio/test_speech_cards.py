@@ -27,7 +27,7 @@ from appliance.rig import (
     timeout_factor,
     windowed_correlation,
 )
-from tests.conftest import make_token, wait_until
+from tests.conftest import local_device, make_token, wait_until
 
 FACTOR = timeout_factor()
 SENTENCES = {
@@ -60,9 +60,8 @@ async def test_speech_both_ways_at_once(rig, exchange, tmp_path):
     recs = {n: rig.record(n, tmp_path / f"spk{n}.wav") for n in "AB"}
     await asyncio.sleep(0.3)
     phones = {
-        n: Device(
-            signaling_url=exchange.url,
-            local_addresses=["127.0.0.1"],
+        n: local_device(
+            exchange.url,
             input_device=f"alsa:{rig.mic_pcm(n)}",
             output_device=f"alsa:{rig.spk_pcm(n)}",
         )

@@ -37,6 +37,7 @@ from appliance.phone.device import DEVICE_EVENTS
 from tests.conftest import (
     ACCOUNT_SID,
     RING_TIMEOUT_S,
+    local_device,
     make_token,
     new_keyring,
     scaled,
@@ -145,9 +146,8 @@ async def phones(
         **options: Any,
     ) -> Phone:
         recording = tmp_path / f"{identity}-{len(made)}.wav" if record else None
-        device = Device(
-            signaling_url=exchange.url,
-            local_addresses=["127.0.0.1"],
+        device = local_device(
+            exchange.url,
             input_device=f"tone:{tone}" if tone else "null",
             output_device=f"file:{recording}" if recording else "null",
             **options,
@@ -708,9 +708,8 @@ async def test_exchange_lost_mid_call_ends_it_and_comes_back(tmp_path: Path):
     try:
         recorders = []
         for identity in ("alice", "bob"):
-            device = Device(
-                signaling_url=server.url,
-                local_addresses=["127.0.0.1"],
+            device = local_device(
+                server.url,
                 backoff_max_ms=3000,
             )
             recorder = Recorder()
@@ -848,7 +847,7 @@ def test_valid_options_are_kept():
 
 
 async def test_setup_validates_new_options(exchange: ExchangeServer):
-    device = Device(signaling_url=exchange.url, local_addresses=["127.0.0.1"])
+    device = local_device(exchange.url)
     try:
         with pytest.raises(ConfigError):
             await device.setup(make_token("alice"), backoff_max_ms=100)
@@ -860,7 +859,7 @@ async def test_setup_validates_new_options(exchange: ExchangeServer):
 async def test_setup_again_with_the_same_token_returns_at_once(
     exchange: ExchangeServer,
 ):
-    device = Device(signaling_url=exchange.url, local_addresses=["127.0.0.1"])
+    device = local_device(exchange.url)
     try:
         token = make_token("alice")
         await device.setup(token)

@@ -20,10 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from appliance import Device
 from appliance.errors import TwilioError
 from appliance.exchange.server import ExchangeServer
-from tests.conftest import ExchangeProcess, PhoneProcess, make_token, scaled
+from tests.conftest import (
+    ExchangeProcess,
+    PhoneProcess,
+    local_device,
+    make_token,
+    scaled,
+)
 
 PHONE_ARGS = ("--backoff-max-ms", "3000")
 
@@ -102,7 +107,7 @@ async def test_call_then_exchange_killed_and_restarted(
     # They are really registered again: a third phone (in this process, no
     # recording, so that the two recordings stay as they are) calls each of
     # them, and they decline.
-    carol = Device(signaling_url=restarted.url, local_addresses=["127.0.0.1"])
+    carol = local_device(restarted.url)
     try:
         await carol.setup(make_token("carol"))
         for phone in (alice, bob):

@@ -34,7 +34,7 @@ from appliance.ui.panel import (
 )
 from appliance.ui.screens import render
 from appliance.ui.settings import PanelSettings
-from tests.conftest import make_token, scaled, wait_until
+from tests.conftest import local_device, make_token, scaled, wait_until
 
 HW = Path(__file__).resolve().parents[2] / "hw"
 #: The reference build with a short hold time, so a held Hangup takes 0.15 s.
@@ -224,9 +224,8 @@ async def test_incoming_rings_with_cadence_and_hangup_rejects(
 ) -> None:
     ring = Cadence((200, 100))
     async with panel_phone(exchange, "bob", Panel(ring_cadence=ring)) as phone:
-        caller = Device(
-            signaling_url=exchange.url,
-            local_addresses=["127.0.0.1"],
+        caller = local_device(
+            exchange.url,
             input_device="null",
         )
         errors: list[int] = []
@@ -267,9 +266,8 @@ async def test_incoming_rings_with_cadence_and_hangup_rejects(
 async def test_ignore_after_rings(exchange: ExchangeServer) -> None:
     panel = Panel(ring_cadence=Cadence((100, 100)), ignore_after_rings=2)
     async with panel_phone(exchange, "bob", panel) as phone:
-        caller = Device(
-            signaling_url=exchange.url,
-            local_addresses=["127.0.0.1"],
+        caller = local_device(
+            exchange.url,
             input_device="null",
         )
         try:
@@ -289,9 +287,8 @@ async def test_ignore_after_rings(exchange: ExchangeServer) -> None:
 
 async def test_call_mute_and_far_end_hangup(exchange: ExchangeServer) -> None:
     async with panel_phone(exchange, "alice", Panel(directory={"7": "echo"})) as phone:
-        callee = Device(
-            signaling_url=exchange.url,
-            local_addresses=["127.0.0.1"],
+        callee = local_device(
+            exchange.url,
             input_device="tone:660",
         )
         calls: list[Connection] = []
@@ -325,9 +322,8 @@ async def test_call_mute_and_far_end_hangup(exchange: ExchangeServer) -> None:
 
 async def test_call_timer_redraws_every_second(exchange: ExchangeServer) -> None:
     async with panel_phone(exchange, "alice", Panel(directory={"7": "tim"})) as phone:
-        callee = Device(
-            signaling_url=exchange.url,
-            local_addresses=["127.0.0.1"],
+        callee = local_device(
+            exchange.url,
             input_device="null",
         )
         callee.on("incoming", lambda conn: asyncio.ensure_future(conn.accept()))
