@@ -350,8 +350,8 @@ class PanelController:
             self._device.off(name, handler)
         self._handlers.clear()
         await self._tasks.close()
-        if self._unsaved:
-            await self._save_settings()  # a press just before shutdown is kept
+        if self._unsaved:  # a press just before shutdown is kept
+            await self._save_settings()
 
     async def __aenter__(self) -> PanelController:
         self.start()
@@ -475,8 +475,10 @@ class PanelController:
             self._play_local(command.digit)
         elif isinstance(command, SetVolume):
             self._apply_volume(command)
-            self._unsaved = True
-            self._save_wanted.set()
+            logger.info("%s volume level %d", command.role, command.level)
+            if self._settings is not None:
+                self._unsaved = True
+                self._save_wanted.set()
         elif isinstance(command, Setup):
             self._spawn(self._setup(), "panel-setup")
         else:
@@ -552,13 +554,17 @@ class PanelController:
         collection.volume = command.gain
         if not speaker and self._io is not None:
             self._io.set_ringer_audible(command.level > 0)
-        logger.info("%s volume level %d", command.role, command.level)
 
     async def _run_saver(self) -> None:
         while True:
             await self._save_wanted.wait()
-            await asyncio.sleep(SETTINGS_SAVE_DELAY_S)
-            self._save_wanted.clear()
+            # Wait for a quiet second: a run of presses is one write.
+            while self._save_wanted.is_set():
+                self._save_wanted.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._save_wanted.wait(), SETTINGS_SAVE_DELAY_S
+                    )
             await self._save_settings()
 
     async def _save_settings(self) -> None:

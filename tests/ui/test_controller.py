@@ -356,7 +356,7 @@ async def test_volume_buttons_set_the_gain_and_the_phone_keeps_it(
         view = alice.panel.view()
         assert (view.volume_role, view.volume_level) == ("ringtone", 4)
         await alice.screen_shows_view()
-        # One write for the run of presses, a second after the last one.
+        # Saved once the presses have stopped for a second.
         await wait_until(settings.path.exists, 5.0)
         assert settings.load_volume() == {"speaker": 6, "ringtone": 4}
         await wait_until(lambda: not alice.panel.view().volume_role, 5.0)
