@@ -38,7 +38,7 @@ from appliance.errors import ConfigError
 __all__ = [
     "DTMF_KEYS",
     "VOLUME_DEFAULT_LEVEL",
-    "VOLUME_LEVELS",
+    "VOLUME_MAX_LEVEL",
     "VOLUME_ROLES",
     "Accept",
     "Command",
@@ -67,10 +67,10 @@ DTMF_KEYS = frozenset("0123456789*#")
 #: plays sounds as they are (0 dB), 8 is +6 dB. Ringer level 0 is a silent
 #: ring (the LED still flashes); a call never goes below level 1 (-15 dB) from
 #: the buttons, so that it cannot be mistaken for a dead line.
-VOLUME_LEVELS = 8
+VOLUME_MAX_LEVEL = 8
+VOLUME_DEFAULT_LEVEL = 6
 #: The audio roles the buttons set (Device.audio's speaker and ringtone devices).
 VOLUME_ROLES = ("speaker", "ringtone")
-VOLUME_DEFAULT_LEVEL = 6
 _VOLUME_STEP_DB = 3.0
 #: How long the volume bar stays on screen after the last press.
 _VOLUME_SHOW_S = 2.0
@@ -242,7 +242,7 @@ class PanelView:
         next_retry_at: when the engine retries registration, if known.
         setup_requested: whether Ready has been pressed at least once.
         volume_role: the role whose volume bar is shown ("" = none).
-        volume_level: that role's level, 0..VOLUME_LEVELS.
+        volume_level: that role's level, 0..VOLUME_MAX_LEVEL.
         provisioning_code / update_progress / update_version: placeholders.
     """
 
@@ -344,7 +344,7 @@ class Panel:
                 raise ConfigError(f"volume.{role}", "must be speaker or ringtone")
             if isinstance(level, bool) or not isinstance(level, int):
                 raise ConfigError(f"volume.{role}", f"not a level: {level!r}")
-            self._volume[role] = min(max(level, _min_level(role)), VOLUME_LEVELS)
+            self._volume[role] = min(max(level, _min_level(role)), VOLUME_MAX_LEVEL)
         self._volume_shown: str = ""
         self._volume_until = 0.0
 
@@ -683,7 +683,7 @@ class Panel:
             or self._call.started_at is not None
         )
         role = "speaker" if call_audio else "ringtone"
-        level = min(max(self._volume[role] + delta, _min_level(role)), VOLUME_LEVELS)
+        level = min(max(self._volume[role] + delta, _min_level(role)), VOLUME_MAX_LEVEL)
         self._volume_shown = role
         self._volume_until = now + _VOLUME_SHOW_S
         if level != self._volume[role]:

@@ -23,7 +23,7 @@ from functools import cache
 
 from PIL import Image, ImageDraw, ImageFont
 
-from appliance.ui.panel import VOLUME_LEVELS, PanelView, Screen
+from appliance.ui.panel import VOLUME_MAX_LEVEL, PanelView, Screen
 
 __all__ = ["HEIGHT", "WIDTH", "format_duration", "render"]
 
@@ -251,9 +251,9 @@ def _volume_box(draw: _Draw, view: PanelView) -> None:
         label = "Ringer volume" if ringer else "Call volume"
     _text(draw, 4, top, label)
     gap = 2
-    width = (WIDTH - 8 - gap * (VOLUME_LEVELS - 1)) // VOLUME_LEVELS
+    width = (WIDTH - 8 - gap * (VOLUME_MAX_LEVEL - 1)) // VOLUME_MAX_LEVEL
     bottom = HEIGHT - 3
-    for i in range(VOLUME_LEVELS):
+    for i in range(VOLUME_MAX_LEVEL):
         x = 4 + i * (width + gap)
         box = (x, bottom - 2 - i, x + width - 1, bottom)
         if i < view.volume_level:

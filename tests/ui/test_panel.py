@@ -6,7 +6,7 @@ from appliance.cadence import Cadence, tones_for
 from appliance.errors import ConfigError
 from appliance.ui.panel import (
     VOLUME_DEFAULT_LEVEL,
-    VOLUME_LEVELS,
+    VOLUME_MAX_LEVEL,
     Accept,
     Dial,
     Hangup,
@@ -494,9 +494,11 @@ def test_volume_levels_are_clamped_and_the_ringer_can_be_silenced():
     assert panel.volume_levels()["speaker"] == 1  # a call never goes silent
     for _ in range(20):
         panel.button("vol_up", 20.0)
-    assert panel.volume_levels()["speaker"] == VOLUME_LEVELS
+    assert panel.volume_levels()["speaker"] == VOLUME_MAX_LEVEL
     # Steps beyond the ends change nothing and send nothing more.
-    assert len(panel.commands_to_send()) == VOLUME_DEFAULT_LEVEL - 1 + VOLUME_LEVELS - 1
+    assert (
+        len(panel.commands_to_send()) == VOLUME_DEFAULT_LEVEL - 1 + VOLUME_MAX_LEVEL - 1
+    )
     idle = Panel()
     for _ in range(20):
         idle.button("vol_down", 0.0)
@@ -526,7 +528,7 @@ def test_volume_box_shows_for_two_seconds_after_the_last_press():
 
 def test_saved_volume_levels_are_used_and_clamped():
     panel = Panel(volume={"speaker": 3, "ringtone": 99})
-    assert panel.volume_levels() == {"speaker": 3, "ringtone": VOLUME_LEVELS}
+    assert panel.volume_levels() == {"speaker": 3, "ringtone": VOLUME_MAX_LEVEL}
     with pytest.raises(ConfigError, match=r"volume\.headset"):
         Panel(volume={"headset": 3})
     with pytest.raises(ConfigError, match=r"volume\.speaker"):
