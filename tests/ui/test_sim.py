@@ -12,10 +12,12 @@ from tests.conftest import scaled
 
 SCRIPT = """\
 wait idle 10
++
 2#
 wait in_call 10
 5
 *
+-
 sleep 0.3
 hangup
 wait idle 5
@@ -55,6 +57,9 @@ def test_sim_call_through_pipe(tmp_path: Path) -> None:
         "bob calls you",
         "panel: Accept()",
         "panel: SetMute(muted=True)",
+        # Vol+ when idle sets the ringer, Vol- in the call the call volume.
+        "panel: SetVolume(role='ringtone', level=7,",
+        "panel: SetVolume(role='speaker', level=5,",
         "wait idle: ok",
     ):
         assert line in out, out
