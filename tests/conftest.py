@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import sys
@@ -54,7 +55,11 @@ async def wait_until(predicate: Callable[[], object], limit_s: float = 5.0) -> N
             while not predicate():  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
     except TimeoutError:
-        raise AssertionError(f"not true within {limit_s} s: {predicate}") from None
+        try:  # the line with the lambda says more than its repr
+            what = inspect.getsource(predicate).strip()
+        except (OSError, TypeError):
+            what = repr(predicate)
+        raise AssertionError(f"not true within {limit_s} s: {what}") from None
 
 
 def local_device(signaling_url: str, *args: Any, **options: Any) -> Device:
