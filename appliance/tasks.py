@@ -13,9 +13,25 @@ import logging
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["TaskSet"]
+__all__ = ["TaskSet", "wait_event"]
 
 T = TypeVar("T")
+
+
+async def wait_event(event: asyncio.Event, limit_s: float | None) -> bool:
+    """Wait until ``event`` is set or ``limit_s`` seconds pass; True if set.
+
+    Use this, not ``asyncio.wait_for(event.wait(), t)``, in tasks that are
+    cancelled at shutdown: on Python 3.11 wait_for() drops a cancel that
+    arrives as the event is set (fixed in 3.12), and the task then never ends.
+    ``asyncio.timeout`` does not have that race.
+    """
+    try:
+        async with asyncio.timeout(limit_s):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 class TaskSet:

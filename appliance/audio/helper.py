@@ -56,6 +56,7 @@ from appliance.media.audio import AudioSink, AudioSource, Samples
 from appliance.media.devices import open_sink, open_source, parse_device_id
 from appliance.media.levels import level_from_dbfs, rms_dbfs
 from appliance.phone.events import Emitter, Handler
+from appliance.tasks import wait_event
 
 if TYPE_CHECKING:
     from appliance.hardware.audio_alsa import AlsaDeviceInfo, DeviceSetTracker
@@ -934,9 +935,7 @@ class AudioHelper:
             return
         playback = self.play(sound, "ringtone")
         self._rings[id(call)] = playback
-        remaining = max(0.0, deadline - loop.time())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(playback.started.wait(), remaining)
+        await wait_event(playback.started, max(0.0, deadline - loop.time()))
 
     def _stop_ring(self, call: object) -> None:
         playback = self._rings.pop(id(call), None)

@@ -61,7 +61,7 @@ from appliance.hardware.gpio import (
 from appliance.phone.call import CallState
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
-from appliance.tasks import TaskSet
+from appliance.tasks import TaskSet, wait_event
 from appliance.ui.panel import (
     DTMF_KEYS,
     Accept,
@@ -273,6 +273,7 @@ class PanelController:
         self._settings = settings
         self._save_wanted = asyncio.Event()
         self._unsaved = False
+        self._writing: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._call: Connection | None = None
         self._commands: asyncio.Queue[Command] = asyncio.Queue(COMMAND_QUEUE_SIZE)
@@ -350,8 +351,10 @@ class PanelController:
             self._device.off(name, handler)
         self._handlers.clear()
         await self._tasks.close()
-        if self._unsaved:  # a press just before shutdown is kept
-            await self._save_settings()
+        if self._settings is not None:
+            await self._finish_write()
+            if self._unsaved:  # a press just before shutdown is kept
+                await self._save_settings()
 
     async def __aenter__(self) -> PanelController:
         self.start()
@@ -561,20 +564,35 @@ class PanelController:
             # Wait for a quiet second: a run of presses is one write.
             while self._save_wanted.is_set():
                 self._save_wanted.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._save_wanted.wait(), SETTINGS_SAVE_DELAY_S
-                    )
+                await wait_event(self._save_wanted, SETTINGS_SAVE_DELAY_S)
             await self._save_settings()
 
     async def _save_settings(self) -> None:
+        """Write the levels now; one write at a time, the newest last."""
         assert self._settings is not None
-        self._unsaved = False
+        await self._finish_write()  # a write cut off by cancel() still runs
         levels = self._panel.volume_levels()
+        self._unsaved = False
+        self._writing = asyncio.ensure_future(
+            asyncio.to_thread(self._settings.save_volume, levels)
+        )
+        # Shielded: cancelling the saver (shutdown) must not leave a write
+        # running unseen that could land after the final one.
+        with contextlib.suppress(OSError):  # reported by _finish_write
+            await asyncio.shield(self._writing)
+        await self._finish_write()
+
+    async def _finish_write(self) -> None:
+        writing, self._writing = self._writing, None
+        if writing is None:
+            return
         try:
-            await asyncio.to_thread(self._settings.save_volume, levels)
+            await writing
         except OSError as exc:
-            # Read-only or full SD card: the volume still works until reboot.
+            # Read-only or full SD card: the volume still works until reboot,
+            # and the next press (or shutdown) tries again.
+            self._unsaved = True
+            assert self._settings is not None
             logger.warning("volume not saved to %s: %s", self._settings.path, exc)
 
     def _play_local(self, digit: str) -> None:
@@ -628,13 +646,8 @@ class PanelController:
             times = [self._panel.next_deadline(), self._next_refresh(now)]
             deadline = min((t for t in times if t is not None), default=None)
             self._wake.clear()
-            if deadline is None:
-                await self._wake.wait()
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._wake.wait(), max(0.0, deadline - now) + 0.001
-                    )
+            timeout = None if deadline is None else max(0.0, deadline - now) + 0.001
+            await wait_event(self._wake, timeout)
             self._sync_reconnect_time()
             self._panel.tick(self._now())
             self._after_input(wake=False)

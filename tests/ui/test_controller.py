@@ -371,6 +371,24 @@ async def test_volume_buttons_set_the_gain_and_the_phone_keeps_it(
     assert settings.load_volume() == {"speaker": 6, "ringtone": 5}
 
 
+async def test_closing_right_after_volume_presses_ends_at_once_and_keeps_them(
+    exchange: ExchangeServer, tmp_path: Path
+) -> None:
+    # Shutdown in the same loop turn as a press: the panel's timer and saver
+    # tasks must end (on Python 3.11 a cancel racing a wake-up could be lost
+    # and the service would hang until SIGKILL), and the press is saved.
+    settings = PanelSettings(tmp_path / "panel.json")
+    async with panel_phone(
+        exchange, "alice", Panel(), settings=settings, press_ready=False
+    ) as phone:
+        phone.controller.button("vol_down")
+        await asyncio.sleep(0.3)
+        phone.controller.button("vol_down")
+        async with asyncio.timeout(scaled(5)):
+            await phone.controller.aclose()
+    assert settings.load_volume()["ringtone"] == VOLUME_DEFAULT_LEVEL - 2
+
+
 async def test_a_bad_settings_file_is_set_aside_and_defaults_apply(
     exchange: ExchangeServer, tmp_path: Path
 ) -> None:
