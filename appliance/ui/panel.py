@@ -74,6 +74,9 @@ VOLUME_ROLES = ("speaker", "ringtone")
 _VOLUME_STEP_DB = 3.0
 #: How long the volume bar stays on screen after the last press.
 _VOLUME_SHOW_S = 2.0
+#: Accept this soon after a call ended does not redial: it was meant for the
+#: call that just ended (most often a ring the caller gave up a moment ago).
+_REDIAL_GUARD_S = 2.0
 
 # A directory code is what can be typed on the keypad (no '#': it dials).
 _CODE_RE = re.compile(r"[0-9*]{1,32}")
@@ -241,6 +244,7 @@ class PanelView:
         error_code / error_message: the error being shown.
         next_retry_at: when the engine retries registration, if known.
         setup_requested: whether Ready has been pressed at least once.
+        ringer_off: the ringer volume is at 0 (status bar icon).
         volume_role: the role whose volume bar is shown ("" = none).
         volume_level: that role's level, 0..VOLUME_MAX_LEVEL.
         provisioning_code / update_progress / update_version: placeholders.
@@ -262,6 +266,7 @@ class PanelView:
     error_message: str = ""
     next_retry_at: float | None = None
     setup_requested: bool = False
+    ringer_off: bool = False
     volume_role: str = ""
     volume_level: int = 0
     provisioning_code: str = ""
@@ -358,6 +363,7 @@ class Panel:
         self._setup_requested = False
         self._dial = ""
         self._last_dialled = ""
+        self._call_ended_at = -float("inf")
         self._call: _Call | None = None
         self._muted = False
         self._error: tuple[int, str] | None = None
@@ -390,6 +396,7 @@ class Panel:
             error_message=self._error[1] if self._error else "",
             next_retry_at=self._next_retry_at,
             setup_requested=self._setup_requested,
+            ringer_off=self._volume["ringtone"] == 0,
             volume_role=self._volume_shown,
             volume_level=self._volume.get(self._volume_shown, 0),
         )
@@ -497,6 +504,9 @@ class Panel:
     def registered(self, identity: str, now: float) -> None:
         """The engine registered as ``identity``."""
         self._now = now
+        if self._identity and identity != self._identity:
+            # Provisioned as someone else: the last number is not theirs.
+            self._last_dialled = ""
         self._identity = identity
         self._registered = True
         self._next_retry_at = None
@@ -625,13 +635,16 @@ class Panel:
         self._commands.append(Setup())
         self._state = PanelState.CONNECTING
 
-    def _on_accept_dialing(self, _: str, now: float) -> None:
-        self._dial_now()
+    def _on_accept_dialing(self, name: str, now: float) -> None:
+        if self._dial:
+            self._dial_now()
+        else:  # handset lifted, nothing typed
+            self._on_redial(name, now)
 
     def _on_redial(self, _: str, now: float) -> None:
         # Accept with nothing typed calls the last number again (a desk
         # phone's Redial key); nothing happens before the first call.
-        if self._last_dialled:
+        if self._last_dialled and now - self._call_ended_at >= _REDIAL_GUARD_S:
             self._place_call(self._last_dialled)
 
     def _on_hook_up_idle(self, _: str, now: float) -> None:
@@ -676,12 +689,14 @@ class Panel:
     # --- helpers ------------------------------------------------------------
 
     def _change_volume(self, delta: int, now: float) -> None:
-        # Like a desk phone: the keys set the handset/speaker volume while a
-        # call is up (ringback included) and the ringer volume otherwise.
-        call_audio = self._call is not None and (
-            self._state in (PanelState.CALLING, PanelState.IN_CALL)
-            or self._call.started_at is not None
-        )
+        # Like a desk phone: the keys set the handset/speaker volume while the
+        # user is listening to it (dialing with its key tones, ringback, a
+        # call) and the ringer volume otherwise.
+        call_audio = self._state in (
+            PanelState.DIALING,
+            PanelState.CALLING,
+            PanelState.IN_CALL,
+        ) or (self._call is not None and self._call.started_at is not None)
         role = "speaker" if call_audio else "ringtone"
         level = min(max(self._volume[role] + delta, _min_level(role)), VOLUME_MAX_LEVEL)
         self._volume_shown = role
@@ -694,11 +709,13 @@ class Panel:
         if self._state is PanelState.ERROR:
             self._call = None
             self._muted = False
+            self._call_ended_at = self._now
             return
         if self._call is not None:
             self._end_call()
 
     def _end_call(self) -> None:
+        self._call_ended_at = self._now
         self._call = None
         self._muted = False
         self._dial = ""

@@ -96,7 +96,9 @@ def _heading(draw: _Draw, y: int, text: str) -> None:
 
 def _status_bar(draw: _Draw, view: PanelView) -> None:
     identity = view.identity or "not registered"
-    _text(draw, 0, -1, _fit(identity, _COLS - 4))
+    _text(draw, 0, -1, _fit(identity, _COLS - (6 if view.ringer_off else 4)))
+    if view.ringer_off:
+        _ringer_off_icon(draw, WIDTH - 32, 0)
     # Registration: a filled dot when registered, a ring when not.
     cx, cy = WIDTH - 4, 4
     draw.ellipse(
@@ -111,6 +113,16 @@ def _status_bar(draw: _Draw, view: PanelView) -> None:
         draw.line((WIDTH - 21, 1, WIDTH - 13, 8), fill=1)
         draw.line((WIDTH - 21, 8, WIDTH - 13, 1), fill=1)
     draw.line((0, _BAR_H, WIDTH - 1, _BAR_H), fill=1)
+
+
+def _ringer_off_icon(draw: _Draw, x: int, y: int) -> None:
+    """A 9x9 bell with a slash through it: the ringer is turned off."""
+    draw.arc((x + 1, y, x + 7, y + 8), start=180, end=0, fill=1)
+    draw.line((x + 1, y + 4, x + 1, y + 6), fill=1)
+    draw.line((x + 7, y + 4, x + 7, y + 6), fill=1)
+    draw.line((x, y + 7, x + 8, y + 7), fill=1)
+    draw.point((x + 4, y + 8), fill=1)
+    draw.line((x, y + 8, x + 8, y), fill=1)
 
 
 def _mute_icon(draw: _Draw, x: int, y: int) -> None:

@@ -487,6 +487,14 @@ def test_volume_keys_set_the_call_volume_while_calling_or_in_a_call():
     assert [c.role for c in calling.commands_to_send()] == ["speaker"]
 
 
+def test_volume_keys_while_dialing_set_what_the_user_hears_the_key_tones_on():
+    panel = registered_panel()
+    type_keys(panel, "5", 1.0)
+    panel.commands_to_send()
+    panel.button("vol_down", 1.5)
+    assert [c.role for c in panel.commands_to_send()] == ["speaker"]
+
+
 def test_volume_levels_are_clamped_and_the_ringer_can_be_silenced():
     panel = in_call_panel()
     for _ in range(20):
@@ -504,6 +512,10 @@ def test_volume_levels_are_clamped_and_the_ringer_can_be_silenced():
         idle.button("vol_down", 0.0)
     assert idle.volume_levels()["ringtone"] == 0
     assert idle.commands_to_send()[-1] == SetVolume("ringtone", 0, 0.0)
+    assert idle.view().ringer_off  # shown in the status bar from now on
+    idle.tick(100.0)
+    assert idle.view().ringer_off and not idle.view().volume_role
+    assert not Panel(volume={"ringtone": 1}).view().ringer_off
 
 
 def test_volume_gain_steps_are_3_db_and_level_6_is_unity():
@@ -602,7 +614,41 @@ def test_accept_with_nothing_typed_redials_the_last_number():
     panel.accepted(3.0)
     panel.button("hangup", 4.0)
     panel.commands_to_send()
-    panel.button("accept", 5.0)
+    panel.button("accept", 5.0)  # 1 s after the call: meant for that call
+    assert panel.commands_to_send() == []
+    panel.button("accept", 6.0)
     assert panel.commands_to_send() == [Dial("client:alice")]
     assert panel.state is PanelState.CALLING
     assert panel.view().remote == "client:alice"
+
+
+def test_accept_meant_for_a_ring_that_just_stopped_does_not_call_out():
+    panel = registered_panel()
+    type_keys(panel, "7#", 1.0)
+    panel.rejected(2.0)
+    panel.incoming("client:dave", {}, 10.0)
+    panel.cancelled(11.9)  # dave gave up as the user reached for Accept
+    panel.commands_to_send()
+    panel.button("accept", 12.0)
+    assert panel.commands_to_send() == [] and panel.state is PanelState.IDLE
+
+
+def test_handset_lifted_then_accept_redials():
+    panel = registered_panel()
+    type_keys(panel, "7#", 1.0)
+    panel.rejected(2.0)
+    panel.commands_to_send()
+    panel.button("hook_up", 10.0)
+    assert panel.state is PanelState.DIALING
+    panel.button("accept", 10.5)
+    assert panel.commands_to_send() == [Dial("client:bob")]
+
+
+def test_a_new_identity_forgets_the_last_number():
+    panel = registered_panel()
+    type_keys(panel, "7#", 1.0)
+    panel.rejected(2.0)
+    panel.registered("someone-else", 3.0)  # the phone was provisioned anew
+    panel.commands_to_send()
+    panel.button("accept", 10.0)
+    assert panel.commands_to_send() == []

@@ -64,7 +64,14 @@ VIEWS = {
         Screen.IDLE, volume_role="ringtone", volume_level=3, **_BASE
     ),
     "volume_ringer_off": PanelView(
-        Screen.RINGING, remote="client:bob", volume_role="ringtone", **_BASE
+        Screen.RINGING,
+        remote="client:bob",
+        volume_role="ringtone",
+        ringer_off=True,
+        **_BASE,
+    ),
+    "idle_ringer_off": PanelView(
+        Screen.IDLE, ringer_off=True, **{**_BASE, "identity": "reception-desk-2"}
     ),
     "volume_call": PanelView(
         Screen.IN_CALL,
