@@ -7,9 +7,10 @@ volume in a quiet office, so the levels live in a small JSON file
 
 Writes are atomic: a temporary file in the same directory, fsync, rename,
 fsync of the directory, so a power cut leaves the old file or the new one,
-never half of one. A file that cannot be read or parsed is moved aside to
+never half of one. A file that cannot be parsed is moved aside to
 ``NAME.bad`` (kept for diagnosis, not overwritten by the next save) and the
-defaults apply; a bad file never stops the phone.
+defaults apply; one that cannot be read (permissions, I/O error) is left as it
+is. Either way the phone starts.
 """
 
 from __future__ import annotations
@@ -51,8 +52,12 @@ class PanelSettings:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            self._set_aside(f"unreadable ({exc})")
+        except OSError as exc:
+            # Permissions or an I/O error: the file may be fine; leave it.
+            logger.warning("%s: cannot read (%s); defaults apply", self.path, exc)
+            return {}
+        except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+            self._set_aside(f"not valid JSON ({exc})")
             return {}
         volume = raw.get("volume") if isinstance(raw, dict) else None
         if not isinstance(volume, dict) or not all(

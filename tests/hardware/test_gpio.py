@@ -23,6 +23,7 @@ from appliance.hardware.gpio import (
     KeyReleased,
 )
 from appliance.hardware.pinmap import InputTiming, load_pinmap
+from tests.conftest import wait_until
 
 FACTOR = float(os.environ.get("APPLIANCE_TEST_TIMEOUT_FACTOR", "1"))
 HW = Path(__file__).resolve().parents[2] / "hw"
@@ -268,15 +269,15 @@ async def test_a_silenced_ringer_flashes_without_sound(factory, matrix):
         buzzer = factory.pin(PINMAP.outputs.buzzer)
         led = factory.pin(PINMAP.outputs.ringer)
         io.set_ringer(Cadence((300, 100)))
-        await asyncio.sleep(0.1)
-        assert buzzer.state and led.state
+        await wait_until(lambda: buzzer.state and led.state, 2.0)
         io.set_ringer_audible(False)  # Vol- down to "ringer off", mid-ring
-        assert not buzzer.state and led.state
-        await asyncio.sleep(0.4)  # through the next "on" part
-        assert not buzzer.state and led.state
+        assert not buzzer.state  # silent at once, not at the next cadence step
+        # The LED goes on flashing through the next "on" part, in silence.
+        await wait_until(lambda: not led.state, 2.0)
+        await wait_until(lambda: led.state, 2.0)
+        assert not buzzer.state
         io.set_ringer_audible(True)
-        await asyncio.sleep(0.4)
-        assert buzzer.state and led.state
+        await wait_until(lambda: buzzer.state and led.state, 2.0)
         io.set_ringer(None)
 
 

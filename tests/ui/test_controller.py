@@ -400,6 +400,12 @@ async def test_a_bad_settings_file_is_set_aside_and_defaults_apply(
     assert not path.exists()
     path.write_text('{"volume": {"ringtone": 2, "headset": 3}}')
     assert settings.load_volume() == {"ringtone": 2}  # unknown roles skipped
+    # Unreadable (here: a directory in its place) is not damaged: left alone.
+    odd = PanelSettings(tmp_path / "odd.json")
+    (tmp_path / "odd.json").mkdir()
+    assert odd.load_volume() == {}
+    assert (tmp_path / "odd.json").is_dir()
+    assert not (tmp_path / "odd.json.bad").exists()
     # An unwritable place is logged, not fatal: the volume still changes.
     blocked = PanelSettings(tmp_path / "not-a-dir" / "panel.json")
     (tmp_path / "not-a-dir").write_text("a file where the directory should be")
