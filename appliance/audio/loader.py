@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import http.client
 import logging
 import os
 import urllib.error
@@ -72,8 +73,10 @@ class SoundLoader:
             )
         except TimeoutError:
             raise self._error(name, location, "download timed out") from None
-        except (OSError, ValueError, urllib.error.URLError) as exc:
-            raise self._error(name, location, str(exc)) from None
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            # URLError is an OSError; IncompleteRead (a chunked download cut
+            # short) is an HTTPException.
+            raise self._error(name, location, str(exc) or type(exc).__name__) from None
         try:
             samples = await asyncio.to_thread(decode_audio, data)
         except ValueError as exc:
@@ -117,9 +120,14 @@ class SoundLoader:
         logger.info("fetching sound %s", url)
         request = urllib.request.Request(url, headers={"User-Agent": "appliance"})
         with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            declared = response.headers.get("Content-Length")
             data: bytes = response.read(MAX_BYTES + 1)
         if len(data) > MAX_BYTES:
             raise ValueError(f"larger than {MAX_BYTES} bytes")
+        # http.client returns what arrived when the server closes early; a
+        # cut-off WAV still decodes, and would be cached as the ring for good.
+        if declared is not None and declared.isdigit() and len(data) != int(declared):
+            raise ValueError(f"download cut short ({len(data)} of {declared} bytes)")
         # Decode before caching: a bad download must not stick in the cache.
         decode_audio(data)
         cached.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from appliance.media.audio import SAMPLE_RATE
 from appliance.media.devices import NullSink, open_sink
 from appliance.media.levels import rms_dbfs
 from appliance.phone.options import DeviceOptions, parse_options
+from tests.audio.test_sounds import wav_bytes
 from tests.conftest import local_device, make_token, wait_until
 from tests.media.helpers import dominant_frequency, read_wav
 from tests.rig import timeout_factor
@@ -324,6 +325,52 @@ async def test_url_sound_is_fetched_once_and_cached(tmp_path, http_dir, monkeypa
     with pytest.raises(SoundLoadError):
         await loader.load("incoming", f"{base}/missing.wav")
     assert not loader.cache_path(f"{base}/missing.wav").exists()
+
+
+@pytest.fixture
+def cut_short_server():
+    """An HTTP server that promises a whole WAV and closes halfway through it,
+    once with Content-Length and once chunked."""
+    wav = wav_bytes(tone(700, 2.0))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            half = wav[: len(wav) // 2]
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/wav")
+            if self.path.endswith("chunked.wav"):
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"%x\r\n" % len(half) + half + b"\r\n")
+            else:
+                self.send_header("Content-Length", str(len(wav)))
+                self.end_headers()
+                self.wfile.write(half)
+            self.close_connection = True
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_a_download_cut_short_is_an_error_and_not_cached(
+    tmp_path, cut_short_server, monkeypatch
+):
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    loader = SoundLoader(tmp_path / "cache", timeout_s=2.0)
+    for url in (f"{cut_short_server}/ring.wav", f"{cut_short_server}/chunked.wav"):
+        with pytest.raises(SoundLoadError, match="unusable"):
+            await loader.load("incoming", url)
+        assert not loader.cache_path(url).exists()
 
 
 # ------------------------------------------------------------- the Device
