@@ -483,6 +483,14 @@ class AudioHelper:
                 self._input_task = None
                 await self._input_lost()
                 return
+            if getattr(source, "failed", False):
+                # An ALSA source that lost its device reads paced silence
+                # rather than raising (the call keeps its clock); switch now,
+                # not when the card leaves the listing (it may never).
+                logger.warning("audio input %s lost", self._input_id)
+                self._input_task = None
+                await self._input_lost()
+                return
             for tap in list(self._taps):
                 tap.push(frame)
             now = time.monotonic()
@@ -839,6 +847,17 @@ class AudioHelper:
             self._keep(task)
         return list(dict.fromkeys(lost))
 
+    async def _devices_added(self) -> None:
+        """A card appeared: what fell back to silence may have its device again
+        (a USB headset plugged back in)."""
+        target = self._current_input_target()
+        in_use = bool(self._taps) or self._input_selected is not None
+        if in_use and self._input_id == "null" and target != "null":
+            try:
+                await self._switch_input(target)
+            except AudioDeviceError as exc:
+                logger.info("audio input %s still unusable: %s", target, exc)
+
     async def _replace_lost_input(self) -> None:
         await self._stop_input_task()
         await self._input_lost()
@@ -872,6 +891,8 @@ class AudioHelper:
             return
         self.device_changes += 1
         lost = self._lose_devices(set(change.removed_ids), source="unplugged")
+        if change.added_ids:
+            await self._devices_added()
         logger.info(
             "audio devices changed: +%s -%s",
             sorted(change.added_ids),

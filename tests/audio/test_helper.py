@@ -20,7 +20,7 @@ from appliance.audio.loader import SoundLoader, SoundLoadError
 from appliance.errors import AudioDeviceError, InvalidArgumentError
 from appliance.hardware.audio_alsa import AlsaDeviceInfo
 from appliance.media.audio import SAMPLE_RATE
-from appliance.media.devices import NullSink, open_sink
+from appliance.media.devices import NullSink, open_sink, open_source
 from appliance.media.levels import rms_dbfs
 from appliance.phone.options import DeviceOptions, parse_options
 from tests.audio.test_sounds import wav_bytes
@@ -458,3 +458,58 @@ async def test_switching_the_microphone_mid_call_changes_what_the_far_end_hears(
     assert abs(dominant_frequency(first) - 440) < 15
     assert abs(dominant_frequency(later) - 1000) < 15
     assert rms_dbfs(later) > -30
+
+
+class FailingSource:
+    """Behaves like AlsaSource when its card goes: after ``good`` frames it
+    reads paced silence and says ``failed``, without raising."""
+
+    def __init__(self, good: int, level: int = 3000) -> None:
+        self.good, self.level, self.n, self.failed = good, level, 0, False
+
+    async def read_frame(self) -> np.ndarray:
+        await asyncio.sleep(0.02)
+        self.n += 1
+        self.failed = self.failed or self.n > self.good
+        return np.full(960, 0 if self.failed else self.level, np.int16)
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_microphone_that_fails_mid_call_is_replaced_and_comes_back(tmp_path):
+    opened: list[str] = []
+    sources = iter([FailingSource(good=5), FailingSource(good=10**6, level=2000)])
+
+    def source_opener(device_id: str):
+        opened.append(device_id)
+        return (
+            next(sources) if device_id.startswith("alsa:") else open_source(device_id)
+        )
+
+    listing = Listing("alsa:usb")
+    host = Host(input_device="alsa:usb", output_device="null")
+    audio = AudioHelper(
+        host,
+        lister=listing,
+        source_opener=source_opener,
+        loader=SoundLoader(tmp_path / "cache"),
+        poll_interval_s=0.05,
+    )
+    audio.start()
+    tap = audio._call_source()  # a call reads the microphone
+    try:
+        levels = [int(np.abs(await tap.read_frame()).max()) for _ in range(15)]
+        assert levels[0] == 3000 and levels[-1] == 0
+        # Replaced by silence at the first failed read, not left to the poll.
+        assert audio._input_id == "null"
+        listing.ids = []  # the card leaves the listing...
+        await wait_until(lambda: audio.device_changes == 1)
+        listing.ids = ["alsa:usb"]  # ...and comes back (replugged)
+        await wait_until(lambda: audio._input_id == "alsa:usb")
+        later = [int(np.abs(await tap.read_frame()).max()) for _ in range(5)]
+        assert later[-1] == 2000  # the call hears the microphone again
+        assert opened == ["alsa:usb", "null", "alsa:usb"]
+    finally:
+        tap.close()
+        await audio.close()
