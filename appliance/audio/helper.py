@@ -820,6 +820,12 @@ class AudioHelper:
 
     def _output_failed(self, device_id: str, error: AudioDeviceError) -> None:
         """A mixer's sink reported its device gone: treat it as unplugged."""
+        # Forget the failed mixer first, so that what moves back onto the
+        # same id (the default device is the fallback for itself) gets a
+        # fresh one that reopens the device.
+        mixer = self._mixers.get(device_id)
+        if mixer is not None and mixer.closed:
+            del self._mixers[device_id]
         self._lose_devices({device_id}, source="output failure")
 
     def _lose_devices(self, removed: set[str], *, source: str) -> list[AudioDeviceInfo]:
@@ -850,6 +856,8 @@ class AudioHelper:
     async def _devices_added(self) -> None:
         """A card appeared: what fell back to silence may have its device again
         (a USB headset plugged back in)."""
+        for role in ("speaker", "ringtone"):
+            self._outputs_changed(role)
         target = self._current_input_target()
         in_use = bool(self._taps) or self._input_selected is not None
         if in_use and self._input_id == "null" and target != "null":

@@ -392,8 +392,17 @@ class OutputMixer:
             return
         self._failed_reported = True
         logger.warning("output %s failed: %s", self.device_id, error.message)
+        # A failed device is done with: this mixer closes and a new one
+        # reopens the device if it is wanted again. The owner moves what
+        # played here first; what is left then ends with the error, so a
+        # device test fails and a recording is closed instead of waiting
+        # for frames that will never be written.
+        self.closed = True
         if self._on_failed is not None:
             self._on_failed(self.device_id, error)
+        for item in list(self._inputs):
+            self.remove(item, error)
+        self._shutdown()
 
 
 class FanOutSink:
@@ -430,8 +439,14 @@ class FanOutSink:
         Raises:
             AudioDeviceError: the device cannot be opened.
         """
-        if self.closed or mixer.device_id in self.streams:
+        if self.closed:
             return
+        entry = self.streams.get(mixer.device_id)
+        if entry is not None:
+            if entry[0] is mixer:
+                return
+            # The device's old mixer failed (unplugged, then back): move on.
+            self.detach(mixer.device_id)
         stream = StreamInput(self.capacity, self.prefetch, self.gain)
         mixer.add(stream)
         self.streams[mixer.device_id] = (mixer, stream)

@@ -24,7 +24,7 @@ from appliance.media.devices import NullSink, open_sink, open_source
 from appliance.media.levels import rms_dbfs
 from appliance.phone.options import DeviceOptions, parse_options
 from tests.audio.test_sounds import wav_bytes
-from tests.conftest import local_device, make_token, wait_until
+from tests.conftest import local_device, make_token, scaled, wait_until
 from tests.media.helpers import dominant_frequency, read_wav
 from tests.rig import timeout_factor
 
@@ -512,4 +512,93 @@ async def test_a_microphone_that_fails_mid_call_is_replaced_and_comes_back(tmp_p
         assert opened == ["alsa:usb", "null", "alsa:usb"]
     finally:
         tap.close()
+        await audio.close()
+
+
+class BrokenSink:
+    """A sink whose device fails after a few frames: a full disk (raises) or
+    an unplugged card (reports ``failed`` and drops frames, like AlsaSink)."""
+
+    def __init__(self, good: int, *, raises: bool) -> None:
+        self.good, self.raises, self.n = good, raises, 0
+        self.failed = self.closed = False
+        self.played = 0
+
+    async def write_frame(self, samples: np.ndarray) -> None:
+        self.n += 1
+        if self.n > self.good:
+            if self.raises:
+                raise AudioDeviceError(message="write failed (no space left)")
+            self.failed = True
+        if not self.failed and samples.any():
+            self.played += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_device_test_fails_and_closes_when_the_device_fails(tmp_path):
+    sinks: dict[str, BrokenSink] = {}
+
+    def sink_opener(device_id: str):
+        if device_id.startswith("file:"):
+            sinks[device_id] = BrokenSink(good=3, raises=True)
+            return sinks[device_id]
+        return NullSink()
+
+    audio = AudioHelper(
+        Host(output_device="null"),
+        lister=Listing(),
+        sink_opener=sink_opener,
+        loader=SoundLoader(tmp_path / "cache"),
+    )
+    target = f"file:{tmp_path / 'full-disk.wav'}"
+    await audio.speaker_devices.set(["null", target])
+    with pytest.raises(AudioDeviceError, match="no space left"):
+        await asyncio.wait_for(audio.speaker_devices.test(), scaled(5))
+    assert sinks[target].closed  # a recording gets its header finalised
+    await audio.close()
+
+
+async def test_call_audio_comes_back_when_the_default_card_is_replugged(tmp_path):
+    plugged = True
+    sinks: list[BrokenSink] = []
+
+    def sink_opener(device_id: str):
+        if not plugged:
+            raise AudioDeviceError(message=f"{device_id}: no such card")
+        sinks.append(BrokenSink(good=10**6, raises=False))
+        return sinks[-1]
+
+    listing = Listing("alsa:usb")
+    audio = AudioHelper(
+        Host(output_device="alsa:usb", input_device="null"),
+        lister=listing,
+        sink_opener=sink_opener,
+        loader=SoundLoader(tmp_path / "cache"),
+        poll_interval_s=0.05,
+    )
+    audio.start()
+    call = audio._call_sink()  # the call plays on the default device, the USB card
+
+    async def far_end() -> None:
+        while True:
+            await call.write_frame(np.full(960, 1000, np.int16))
+            await asyncio.sleep(0.02)
+
+    talking = asyncio.create_task(far_end())
+    try:
+        await wait_until(lambda: sinks and sinks[0].played > 5)
+        plugged = False
+        sinks[0].failed = True  # unplugged: the sink says so and drops audio
+        listing.ids = []
+        await wait_until(lambda: audio.device_changes >= 1)
+        plugged = True
+        listing.ids = ["alsa:usb"]  # plugged back in: no user action needed
+        await wait_until(lambda: len(sinks) == 2 and sinks[1].played > 5)
+        assert sinks[0].closed
+        assert audio.speaker_devices.ids == ("default",)
+    finally:
+        talking.cancel()
+        call.close()
         await audio.close()
