@@ -607,8 +607,17 @@ class AudioHelper:
         sounds = self._host.options.sounds or {}
         if sounds == self._loaded_sounds:
             return
+        previous = self._loaded_sounds or {}
         self._loaded_sounds = sounds
-        self._custom = {n: s for n, s in self._custom.items() if n in sounds}
+        # Keep a sound only while its location is the same: setup() with a
+        # new file for "incoming" must ring with the new file.
+        self._custom = {
+            n: s for n, s in self._custom.items() if sounds.get(n) == previous.get(n)
+        }
+        for name in [n for n in self._loading if sounds.get(n) != previous.get(n)]:
+            stale = self._loading.pop(name)
+            stale.cancel()
+            self._keep(stale)  # still owned until it has ended
         for name, location in sounds.items():
             if name not in self._custom and name not in self._loading:
                 task = asyncio.get_running_loop().create_task(
@@ -624,7 +633,8 @@ class AudioHelper:
             logger.error("%s", exc.message)
             self._host._emit("error", exc)
         finally:
-            self._loading.pop(name, None)
+            if self._loading.get(name) is asyncio.current_task():
+                del self._loading[name]
 
     async def sound(self, name: str) -> Sound:
         """The sound to play for ``name``: custom if loaded, else the default.

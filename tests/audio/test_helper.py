@@ -602,3 +602,20 @@ async def test_call_audio_comes_back_when_the_default_card_is_replugged(tmp_path
         talking.cancel()
         call.close()
         await audio.close()
+
+
+async def test_a_new_location_for_a_sound_replaces_the_loaded_one(tmp_path):
+    high = write_wav(tmp_path / "high.wav", tone(2000, 1.0))
+    low = write_wav(tmp_path / "low.wav", tone(700, 1.0))
+    host, audio = helper_for(tmp_path, sounds={"outgoing": str(high)})
+    audio.start()
+    first = await audio.sound("outgoing")
+    assert first.custom and abs(dominant_frequency(first.samples) - 2000) < 20
+    host.options = parse_options({"sounds": {"outgoing": str(low)}})
+    audio.start()  # what setup() with new options does
+    second = await audio.sound("outgoing")
+    assert second.custom and abs(dominant_frequency(second.samples) - 700) < 20
+    host.options = parse_options({})
+    audio.start()
+    assert not (await audio.sound("outgoing")).custom  # back to the default
+    await audio.close()
