@@ -147,17 +147,23 @@ class Connection:
             TwilioError: the media could not be set up (also emitted as error).
         """
         self._machine.apply(CallInput.ACCEPT)
-        await self._engine._before_accept(self)
-        if self._machine.state is not CallState.CONNECTING:
-            return  # cancelled while the other call was being hung up
         try:
-            self._media = self._engine._new_media(self)
-            assert self._offer_sdp is not None
-            answer = await self._media.accept_offer(self._offer_sdp)
-        except TwilioError as exc:
-            if not self._machine.can(CallInput.FAIL):
-                return  # cancelled meanwhile: _finish closed the media under us
-            await self._fail(exc, send_hangup=True)
+            await self._engine._before_accept(self)
+            if self._machine.state is not CallState.CONNECTING:
+                return  # cancelled while the other call was being hung up
+            try:
+                self._media = self._engine._new_media(self)
+                assert self._offer_sdp is not None
+                answer = await self._media.accept_offer(self._offer_sdp)
+            except TwilioError as exc:
+                if not self._machine.can(CallInput.FAIL):
+                    return  # cancelled meanwhile: _finish closed the media under us
+                await self._fail(exc, send_hangup=True)
+                raise
+        except asyncio.CancelledError:
+            # The gateway rings us for this call: hang up, which it takes as
+            # declined for this phone (as disconnect() while connecting does).
+            self._abandon(send_hangup=True)
             raise
         if self._machine.state is not CallState.CONNECTING:
             return  # cancelled while the answer was being built
@@ -244,6 +250,10 @@ class Connection:
             offer = await self._media.create_offer()
         except TwilioError as exc:
             await self._fail(exc, send_hangup=False)
+            raise
+        except asyncio.CancelledError:
+            # No invite went out, so the gateway knows nothing of this call.
+            self._abandon(send_hangup=False)
             raise
         if self._machine.state is CallState.CLOSED:
             return
@@ -432,6 +442,25 @@ class Connection:
             self._finish()
         else:
             await self._closed()
+
+    def _abandon(self, *, send_hangup: bool) -> None:
+        """End the call as a hang-up would, without awaiting anything.
+
+        For a connect() or accept() cancelled while the SDP was built: the call
+        must not stay connecting, holding the line (device busy) and its media.
+        Nothing is awaited (the task is being cancelled, and another cancel
+        would stop a teardown halfway): the media closes in the background, as
+        after reject().
+        """
+        if not self._machine.can(CallInput.HANGUP):
+            return  # already ended (failed or cancelled meanwhile)
+        self._machine.apply(CallInput.HANGUP)
+        if send_hangup:
+            self._engine._send(Message(MessageType.HANGUP, {"callsid": self.call_sid}))
+        self.log.info("call %s abandoned", self.call_sid)
+        self._events.emit("disconnect", self)
+        self._engine._emit("disconnect", self)
+        self._finish()
 
     async def _closed(self) -> None:
         """Tear down media and tell everyone the call is over."""

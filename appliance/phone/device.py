@@ -149,6 +149,7 @@ class Device:
         self._connected = False
         self._reported: str | None = None  # last of "ready"/"offline" emitted
         self._setup_waiter: asyncio.Future[TwilioError | None] | None = None
+        self._destroying = False  # destroy() is ending calls and the session
         self._tasks = TaskSet(logger, "device")
         #: Device.audio: devices, sounds and their events (appliance.audio).
         self.audio = AudioHelper(self)
@@ -251,22 +252,30 @@ class Device:
         waiter: asyncio.Future[TwilioError | None] = loop.create_future()
         self._setup_waiter = waiter
         self.audio.start()
+        replaced = False
         if (
             self._client is not None
             and self._client_options != self._signaling_options()
         ):
             # URL, backoff or call-waiting changed: a new session applies them.
             old, self._client = self._client, None
+            replaced = True
             await old.close()
+            # close() reports nothing, but the gateway has dropped the old
+            # session and every call on it: end them as a transport loss does,
+            # and be offline until the new session is ready.
+            logger.info("signaling options changed; opening a new session")
+            self._session_lost(
+                error_for_code(31005, "the signaling session was replaced"), None
+            )
         if self._client is None:
             self._client = self._new_client(token)
             self._client_options = self._signaling_options()
             self._client.start()
         else:
             self._client.set_token(token)
-        if self._wants_incoming:
-            self._client.register()
-        if same_token and self._is_ready():
+        self._apply_registration(self._client)
+        if same_token and not replaced and self._is_ready():
             self._setup_waiter = None
             return  # nothing new to tell the gateway: already set up
         try:
@@ -295,8 +304,7 @@ class Device:
         identity, self._wants_incoming = _token_grants(token)
         self._identity = identity or self._identity
         self._client.set_token(token)
-        if self._wants_incoming:
-            self._client.register()
+        self._apply_registration(self._client)
 
     async def connect(
         self, params: Mapping[str, Any] | None = None, **kwargs: Any
@@ -343,13 +351,19 @@ class Device:
         Then every handler is removed; :meth:`setup` may be called again.
         """
         self._resolve_setup(InvalidStateError(message="the device was destroyed"))
-        conns = self.connections()
-        await self.disconnect_all()
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
-        for conn in conns:
-            await conn._wait_closed()
+        # Invites that arrive while the calls below are hung up are declined
+        # (_on_invite): a call created now would outlive the device.
+        self._destroying = True
+        try:
+            conns = self.connections()
+            await self.disconnect_all()
+            client, self._client = self._client, None
+            if client is not None:
+                await client.close()
+            for conn in conns:
+                await conn._wait_closed()
+        finally:
+            self._destroying = False
         self._ready = self._connected = False
         if self._reported != "offline":
             self._reported = "offline"
@@ -430,6 +444,12 @@ class Device:
         sid = str(payload["callsid"])
         if sid in self._calls:
             return  # a repeated invite for a call we already know
+        if self._destroying:
+            # Declined as destroy() declines a ringing call: the caller gets
+            # 31603 at once instead of ringing until the session drops.
+            logger.info("incoming call %s declined: the device is being destroyed", sid)
+            self._send(Message(MessageType.REJECT, {"callsid": sid}))
+            return
         if self.status() == "busy" and not self._options.allow_incoming_while_busy:
             # Twilio.Device ignores it silently (seed: allowIncomingWhileBusy).
             logger.info("incoming call %s ignored: busy", sid)
@@ -487,10 +507,6 @@ class Device:
     def _on_transport_lost(
         self, error: TwilioError, was_connected: bool, retry_at: float | None
     ) -> None:
-        self._ready = self._connected = False
-        self._reconnect_at = retry_at
-        for conn in self.connections():
-            conn._transport_lost(error)
         if retry_at is None:
             logger.warning(
                 "signaling closed by the gateway; no reconnect until a new token is set"
@@ -501,6 +517,14 @@ class Device:
                 error.message,
                 max(0.0, retry_at - asyncio.get_running_loop().time()),
             )
+        self._session_lost(error, retry_at)
+
+    def _session_lost(self, error: TwilioError, retry_at: float | None) -> None:
+        """The signaling session is gone: so are its registration and calls."""
+        self._ready = self._connected = False
+        self._reconnect_at = retry_at
+        for conn in self.connections():
+            conn._transport_lost(error)
         self._report_status()
 
     # ---- engine interface used by Connection -----------------------------------------
@@ -532,8 +556,15 @@ class Device:
         other = self._active
         if other is not None and other is not connection:
             # allow_incoming_while_busy: the new call replaces the active one.
-            await other.disconnect()
-        self._active = connection
+            # Shielded: a cancelled accept() must not stop that hang-up halfway
+            # (closed, yet still the active call).
+            await asyncio.shield(
+                self._tasks.spawn(other.disconnect(), "device-replace-call")
+            )
+        # The caller may have given up while the other call was hung up: then
+        # _call_ended has run already, and a closed call must not become active.
+        if connection.state is CallState.CONNECTING:
+            self._active = connection
 
     def _call_opened(self, connection: Connection) -> None:
         self._active = connection
@@ -576,6 +607,18 @@ class Device:
         if now != self._reported:
             self._reported = now
             self._events.emit(now, self)
+
+    def _apply_registration(self, client: SignalingClient) -> None:
+        """Register for incoming calls if the token allows them, else unregister.
+
+        Unregistering also stops the core's 30 s re-registration: left on, it
+        would ask again for every token and the gateway would answer each time
+        with 31201 (not allowed), an ``error`` event every 30 s.
+        """
+        if self._wants_incoming:
+            client.register()
+        else:
+            client.unregister()
 
     def _resolve_setup(self, error: TwilioError | None) -> None:
         waiter = self._setup_waiter

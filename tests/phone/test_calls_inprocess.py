@@ -41,6 +41,7 @@ from tests.conftest import (
     make_token,
     new_keyring,
     scaled,
+    wait_until,
 )
 from tests.media.helpers import dominant_frequency, read_wav
 
@@ -870,3 +871,226 @@ async def test_setup_again_with_the_same_token_returns_at_once(
         assert device.status() == "ready"
     finally:
         await device.destroy()
+
+
+# -------------------------------------------------------------------- races
+
+
+async def test_a_waiting_call_given_up_while_it_replaces_the_active_one(
+    phones: PhoneFactory, monkeypatch: pytest.MonkeyPatch
+):
+    # allow_incoming_while_busy: accepting the waiting call first hangs up the
+    # active one, and carol gives up while that hang-up is under way. The
+    # closed call must not become bob's active call.
+    alice = await phones("alice")
+    bob = await phones("bob", allow_incoming_while_busy=True)
+    carol = await phones("carol")
+    _first, first_events, first_incoming, _ = await connect_call(alice, bob)
+    second, _second_events = await carol.call({"To": "bob"})
+    waiting = await bob.next_incoming()
+    waiting_events = bob.watch(waiting)
+    hang_up_first = first_incoming.disconnect
+
+    async def hang_up_first_then_wait_for_carol() -> None:
+        await hang_up_first()
+        # The race made certain: carol's cancel lands before accept() goes on.
+        await waiting_events.wait("cancel")
+
+    monkeypatch.setattr(first_incoming, "disconnect", hang_up_first_then_wait_for_carol)
+    accepting = asyncio.ensure_future(waiting.accept())
+    await asyncio.sleep(0)  # accept() has started: the call is "connecting"
+    assert waiting.status() == "connecting"
+    await second.disconnect()
+    await accepting  # returns quietly: the call was cancelled meanwhile
+
+    await first_events.wait("disconnect")
+    assert waiting.status() == "closed"
+    assert "accept" not in waiting_events.names()
+    assert bob.device.active_connection() is None
+    assert bob.device.status() == "ready"
+    # The next call is the one bob sees as pending.
+    third, third_events = await carol.call({"To": "bob"})
+    pending = await bob.next_incoming()
+    assert bob.device.active_connection() is pending
+    await pending.accept()
+    await third_events.wait("accept")
+    assert bob.device.active_connection() is pending
+    await third.disconnect()
+
+
+async def test_cancelling_an_accept_that_replaces_the_active_call(
+    phones: PhoneFactory,
+):
+    # The accept is cancelled while it hangs up the active call: that hang-up
+    # still completes, and the waiting call ends as if hung up.
+    alice = await phones("alice")
+    bob = await phones("bob", allow_incoming_while_busy=True)
+    carol = await phones("carol")
+    _first, first_events, first_incoming, _ = await connect_call(alice, bob)
+    _second, second_events = await carol.call({"To": "bob"})
+    waiting = await bob.next_incoming()
+    accepting = asyncio.ensure_future(waiting.accept())
+    await asyncio.sleep(0)  # accept() is hanging up the active call
+    assert not accepting.done() and waiting.status() == "connecting"
+
+    accepting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await accepting
+
+    assert waiting.status() == "closed"
+    await first_events.wait("disconnect")
+    await bob.watch(first_incoming).wait("disconnect")
+    assert bob.device.connections() == []
+    assert bob.device.active_connection() is None
+    assert bob.device.status() == "ready"
+    (error,) = await second_events.wait("error")
+    assert error.code == 31603
+
+
+async def _call_nobody(phone: Phone) -> None:
+    """A call that the exchange fails at once (31480): a round trip."""
+    _conn, events = await phone.call({"To": "nobody"})
+    await events.wait("error")
+    await events.wait("disconnect")
+
+
+@pytest.mark.parametrize("how", ["setup", "update_token"])
+async def test_a_token_without_the_incoming_grant_unregisters(
+    phones: PhoneFactory, how: str
+):
+    alice = await phones("alice")
+    token = make_token("alice", incoming=False, ttl=3000)  # not the setup token
+
+    if how == "setup":
+        await alice.device.setup(token)
+    else:
+        await alice.device.update_token(token)
+
+    # The gateway answers listen with connected, on which the session would
+    # register again if it were still on (31201, then every 30 s). Two round
+    # trips in a row: the second invite leaves after that connected arrived,
+    # so an answer to such a register would come before its 31480.
+    await _call_nobody(alice)
+    await _call_nobody(alice)
+    assert [a[0].code for a in alice.events.all("error")] == [31480, 31480]
+    assert alice.device.status() == "ready"  # for outgoing calls
+    caller = await phones("bob")
+    _conn, events = await caller.call({"To": "alice"})
+    (error,) = await events.wait("error")
+    assert error.code == 31480  # alice is no longer registered
+
+
+async def test_an_invite_during_destroy_is_declined_and_leaves_no_call(
+    phones: PhoneFactory, monkeypatch: pytest.MonkeyPatch
+):
+    alice = await phones("alice")
+    bob = await phones("bob", allow_incoming_while_busy=True)
+    carol = await phones("carol")
+    _conn, _events, incoming, _far = await connect_call(alice, bob)
+    hang_up = incoming.disconnect
+    placed: list[Recorder] = []
+
+    async def hang_up_then_get_a_call() -> None:
+        await hang_up()
+        # While destroy() ends bob's calls, carol's invite reaches him; wait
+        # until bob has dealt with it (declined it, or made it a call).
+        _conn, events = await carol.call({"To": "bob"})
+        placed.append(events)
+        await wait_until(
+            lambda: (
+                events.all("error")
+                or any(c is not incoming for c in bob.device.connections())
+            )
+        )
+
+    monkeypatch.setattr(incoming, "disconnect", hang_up_then_get_a_call)
+    await bob.device.destroy()
+
+    assert bob.device.connections() == []
+    (error,) = await placed[0].wait("error")
+    assert error.code == 31603  # declined at once, as destroy() declines
+    await placed[0].wait("disconnect")
+    await bob.device.setup(make_token("bob"))
+    assert bob.device.active_connection() is None
+    assert bob.device.status() == "ready"
+
+
+async def test_cancelling_connect_while_the_offer_is_built_frees_the_line(
+    phones: PhoneFactory,
+):
+    alice = await phones("alice")
+    bob = await phones("bob")
+    placing = asyncio.ensure_future(alice.device.connect({"To": "bob"}))
+    await asyncio.sleep(0)  # connect() runs until it awaits the offer
+    assert not placing.done() and alice.device.status() == "busy"
+
+    placing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await placing
+
+    (ended,) = await alice.events.wait("disconnect")
+    assert ended.status() == "closed"
+    assert alice.device.status() == "ready"
+    assert alice.device.connections() == []
+    assert alice.device.active_connection() is None
+    # The line is free: the next call goes through.
+    conn, _events, _incoming, far = await connect_call(alice, bob)
+    await conn.disconnect()
+    await far.wait("disconnect")
+
+
+async def test_cancelling_accept_while_the_answer_is_built_ends_the_call(
+    phones: PhoneFactory,
+):
+    alice = await phones("alice")
+    bob = await phones("bob")
+    conn, events = await alice.call({"To": "bob"})
+    incoming = await bob.next_incoming()
+    far = bob.watch(incoming)
+    accepting = asyncio.ensure_future(incoming.accept())
+    await asyncio.sleep(0)  # accept() runs until it awaits the answer
+    assert not accepting.done() and incoming.status() == "connecting"
+
+    accepting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await accepting
+
+    assert incoming.status() == "closed"
+    assert far.names() == ["disconnect"]
+    assert bob.device.status() == "ready"
+    assert bob.device.active_connection() is None
+    # The hang-up told the exchange: the caller hears "declined" at once.
+    (error,) = await events.wait("error")
+    assert error.code == 31603
+    await events.wait("disconnect")
+    assert conn.status() == "closed"
+    again, _events, _incoming, far_again = await connect_call(alice, bob)
+    await again.disconnect()
+    await far_again.wait("disconnect")
+
+
+async def test_setup_with_new_signaling_options_ends_the_old_sessions_calls(
+    phones: PhoneFactory,
+):
+    alice = await phones("alice", setup=False)
+    token = make_token("alice")
+    await alice.device.setup(token)
+    bob = await phones("bob")
+    conn, events, _incoming, far = await connect_call(alice, bob)
+
+    # Same token, ready: only the changed option (a new session) is news.
+    await alice.device.setup(token, backoff_max_ms=3000)
+
+    (error,) = await events.wait("error")
+    assert error.code == 31005
+    await events.wait("disconnect")
+    assert conn.status() == "closed"
+    await far.wait("disconnect")  # the exchange ended the old session's call
+    assert alice.device.status() == "ready"
+    statuses = [n for n in alice.events.names() if n in ("ready", "offline")]
+    assert statuses == ["ready", "offline", "ready"]
+    # The new session is registered: alice can be called.
+    back, back_events = await bob.call({"To": "alice"})
+    await (await alice.next_incoming()).accept()
+    await back_events.wait("accept")
+    await back.disconnect()
