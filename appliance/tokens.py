@@ -15,14 +15,18 @@ Both token kinds are HS256 JWTs (signaling-protocol.md §6):
 not depend on which secret the caller happens to hold:
 
 1. structure (not a JWT, wrong ``alg``/``cty``, missing ``iss``/``sub``/``exp``/
-   grants/identity) → 31204;
+   grants/identity, an ``exp``/``nbf``/``iat`` that is not a finite number in
+   [0, year 9999]) → 31204;
 2. unknown issuer (API key or, for capability tokens, account) or bad
    signature → 31202;
 3. ``sub`` is not the account owning the API key → 31203;
-4. lifetime ``exp - (nbf or iat)`` longer than 24 h → 31207 (Twilio errors
-   20104/20157: maximum 24 h);
+4. ``exp`` more than 24 h (+ ``CLOCK_SKEW_S``) after ``now``, or lifetime
+   ``exp - (nbf or iat)`` longer than 24 h → 31207 (Twilio errors 20104/20157:
+   maximum 24 h). Both, because ``nbf``/``iat`` are chosen by the minter: a
+   future ``iat`` alone must not stretch how long a token stays usable;
 5. ``exp <= now`` → 31205;
-6. ``nbf > now + CLOCK_SKEW_S`` → 31204. We allow 60 s of skew because the
+6. ``nbf`` or ``iat`` later than ``now + CLOCK_SKEW_S`` → 31204 (not valid
+   yet / issued in the future). We allow 60 s of skew because the
    phone's clock (NTP on a Pi without RTC) and the token minter's clock are
    never exactly equal; Twilio documents no value.
 
@@ -39,6 +43,7 @@ Nothing here logs or stores a token.
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -68,6 +73,9 @@ ACCESS_TOKEN_CTY = "twilio-fpa;v=1"
 MAX_LIFETIME_S = 86400
 #: Tolerated difference between our clock and the token minter's (``nbf``).
 CLOCK_SKEW_S = 60.0
+#: Latest NumericDate we accept (9999-12-31T23:59:59Z). Anything larger is
+#: nonsense, and huge JSON integers would overflow ``float()``.
+_MAX_TIMESTAMP = 253_402_300_799
 _ALGORITHM = "HS256"
 _ANONYMOUS = "Anonymous"
 
@@ -289,7 +297,9 @@ def _load_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         complete = _jws().decode_complete(token, options={"verify_signature": False})
         claims = json.loads(complete["payload"])
-    except (jwt.InvalidTokenError, ValueError) as exc:
+    except (jwt.InvalidTokenError, ValueError, RecursionError) as exc:
+        # RecursionError: deeply nested JSON in the header (parsed by PyJWT) or
+        # the claims is a malformed token, not a crash.
         raise InvalidTokenError(31204, f"not a JWT ({type(exc).__name__})") from exc
     header = complete["header"]
     if not isinstance(header, dict) or not isinstance(claims, dict):
@@ -312,8 +322,28 @@ def describe_unverified(token: str) -> dict[str, Any]:
     return {"kind": kind, "header": header, "claims": claims}
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _is_timestamp(value: object) -> bool:
+    """A JWT NumericDate we can compute with (RFC 7519 §2).
+
+    ``json`` parses ``NaN``/``Infinity`` and unbounded integers: NaN compares
+    false with everything (it would switch the time checks off) and a huge
+    integer overflows ``float()``, so both are malformed here.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return 0 <= value <= _MAX_TIMESTAMP  # int vs int: no float() overflow
+
+
+def _check_time_claims(claims: dict[str, Any]) -> None:
+    """Structure of ``exp``/``nbf``/``iat`` (step 1: 31204 before signatures)."""
+    if not _is_timestamp(claims.get("exp")):
+        raise InvalidTokenError(31204, "exp missing or not a valid time")
+    for name in ("nbf", "iat"):
+        value = claims.get(name)
+        if value is not None and not _is_timestamp(value):
+            raise InvalidTokenError(31204, f"{name} is not a valid time")
 
 
 def _check_signature(token: str, secret: str) -> None:
@@ -328,20 +358,23 @@ def _check_signature(token: str, secret: str) -> None:
 
 
 def _check_times(claims: dict[str, Any], now: float) -> None:
+    # _check_time_claims has made these finite, in range, or None.
     exp = float(claims["exp"])
     nbf = claims.get("nbf")
     iat = claims.get("iat")
-    if nbf is not None and not _is_number(nbf):
-        raise InvalidTokenError(31204, "nbf is not a number")
-    if iat is not None and not _is_number(iat):
-        raise InvalidTokenError(31204, "iat is not a number")
-    start = nbf if nbf is not None else iat if iat is not None else now
-    if exp - float(start) > MAX_LIFETIME_S:
+    # Twilio's limit is on exp itself ("at most 24 h in the future", 20104);
+    # checking only exp - (nbf or iat) let a future iat stretch it.
+    if exp - now > MAX_LIFETIME_S + CLOCK_SKEW_S:
+        raise InvalidTokenError(31207, f"exp is {exp - now:.0f} s away > 24 h")
+    start = nbf if nbf is not None else iat
+    if start is not None and exp - float(start) > MAX_LIFETIME_S:
         raise InvalidTokenError(31207, f"lifetime {exp - float(start):.0f} s > 24 h")
     if exp <= now:
         raise InvalidTokenError(31205, "exp is in the past")
     if nbf is not None and float(nbf) > now + CLOCK_SKEW_S:
         raise InvalidTokenError(31204, "nbf is in the future")
+    if iat is not None and float(iat) > now + CLOCK_SKEW_S:
+        raise InvalidTokenError(31204, "iat is in the future")
 
 
 def _verify_access(claims: dict[str, Any], token: str, keyring: Keyring) -> TokenClaims:
@@ -350,8 +383,7 @@ def _verify_access(claims: dict[str, Any], token: str, keyring: Keyring) -> Toke
         raise InvalidTokenError(31204, "missing iss")
     if not isinstance(sub, str) or not sub:
         raise InvalidTokenError(31204, "missing sub")
-    if not _is_number(claims.get("exp")):
-        raise InvalidTokenError(31204, "missing exp")
+    _check_time_claims(claims)
     if not isinstance(grants, dict):
         raise InvalidTokenError(31204, "missing grants")
     identity = grants.get("identity")
@@ -406,8 +438,7 @@ def _verify_capability(
     iss, scope = claims.get("iss"), claims.get("scope")
     if not isinstance(iss, str) or not iss:
         raise InvalidTokenError(31204, "missing iss")
-    if not _is_number(claims.get("exp")):
-        raise InvalidTokenError(31204, "missing exp")
+    _check_time_claims(claims)
     if not isinstance(scope, str):
         raise InvalidTokenError(31204, "missing scope")
     scopes = _parse_scopes(scope)

@@ -307,3 +307,80 @@ def test_non_numeric_nbf_is_31204(keyring):
         "grants": {"identity": "alice"},
     }
     assert code_of(raw_token({"cty": "twilio-fpa;v=1"}, claims), keyring) == 31204
+
+
+def access_claims(**times: object) -> dict:
+    return {"iss": KEY, "sub": ACCOUNT, "grants": {"identity": "alice"}, **times}
+
+
+def test_future_iat_cannot_stretch_the_24_hour_limit(keyring):
+    # exp - iat is 24 h, but exp is 10 days away: Twilio refuses exp > now + 24 h.
+    iat = NOW + 10 * 86400
+    claims = access_claims(iat=iat, exp=iat + 86400)
+    assert code_of(raw_token({"cty": "twilio-fpa;v=1"}, claims), keyring) == 31207
+    # The clock skew allowance also applies to exp: 24 h + 60 s still passes.
+    claims = access_claims(exp=NOW + 86400 + 60)
+    token = raw_token({"cty": "twilio-fpa;v=1"}, claims)
+    assert verify_token(token, keyring, NOW).identity == "alice"
+    claims = access_claims(exp=NOW + 86400 + 61)
+    token = raw_token({"cty": "twilio-fpa;v=1"}, claims)
+    assert code_of(token, keyring, NOW) == 31207
+
+
+def test_iat_in_the_future_beyond_clock_skew_is_31204(keyring):
+    claims = access_claims(iat=NOW + 3600, exp=NOW + 7200)
+    assert code_of(raw_token({"cty": "twilio-fpa;v=1"}, claims), keyring, NOW) == 31204
+    claims = access_claims(iat=NOW + 50, exp=NOW + 7200)
+    token = raw_token({"cty": "twilio-fpa;v=1"}, claims)
+    assert verify_token(token, keyring, NOW).identity == "alice"
+
+
+def raw_json_token(header: dict, payload: str, secret: str = SECRET) -> str:
+    """Sign literal claims text (NaN, huge integers: what json.dumps won't do)."""
+    return jwt.PyJWS().encode(
+        payload.encode(), secret, algorithm="HS256", headers=header
+    )
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        '"exp": NaN',
+        '"exp": Infinity',
+        '"exp": 1e400',
+        '"exp": ' + "9" * 400,  # float() would raise OverflowError
+        '"exp": -1',
+        f'"exp": {NOW + 60}, "nbf": NaN',
+        f'"exp": {NOW + 60}, "iat": NaN',
+        f'"exp": {NOW + 60}, "nbf": -Infinity',
+        f'"exp": {NOW + 60}, "iat": ' + "9" * 400,
+    ],
+)
+def test_non_finite_or_absurd_times_are_31204(keyring, times):
+    access_payload = (
+        f'{{"iss": "{KEY}", "sub": "{ACCOUNT}", "grants": {{"identity": "a"}}, '
+        f"{times}}}"
+    )
+    token = raw_json_token({"cty": "twilio-fpa;v=1"}, access_payload)
+    assert code_of(token, keyring) == 31204
+    capability_payload = (
+        f'{{"iss": "{ACCOUNT}", "scope": "scope:client:incoming?clientName=a", '
+        f"{times}}}"
+    )
+    token = raw_json_token({"typ": "JWT"}, capability_payload, AUTH_TOKEN)
+    assert code_of(token, keyring) == 31204
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("part", ["header", "claims"])
+def test_deeply_nested_json_is_31204_not_recursion_error(keyring, part):
+    nested = b64(b"[" * 3000 + b"]" * 3000)
+    header = b64(b'{"alg": "HS256", "cty": "twilio-fpa;v=1"}')
+    claims = b64(json.dumps(access_claims(exp=NOW + 60)).encode())
+    token = f"{nested}.{claims}.c2ln" if part == "header" else f"{header}.{nested}.c2ln"
+    assert code_of(token, keyring) == 31204
+    with pytest.raises(AuthenticationError):
+        describe_unverified(token)
