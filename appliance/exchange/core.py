@@ -9,8 +9,13 @@ After every input it drains :meth:`Exchange.frames_to_send` (write them in
 order), :meth:`Exchange.sessions_to_close` (close those sockets *after* writing
 their frames), :meth:`Exchange.echo_requests` (start or stop echo media), and
 sleeps until :meth:`Exchange.next_deadline`. The core does no I/O and never
-reads a clock: every ``now`` is **Unix time in seconds**, because token ``exp``
-is absolute (signaling-protocol.md §6).
+reads a clock. Every ``now`` is a **monotonic** clock in seconds, and drives all
+timers (heartbeats, idle and ring timeouts, token expiry). :meth:`Exchange.receive`
+also takes ``wall``, **Unix time**, only to verify tokens: ``exp``/``nbf`` are
+absolute (signaling-protocol.md §6). A verified token's ``exp`` becomes a
+monotonic deadline at once, so a wall-clock step (NTP on a Pi without RTC) moves
+no timer; on wall time, a step forward would make every session look idle and
+drop every call, and a step back would stall heartbeats.
 
 Gateway→client frames use version ``""`` like the real gateway (§2.1).
 
@@ -19,9 +24,12 @@ Session life: ``listen{token}`` → ``connected`` (§2.3). Before a good
 stays open so the client can still send ``listen``. A bad token gets
 ``error{code}`` then ``close{}`` and the socket is closed (§2.4 trace, §3).
 A second ``listen`` updates the token; a bad update is treated like a bad first
-token. ``register{media:{audio:true}}`` → ``ready``; ``audio:false`` →
-``offline``. Registrations are per (account, identity); one identity may be
-registered by several sessions, which all ring (§9.2 #4).
+token. An update to another identity or account, or without the incoming grant,
+unregisters the session (``offline``) and withdraws it from the calls ringing
+there (``cancel``; the caller gets 31480 if it was the last ringing session).
+``register{media:{audio:true}}`` → ``ready``; ``audio:false`` → ``offline``.
+Registrations are per (account, identity); one identity may be registered by
+several sessions, which all ring (§9.2 #4).
 
 Calls (outgoing ``invite`` from a caller session): the request is checked first
 (token not expired, outgoing grant, a ``To`` param) and refused with
@@ -134,6 +142,8 @@ class _Session:
     last_seen: float
     next_heartbeat: float
     claims: TokenClaims | None = None
+    #: ``claims.expires_at`` on the monotonic clock (set with ``claims``).
+    token_deadline: float = 0.0
     registered: bool = False
     call_waiting: bool = False
     expiry_reported: bool = False
@@ -166,7 +176,7 @@ def _frame_type(text: str) -> object:
     """The ``type`` of a frame that failed to decode, if it has one."""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return data.get("type") if isinstance(data, dict) else None
 
@@ -233,8 +243,17 @@ class Exchange:
         )
         logger.debug("= session %d opened", sid)
 
-    def receive(self, sid: int, text: str, now: float) -> None:
+    def receive(
+        self, sid: int, text: str, now: float, *, wall: float | None = None
+    ) -> None:
         """Process one text frame from a session (``"\\n"`` = heartbeat reply).
+
+        Args:
+            sid: the session.
+            text: the frame.
+            now: monotonic seconds.
+            wall: Unix seconds, to verify a ``listen`` token; ``None`` = ``now``
+                (for callers that run the whole core on Unix time).
 
         After calling this, drain the outputs (see the module docstring).
         Frames for unknown or closed sessions are ignored.
@@ -247,6 +266,12 @@ class Exchange:
             return
         try:
             message = decode(text)
+        except RecursionError:
+            # json nests by recursion: a few KB of "[[[…" exhaust the stack.
+            # That is a malformed frame like any other, not a crash.
+            logger.debug("! session %d: bad frame: nested too deeply", sid)
+            self._error(sid, 31400, "frame is not JSON")
+            return
         except RemoteProtocolError as exc:
             code = 31102 if _frame_type(text) == MessageType.LISTEN else 31400
             logger.debug("! session %d: bad frame: %s", sid, exc.message)
@@ -255,7 +280,7 @@ class Exchange:
         # Never log payloads here: listen carries the token.
         logger.debug("< session %d: %s %s", sid, message.type, message.callsid or "")
         if message.type is MessageType.LISTEN:
-            self._on_listen(session, message, now)
+            self._on_listen(session, message, now, now if wall is None else wall)
             return
         if session.claims is None:
             self._error(sid, 31102, "Missing access token: send listen first")
@@ -280,11 +305,10 @@ class Exchange:
                 session.next_heartbeat += self._heartbeat_interval
                 if session.next_heartbeat <= now:  # we were late; don't burst
                     session.next_heartbeat = now + self._heartbeat_interval
-            claims = session.claims
             if (
-                claims is not None
+                session.claims is not None
                 and not session.expiry_reported
-                and claims.expires_at <= now
+                and session.token_deadline <= now
             ):
                 self._expire(session)
             if (
@@ -342,12 +366,12 @@ class Exchange:
         return requests
 
     def next_deadline(self) -> float | None:
-        """When :meth:`tick` must next be called (Unix seconds), if ever."""
+        """When :meth:`tick` must next be called (monotonic seconds), if ever."""
         deadlines: list[float] = []
         for session in self._sessions.values():
             deadlines.append(session.next_heartbeat)
             if session.claims is not None and not session.expiry_reported:
-                deadlines.append(session.claims.expires_at)
+                deadlines.append(session.token_deadline)
             if self._idle_timeout is not None:
                 deadlines.append(session.last_seen + self._idle_timeout)
         deadlines.extend(
@@ -450,6 +474,18 @@ class Exchange:
         if call.is_echo:
             self._echo.append(EchoHangup(call.parent_sid))
 
+    def _leave_fork(self, call: _Call, sid: int, *, notify: bool) -> None:
+        """Stop ringing ``sid``; the call fails with 31480 if nobody else rings.
+
+        ``notify``: send ``cancel`` (the session stays, so a late ``answer``
+        gets ``hangup``); not when its socket is gone.
+        """
+        call.forks.discard(sid)
+        if notify:
+            self._cancel_forks(call, [sid])
+        if not call.forks:
+            self._fail_ringing(call, 31480, "Temporarily unavailable")
+
     def _expire(self, session: _Session) -> None:
         """The session's token expired: report it and unregister (§3)."""
         session.expiry_reported = True
@@ -460,8 +496,7 @@ class Exchange:
             self._send(session.sid, MessageType.OFFLINE, {})
 
     def _expired(self, session: _Session, now: float) -> bool:
-        claims = session.claims
-        return claims is None or claims.expires_at <= now
+        return session.claims is None or session.token_deadline <= now
 
     def _drop(self, sid: int, now: float) -> None:
         """Forget a session whose socket is gone, ending its calls (§2.3)."""
@@ -480,20 +515,20 @@ class Exchange:
                 self._end(call)
                 self._hangup(call.caller, call.parent_sid, 31005, "Connection lost")
             elif sid in call.forks:
-                call.forks.discard(sid)
-                if not call.forks:
-                    self._fail_ringing(call, 31480, "Temporarily unavailable")
+                self._leave_fork(call, sid, notify=False)
             call.cancelled.discard(sid)
         self._sessions.pop(sid, None)
 
     # ------------------------------------------------------------- handlers
 
-    def _on_listen(self, session: _Session, message: Message, now: float) -> None:
+    def _on_listen(
+        self, session: _Session, message: Message, now: float, wall: float
+    ) -> None:
         token = message.payload["token"]
         try:
             if not isinstance(token, str):
                 raise InvalidTokenError(31204, "token is not a string")
-            claims = verify_token(token, self._keyring, now)
+            claims = verify_token(token, self._keyring, wall)
         except InvalidTokenError as exc:
             logger.info(
                 "session %d: token rejected: %d %s (%s)",
@@ -509,15 +544,24 @@ class Exchange:
             return
         old = session.claims
         session.claims = claims
+        # From here on the token's life is timed on the monotonic clock.
+        session.token_deadline = now + (claims.expires_at - wall)
         session.expiry_reported = False
-        if session.registered and (
+        if (
             old is None
             or (old.account_sid, old.identity) != (claims.account_sid, claims.identity)
             or not claims.incoming_allowed
         ):
-            # The registration belonged to the old grant (§2.2 updateToken).
-            session.registered = False
-            self._send(session.sid, MessageType.OFFLINE, {})
+            # The registration and the invites it brought belonged to the old
+            # grant (§2.2 updateToken): the new one may not answer them.
+            # Checked even when unregistered: an expired or unregistered
+            # session may still be ringing.
+            for call in list(self._calls.values()):
+                if session.sid in call.forks:
+                    self._leave_fork(call, session.sid, notify=True)
+            if session.registered:
+                session.registered = False
+                self._send(session.sid, MessageType.OFFLINE, {})
         logger.info("session %d: connected as %s", session.sid, claims.identity)
         self._send(
             session.sid,
@@ -529,7 +573,7 @@ class Exchange:
                 "home": "local",
                 "token": {
                     "identity": claims.identity,
-                    "ttl": max(0, int(claims.expires_at - now)),
+                    "ttl": max(0, int(claims.expires_at - wall)),
                 },
             },
         )

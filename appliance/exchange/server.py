@@ -13,8 +13,10 @@ The ``echo`` destination answers with a
 aiortc is imported only when the first echo call arrives, so the exchange
 starts quickly.
 
-Time: the core runs on Unix time (token ``exp`` is absolute), so the clock here
-is :func:`time.time`; a wall-clock step only shifts when the next timer fires.
+Time: the core's timers run on :func:`time.monotonic` (asyncio's own clock), so
+a wall-clock step (NTP on a Pi without RTC) neither closes idle-looking sessions
+nor stalls heartbeats; :func:`time.time` is passed along only to verify tokens,
+whose ``exp``/``nbf`` are absolute.
 
 Nothing here logs frames' payloads (``listen`` carries a token).
 """
@@ -26,6 +28,7 @@ import contextlib
 import itertools
 import logging
 import time
+import traceback
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -72,6 +75,16 @@ _ws_logger.addFilter(_NoFrameDump())
 _OUTBOX_LIMIT = 1000
 
 
+def _where(exc: BaseException) -> str:
+    """``Type at file:line in function`` of an exception, without its message."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return type(exc).__name__
+    last = frames[-1]
+    name = last.filename.rsplit("/", 1)[-1]
+    return f"{type(exc).__name__} at {name}:{last.lineno} in {last.name}"
+
+
 @dataclass
 class _Connection:
     ws: ServerConnection
@@ -88,7 +101,8 @@ class ExchangeServer:
     Args:
         config: listen address, keyring, timers, media addresses.
         rng: CallSid randomness for the core (tests pass ``random.Random(n)``).
-        clock: Unix time source (seconds).
+        clock: monotonic time source (seconds) for the timers.
+        wall_clock: Unix time source (seconds) for token ``exp``/``nbf``.
 
     Example::
 
@@ -102,10 +116,12 @@ class ExchangeServer:
         config: ExchangeConfig,
         *,
         rng: RandomSource | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self._clock = clock
+        self._wall_clock = wall_clock
         self.core = Exchange(
             config.keyring,
             gateway_name=config.gateway_name,
@@ -209,13 +225,31 @@ class ExchangeServer:
                 text = (
                     data if isinstance(data, str) else data.decode("utf-8", "replace")
                 )
-                self.core.receive(sid, text, self._clock())
+                try:
+                    self.core.receive(sid, text, self._clock(), wall=self._wall_clock())
+                except Exception as exc:  # noqa: BLE001 - supervision boundary
+                    # Only this session is closed. One line, no traceback text
+                    # (so no exc_info): the exception's message could quote the
+                    # frame, and a listen frame carries a token.
+                    logger.error(
+                        "session %d: exchange failed on a frame (%s): closing",
+                        sid,
+                        _where(exc),
+                    )
+                    self._pump()
+                    self._close(conn)
+                    break
                 self._pump()
         except ConnectionClosed:
             pass
         finally:
             self._connections.pop(sid, None)
-            self.core.session_closed(sid, self._clock())
+            try:
+                self.core.session_closed(sid, self._clock())
+            except Exception as exc:  # noqa: BLE001 - as above
+                logger.error(
+                    "session %d: exchange failed closing it (%s)", sid, _where(exc)
+                )
             self._pump()
             if not conn.closing:
                 writer.cancel()

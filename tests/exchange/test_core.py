@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 from typing import Any
@@ -50,7 +51,7 @@ class Client:
         self.send_text(encode(Message(MessageType(kind), payload)))
 
     def send_text(self, text: str) -> None:
-        self.h.exchange.receive(self.sid, text, self.h.now)
+        self.h.exchange.receive(self.sid, text, self.h.now, wall=self.h.wall)
         self.h.pump()
 
     def messages(self) -> list[Message]:
@@ -83,7 +84,8 @@ class Harness:
     def __init__(self, **options: Any) -> None:
         options.setdefault("rng", random.Random(7))
         self.exchange = Exchange(make_keyring(), gateway_name="gw-test", **options)
-        self.now = NOW
+        self.now = NOW  # the monotonic clock the core's timers run on
+        self.wall_offset = 0.0  # Unix time = now + wall_offset
         self.clients: dict[int, Client] = {}
         self.closed: set[int] = set()
         self.echo: list[EchoOffer | EchoHangup] = []
@@ -100,6 +102,10 @@ class Harness:
             self.clients[sid].received.append(text)
         self.closed.update(self.exchange.sessions_to_close())
         self.echo.extend(self.exchange.echo_requests())
+
+    @property
+    def wall(self) -> float:
+        return self.now + self.wall_offset
 
     def advance(self, seconds: float) -> None:
         """Move time forward, ticking at every deadline on the way."""
@@ -119,7 +125,7 @@ class Harness:
             "api_key_sid": KEY,
             "api_secret": SECRET,
             "identity": identity,
-            "now": self.now,
+            "now": self.wall,
             "outgoing_application_sid": APP,
         }
         values.update(overrides)
@@ -256,6 +262,68 @@ def test_token_update_to_other_identity_unregisters(h):
     assert h.exchange.registered_sessions(ACCOUNT, "alice") == []
 
 
+@pytest.mark.parametrize(
+    "new_token",
+    [
+        {"identity": "carol"},
+        {"identity": "bob", "incoming_allow": False},
+        {
+            "identity": "bob",
+            "account_sid": OTHER_ACCOUNT,
+            "api_key_sid": OTHER_KEY,
+            "api_secret": "o" * 32,
+        },
+    ],
+)
+def test_token_update_to_other_grant_cancels_its_ringing_calls(h, new_token):
+    alice = h.login("alice")
+    bob = h.login("bob")
+    parent = dial(alice, "bob")
+    child = bob.expect_one("invite")["callsid"]
+    identity = new_token.pop("identity")
+    bob.send("listen", token=h.token(identity, **new_token))
+    cancel, _offline, _connected = bob.expect("cancel", "offline", "connected")
+    assert cancel == {"callsid": child}
+    # bob was the only ringing session: the call fails as if he had left.
+    assert alice.expect_one("hangup") == {
+        "callsid": parent,
+        "error": {"code": 31480, "message": "Temporarily unavailable"},
+    }
+    assert h.exchange.call_count == 0
+    # A late answer under the new grant ends cleanly instead of connecting.
+    bob.send("answer", callsid=child, sdp=ANSWER)
+    assert bob.expect_one("hangup") == {"callsid": child}
+    assert alice.messages() == []
+
+
+def test_token_update_leaves_other_forks_ringing(h):
+    alice = h.login("alice")
+    bob1 = h.login("bob")
+    bob2 = h.login("bob")
+    dial(alice, "bob")
+    child = bob1.expect_one("invite")["callsid"]
+    bob2.expect("invite")
+    # Unregistered first: still ringing, and still withdrawn on the update.
+    bob1.send("register", media={"audio": False})
+    bob1.expect("offline")
+    bob1.send("listen", token=h.token("carol"))
+    assert bob1.expect("cancel", "connected")[0] == {"callsid": child}
+    assert alice.messages() == []
+    bob2.send("answer", callsid=child, sdp=ANSWER)
+    alice.expect("answer")
+
+
+def test_token_update_to_same_identity_keeps_ringing(h):
+    alice = h.login("alice")
+    bob = h.login("bob")
+    dial(alice, "bob")
+    child = bob.expect_one("invite")["callsid"]
+    bob.send("listen", token=h.token("bob", ttl=600))
+    bob.expect("connected")
+    bob.send("answer", callsid=child, sdp=ANSWER)
+    alice.expect("answer")
+
+
 def test_heartbeat_every_interval(h):
     client = h.connect()
     h.advance(4.9)
@@ -290,6 +358,65 @@ def test_token_expiry_sends_31205_and_offline_but_call_continues(h):
     # Registering again with the expired token is refused.
     alice.send("register", media={"audio": True})
     assert alice.expect_one("error")["error"]["code"] == 31205
+
+
+def test_timers_run_on_the_monotonic_clock_not_wall_time():
+    # Monotonic time starts near zero (boot); Unix time is NOW.
+    h = Harness(idle_timeout=20.0)
+    h.now, h.wall_offset = 100.0, NOW - 100.0
+    alice = h.login("alice", ttl=60)
+    bob = h.login("bob")
+    assert h.exchange.next_deadline() == pytest.approx(105.0)  # heartbeat
+    dial(alice, "bob")
+    bob.expect("invite")
+    # NTP steps the wall clock an hour forward, then back: nothing fires.
+    h.wall_offset += 3600
+    for client in (alice, bob):
+        client.send_text(HEARTBEAT)
+    h.wall_offset -= 7200
+    h.advance(19)
+    for client in (alice, bob):
+        assert client.received.count(HEARTBEAT) == 3  # at 105, 110, 115
+        client.received.clear()
+        client.send_text(HEARTBEAT)
+    assert not alice.is_closed and not bob.is_closed
+    assert h.exchange.call_count == 1
+    # The ring timeout and the token's exp run on the monotonic clock too.
+    h.advance(11)
+    assert alice.expect_one("hangup")["error"]["code"] == 31480
+    for step in (10, 10, 9.9):  # to 159.9, answering heartbeats (idle timeout)
+        for client in (alice, bob):
+            client.send_text(HEARTBEAT)
+        h.advance(step)
+    assert alice.messages() == []
+    assert not alice.is_closed
+    h.advance(0.1)  # 60 s after listen, whatever the wall clock says
+    error, _offline = alice.expect("error", "offline")
+    assert error["error"]["code"] == 31205
+
+
+def test_connected_ttl_and_token_checks_use_wall_time():
+    h = Harness()
+    h.now, h.wall_offset = 100.0, NOW - 100.0
+    client = h.connect()
+    client.send("listen", token=h.token("alice", ttl=600))
+    assert client.expect_one("connected")["token"]["ttl"] == 600
+    # A token minted at wall time NOW is not yet valid an hour earlier.
+    h.wall_offset -= 3600
+    client.send("listen", token=h.token("alice", now=NOW))
+    assert client.expect("error", "close")[0]["error"]["code"] == 31204
+
+
+def test_without_wall_the_core_runs_on_one_clock(h):
+    client = h.connect()
+    h.exchange.receive(
+        client.sid,
+        encode(Message(MessageType.LISTEN, {"token": h.token("alice", ttl=600)})),
+        h.now,
+    )
+    h.pump()
+    assert client.expect_one("connected")["token"]["ttl"] == 600
+    assert h.exchange.next_deadline() == pytest.approx(h.now + 5)
 
 
 # ------------------------------------------------------------------- calls
@@ -643,6 +770,29 @@ def test_malformed_or_unexpected_frames_are_31400_and_socket_stays(h, text):
     alice.send_text(text)
     assert alice.expect_one("error")["error"]["code"] == 31400
     assert not alice.is_closed
+
+
+def test_deeply_nested_frame_is_31400_before_and_after_listen(h):
+    nested = "[" * 3000 + "]" * 3000  # json recursion: RecursionError
+    client = h.connect()
+    client.send_text(nested)
+    assert client.expect_one("error")["error"]["code"] == 31400
+    client.send_text('{"type": "listen", "payload": ' + nested + "}")
+    assert client.expect_one("error")["error"]["code"] == 31400
+    assert not client.is_closed
+    client.send("listen", token=h.token("alice"))
+    client.expect("connected")
+    client.send_text(nested)
+    assert client.expect_one("error")["error"]["code"] == 31400
+
+
+def test_deeply_nested_token_is_31204_then_close(h):
+    header = base64.urlsafe_b64encode(b"[" * 3000 + b"]" * 3000).decode()
+    client = h.connect()
+    client.send("listen", token=header.rstrip("=") + ".e30.c2ln")
+    error, _close = client.expect("error", "close")
+    assert error["error"]["code"] == 31204
+    assert client.is_closed
 
 
 def test_dtmf_for_unknown_call_is_31400(h):

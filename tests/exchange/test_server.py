@@ -7,13 +7,16 @@ echo test uses a real aiortc peer (our MediaSession) on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import logging
 import os
 import random
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -240,6 +243,81 @@ async def test_in_process_call_relays_sdp_between_two_clients():
         hangup = await receive(alice)
         assert hangup["type"] == "hangup"
         assert hangup["payload"]["error"]["code"] == 31005
+        await alice.close()
+
+
+def in_process_config() -> ExchangeConfig:
+    keyring = Keyring()
+    keyring.add_api_key(ACCOUNT, KEY, SECRET)
+    return ExchangeConfig(host="127.0.0.1", port=0, keyring=keyring)
+
+
+async def test_deeply_nested_frames_are_malformed_not_crashes(caplog):
+    nested = "[" * 3000 + "]" * 3000  # json recursion: RecursionError
+    async with ExchangeServer(in_process_config()) as server:
+        ws = await connect(server.url)
+        await ws.send(nested)
+        assert (await receive(ws))["payload"]["error"]["code"] == 31400
+        # The same socket still logs in.
+        await send(ws, "listen", token=token("alice"))
+        assert (await receive(ws))["type"] == "connected"
+        await ws.close()
+        # Nested JSON inside the token's header: a malformed token.
+        ws = await connect(server.url)
+        header = base64.urlsafe_b64encode(nested.encode()).decode().rstrip("=")
+        await send(ws, "listen", token=f"{header}.e30.c2ln")
+        error = await receive(ws)
+        assert error["payload"]["error"]["code"] == 31204
+        assert (await receive(ws))["type"] == "close"
+        with pytest.raises(ConnectionClosed):
+            await receive(ws)
+        assert ws.close_code == 1000
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_core_failure_closes_only_that_session(caplog, monkeypatch):
+    async with ExchangeServer(in_process_config()) as server:
+        bob = await login(server.url, "bob")
+        real_receive = server.core.receive
+        secret_token = token("alice")
+
+        def receive_or_fail(sid: int, text: str, now: float, **kw: Any) -> None:
+            if secret_token in text:
+                raise ValueError(f"cannot handle {text}")  # quotes the token
+            real_receive(sid, text, now, **kw)
+
+        monkeypatch.setattr(server.core, "receive", receive_or_fail)
+        alice = await connect(server.url)
+        await send(alice, "listen", token=secret_token)
+        with pytest.raises(ConnectionClosed):
+            await receive(alice)
+        assert alice.close_code == 1000  # a clean close, not 1011
+        # Bob's session is untouched.
+        await send(bob, "register", media={"audio": True})
+        assert (await receive(bob))["type"] == "ready"
+        assert server.core.registered_sessions(ACCOUNT, "bob") != []
+        await bob.close()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, caplog.text
+    assert errors[0].exc_info is None
+    assert "ValueError" in errors[0].getMessage()
+    assert secret_token not in caplog.text
+
+
+async def test_wall_clock_step_moves_no_timer():
+    offset = 0.0
+    config = replace(in_process_config(), heartbeat_interval=0.3, idle_timeout=10)
+    server = ExchangeServer(config, wall_clock=lambda: time.time() + offset)
+    async with server:
+        alice = await login(server.url, "alice")
+        offset = -3600.0  # NTP steps the wall clock an hour back
+        for _ in range(3):  # heartbeats keep coming (timers are monotonic)
+            text = await asyncio.wait_for(alice.recv(), 5 * TIMEOUT_FACTOR)
+            assert text == HEARTBEAT
+        assert len(server.core.registered_sessions(ACCOUNT, "alice")) == 1
+        # Tokens are checked on the wall clock: this one is not valid yet.
+        await send(alice, "listen", token=token("alice"))
+        assert (await receive(alice))["payload"]["error"]["code"] == 31204
         await alice.close()
 
 
