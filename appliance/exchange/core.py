@@ -90,6 +90,8 @@ from appliance.tokens import InvalidTokenError, Keyring, TokenClaims, verify_tok
 __all__ = [
     "API_VERSION",
     "ECHO_DESTINATION",
+    "LISTEN_DEADLINE_S",
+    "MAX_OUTGOING_CALLS",
     "EchoHangup",
     "EchoOffer",
     "EchoRequest",
@@ -103,6 +105,13 @@ API_VERSION = "2010-04-01"
 #: The ``To`` value that reaches the echo destination instead of a client.
 ECHO_DESTINATION = "echo"
 _CLIENT_PREFIX = "client:"
+#: A socket must send ``listen`` this soon after opening, or it is closed with
+#: 31102: heartbeat replies alone would otherwise keep it open for ever.
+LISTEN_DEADLINE_S = 10.0
+#: Calls one session may have going out at once (a phone has one, two while
+#: it swaps); more is refused with 31206 so that one client cannot ring every
+#: phone or start echo media sessions without end.
+MAX_OUTGOING_CALLS = 4
 
 
 class RandomSource(Protocol):
@@ -141,6 +150,7 @@ class _Session:
     sid: int
     last_seen: float
     next_heartbeat: float
+    listen_deadline: float = 0.0
     claims: TokenClaims | None = None
     #: ``claims.expires_at`` on the monotonic clock (set with ``claims``).
     token_deadline: float = 0.0
@@ -239,7 +249,10 @@ class Exchange:
         if sid in self._sessions:
             raise ValueError(f"session {sid} is already open")
         self._sessions[sid] = _Session(
-            sid=sid, last_seen=now, next_heartbeat=now + self._heartbeat_interval
+            sid=sid,
+            last_seen=now,
+            next_heartbeat=now + self._heartbeat_interval,
+            listen_deadline=now + LISTEN_DEADLINE_S,
         )
         logger.debug("= session %d opened", sid)
 
@@ -300,6 +313,12 @@ class Exchange:
     def tick(self, now: float) -> None:
         """Run the timers due at ``now``: heartbeats, token expiry, ring timeouts."""
         for session in list(self._sessions.values()):
+            if session.claims is None and session.listen_deadline <= now:
+                logger.info("session %d sent no listen: closing", session.sid)
+                self._error(session.sid, 31102, "Missing access token")
+                self._to_close.append(session.sid)
+                self._drop(session.sid, now)
+                continue
             if session.next_heartbeat <= now:
                 self._frames.append((session.sid, HEARTBEAT))
                 session.next_heartbeat += self._heartbeat_interval
@@ -370,6 +389,8 @@ class Exchange:
         deadlines: list[float] = []
         for session in self._sessions.values():
             deadlines.append(session.next_heartbeat)
+            if session.claims is None:
+                deadlines.append(session.listen_deadline)
             if session.claims is not None and not session.expiry_reported:
                 deadlines.append(session.token_deadline)
             if self._idle_timeout is not None:
@@ -635,6 +656,10 @@ class Exchange:
             self._error(
                 session.sid, 31400, "invite: callsid already in use", callsid=temp
             )
+            return
+        going_out = sum(c.caller == session.sid for c in self._calls.values())
+        if going_out >= MAX_OUTGOING_CALLS:
+            self._hangup(session.sid, temp, 31206, "Rate exceeded: too many calls")
             return
         call = _Call(
             parent_sid=self._new_call_sid(),

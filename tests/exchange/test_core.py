@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from appliance.exchange.core import EchoHangup, EchoOffer, Exchange
+from appliance.exchange.core import (
+    LISTEN_DEADLINE_S,
+    MAX_OUTGOING_CALLS,
+    EchoHangup,
+    EchoOffer,
+    Exchange,
+)
 from appliance.signaling.messages import (
     HEARTBEAT,
     Message,
@@ -325,7 +331,7 @@ def test_token_update_to_same_identity_keeps_ringing(h):
 
 
 def test_heartbeat_every_interval(h):
-    client = h.connect()
+    client = h.login("alice", register=False)
     h.advance(4.9)
     assert client.received == []
     h.advance(0.1)
@@ -333,6 +339,38 @@ def test_heartbeat_every_interval(h):
     h.advance(10)
     assert client.received == [HEARTBEAT] * 3
     assert h.exchange.next_deadline() == pytest.approx(h.now + 5)
+
+
+def test_a_socket_that_never_sends_listen_is_closed_with_31102(h):
+    silent = h.connect()
+    h.advance(LISTEN_DEADLINE_S - 1)
+    silent.send_text(HEARTBEAT)  # heartbeat replies do not keep it open
+    assert not silent.is_closed
+    h.advance(1)
+    error = silent.expect_one("error")
+    assert error["error"]["code"] == 31102
+    assert silent.is_closed
+    late = h.connect()
+    late.send("listen", token=h.token("alice"))
+    late.expect("connected")
+    h.advance(LISTEN_DEADLINE_S * 2)
+    assert not late.is_closed  # once logged in, only the idle rules apply
+
+
+def test_one_session_cannot_place_calls_without_end(h):
+    alice = h.login("alice")
+    h.login("bob")
+    for n in range(MAX_OUTGOING_CALLS):
+        dial(alice, "bob", temp=f"TJS-{n}")
+    alice.send(
+        "invite",
+        callsid="TJS-more",
+        sdp=OFFER,
+        twilio={"params": encode_params({"To": "echo"})},
+    )
+    refused = alice.expect_one("hangup")
+    assert refused["callsid"] == "TJS-more"
+    assert refused["error"]["code"] == 31206
 
 
 def test_heartbeat_reply_is_not_an_error(h):
@@ -803,8 +841,8 @@ def test_dtmf_for_unknown_call_is_31400(h):
 
 def test_idle_timeout_closes_silent_sessions():
     h = Harness(idle_timeout=20.0)
-    quiet = h.connect()
-    chatty = h.connect()
+    quiet = h.login("quiet", register=False)
+    chatty = h.login("chatty", register=False)
     for _ in range(5):
         h.advance(5)
         chatty.send_text(HEARTBEAT)
