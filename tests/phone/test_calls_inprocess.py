@@ -459,16 +459,49 @@ async def test_busy_without_incoming_while_busy_gives_31486(phones: PhoneFactory
     assert conn.status() == "closed"
 
 
-async def test_busy_with_incoming_while_busy_rings_and_accepting_replaces(
-    phones: PhoneFactory,
-):
+@dataclass
+class WaitingCall:
+    """alice talks to bob, who allows incoming calls while busy; carol calls
+    bob too and her call is pending on bob's side."""
+
+    alice: Phone
+    bob: Phone
+    carol: Phone
+    first: Connection  # alice's side of the active call
+    first_events: Recorder
+    first_incoming: Connection  # bob's side of it
+    second: Connection  # carol's call
+    second_events: Recorder
+    waiting: Connection  # bob's side of carol's call
+
+
+async def bob_busy_with_a_waiting_call(phones: PhoneFactory) -> WaitingCall:
     alice = await phones("alice")
     bob = await phones("bob", allow_incoming_while_busy=True)
     carol = await phones("carol")
     first, first_events, first_incoming, _ = await connect_call(alice, bob)
-
     second, second_events = await carol.call({"To": "bob"})
     waiting = await bob.next_incoming()
+    return WaitingCall(
+        alice,
+        bob,
+        carol,
+        first,
+        first_events,
+        first_incoming,
+        second,
+        second_events,
+        waiting,
+    )
+
+
+async def test_busy_with_incoming_while_busy_rings_and_accepting_replaces(
+    phones: PhoneFactory,
+):
+    w = await bob_busy_with_a_waiting_call(phones)
+    alice, bob, carol, waiting = w.alice, w.bob, w.carol, w.waiting
+    first, first_events, first_incoming = w.first, w.first_events, w.first_incoming
+    second, second_events = w.second, w.second_events
 
     assert waiting is not first_incoming and waiting.status() == "pending"
     assert bob.device.status() == "busy"
@@ -882,12 +915,9 @@ async def test_a_waiting_call_given_up_while_it_replaces_the_active_one(
     # allow_incoming_while_busy: accepting the waiting call first hangs up the
     # active one, and carol gives up while that hang-up is under way. The
     # closed call must not become bob's active call.
-    alice = await phones("alice")
-    bob = await phones("bob", allow_incoming_while_busy=True)
-    carol = await phones("carol")
-    _first, first_events, first_incoming, _ = await connect_call(alice, bob)
-    second, _second_events = await carol.call({"To": "bob"})
-    waiting = await bob.next_incoming()
+    w = await bob_busy_with_a_waiting_call(phones)
+    bob, carol, waiting, second = w.bob, w.carol, w.waiting, w.second
+    first_events, first_incoming = w.first_events, w.first_incoming
     waiting_events = bob.watch(waiting)
     hang_up_first = first_incoming.disconnect
 
@@ -923,12 +953,9 @@ async def test_cancelling_an_accept_that_replaces_the_active_call(
 ):
     # The accept is cancelled while it hangs up the active call: that hang-up
     # still completes, and the waiting call ends as if hung up.
-    alice = await phones("alice")
-    bob = await phones("bob", allow_incoming_while_busy=True)
-    carol = await phones("carol")
-    _first, first_events, first_incoming, _ = await connect_call(alice, bob)
-    _second, second_events = await carol.call({"To": "bob"})
-    waiting = await bob.next_incoming()
+    w = await bob_busy_with_a_waiting_call(phones)
+    bob, waiting, second_events = w.bob, w.waiting, w.second_events
+    first_events, first_incoming = w.first_events, w.first_incoming
     accepting = asyncio.ensure_future(waiting.accept())
     await asyncio.sleep(0)  # accept() is hanging up the active call
     assert not accepting.done() and waiting.status() == "connecting"
