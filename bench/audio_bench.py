@@ -146,30 +146,15 @@ async def rig_loopback(rig: VirtualCards, work: Path) -> dict[str, Any]:
 async def _phone(
     rig: VirtualCards, name: str, url: str, token: str, auto_answer: bool
 ) -> asyncio.subprocess.Process:
-    args = [
-        sys.executable,
-        "-m",
-        "appliance",
-        "phone",
-        "--signaling-url",
+    """A phone agent on the virtual cards of ``name``; its log is kept."""
+    return await call_bench._agent(
         url,
-        "--token",
         token,
-        "--input",
         f"alsa:{rig.mic_pcm(name)}",
-        "--output",
-        f"alsa:{rig.spk_pcm(name)}",
-        "--local-address",
-        "127.0.0.1",
-    ]
-    if auto_answer:
-        args.append("--auto-answer")
-    return await asyncio.create_subprocess_exec(
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        auto_answer,
+        output=f"alsa:{rig.spk_pcm(name)}",
         env=rig.env,
+        stderr=asyncio.subprocess.PIPE,
     )
 
 

@@ -121,8 +121,16 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def _agent(
-    url: str, token: str, tone: str, auto_answer: bool
+    url: str,
+    token: str,
+    tone: str,
+    auto_answer: bool,
+    *,
+    output: str = "null",
+    env: dict[str, str] | None = None,
+    stderr: int | None = None,
 ) -> asyncio.subprocess.Process:
+    """An ``appliance phone`` agent on 127.0.0.1 speaking JSON lines."""
     args = [
         sys.executable,
         "-m",
@@ -135,14 +143,18 @@ async def _agent(
         "--input",
         tone,
         "--output",
-        "null",
+        output,
         "--local-address",
         "127.0.0.1",
     ]
     if auto_answer:
         args.append("--auto-answer")
     return await asyncio.create_subprocess_exec(
-        *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
+        env=env,
     )
 
 

@@ -255,7 +255,6 @@ class PhoneProcess:
 
     async def send(self, cmd: str, **fields: Any) -> dict[str, Any]:
         """Send a command and return its reply."""
-        assert self.process.stdin is not None
         self.process.stdin.write((json.dumps({"cmd": cmd, **fields}) + "\n").encode())
         await self.process.stdin.drain()
         return await self.expect(reply=cmd)

@@ -50,6 +50,5 @@ async def test_stop_process_kills_a_child_that_ignores_sigterm():
         "time.sleep(60)",
         stdout=asyncio.subprocess.PIPE,
     )
-    assert proc.stdout is not None
     assert (await proc.stdout.readline()).strip() == b"armed"
     assert await stop_process(proc, grace_s=0.2) == -signal.SIGKILL

@@ -105,7 +105,6 @@ async def exchange_url() -> AsyncIterator[str]:
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        assert process.stdout is not None
         line = await asyncio.wait_for(process.stdout.readline(), 20 * TIMEOUT_FACTOR)
         text = line.decode().strip()
         assert text.startswith("exchange listening on ws://127.0.0.1:"), text
