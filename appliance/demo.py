@@ -35,6 +35,7 @@ from appliance.exchange.process import start_exchange_process, stop_process
 from appliance.media.levels import rms_dbfs
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
+from appliance.phone.options import parse_options
 from appliance.rig import (
     RigProcess,
     RigUnavailableError,
@@ -223,7 +224,7 @@ async def run_demo(out: Path) -> int:
             cards.record()
             await asyncio.sleep(0.3)  # recorders before the phones (rig.py)
         for who in ("alice", "bob"):
-            io = (
+            io: dict[str, str] = (
                 cards.devices(who)
                 if cards is not None
                 else {
@@ -232,10 +233,14 @@ async def run_demo(out: Path) -> int:
                 }
             )
             device = Device(
-                signaling_url=url,
-                local_addresses=["127.0.0.1"],
-                enable_ringing_state=True,
-                **io,
+                options=parse_options(
+                    {
+                        "signaling_url": url,
+                        "local_addresses": ["127.0.0.1"],
+                        "enable_ringing_state": True,
+                        **io,
+                    }
+                )
             )
             _watch(device, who, timeline)
             devices[who] = device

@@ -682,7 +682,6 @@ async def run_sim(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> in
         directory[code] = name
     panel = Panel(directory=directory, country=args.country)
     frames: Path | None = Path(args.frames) if args.frames else None
-    _use_alsa_if_asked(args.input, args.output)
 
     async with contextlib.AsyncExitStack() as stack:
         exchange: ExchangeServer | None = None
@@ -793,16 +792,6 @@ def _read_token(args: argparse.Namespace) -> str:
         except OSError as exc:
             raise ConfigError("--token-file", str(exc.strerror or exc)) from exc
     raise ConfigError("--token", "required with --signaling-url (or --token-file)")
-
-
-def _use_alsa_if_asked(*device_ids: str) -> None:
-    """Register the ALSA backend when an ``alsa:`` device is requested."""
-    if not any(d.startswith("alsa:") for d in device_ids):
-        return
-    from appliance.hardware.audio_alsa import open_alsa_sink, open_alsa_source
-    from appliance.media.devices import register_backend
-
-    register_backend("alsa", open_alsa_source, open_alsa_sink)
 
 
 def main(args: argparse.Namespace) -> int:

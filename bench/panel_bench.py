@@ -37,12 +37,12 @@ import numpy as np
 
 from appliance.exchange.config import ExchangeConfig
 from appliance.exchange.server import ExchangeServer
-from appliance.hardware.audio_alsa import AlsaSink
+from appliance.hardware.alsa_pcm import AlsaSink
 from appliance.hardware.display import Display, create_device
 from appliance.hardware.gpio import FrontPanelIO
 from appliance.hardware.pinmap import DisplaySpec, load_pinmap
-from appliance.media.audio import Samples
 from appliance.media.devices import register_backend
+from appliance.media.frames import Samples
 from appliance.phone.device import Device
 from appliance.rig import RigUnavailableError, VirtualCards
 from appliance.sim import MockPanelHardware

@@ -20,7 +20,7 @@ PURE = [
     "signaling/backoff.py",
     "signaling/urls.py",
     "phone/call.py",
-    "phone/dtmf.py",
+    "media/dtmf.py",
     "phone/quality.py",
     "phone/options.py",
     "media/tones.py",

@@ -11,25 +11,3 @@
 Importing this package does not need pyalsaaudio: the ALSA backend is loaded
 when an ``alsa:`` id is first used or devices are listed.
 """
-
-from appliance.audio.collection import AudioDeviceInfo, AudioOutputCollection
-from appliance.audio.helper import AUDIO_EVENTS, AudioHelper
-from appliance.audio.loader import SoundLoader, SoundLoadError
-from appliance.audio.mixer import FanOutSink, OutputMixer, Playback, StreamInput
-from appliance.audio.sounds import Sound, SoundCursor, default_sound
-
-__all__ = [
-    "AUDIO_EVENTS",
-    "AudioDeviceInfo",
-    "AudioHelper",
-    "AudioOutputCollection",
-    "FanOutSink",
-    "OutputMixer",
-    "Playback",
-    "Sound",
-    "SoundCursor",
-    "SoundLoadError",
-    "SoundLoader",
-    "StreamInput",
-    "default_sound",
-]

@@ -1,24 +1,34 @@
-"""AudioDeviceInfo and AudioOutputCollection (the seed's speaker/ringtone sets).
+"""The types Device.audio speaks in, and the seed's speaker/ringtone sets.
 
 Both ``device.audio.speaker_devices`` and ``device.audio.ringtone_devices`` are
 :class:`AudioOutputCollection` objects: a set of active output device ids that
 can be replaced at any time (sounds and call audio move to the new devices at
-once), tested with a sound, and given a volume. The helper
-(:mod:`appliance.audio.helper`) does the work; the collection validates.
+once), tested with a sound, and given a volume. The output router
+(:mod:`appliance.audio.outputs`, seen here as :class:`OutputRoles`) does the
+work; the collection validates.
+
+:class:`AudioOptions` and :class:`AudioHost` are what the audio layer needs
+from the Device that owns it, as Protocols, so that audio never imports the
+engine (``appliance.phone``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
-from appliance.errors import InvalidArgumentError
+from appliance.errors import InvalidArgumentError, TwilioError
 
-if TYPE_CHECKING:
-    from appliance.audio.helper import AudioHelper
-
-__all__ = ["AudioDeviceInfo", "AudioOutputCollection", "DeviceKind", "Role"]
+__all__ = [
+    "AudioDeviceInfo",
+    "AudioHost",
+    "AudioOptions",
+    "AudioOutputCollection",
+    "DeviceKind",
+    "OutputRoles",
+    "Role",
+]
 
 DeviceKind = Literal["audioinput", "audiooutput"]
 Role = Literal["speaker", "ringtone"]
@@ -39,14 +49,73 @@ class AudioDeviceInfo:
     kind: DeviceKind
 
 
+class AudioOptions(Protocol):
+    """The Device options the audio layer reads (``DeviceOptions`` has them)."""
+
+    @property
+    def input_device(self) -> str:
+        """The ``default`` input device id."""
+        ...
+
+    @property
+    def output_device(self) -> str:
+        """The ``default`` output device id."""
+        ...
+
+    @property
+    def sounds(self) -> Mapping[str, str] | None:
+        """Custom sounds by name (paths or URLs)."""
+        ...
+
+    @property
+    def fake_local_dtmf(self) -> bool:
+        """Play Twilio's off-standard local key-feedback pairs."""
+        ...
+
+
+class AudioHost(Protocol):
+    """What Device.audio needs from its Device."""
+
+    @property
+    def options(self) -> AudioOptions:
+        """The Device's options in force (they change with ``setup()``)."""
+        ...
+
+    def report_error(self, error: TwilioError) -> None:
+        """Emit ``error`` on the Device (a custom sound failed to load)."""
+        ...
+
+
+class OutputRoles(Protocol):
+    """The output router as an :class:`AudioOutputCollection` uses it."""
+
+    def output_info(self, device_id: str) -> AudioDeviceInfo:
+        """The listed device, or a bare one for an id that is not listed."""
+        ...
+
+    async def check_outputs(self, ids: tuple[str, ...]) -> None:
+        """Raise AudioDeviceError (31402) unless every id can be an output."""
+        ...
+
+    def outputs_changed(self, role: Role) -> None:
+        """Move what plays for ``role`` to its current devices and volume."""
+        ...
+
+    async def test_outputs(
+        self, collection: AudioOutputCollection, location: str | None
+    ) -> None:
+        """Play a test sound on the collection's devices and wait for it."""
+        ...
+
+
 class AudioOutputCollection:
     """The active devices of one output role (seed: AudioOutputCollection).
 
     Starts as ``{"default"}``, the Device's ``output_device``.
     """
 
-    def __init__(self, helper: AudioHelper, role: Role) -> None:
-        self._helper = helper
+    def __init__(self, router: OutputRoles, role: Role) -> None:
+        self._router = router
         self.role: Role = role
         self._ids: tuple[str, ...] = ("default",)
         self._volume = 1.0
@@ -58,7 +127,7 @@ class AudioOutputCollection:
 
     def get(self) -> set[AudioDeviceInfo]:
         """The active devices."""
-        return {self._helper._output_info(i) for i in self._ids}
+        return {self._router.output_info(i) for i in self._ids}
 
     async def set(self, device_ids: str | Iterable[str]) -> None:
         """Replace the active devices; playing audio moves at once.
@@ -73,9 +142,9 @@ class AudioOutputCollection:
         if not all(isinstance(i, str) and i for i in ids):
             raise InvalidArgumentError("device_ids", "must be non-empty strings")
         ids = tuple(dict.fromkeys(ids))
-        await self._helper._check_output_ids(ids)
+        await self._router.check_outputs(ids)
         self._ids = ids
-        self._helper._outputs_changed(self.role)
+        self._router.outputs_changed(self.role)
 
     async def test(self, sound: str | None = None) -> None:
         """Play ``outgoing`` (or a WAV path/URL) on the active devices.
@@ -86,7 +155,7 @@ class AudioOutputCollection:
             AudioDeviceError: no active devices, or a device failed to play.
             SoundLoadError: the given sound cannot be loaded.
         """
-        await self._helper._test_outputs(self, sound)
+        await self._router.test_outputs(self, sound)
 
     @property
     def volume(self) -> float:
@@ -100,8 +169,8 @@ class AudioOutputCollection:
         if not 0.0 <= value <= 4.0:
             raise InvalidArgumentError("volume", "must be within 0.0..4.0")
         self._volume = float(value)
-        self._helper._outputs_changed(self.role)
+        self._router.outputs_changed(self.role)
 
-    def _replace(self, ids: tuple[str, ...]) -> None:
-        """Set ids without validation (fallback after a device was lost)."""
+    def fall_back(self, ids: tuple[str, ...]) -> None:
+        """Set ids without validation (after a device was lost); none = default."""
         self._ids = ids or ("default",)

@@ -1,6 +1,6 @@
 """Output mixing: one open sink per output device, shared by every role.
 
-An :class:`OutputMixer` owns the :class:`~appliance.media.audio.AudioSink` of
+An :class:`OutputMixer` owns the :class:`~appliance.media.frames.AudioSink` of
 one device id and, while it has inputs, writes one mixed 20 ms frame per
 period, paced by :class:`~appliance.media.devices.FramePacer`. Inputs are
 
@@ -41,8 +41,8 @@ import numpy as np
 
 from appliance.audio.sounds import Sound, SoundCursor
 from appliance.errors import AudioDeviceError
-from appliance.media.audio import FRAME_SAMPLES, AudioSink, Samples
 from appliance.media.devices import FramePacer, open_sink
+from appliance.media.frames import FRAME_SAMPLES, AudioSink, Samples
 
 __all__ = [
     "FanOutSink",
@@ -193,10 +193,22 @@ class Playback:
         self._inputs.append(item)
         self._open += 1
 
-    def _seal(self) -> None:
+    @property
+    def inputs(self) -> tuple[SoundInput, ...]:
+        """Its share on each device it was started on."""
+        return tuple(self._inputs)
+
+    def seal(self) -> None:
         """No more devices will be added; an empty playback is done at once."""
         self._sealed = True
         self._check()
+
+    def reopen(self) -> None:
+        """Devices are about to be added again (the sound moves to new ones).
+
+        Call :meth:`seal` once they are added.
+        """
+        self._sealed = False
 
     def _finished(self, error: AudioDeviceError | None) -> None:
         if error is not None:

@@ -38,10 +38,9 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.cadence import tones_for
-from appliance.media.audio import FRAME_SAMPLES, SAMPLE_RATE, Samples
+from appliance.media.dtmf import TONE_S
+from appliance.media.frames import FRAME_SAMPLES, SAMPLE_RATE, Samples
 from appliance.media.tones import DTMF_FREQUENCIES
-from appliance.phone.dtmf import TONE_S
-from appliance.phone.options import SOUND_NAMES
 
 __all__ = [
     "DIGIT_SOUNDS",
@@ -98,7 +97,7 @@ FAKE_DTMF_FREQUENCIES: dict[str, tuple[int, int]] = {
 #: The fake tones last 100 ms at gain 0.1 per oscillator (§7).
 FAKE_DTMF_S = 0.100
 FAKE_DTMF_GAIN = 0.1
-#: Q.23 feedback: as long as a sent digit (appliance.phone.dtmf), at the same
+#: Q.23 feedback: as long as a sent digit (appliance.media.dtmf), at the same
 #: gain 0.1 (-20 dBFS per tone) as the fake pairs: key feedback is a sidetone
 #: and must stay well below the far end's voice.
 DTMF_AMPLITUDE = 0.1
@@ -110,6 +109,26 @@ RAMP_S = 0.005
 _INT16_MAX = 32767
 
 _Float = npt.NDArray[np.float64]
+
+
+#: Sound names of the seed's "Available sound properties" table.
+SOUND_NAMES = (
+    "incoming",
+    "outgoing",
+    "disconnect",
+    "dtmf0",
+    "dtmf1",
+    "dtmf2",
+    "dtmf3",
+    "dtmf4",
+    "dtmf5",
+    "dtmf6",
+    "dtmf7",
+    "dtmf8",
+    "dtmf9",
+    "dtmfs",
+    "dtmfh",
+)
 
 
 @dataclass(frozen=True, eq=False)

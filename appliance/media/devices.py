@@ -1,7 +1,7 @@
 """Audio device ids and the built-in sources and sinks behind them.
 
-A device id names an implementation of :class:`~appliance.media.audio.AudioSource`
-or :class:`~appliance.media.audio.AudioSink` (``appliance.media.audio``):
+A device id names an implementation of :class:`~appliance.media.frames.AudioSource`
+or :class:`~appliance.media.frames.AudioSink` (``appliance.media.frames``):
 
 ==================  ==========================================================
 ``tone:HZ``         source only: a sine (``tone:440``) or a sum of sines
@@ -10,8 +10,15 @@ or :class:`~appliance.media.audio.AudioSink` (``appliance.media.audio``):
                     count, converted to 48 kHz mono), then silence.
                     sink: records a 48 kHz mono 16-bit WAV
 ``null``            source: silence. sink: discards
-``alsa:NAME``       added by the ALSA backend through :func:`register_backend`
+``alsa:NAME``       the ALSA backend (``appliance.hardware.alsa_devices``)
 ==================  ==========================================================
+
+Backends are chosen by the kind before the first colon. The built-in kinds
+are registered here; a kind that is not registered yet is looked up once in
+the ``appliance.audio_backends`` entry-point group of the installed package
+metadata (as gpiozero finds its pin factories by name), whose object is an
+:class:`AudioBackend`. So the media layer never imports a hardware backend,
+and a test or the composition root may :func:`register_backend` its own.
 
 Sources pace themselves like a sound card would: frame *k* is released at
 ``start + k * 20 ms`` on the monotonic clock (:class:`FramePacer`), so timing
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import importlib.metadata
 import logging
 import math
 import re
@@ -43,7 +51,7 @@ import av
 import numpy as np
 
 from appliance.errors import AudioDeviceError
-from appliance.media.audio import (
+from appliance.media.frames import (
     FRAME_SAMPLES,
     FRAME_SECONDS,
     SAMPLE_RATE,
@@ -51,10 +59,13 @@ from appliance.media.audio import (
     AudioSource,
     Samples,
 )
+from appliance.media.listing import DeviceMonitor
 from appliance.media.tones import ToneGenerator
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "TONE_AMPLITUDE",
+    "AudioBackend",
     "DeviceId",
     "FilePlayer",
     "FileRecorder",
@@ -64,6 +75,7 @@ __all__ = [
     "SinkOpener",
     "SourceOpener",
     "ToneSource",
+    "backend_monitor",
     "open_sink",
     "open_source",
     "parse_device_id",
@@ -81,6 +93,9 @@ SourceOpener = Callable[[str], AudioSource]
 SinkOpener = Callable[[str], AudioSink]
 
 _KIND = re.compile(r"[a-z][a-z0-9_-]*")
+
+#: Entry-point group in which installed packages declare audio backends.
+ENTRY_POINT_GROUP = "appliance.audio_backends"
 
 
 def _device_error(message: str) -> AudioDeviceError:
@@ -103,18 +118,34 @@ class DeviceId:
 
 
 @dataclass(frozen=True)
-class _Backend:
+class AudioBackend:
+    """What a device kind opens, and how its devices are listed.
+
+    Attributes:
+        kind: lower-case name, the part of a device id before the colon.
+        open_source: opens a source from the argument after ``kind:``, or
+            None if the kind has no sources.
+        open_sink: likewise for sinks.
+        monitor: makes the :class:`~appliance.media.listing.DeviceMonitor`
+            that lists this kind's devices, or None if they cannot be listed.
+    """
+
+    kind: str
     open_source: SourceOpener | None
     open_sink: SinkOpener | None
+    monitor: Callable[[], DeviceMonitor] | None = None
 
 
-_BACKENDS: dict[str, _Backend] = {}
+_BACKENDS: dict[str, AudioBackend] = {}
+_DISCOVERED = False
 
 
 def register_backend(
     kind: str,
     open_source: SourceOpener | None,
     open_sink: SinkOpener | None,
+    *,
+    monitor: Callable[[], DeviceMonitor] | None = None,
 ) -> None:
     """Make ``kind:ARGUMENT`` device ids open with the given functions.
 
@@ -123,21 +154,53 @@ def register_backend(
     and may block briefly (it is called from the event loop). Registering a
     kind again replaces the previous openers.
 
-    Args:
-        kind: lower-case name, e.g. ``"alsa"``.
-        open_source: opens a source, or None if the kind has no sources.
-        open_sink: opens a sink, or None if the kind has no sinks.
-
     Raises:
         ValueError: ``kind`` is not a valid name, or both openers are None.
     """
-    if not _KIND.fullmatch(kind):
-        raise ValueError(f"invalid audio device kind {kind!r}")
-    if open_source is None and open_sink is None:
-        raise ValueError(f"audio device kind {kind!r} needs a source or a sink")
-    if kind in _BACKENDS:
-        logger.debug("replacing audio backend %s", kind)
-    _BACKENDS[kind] = _Backend(open_source, open_sink)
+    _add(AudioBackend(kind, open_source, open_sink, monitor))
+
+
+def _add(backend: AudioBackend) -> None:
+    if not _KIND.fullmatch(backend.kind):
+        raise ValueError(f"invalid audio device kind {backend.kind!r}")
+    if backend.open_source is None and backend.open_sink is None:
+        raise ValueError(f"audio device kind {backend.kind!r} needs a source or a sink")
+    if backend.kind in _BACKENDS:
+        logger.debug("replacing audio backend %s", backend.kind)
+    _BACKENDS[backend.kind] = backend
+
+
+def _discover() -> None:
+    """Add the installed backends (entry points) not registered yet, once.
+
+    A backend that fails to load (its library missing) is logged and left
+    out: its ids are then unknown, which opening one reports as 31402.
+    """
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name in _BACKENDS:
+            continue
+        try:
+            backend = entry.load()
+        except ImportError as exc:
+            logger.warning("audio backend %s unavailable: %s", entry.name, exc)
+            continue
+        if not isinstance(backend, AudioBackend) or backend.kind != entry.name:
+            logger.warning("entry point %s is not an AudioBackend", entry.value)
+            continue
+        _add(backend)
+
+
+def backend_monitor() -> DeviceMonitor | None:
+    """A monitor of the first installed backend whose devices can be listed."""
+    _discover()
+    for backend in _BACKENDS.values():
+        if backend.monitor is not None:
+            return backend.monitor()
+    return None
 
 
 def _parse_tone(argument: str) -> tuple[float, ...]:
@@ -169,15 +232,14 @@ def parse_device_id(device_id: str) -> DeviceId:
     kind, colon, argument = device_id.partition(":")
     if not kind:
         raise _device_error(f"empty audio device kind in {device_id!r}")
-    if kind not in _BACKENDS and kind in _LAZY_BACKENDS:
-        _LAZY_BACKENDS[kind]()
     if kind not in _BACKENDS:
-        # Same text whether or not a lazy backend has been loaded yet.
-        known = ", ".join(sorted(set(_BACKENDS) - set(_LAZY_BACKENDS)))
-        lazy = ", ".join(sorted(_LAZY_BACKENDS))
+        _discover()
+    if kind not in _BACKENDS:
+        builtin = ", ".join(sorted(_BUILTIN_KINDS))
+        installed = ", ".join(sorted(set(_BACKENDS) - _BUILTIN_KINDS)) or "none"
         raise _device_error(
-            f"unknown audio device {device_id!r} (known kinds: {known}; "
-            f"loaded on use: {lazy})"
+            f"unknown audio device {device_id!r} (known kinds: {builtin}; "
+            f"installed backends: {installed})"
         )
     if kind == "null":
         if colon:
@@ -482,16 +544,4 @@ def _open_file_sink(argument: str) -> AudioSink:
 register_backend("null", _open_null_source, _open_null_sink)
 register_backend("tone", _open_tone_source, None)
 register_backend("file", _open_file_source, _open_file_sink)
-
-
-def _register_alsa() -> None:
-    # Imported on first use of an alsa: id, so that importing the media layer
-    # needs neither the ALSA backend nor pyalsaaudio (a missing pyalsaaudio
-    # then shows as an AudioDeviceError when the device is opened).
-    from appliance.hardware.audio_alsa import open_alsa_sink, open_alsa_source
-
-    register_backend("alsa", open_alsa_source, open_alsa_sink)
-
-
-#: Backends registered on first use of their kind.
-_LAZY_BACKENDS: dict[str, Callable[[], None]] = {"alsa": _register_alsa}
+_BUILTIN_KINDS = frozenset(_BACKENDS)

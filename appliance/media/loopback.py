@@ -25,8 +25,8 @@ from collections import deque
 import numpy as np
 
 from appliance.errors import AudioDeviceError
-from appliance.media.audio import FRAME_SAMPLES, Samples
 from appliance.media.devices import FramePacer
+from appliance.media.frames import FRAME_SAMPLES, Samples
 
 __all__ = ["LoopbackAudio", "LoopbackSink", "LoopbackSource"]
 

@@ -1,9 +1,9 @@
 """One call's WebRTC media: an aiortc RTCPeerConnection between a source and a sink.
 
 A :class:`MediaSession` owns one ``RTCPeerConnection`` with one audio
-transceiver (sendrecv). It sends what an :class:`~appliance.media.audio.AudioSource`
+transceiver (sendrecv). It sends what an :class:`~appliance.media.frames.AudioSource`
 produces and writes what it receives, decoded and converted to 48 kHz mono
-int16, to an :class:`~appliance.media.audio.AudioSink`. SDP is exchanged whole
+int16, to an :class:`~appliance.media.frames.AudioSink`. SDP is exchanged whole
 (no trickle ICE): :meth:`MediaSession.create_offer` and
 :meth:`MediaSession.accept_offer` return descriptions that already carry every
 candidate, as Twilio's ``invite``/``answer`` messages expect
@@ -80,14 +80,14 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from appliance.errors import AudioDeviceError, ConfigError, NegotiationError
-from appliance.media.audio import (
+from appliance.media.devices import FramePacer
+from appliance.media.frames import (
     FRAME_SAMPLES,
     SAMPLE_RATE,
     AudioSink,
     AudioSource,
     Samples,
 )
-from appliance.media.devices import FramePacer
 from appliance.media.levels import level_from_dbfs, rms_dbfs
 from appliance.tasks import TaskSet
 

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from appliance.media.audio import SAMPLE_RATE, Samples
+from appliance.media.frames import SAMPLE_RATE, Samples
 
 __all__ = ["DTMF_FREQUENCIES", "ToneGenerator"]
 

@@ -2,7 +2,7 @@
 
 A Connection is driven from two sides: the application (accept, reject, ignore,
 disconnect, mute, send_digits) and the signaling messages for its CallSid, which
-the Device hands over to :meth:`Connection._deliver`. Messages are processed one
+the Device hands over to :meth:`Connection.deliver`. Messages are processed one
 at a time by the connection's own task, because applying an SDP answer awaits
 aiortc and a ``hangup`` right behind an ``answer`` must wait for it. Every state
 change goes through the pure :class:`~appliance.phone.call.CallMachine`.
@@ -24,9 +24,9 @@ from appliance.errors import (
     error_for_code,
     error_from_payload,
 )
-from appliance.phone import dtmf
+from appliance.events import Emitter, EventSource
+from appliance.media import dtmf
 from appliance.phone.call import CallDirection, CallInput, CallMachine, CallState
-from appliance.phone.events import Emitter, Handler
 from appliance.phone.quality import QualityMonitor, Sample
 from appliance.signaling.messages import Message, MessageType
 from appliance.tasks import TaskSet
@@ -60,22 +60,56 @@ STATS_INTERVAL_S = 1.0  # the SDK's stats sample period
 _INBOX_SIZE = 64
 
 
-class _Engine(Protocol):
-    """What a Connection needs from its Device."""
+class CallHost(Protocol):
+    """What a Connection needs from the Device that owns it.
 
-    def _send(self, message: Message) -> bool: ...
-    def _new_media(self, connection: Connection) -> MediaSession: ...
-    def _call_opened(self, connection: Connection) -> None: ...
-    def _call_sid_changed(self, connection: Connection, old: str) -> None: ...
-    def _call_ended(self, connection: Connection) -> None: ...
-    def _digit_feedback(self, digit: str) -> None: ...
-    def _emit(self, event: str, *args: Any) -> None: ...
-    def _before_accept(self, connection: Connection) -> Any: ...
+    The Device hands each call an object with these methods (not itself:
+    they are not part of the Twilio API).
+    """
+
     @property
-    def enable_ringing_state(self) -> bool: ...
+    def enable_ringing_state(self) -> bool:
+        """Whether outgoing calls report the ringing state (a Device option)."""
+        ...
+
+    def send(self, message: Message) -> bool:
+        """Send a signaling message; False if there is no session."""
+        ...
+
+    def new_media(self, connection: Connection) -> MediaSession:
+        """Build the call's media on the Device's audio devices.
+
+        Raises:
+            TwilioError: the media cannot be prepared.
+        """
+        ...
+
+    async def before_accept(self, connection: Connection) -> None:
+        """Make room for ``connection`` (hang up the call it replaces)."""
+        ...
+
+    def call_opened(self, connection: Connection) -> None:
+        """``connection`` was answered and is now the active call."""
+        ...
+
+    def call_sid_changed(self, connection: Connection, old: str) -> None:
+        """The gateway gave ``connection`` its real CallSid (``old`` stays an alias)."""
+        ...
+
+    def call_ended(self, connection: Connection) -> None:
+        """``connection`` is over: forget it."""
+        ...
+
+    def digit_feedback(self, digit: str) -> None:
+        """Play local feedback for a digit sent."""
+        ...
+
+    def emit(self, event: str, *args: Any) -> None:
+        """Emit a Device event."""
+        ...
 
 
-class Connection:
+class Connection(EventSource):
     """One incoming or outgoing call.
 
     Attributes:
@@ -87,7 +121,7 @@ class Connection:
 
     def __init__(
         self,
-        engine: _Engine,
+        host: CallHost,
         direction: CallDirection,
         *,
         call_sid: str,
@@ -95,7 +129,7 @@ class Connection:
         custom_parameters: dict[str, str] | None = None,
         offer_sdp: str | None = None,
     ) -> None:
-        self._engine = engine
+        self._host = host
         self._machine = CallMachine(direction)
         self.direction = direction
         self.call_sid = call_sid
@@ -117,14 +151,6 @@ class Connection:
         return f"<Connection {self.direction} {self.call_sid} {self.status()}>"
 
     # ---- the public API --------------------------------------------------------------
-
-    def on(self, event: str, handler: Handler) -> Handler:
-        """Call ``handler`` on ``event`` (accept, cancel, disconnect, dtmf, ...)."""
-        return self._events.on(event, handler)
-
-    def off(self, event: str, handler: Handler) -> None:
-        """Remove a handler."""
-        self._events.off(event, handler)
 
     def status(self) -> str:
         """``pending``, ``connecting``, ``ringing``, ``open`` or ``closed``."""
@@ -148,11 +174,11 @@ class Connection:
         """
         self._machine.apply(CallInput.ACCEPT)
         try:
-            await self._engine._before_accept(self)
+            await self._host.before_accept(self)
             if self._machine.state is not CallState.CONNECTING:
                 return  # cancelled while the other call was being hung up
             try:
-                self._media = self._engine._new_media(self)
+                self._media = self._host.new_media(self)
                 assert self._offer_sdp is not None
                 answer = await self._media.accept_offer(self._offer_sdp)
             except TwilioError as exc:
@@ -167,7 +193,7 @@ class Connection:
             raise
         if self._machine.state is not CallState.CONNECTING:
             return  # cancelled while the answer was being built
-        self._engine._send(
+        self._host.send(
             Message(MessageType.ANSWER, {"callsid": self.call_sid, "sdp": answer})
         )
         self._opened()
@@ -175,7 +201,7 @@ class Connection:
     def reject(self) -> None:
         """Decline a pending incoming call; the caller gets a hangup with 31603."""
         self._machine.apply(CallInput.REJECT)
-        self._engine._send(Message(MessageType.REJECT, {"callsid": self.call_sid}))
+        self._host.send(Message(MessageType.REJECT, {"callsid": self.call_sid}))
         self._events.emit("reject")
         self._finish()
 
@@ -196,7 +222,7 @@ class Connection:
         if not self._machine.can(CallInput.HANGUP):
             return  # already closed: nothing to do, as in the SDK
         self._machine.apply(CallInput.HANGUP)
-        self._engine._send(Message(MessageType.HANGUP, {"callsid": self.call_sid}))
+        self._host.send(Message(MessageType.HANGUP, {"callsid": self.call_sid}))
         await self._closed()
 
     def mute(self, should_mute: bool = True) -> None:
@@ -227,26 +253,24 @@ class Connection:
             CallState.OPEN,
         ):
             raise InvalidStateError(message=f"cannot send digits while {self.status()}")
-        self._engine._send(
+        self._host.send(
             Message(MessageType.DTMF, {"callsid": self.call_sid, "dtmf": digits})
         )
         # Local feedback tones, timed like the digits and queued after any
         # earlier string (the far phone replays them with the same schedule).
-        self._schedule_digits(
-            digits, "_local_dtmf_free_at", self._engine._digit_feedback
-        )
+        self._schedule_digits(digits, "_local_dtmf_free_at", self._host.digit_feedback)
 
     @property
     def codec(self) -> str | None:
         """The negotiated audio codec, once the call is open."""
         return self._media.codec if self._media is not None else None
 
-    # ---- engine side -----------------------------------------------------------------
+    # ---- engine side (the Device calls these; not part of the Twilio API) ---------
 
-    async def _start_outgoing(self, invite_payload: dict[str, Any]) -> None:
+    async def start_outgoing(self, invite_payload: dict[str, Any]) -> None:
         """Create the offer and send the invite (Device.connect)."""
         try:
-            self._media = self._engine._new_media(self)
+            self._media = self._host.new_media(self)
             offer = await self._media.create_offer()
         except TwilioError as exc:
             await self._fail(exc, send_hangup=False)
@@ -258,23 +282,23 @@ class Connection:
         if self._machine.state is CallState.CLOSED:
             return
         payload = {"callsid": self.call_sid, "sdp": offer, **invite_payload}
-        self._engine._send(Message(MessageType.INVITE, payload))
+        self._host.send(Message(MessageType.INVITE, payload))
 
-    def _deliver(self, message: Message) -> None:
+    def deliver(self, message: Message) -> None:
         """Queue a signaling message for this call (called by the Device)."""
         try:
             self._inbox.put_nowait(message)
         except asyncio.QueueFull:
             self.log.error("call inbox full; %s dropped", message.type)
 
-    def _transport_lost(self, error: TwilioError) -> None:
+    def transport_lost(self, error: TwilioError) -> None:
         """The signaling socket is gone: the exchange has ended this call."""
         if self._machine.state is CallState.PENDING:
             self._cancelled()
         elif self._machine.can(CallInput.FAIL):
             self._spawn(self._fail(error, send_hangup=False), "call-fail")
 
-    def _media_failed(self) -> None:
+    def media_failed(self) -> None:
         """ICE failed or consent expired (aiortc callback, already on the loop)."""
         if self._machine.can(CallInput.FAIL):
             error = error_for_code(
@@ -298,7 +322,7 @@ class Connection:
         if kind is MessageType.RINGING:
             self._set_call_sid(message.callsid)
             sdp = payload.get("sdp")
-            if self._engine.enable_ringing_state:
+            if self._host.enable_ringing_state:
                 if self._machine.can(CallInput.RINGING):
                     self._machine.apply(CallInput.RINGING)
                     if isinstance(sdp, str) and not await self._apply_remote(sdp):
@@ -395,7 +419,7 @@ class Connection:
         """The pending call was withdrawn (cancel, caller hung up, signaling lost)."""
         self._machine.apply(CallInput.CANCEL)
         self._events.emit("cancel")
-        self._engine._emit("cancel", self)
+        self._host.emit("cancel", self)
         self._finish()
 
     # ---- transitions -----------------------------------------------------------------
@@ -405,7 +429,7 @@ class Connection:
             old, self.call_sid = self.call_sid, sid
             self.parameters["CallSid"] = sid
             self.log = logging.LoggerAdapter(logger, {"call_sid": sid})
-            self._engine._call_sid_changed(self, old)
+            self._host.call_sid_changed(self, old)
 
     def _opened(self) -> None:
         self._machine.apply(CallInput.ANSWERED)
@@ -416,14 +440,14 @@ class Connection:
             self._media.set_muted(True)
         self._spawn(self._emit_volume(), "call-volume")
         self._spawn(self._sample_quality(), "call-quality")
-        self._engine._call_opened(self)
+        self._host.call_opened(self)
         self._events.emit("accept", self)
-        self._engine._emit("connect", self)
+        self._host.emit("connect", self)
 
     def _report(self, error: TwilioError) -> None:
         error.connection = self
         self._events.emit("error", error)
-        self._engine._emit("error", error)
+        self._host.emit("error", error)
 
     async def _fail(self, error: TwilioError, *, send_hangup: bool) -> None:
         if not self._machine.can(CallInput.FAIL):
@@ -432,7 +456,7 @@ class Connection:
         self._machine.apply(CallInput.FAIL)
         self._report(error)
         if send_hangup:
-            self._engine._send(
+            self._host.send(
                 Message(
                     MessageType.HANGUP,
                     {"callsid": self.call_sid, "message": error.message},
@@ -456,10 +480,10 @@ class Connection:
             return  # already ended (failed or cancelled meanwhile)
         self._machine.apply(CallInput.HANGUP)
         if send_hangup:
-            self._engine._send(Message(MessageType.HANGUP, {"callsid": self.call_sid}))
+            self._host.send(Message(MessageType.HANGUP, {"callsid": self.call_sid}))
         self.log.info("call %s abandoned", self.call_sid)
         self._events.emit("disconnect", self)
-        self._engine._emit("disconnect", self)
+        self._host.emit("disconnect", self)
         self._finish()
 
     async def _closed(self) -> None:
@@ -467,11 +491,11 @@ class Connection:
         await self._stop_media()
         self.log.info("call %s closed", self.call_sid)
         self._events.emit("disconnect", self)
-        self._engine._emit("disconnect", self)
+        self._host.emit("disconnect", self)
         self._finish()
 
     def _finish(self) -> None:
-        self._engine._call_ended(self)
+        self._host.call_ended(self)
         if self._media is not None:
             self._spawn(self._stop_media(), "call-media-close")
         self._tasks.cancel(keep=lambda task: task.get_name() == "call-media-close")
@@ -484,7 +508,7 @@ class Connection:
             except MediaError as exc:
                 self.log.warning("media close failed: %s", exc)
 
-    async def _wait_closed(self) -> None:
+    async def wait_closed(self) -> None:
         """Wait until every task of this call has ended (Device.destroy)."""
         await self._tasks.wait()
         await self._events.drain()

@@ -11,9 +11,14 @@ Usage::
     await device.destroy()
 
 The Device owns one signaling session (:class:`SignalingClient` driving the pure
-:class:`ClientProtocol`), the calls keyed by CallSid, and a factory for each
-call's media session. Signaling events arrive on the loop and are translated
-into Device and Connection events; nothing here blocks.
+:class:`ClientProtocol`) and the calls keyed by CallSid. It is given its parts
+(``appliance.phone.ports``): Device.audio, a signaling factory and a media
+factory; the composition root (``appliance.app``) builds them, and the plain
+``Device(**options)`` form takes the defaults. Each Connection talks back to its
+Device through a :class:`~appliance.phone.connection.CallHost`, an object of
+this module, so the Twilio-facing Device keeps only the Twilio API. Signaling
+events arrive on the loop and are translated into Device and Connection events;
+nothing here blocks.
 
 Events (``device.on(name, handler)``): ``ready(device)``, ``offline(device)``,
 ``incoming(connection)``, ``connect(connection)``, ``disconnect(connection)``,
@@ -30,12 +35,13 @@ import platform
 import random
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jwt
 
 from appliance import __version__
+from appliance.audio.collection import AudioOptions
 from appliance.audio.helper import AudioHelper
 from appliance.errors import (
     ApplianceError,
@@ -45,11 +51,13 @@ from appliance.errors import (
     TwilioError,
     error_for_code,
 )
+from appliance.events import Emitter, EventSource
+from appliance.media.frames import AudioSink, AudioSource
 from appliance.media.session import IceServer, MediaConfig, MediaSession
 from appliance.phone.call import CallDirection, CallState
 from appliance.phone.connection import Connection
-from appliance.phone.events import Emitter, Handler
 from appliance.phone.options import DeviceOptions, parse_options
+from appliance.phone.ports import CallAudio, MediaFactory, SignalingFactory
 from appliance.signaling.backoff import BackoffPolicy
 from appliance.signaling.client import SignalingClient
 from appliance.signaling.messages import (
@@ -74,7 +82,7 @@ from appliance.signaling.protocol import (
 )
 from appliance.tasks import TaskSet
 
-__all__ = ["DEVICE_EVENTS", "Device"]
+__all__ = ["DEVICE_EVENTS", "Device", "default_media", "default_signaling"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,22 +129,57 @@ def _token_grants(token: str) -> tuple[str | None, bool]:
     return None, True
 
 
-class Device:
+def default_signaling(
+    protocol: ClientProtocol, on_event: Callable[[Event], None]
+) -> SignalingClient:
+    """The signaling session over websockets (:data:`SignalingFactory`)."""
+    return SignalingClient(protocol, on_event=on_event)
+
+
+def default_media(
+    config: MediaConfig,
+    source: AudioSource,
+    sink: AudioSink,
+    on_failed: Callable[[], None],
+) -> MediaSession:
+    """One call's aiortc media (:data:`MediaFactory`)."""
+    return MediaSession(config, source, sink, on_failed=on_failed)
+
+
+class Device(EventSource):
     """A Twilio.Device: registers with a token, places and receives calls.
 
     Args:
         token: if given, :meth:`setup` runs on construction (when a loop runs).
-        **options: the seed's options in snake_case, plus ``signaling_url``,
+        options: validated options (the composition root's parsed config),
+            which ``**kwargs`` may override.
+        audio: Device.audio; by default one on the installed audio backends.
+        signaling_factory: builds the signaling session (default websockets).
+        media_factory: builds each call's media (default aiortc).
+        **kwargs: the seed's options in snake_case, plus ``signaling_url``,
             ``local_addresses``, ``input_device``, ``output_device`` and
             ``codec_preferences``. See :mod:`appliance.phone.options`.
 
     Raises:
         ConfigError: an unknown option or an invalid value.
+        InvalidStateError: ``audio`` already serves another Device.
     """
 
-    def __init__(self, token: str | None = None, **options: Any) -> None:
-        self._options = parse_options(options)
+    def __init__(
+        self,
+        token: str | None = None,
+        *,
+        options: DeviceOptions | None = None,
+        audio: AudioHelper | None = None,
+        signaling_factory: SignalingFactory = default_signaling,
+        media_factory: MediaFactory = default_media,
+        **kwargs: Any,
+    ) -> None:
+        self._options = parse_options(kwargs, options)
+        self._new_signaling = signaling_factory
+        self._new_media_session = media_factory
         self._events = Emitter(DEVICE_EVENTS)
+        self._host = _CallHost(self)
         self._token: str | None = None
         self._identity: str | None = None
         self._wants_incoming = True
@@ -152,7 +195,9 @@ class Device:
         self._destroying = False  # destroy() is ending calls and the session
         self._tasks = TaskSet(logger, "device")
         #: Device.audio: devices, sounds and their events (appliance.audio).
-        self.audio = AudioHelper(self)
+        self.audio = audio if audio is not None else AudioHelper()
+        self.audio.bind(self._host)
+        self._call_audio: CallAudio = self.audio
         self._apply_debug()
         if token is not None:
             try:
@@ -210,20 +255,6 @@ class Device:
     def connections(self) -> list[Connection]:
         """Every call that is not closed."""
         return list(dict.fromkeys(self._calls.values()))
-
-    # ---- events ----------------------------------------------------------------------
-
-    def on(self, event: str, handler: Handler) -> Handler:
-        """Call ``handler`` on ``event``; see the module docstring for the names."""
-        return self._events.on(event, handler)
-
-    def once(self, event: str, handler: Handler) -> Handler:
-        """Call ``handler`` on the next ``event`` only."""
-        return self._events.once(event, handler)
-
-    def off(self, event: str, handler: Handler) -> None:
-        """Remove a handler."""
-        self._events.off(event, handler)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -327,7 +358,7 @@ class Device:
             raise InvalidStateError(message="a call is already active")
         all_params = {**(params or {}), **kwargs}
         conn = Connection(
-            self,
+            self._host,
             CallDirection.OUTGOING,
             call_sid=f"TJS{uuid.uuid4()}",
             custom_parameters={str(k): str(v) for k, v in all_params.items()},
@@ -337,7 +368,7 @@ class Device:
         twilio: dict[str, Any] = (
             {"params": encode_params(all_params)} if all_params else {}
         )
-        await conn._start_outgoing({"twilio": twilio})
+        await conn.start_outgoing({"twilio": twilio})
         return conn
 
     async def disconnect_all(self) -> None:
@@ -361,7 +392,7 @@ class Device:
             if client is not None:
                 await client.close()
             for conn in conns:
-                await conn._wait_closed()
+                await conn.wait_closed()
         finally:
             self._destroying = False
         self._ready = self._connected = False
@@ -427,7 +458,7 @@ class Device:
         if conn is None:
             logger.debug("< %s for unknown call %s ignored", message.type, sid)
             return
-        conn._deliver(message)
+        conn.deliver(message)
 
     def _unconfirmed_outgoing(self) -> Connection | None:
         for conn in self._calls.values():
@@ -461,7 +492,7 @@ class Device:
         parameters.setdefault("CallSid", sid)
         custom = decode_params(parameters["Params"]) if "Params" in parameters else {}
         conn = Connection(
-            self,
+            self._host,
             CallDirection.INCOMING,
             call_sid=sid,
             parameters=parameters,
@@ -478,7 +509,7 @@ class Device:
         )
 
     async def _announce_incoming(self, conn: Connection, *, ring: bool) -> None:
-        await self.audio._ring(
+        await self._call_audio.ring(
             conn, ring=ring, wanted=lambda: conn.state is CallState.PENDING
         )
         if conn.state is CallState.PENDING:
@@ -490,9 +521,9 @@ class Device:
             if error.code == 31009 and self._session_closed():
                 # Dropped, not queued: the gateway closed the session and nothing
                 # is sent until a new token is set, so this call cannot go on.
-                conn._transport_lost(error)
+                conn.transport_lost(error)
                 return
-            conn._deliver(
+            conn.deliver(
                 Message(
                     MessageType.ERROR,
                     {"callsid": error.call_sid, "error": error.to_payload()},
@@ -524,10 +555,10 @@ class Device:
         self._ready = self._connected = False
         self._reconnect_at = retry_at
         for conn in self.connections():
-            conn._transport_lost(error)
+            conn.transport_lost(error)
         self._report_status()
 
-    # ---- engine interface used by Connection -----------------------------------------
+    # ---- what its calls ask of the Device (through _CallHost) ---------------------
 
     def _send(self, message: Message) -> bool:
         if self._client is None:
@@ -547,10 +578,10 @@ class Device:
         )
         # The call plays on the speaker devices and records from the audio
         # helper's input (selected device, else options.input_device).
-        sink = self.audio._call_sink()
-        source = self.audio._call_source()
-        self.audio._stop_ring(connection)  # after the sink holds the device
-        return MediaSession(config, source, sink, on_failed=connection._media_failed)
+        sink = self._call_audio.call_sink()
+        source = self._call_audio.call_source()
+        self._call_audio.stop_ring(connection)  # after the sink holds the device
+        return self._new_media_session(config, source, sink, connection.media_failed)
 
     async def _before_accept(self, connection: Connection) -> None:
         other = self._active
@@ -568,7 +599,7 @@ class Device:
 
     def _call_opened(self, connection: Connection) -> None:
         self._active = connection
-        self.audio._call_opened(
+        self._call_audio.call_opened(
             connection, outgoing=connection.direction is CallDirection.OUTGOING
         )
 
@@ -582,16 +613,13 @@ class Device:
             del self._calls[sid]
         if self._active is connection:
             self._active = None
-        self.audio._call_ended(connection)
+        self._call_audio.call_ended(connection)
 
     def _digit_feedback(self, digit: str) -> None:
         try:
-            self.audio.play_dtmf(digit)
+            self._call_audio.play_dtmf(digit)
         except ApplianceError as exc:  # a sound problem must not break the call
             logger.warning("local DTMF %s not played: %s", digit, exc)
-
-    def _emit(self, event: str, *args: Any) -> None:
-        self._events.emit(event, *args)
 
     # ---- helpers ---------------------------------------------------------------------
 
@@ -655,7 +683,7 @@ class Device:
             },
             register_payload={"callWaiting": opts.allow_incoming_while_busy},
         )
-        return SignalingClient(protocol, on_event=self._on_signaling_event)
+        return self._new_signaling(protocol, self._on_signaling_event)
 
     def _apply_debug(self) -> None:
         if self._options.debug:
@@ -664,3 +692,50 @@ class Device:
     async def _setup_quietly(self, token: str) -> None:
         with contextlib.suppress(TwilioError):  # already emitted as an error event
             await self.setup(token)
+
+
+class _CallHost:
+    """The Device as its Connections and its Device.audio see it.
+
+    A CallHost (``appliance.phone.connection``) and an AudioHost
+    (``appliance.audio.collection``): public names for what the Device does
+    for its parts, kept off the Twilio-facing Device.
+    """
+
+    def __init__(self, device: Device) -> None:
+        self._device = device
+
+    @property
+    def enable_ringing_state(self) -> bool:
+        return self._device.options.enable_ringing_state
+
+    @property
+    def options(self) -> AudioOptions:
+        return self._device.options
+
+    def send(self, message: Message) -> bool:
+        return self._device._send(message)
+
+    def new_media(self, connection: Connection) -> MediaSession:
+        return self._device._new_media(connection)
+
+    async def before_accept(self, connection: Connection) -> None:
+        await self._device._before_accept(connection)
+
+    def call_opened(self, connection: Connection) -> None:
+        self._device._call_opened(connection)
+
+    def call_sid_changed(self, connection: Connection, old: str) -> None:
+        self._device._call_sid_changed(connection, old)
+
+    def call_ended(self, connection: Connection) -> None:
+        self._device._call_ended(connection)
+
+    def digit_feedback(self, digit: str) -> None:
+        self._device._digit_feedback(digit)
+
+    def emit(self, event: str, *args: Any) -> None:
+        self._device._events.emit(event, *args)
+
+    def report_error(self, error: TwilioError) -> None:
+        self._device._events.emit("error", error)

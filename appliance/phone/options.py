@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from appliance.audio.sounds import SOUND_NAMES
 from appliance.errors import ConfigError
 from appliance.signaling.backoff import MIN_BACKOFF_MAX_MS
 from appliance.signaling.urls import signaling_urls
@@ -26,24 +27,6 @@ __all__ = [
     "parse_options",
 ]
 
-#: Sound names of the seed's "Available sound properties" table.
-SOUND_NAMES = (
-    "incoming",
-    "outgoing",
-    "disconnect",
-    "dtmf0",
-    "dtmf1",
-    "dtmf2",
-    "dtmf3",
-    "dtmf4",
-    "dtmf5",
-    "dtmf6",
-    "dtmf7",
-    "dtmf8",
-    "dtmf9",
-    "dtmfs",
-    "dtmfh",
-)
 
 #: Option name -> what it does in this firmware today.
 OPTION_STATUS: dict[str, str] = {

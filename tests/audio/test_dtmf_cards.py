@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from appliance import Device
+from appliance.media.dtmf import duration
 from appliance.media.dtmf_detect import detect_digits
-from appliance.phone.dtmf import duration
 from appliance.rig import read_wav, timeout_factor
 from tests.conftest import make_token, wait_until
 

@@ -18,9 +18,9 @@ from appliance.audio.collection import AudioDeviceInfo
 from appliance.audio.helper import AudioHelper
 from appliance.audio.loader import SoundLoader, SoundLoadError
 from appliance.errors import AudioDeviceError, InvalidArgumentError
-from appliance.hardware.audio_alsa import AlsaDeviceInfo
-from appliance.media.audio import SAMPLE_RATE
+from appliance.hardware.alsa_devices import AlsaDeviceInfo, CardMonitor
 from appliance.media.devices import NullSink, open_sink, open_source
+from appliance.media.frames import SAMPLE_RATE
 from appliance.media.levels import rms_dbfs
 from appliance.phone.options import DeviceOptions, parse_options
 from tests.audio.test_sounds import wav_bytes
@@ -38,8 +38,8 @@ class Host:
         self.options: DeviceOptions = parse_options(options)
         self.events: list[tuple[str, tuple[Any, ...]]] = []
 
-    def _emit(self, event: str, *args: Any) -> None:
-        self.events.append((event, args))
+    def report_error(self, error: Any) -> None:
+        self.events.append(("error", (error,)))
 
 
 class Listing:
@@ -65,10 +65,9 @@ def helper_for(tmp_path: Path, listing: Listing | None = None, **options: Any):
     host = Host(**options)
     helper = AudioHelper(
         host,
-        lister=listing or Listing(),
+        monitor=CardMonitor(lister=listing or Listing(), interval_s=0.05),
         sink_opener=sink_opener,
         loader=SoundLoader(tmp_path / "cache", timeout_s=2.0),
-        poll_interval_s=0.05,
     )
     return host, helper
 
@@ -92,7 +91,7 @@ def tone(freq: float, seconds: float, amplitude: float = 0.3) -> np.ndarray:
 
 async def test_listing_selection_and_the_seeds_error_cases(tmp_path):
     _host, audio = helper_for(tmp_path, Listing("alsa:usb"), output_device="null")
-    await audio._poll_once()
+    await audio.refresh_devices()
     outputs = audio.available_output_devices
     assert set(outputs) == {"default", "null", "alsa:usb"}
     assert outputs["alsa:usb"] == AudioDeviceInfo(
@@ -154,15 +153,15 @@ async def test_ring_on_ringtone_file_while_call_audio_on_speaker_file(tmp_path):
     await audio.ringtone_devices.set(f"file:{ring_wav}")
     call = object()
     started = time.monotonic()
-    await audio._ring(call)
+    await audio.ring(call)
     assert time.monotonic() - started < 0.5 * FACTOR  # incoming fires at once
     # The call's media starts while it rings; both devices play at once.
-    sink = audio._call_sink()
+    sink = audio.call_sink()
     for _ in range(60):  # 1.2 s of 1 kHz "call audio"
         chunk = tone(1000, 0.02)
         await sink.write_frame(chunk)
         await asyncio.sleep(0.02)
-    audio._stop_ring(call)
+    audio.stop_ring(call)
     await asyncio.sleep(0.1)
     sink.close()
     await audio.close()
@@ -184,11 +183,11 @@ async def test_role_volume_scales_a_ring_that_is_already_playing(tmp_path):
     _host, audio = helper_for(tmp_path)
     await audio.ringtone_devices.set(f"file:{ring_wav}")
     call = object()
-    await audio._ring(call)
+    await audio.ring(call)
     await asyncio.sleep(0.8)
     audio.ringtone_devices.volume = 0.5  # the front panel's Vol- during a ring
     await asyncio.sleep(0.8)
-    audio._stop_ring(call)
+    audio.stop_ring(call)
     await audio.close()
     ring, _rate, _ch = read_wav(ring_wav)
     loud = rms_dbfs(ring[int(0.1 * SAMPLE_RATE) : int(0.6 * SAMPLE_RATE)])
@@ -202,14 +201,14 @@ async def test_disconnect_plays_only_after_an_answered_call(tmp_path):
     speaker = tmp_path / "speaker.wav"
     _host, audio = helper_for(tmp_path, output_device=f"file:{speaker}")
     rejected, answered = object(), object()
-    audio._call_ended(rejected)
+    audio.call_ended(rejected)
     await asyncio.sleep(0.1)
     assert not speaker.exists()
-    audio._call_opened(answered, outgoing=False)
-    audio._call_ended(answered)
+    audio.call_opened(answered, outgoing=False)
+    audio.call_ended(answered)
     device_id = f"file:{speaker}"
-    await wait_until(lambda: device_id in audio._mixers)
-    await wait_until(lambda: not audio._mixers[device_id].running)
+    await wait_until(lambda: device_id in audio.mixers)
+    await wait_until(lambda: not audio.mixers[device_id].running)
     samples, _rate, _ch = read_wav(speaker)
     assert 0.3 * SAMPLE_RATE < samples.size < 0.8 * SAMPLE_RATE
     assert rms_dbfs(samples) > -25
@@ -247,10 +246,10 @@ async def test_device_change_and_fallback_when_an_active_device_is_lost(tmp_path
     changes: list[list[AudioDeviceInfo]] = []
     audio.on("device_change", changes.append)
     audio.start()
-    await wait_until(lambda: audio._tracker is not None)
+    await wait_until(lambda: "alsa:hat" in audio.available_output_devices)
     await audio.speaker_devices.set(["alsa:usb", "alsa:hat"])
     await audio.ringtone_devices.set("alsa:usb")
-    sink = audio._call_sink()  # a call plays on both speakers
+    sink = audio.call_sink()  # a call plays on both speakers
     assert set(sink.streams) == {"alsa:usb", "alsa:hat"}
 
     listing.ids.append("alsa:new")  # plugged in: a change, nothing lost
@@ -491,22 +490,21 @@ async def test_a_microphone_that_fails_mid_call_is_replaced_and_comes_back(tmp_p
     host = Host(input_device="alsa:usb", output_device="null")
     audio = AudioHelper(
         host,
-        lister=listing,
+        monitor=CardMonitor(lister=listing, interval_s=0.05),
         source_opener=source_opener,
         loader=SoundLoader(tmp_path / "cache"),
-        poll_interval_s=0.05,
     )
     audio.start()
-    tap = audio._call_source()  # a call reads the microphone
+    tap = audio.call_source()  # a call reads the microphone
     try:
         levels = [int(np.abs(await tap.read_frame()).max()) for _ in range(15)]
         assert levels[0] == 3000 and levels[-1] == 0
         # Replaced by silence at the first failed read, not left to the poll.
-        assert audio._input_id == "null"
+        assert audio.input_device_in_use == "null"
         listing.ids = []  # the card leaves the listing...
         await wait_until(lambda: audio.device_changes == 1)
         listing.ids = ["alsa:usb"]  # ...and comes back (replugged)
-        await wait_until(lambda: audio._input_id == "alsa:usb")
+        await wait_until(lambda: audio.input_device_in_use == "alsa:usb")
         later = [int(np.abs(await tap.read_frame()).max()) for _ in range(5)]
         assert later[-1] == 2000  # the call hears the microphone again
         assert opened == ["alsa:usb", "null", "alsa:usb"]
@@ -548,7 +546,7 @@ async def test_a_device_test_fails_and_closes_when_the_device_fails(tmp_path):
 
     audio = AudioHelper(
         Host(output_device="null"),
-        lister=Listing(),
+        monitor=CardMonitor(lister=Listing()),
         sink_opener=sink_opener,
         loader=SoundLoader(tmp_path / "cache"),
     )
@@ -573,13 +571,12 @@ async def test_call_audio_comes_back_when_the_default_card_is_replugged(tmp_path
     listing = Listing("alsa:usb")
     audio = AudioHelper(
         Host(output_device="alsa:usb", input_device="null"),
-        lister=listing,
+        monitor=CardMonitor(lister=listing, interval_s=0.05),
         sink_opener=sink_opener,
         loader=SoundLoader(tmp_path / "cache"),
-        poll_interval_s=0.05,
     )
     audio.start()
-    call = audio._call_sink()  # the call plays on the default device, the USB card
+    call = audio.call_sink()  # the call plays on the default device, the USB card
 
     async def far_end() -> None:
         while True:

@@ -10,7 +10,7 @@ import numpy as np
 
 from appliance.audio.mixer import FanOutSink, OutputMixer, Playback, SoundInput
 from appliance.audio.sounds import Sound
-from appliance.media.audio import FRAME_SAMPLES, SAMPLE_RATE
+from appliance.media.frames import FRAME_SAMPLES, SAMPLE_RATE
 from tests.rig import timeout_factor
 
 FACTOR = timeout_factor()
@@ -50,7 +50,7 @@ async def test_two_sounds_are_summed_and_the_sink_closes_when_both_end():
     short, long = Playback(constant("a", 1000, 0.2)), Playback(constant("b", 300, 0.4))
     for playback in (short, long):
         mixer.add(SoundInput(playback, gain=1.0))
-        playback._seal()
+        playback.seal()
     await asyncio.wait_for(long.wait(), 2 * FACTOR)
     assert short.done.is_set()
     sink = sinks[0]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from appliance.media.audio import SAMPLE_RATE
+from appliance.media.frames import SAMPLE_RATE
 from tests.conftest import local_device, make_token, wait_until
 from tests.media.helpers import read_wav
 from tests.rig import VirtualCards, timeout_factor

@@ -11,16 +11,16 @@ import pytest
 
 from appliance.audio.sounds import (
     FAKE_DTMF_FREQUENCIES,
+    SOUND_NAMES,
     SoundCursor,
     custom_sound,
     decode_audio,
     default_sound,
     dtmf_sound,
 )
-from appliance.media.audio import FRAME_SAMPLES, SAMPLE_RATE
 from appliance.media.dtmf_detect import detect_digits
+from appliance.media.frames import FRAME_SAMPLES, SAMPLE_RATE
 from appliance.media.levels import rms_dbfs
-from appliance.phone.options import SOUND_NAMES
 
 
 def wav_bytes(samples: np.ndarray, rate: int = SAMPLE_RATE, channels: int = 1) -> bytes:

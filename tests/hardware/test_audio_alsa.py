@@ -17,18 +17,20 @@ import numpy as np
 import pytest
 
 from appliance.errors import AudioDeviceError
-from appliance.hardware.audio_alsa import (
+from appliance.hardware.alsa_devices import (
     AlsaDeviceInfo,
-    AlsaSink,
-    AlsaSource,
     CardMonitor,
-    DeviceSetTracker,
     list_pcm_devices,
-    open_alsa_sink,
-    open_alsa_source,
     pcm_label,
 )
-from appliance.media.audio import FRAME_SAMPLES, SAMPLE_RATE
+from appliance.hardware.alsa_pcm import (
+    AlsaSink,
+    AlsaSource,
+    open_alsa_sink,
+    open_alsa_source,
+)
+from appliance.media.frames import FRAME_SAMPLES, SAMPLE_RATE
+from appliance.media.listing import DeviceSetTracker
 from tests.conftest import wait_until
 from tests.rig import VirtualCards, timeout_factor
 
@@ -340,9 +342,9 @@ async def test_card_monitor_sees_a_pcm_appear_and_go(rig, tmp_path):
         'hint { show on description "Hot-plugged|IOIDInput" } }\n'
     )
     changes = []
-    monitor = CardMonitor(changes.append, interval_s=0.05)
+    monitor = CardMonitor(interval_s=0.05)
     base = os.environ["ALSA_CONFIG_PATH"]
-    monitor.start()
+    monitor.start(changes.append)
     try:
         await asyncio.sleep(0.2)
         assert changes == []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.media.audio import SAMPLE_RATE, Samples
+from appliance.media.frames import SAMPLE_RATE, Samples
 from appliance.media.levels import rms_dbfs
 
 #: Multiplies every timeout (slow CI boxes, a Pi Zero): see common test rules.

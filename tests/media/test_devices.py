@@ -6,7 +6,6 @@ import pytest
 
 from appliance.errors import AudioDeviceError
 from appliance.media import devices
-from appliance.media.audio import FRAME_SAMPLES
 from appliance.media.devices import (
     DeviceId,
     FilePlayer,
@@ -19,6 +18,7 @@ from appliance.media.devices import (
     parse_device_id,
     register_backend,
 )
+from appliance.media.frames import FRAME_SAMPLES
 from appliance.media.levels import rms_dbfs
 from tests.media.helpers import TIMEOUT_FACTOR, dominant_frequency, read_wav, write_wav
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from appliance.errors import AudioDeviceError
-from appliance.media.audio import FRAME_SAMPLES
+from appliance.media.frames import FRAME_SAMPLES
 from appliance.media.loopback import LoopbackAudio
 
 

@@ -30,7 +30,7 @@ from appliance.errors import (
 )
 from appliance.exchange.config import ExchangeConfig
 from appliance.exchange.server import ExchangeServer
-from appliance.media.audio import SAMPLE_RATE
+from appliance.media.frames import SAMPLE_RATE
 from appliance.media.levels import rms_dbfs
 from appliance.phone.connection import Connection
 from appliance.phone.device import DEVICE_EVENTS

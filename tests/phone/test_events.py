@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from appliance.phone.events import Emitter
+from appliance.events import Emitter
 
 
 def test_handlers_run_in_order_and_off_and_once_work():
@@ -51,7 +51,7 @@ async def test_a_failing_handler_is_logged_and_the_others_still_run(caplog):
     events.on("incoming", slow)
     events.on("incoming", broken_async)
     events.on("incoming", seen.append)
-    with caplog.at_level(logging.ERROR, logger="appliance.phone.events"):
+    with caplog.at_level(logging.ERROR, logger="appliance.events"):
         events.emit("incoming", "CA1")
         assert seen == ["CA1"]  # the plain handler after the broken one ran
         await events.drain()

@@ -1,4 +1,4 @@
-"""A small event emitter for Device and Connection (``on``/``off``/``emit``).
+"""A small event emitter (``on``/``off``/``emit``) for Device, Connection, audio.
 
 Why not pyee: Twilio.Device emits ``error`` events that are ordinary facts, and
 pyee raises when an ``error`` is emitted with no listener. Here a handler may be
@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Emitter", "Handler"]
+__all__ = ["Emitter", "EventSource", "Handler"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,3 +93,29 @@ class Emitter:
         current = asyncio.current_task()
         while pending := [t for t in self._tasks if t is not current]:
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+class EventSource:
+    """The ``on``/``once``/``off`` methods of an object that emits named events.
+
+    Device, Connection and Device.audio mirror the SDK's EventEmitter API;
+    each keeps its :class:`Emitter` in ``_events`` and inherits these three.
+    """
+
+    _events: Emitter
+
+    def on(self, event: str, handler: Handler) -> Handler:
+        """Call ``handler`` on every ``event``; returns it (usable as decorator).
+
+        Raises:
+            ValueError: not one of this object's event names.
+        """
+        return self._events.on(event, handler)
+
+    def once(self, event: str, handler: Handler) -> Handler:
+        """Call ``handler`` on the next ``event`` only."""
+        return self._events.once(event, handler)
+
+    def off(self, event: str, handler: Handler) -> None:
+        """Remove a handler (no error if it was not there)."""
+        self._events.off(event, handler)

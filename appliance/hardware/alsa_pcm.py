@@ -63,14 +63,14 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from appliance.errors import AudioDeviceError
-from appliance.media.audio import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE, Samples
+from appliance.media.frames import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE, Samples
 
 try:
     import alsaaudio
@@ -79,23 +79,16 @@ except ImportError:  # pragma: no cover - pyalsaaudio is the "hardware" extra
 
 __all__ = [
     "ID_PREFIX",
-    "AlsaDeviceInfo",
     "AlsaSink",
     "AlsaSource",
-    "CardMonitor",
-    "DeviceChange",
-    "DeviceSetTracker",
-    "Direction",
-    "list_pcm_devices",
     "open_alsa_sink",
     "open_alsa_source",
-    "pcm_label",
+    "strip_prefix",
 ]
 
 logger = logging.getLogger(__name__)
 
 ID_PREFIX = "alsa:"
-Direction = Literal["input", "output"]
 LostCallback = Callable[[AudioDeviceError], object]
 
 #: Default period: 10 ms (issue 3 asks for 10-20 ms periods).
@@ -113,7 +106,7 @@ JOIN_TIMEOUT_S = 1.0
 # Helpers
 
 
-def _strip_prefix(name: str) -> str:
+def strip_prefix(name: str) -> str:
     return name[len(ID_PREFIX) :] if name.startswith(ID_PREFIX) else name
 
 
@@ -244,7 +237,7 @@ class _AlsaStream:
     kind: Literal["capture", "playback"]
 
     def __init__(self, pcm_name: str, on_lost: LostCallback | None) -> None:
-        self.pcm_name = _strip_prefix(pcm_name)
+        self.pcm_name = strip_prefix(pcm_name)
         self.xruns = 0
         self.dropped_frames = 0
         self._on_lost = on_lost
@@ -348,7 +341,7 @@ def _resolve_future(fut: asyncio.Future[None]) -> None:
 
 
 class AlsaSource(_AlsaStream):
-    """An ALSA capture device as an :class:`~appliance.media.audio.AudioSource`.
+    """An ALSA capture device as an :class:`~appliance.media.frames.AudioSource`.
 
     Args:
         pcm_name: ALSA PCM name (``plughw:CARD=Headset,DEV=0``, ``default``,
@@ -536,7 +529,7 @@ class AlsaSource(_AlsaStream):
 
 
 class AlsaSink(_AlsaStream):
-    """An ALSA playback device as an :class:`~appliance.media.audio.AudioSink`.
+    """An ALSA playback device as an :class:`~appliance.media.frames.AudioSink`.
 
     Args:
         pcm_name: ALSA PCM name, with or without the ``alsa:`` prefix.
@@ -719,244 +712,3 @@ def open_alsa_sink(name: str, *, on_lost: LostCallback | None = None) -> AlsaSin
         AudioDeviceError: (31402) unknown or unusable device.
     """
     return AlsaSink(name, on_lost=on_lost)
-
-
-# ---------------------------------------------------------------------------
-# Device listing and hot-plug
-
-
-@dataclass(frozen=True, order=True)
-class AlsaDeviceInfo:
-    """One ALSA PCM usable for input or output.
-
-    Attributes:
-        id: device id, ``alsa:NAME``.
-        label: human label, from the card name where there is a card.
-        direction: ``"input"`` (capture) or ``"output"`` (playback).
-    """
-
-    id: str
-    label: str
-    direction: Direction
-
-    @property
-    def pcm_name(self) -> str:
-        """The ALSA PCM name (the id without ``alsa:``)."""
-        return _strip_prefix(self.id)
-
-
-#: Plugin helpers that alsa-plugins registers as PCMs but that are not devices.
-_HIDDEN = frozenset(
-    {
-        "null",
-        "lavrate",
-        "samplerate",
-        "speexrate",
-        "speex",
-        "jack",
-        "oss",
-        "upmix",
-        "vdownmix",
-        "a52",
-    }
-)
-_HIDDEN_PREFIXES = ("surround", "iec958", "usbstream", "a52:", "vdownmix:", "upmix:")
-_KIND_LABELS = {
-    "default": "",
-    "sysdefault": "",
-    "plughw": "",
-    "hw": "direct",
-    "front": "front",
-    "dmix": "shared",
-    "dsnoop": "shared",
-    "hdmi": "HDMI",
-}
-
-
-def pcm_label(name: str, cards: dict[str, str]) -> str:
-    """Return a human label for a PCM hint name.
-
-    ``plughw:CARD=Headset,DEV=1`` with ``cards={"Headset": "USB Headset"}``
-    gives ``"USB Headset, device 1"``; names without a card stay as they are.
-
-    Args:
-        name: the ALSA PCM name.
-        cards: card id to card name.
-    """
-    kind, _, args = name.partition(":")
-    params = dict(part.split("=", 1) for part in args.split(",") if "=" in part)
-    card = params.get("CARD")
-    if card is None:
-        return name
-    parts = [cards.get(card, card)]
-    if params.get("DEV", "0") != "0":
-        parts.append(f"device {params['DEV']}")
-    extra = _KIND_LABELS.get(kind, kind)
-    if extra:
-        parts.append(extra)
-    return ", ".join(parts)
-
-
-def list_pcm_devices() -> list[AlsaDeviceInfo]:
-    """List ALSA capture and playback PCMs with human labels.
-
-    Names come from ALSA's device hints (``alsaaudio.pcms()``, like
-    ``aplay -L``); labels use the card names (``alsaaudio.card_name()``).
-
-    Raises:
-        AudioDeviceError: pyalsaaudio is not installed.
-    """
-    if alsaaudio is None:
-        raise AudioDeviceError(message="pyalsaaudio is not installed")
-    # Hints name cards by id (CARD=Headset); card_name() gives the human
-    # (short name, long name) by index; cards() and card_indexes() share the
-    # enumeration order.
-    cards: dict[str, str] = {}
-    for card_id, index in zip(
-        alsaaudio.cards(), alsaaudio.card_indexes(), strict=False
-    ):
-        try:
-            short_name = alsaaudio.card_name(index)[0]
-        except alsaaudio.ALSAAudioError:
-            short_name = card_id
-        cards[str(card_id)] = str(short_name or card_id)
-    out: list[AlsaDeviceInfo] = []
-    seen: set[tuple[str, str]] = set()
-    directions: tuple[tuple[Direction, Any], ...] = (
-        ("input", alsaaudio.PCM_CAPTURE),
-        ("output", alsaaudio.PCM_PLAYBACK),
-    )
-    for direction, pcm_type in directions:
-        for name in alsaaudio.pcms(pcm_type):
-            if name in _HIDDEN or name.startswith(_HIDDEN_PREFIXES):
-                continue
-            if (name, direction) in seen:
-                continue
-            seen.add((name, direction))
-            out.append(
-                AlsaDeviceInfo(ID_PREFIX + name, pcm_label(name, cards), direction)
-            )
-    return out
-
-
-@dataclass(frozen=True)
-class DeviceChange:
-    """Devices that appeared or disappeared since the previous poll."""
-
-    added: tuple[AlsaDeviceInfo, ...]
-    removed: tuple[AlsaDeviceInfo, ...]
-
-    @property
-    def added_ids(self) -> frozenset[str]:
-        """Ids of the added devices."""
-        return frozenset(d.id for d in self.added)
-
-    @property
-    def removed_ids(self) -> frozenset[str]:
-        """Ids of the removed devices."""
-        return frozenset(d.id for d in self.removed)
-
-
-class DeviceSetTracker:
-    """Pure diff of successive device lists (the core of :class:`CardMonitor`).
-
-    A device is identified by (id, direction); a label change alone is not a
-    change.
-    """
-
-    def __init__(self, initial: Iterable[AlsaDeviceInfo] = ()) -> None:
-        self._devices = {(d.id, d.direction): d for d in initial}
-
-    @property
-    def devices(self) -> list[AlsaDeviceInfo]:
-        """The current device list, sorted."""
-        return sorted(self._devices.values())
-
-    def update(self, devices: Iterable[AlsaDeviceInfo]) -> DeviceChange | None:
-        """Take a new listing; return what changed, or None."""
-        new = {(d.id, d.direction): d for d in devices}
-        added = tuple(sorted(new[k] for k in new.keys() - self._devices.keys()))
-        removed = tuple(
-            sorted(self._devices[k] for k in self._devices.keys() - new.keys())
-        )
-        self._devices = new
-        if not added and not removed:
-            return None
-        return DeviceChange(added, removed)
-
-
-class CardMonitor:
-    """Poll the ALSA device list and report hot-plugged cards.
-
-    ALSA has no portable change notification for PCM hints, so the list is
-    polled (in a worker thread: ``pcms()`` may take milliseconds) every
-    ``interval_s``.
-
-    Args:
-        on_change: called in the event loop with each :class:`DeviceChange`.
-        interval_s: poll period.
-        lister: the listing function (default :func:`list_pcm_devices`).
-
-    Example::
-
-        monitor = CardMonitor(lambda change: print(change.added_ids))
-        monitor.start()
-        ...
-        await monitor.stop()
-    """
-
-    def __init__(
-        self,
-        on_change: Callable[[DeviceChange], object],
-        *,
-        interval_s: float = 1.0,
-        lister: Callable[[], list[AlsaDeviceInfo]] = list_pcm_devices,
-    ) -> None:
-        self._on_change = on_change
-        self._interval = interval_s
-        self._lister = lister
-        self._task: asyncio.Task[None] | None = None
-        self.tracker: DeviceSetTracker | None = None
-
-    async def poll(self) -> DeviceChange | None:
-        """List devices once, report and return the change (None at first)."""
-        devices = await asyncio.to_thread(self._lister)
-        if self.tracker is None:
-            self.tracker = DeviceSetTracker(devices)
-            return None
-        change = self.tracker.update(devices)
-        if change is not None:
-            logger.info(
-                "audio devices changed: added %s, removed %s",
-                sorted(change.added_ids),
-                sorted(change.removed_ids),
-            )
-            self._on_change(change)
-        return change
-
-    async def run(self) -> None:
-        """Poll until cancelled."""
-        while True:
-            try:
-                await self.poll()
-            except (AudioDeviceError, OSError) as exc:
-                logger.warning("listing audio devices failed: %s", exc)
-            except Exception:  # supervision boundary of the polling task
-                logger.exception("card monitor poll failed")
-            await asyncio.sleep(self._interval)
-
-    def start(self) -> asyncio.Task[None]:
-        """Start polling in a task of the running loop."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self.run(), name="alsa-card-monitor"
-            )
-        return self._task
-
-    async def stop(self) -> None:
-        """Stop polling."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
