@@ -10,19 +10,19 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml image/packages-runtime.txt image/packages-build.txt
+$(STAMP): pyproject.toml dev/pyproject.toml image/packages-runtime.txt image/packages-build.txt
 	./image/install-system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[hardware,dev]'
+	$(BIN)/python -m pip install -q -e '.[hardware,dev]' -e ./dev
 	touch $(STAMP)
 
 demo: setup
 	$(BIN)/appliance demo --out demo-out
 
 lint: setup
-	$(BIN)/ruff check appliance tests bench
-	$(BIN)/ruff format --check appliance tests bench
+	$(BIN)/ruff check appliance dev tests bench
+	$(BIN)/ruff format --check appliance dev tests bench
 
 typecheck: setup
 	$(BIN)/mypy

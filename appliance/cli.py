@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import signal
 import sys
@@ -26,24 +27,27 @@ if TYPE_CHECKING:
     from appliance.exchange.config import ExchangeConfig
 
 __all__ = [
-    "add_demo_parser",
+    "COMMANDS_GROUP",
     "add_exchange_parser",
-    "add_phone_parser",
     "add_run_parser",
     "add_show_config_parser",
-    "add_sim_parser",
     "add_token_parser",
     "build_parser",
+    "configure_logging",
+    "fail",
     "main",
 ]
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[argparse.Namespace], int]
+#: Entry-point group of commands added by other installed distributions.
+COMMANDS_GROUP = "appliance.commands"
 _Subparsers = Any  # argparse's _SubParsersAction is private
 
 
-def _fail(message: str) -> int:
+def fail(message: str) -> int:
+    """Print ``appliance: error: MESSAGE`` on stderr; return exit status 2."""
     print(f"appliance: error: {message}", file=sys.stderr)
     return 2
 
@@ -98,7 +102,7 @@ def run_token(args: argparse.Namespace) -> int:
         if not 0 < args.ttl <= MAX_LIFETIME_S:
             raise ConfigError("--ttl", f"must be between 1 and {MAX_LIFETIME_S}")
     except ConfigError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     print(
         create_access_token(
             account_sid=account_sid,
@@ -159,7 +163,7 @@ def add_exchange_parser(subparsers: _Subparsers) -> None:
     parser.set_defaults(handler=run_exchange)
 
 
-def _configure_logging(level: str) -> None:
+def configure_logging(level: str) -> None:
     """Plain lines on stderr (journald adds timestamps); quiet media libraries.
 
     aiortc and aioice log every RTP/STUN packet at DEBUG, which drowns the
@@ -193,8 +197,8 @@ def run_exchange(args: argparse.Namespace) -> int:
             media_addresses=tuple(args.media_address) if args.media_address else None,
         )
     except ConfigError as exc:
-        return _fail(str(exc))
-    _configure_logging(args.log_level)
+        return fail(str(exc))
+    configure_logging(args.log_level)
     try:
         asyncio.run(_serve_exchange(config))
     except OSError as exc:
@@ -214,87 +218,6 @@ async def _serve_exchange(config: ExchangeConfig) -> None:
         print(f"exchange listening on {server.url}", flush=True)
         await stop.wait()
         logger.info("stopping")
-
-
-# --------------------------------------------------------------------- phone
-
-
-def add_phone_parser(subparsers: _Subparsers) -> None:
-    """Add ``appliance phone``: one Device driven by JSON lines (stdin/stdout)."""
-    parser = subparsers.add_parser(
-        "phone",
-        help="run one phone driven by JSON commands on stdin",
-        description="Register a Device and print its events as JSON lines on "
-        "stdout; read commands as JSON lines on stdin (see appliance.phone.agent). "
-        "Logs go to stderr.",
-    )
-    parser.add_argument(
-        "--signaling-url", required=True, metavar="URL", help="ws:// or wss:// URL"
-    )
-    token = parser.add_mutually_exclusive_group(required=True)
-    token.add_argument("--token", help="Access Token (visible to ps; prefer a file)")
-    token.add_argument("--token-file", type=Path, metavar="FILE", help="token file")
-    parser.add_argument("--input", metavar="DEV", help="input device (tone:440)")
-    parser.add_argument(
-        "--output", metavar="DEV", help="output device, e.g. file:x.wav"
-    )
-    parser.add_argument(
-        "--local-address",
-        action="append",
-        metavar="IP",
-        help="gather ICE host candidates on this address (repeatable)",
-    )
-    parser.add_argument(
-        "--auto-answer", action="store_true", help="accept incoming calls at once"
-    )
-    parser.add_argument("--allow-incoming-while-busy", action="store_true")
-    parser.add_argument("--enable-ringing-state", action="store_true")
-    parser.add_argument(
-        "--backoff-max-ms", type=int, metavar="N", help="reconnect cap (>= 3000)"
-    )
-    parser.add_argument(
-        "--log-level",
-        default="WARNING",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level on stderr",
-    )
-    parser.set_defaults(handler=run_phone)
-
-
-def run_phone(args: argparse.Namespace) -> int:
-    """Handle ``appliance phone``."""
-    from appliance.phone.agent import run_agent
-    from appliance.phone.options import parse_options
-
-    if args.token_file is not None:
-        try:
-            token = args.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            return _fail(f"--token-file: {exc.strerror or exc}")
-    else:
-        token = args.token.strip()
-    if not token:
-        return _fail("the token is empty")
-    options: dict[str, Any] = {"signaling_url": args.signaling_url}
-    if args.input is not None:
-        options["input_device"] = args.input
-    if args.output is not None:
-        options["output_device"] = args.output
-    if args.local_address:
-        options["local_addresses"] = list(args.local_address)
-    if args.allow_incoming_while_busy:
-        options["allow_incoming_while_busy"] = True
-    if args.enable_ringing_state:
-        options["enable_ringing_state"] = True
-    if args.backoff_max_ms is not None:
-        options["backoff_max_ms"] = args.backoff_max_ms
-    try:
-        parse_options(options)  # fail fast with a one-line error (exit 2)
-    except ConfigError as exc:
-        return _fail(str(exc))
-    # stdout carries the JSON event stream; logs must stay on stderr.
-    _configure_logging(args.log_level)
-    return asyncio.run(run_agent(token, options, auto_answer=args.auto_answer))
 
 
 # ---------------------------------------------------------------------- run
@@ -328,8 +251,8 @@ def run_run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        return _fail(str(exc))
-    _configure_logging(config.log_level)
+        return fail(str(exc))
+    configure_logging(config.log_level)
     return app.main(config)
 
 
@@ -349,7 +272,7 @@ def run_show_config(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     print(f"# layers: {', '.join(config.sources)}")
     print(f"[phone]\ntoken_file = {str(config.token_file)!r}\n")
     print("[device]")
@@ -357,85 +280,6 @@ def run_show_config(args: argparse.Namespace) -> int:
         print(f"{key} = {value!r}")
     print(f"\n[log]\nlevel = {config.log_level!r}")
     return 0
-
-
-# --------------------------------------------------------------------- demo
-
-
-def add_demo_parser(subparsers: _Subparsers) -> None:
-    """Add ``appliance demo``: a real call between two simulated phones."""
-    parser = subparsers.add_parser(
-        "demo",
-        help="call between two simulated phones over a local exchange",
-        description="Start a local exchange and two phones, place a call, "
-        "answer, send DTMF, hang up; print the timeline and write what each "
-        "phone heard as WAV files.",
-    )
-    parser.add_argument("--out", default="demo-out", help="directory for the WAV files")
-    parser.set_defaults(handler=run_demo)
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    """Handler of ``appliance demo``."""
-    from appliance import demo
-
-    return demo.main(args.out)
-
-
-# ----------------------------------------------------------------------- sim
-
-
-def add_sim_parser(subparsers: _Subparsers) -> None:
-    """Add ``appliance sim``: the whole phone on a desktop (no GPIO)."""
-    parser = subparsers.add_parser(
-        "sim",
-        help="the desk phone on a desktop: keyboard keypad, OLED in the terminal",
-        description="Run the phone with gpiozero's mock pins and the OLED drawn "
-        "in the terminal. Without --signaling-url a local exchange and a second "
-        "phone (bob, dial 2#; echo is 3#) run in-process. Keys: 0-9*# keypad, "
-        "Enter accept, Backspace/Esc hangup, r ready, m mute, q quit. With stdin "
-        "not a terminal, commands are read line by line (see appliance/sim.py).",
-    )
-    parser.add_argument("--signaling-url", metavar="URL", help="an external exchange")
-    parser.add_argument("--token", help="Access Token (with --signaling-url)")
-    parser.add_argument("--token-file", type=Path, metavar="FILE", help="token file")
-    parser.add_argument(
-        "--local-address", action="append", metavar="IP", help="ICE host address"
-    )
-    parser.add_argument("--input", default="null", metavar="DEV", help="microphone")
-    parser.add_argument(
-        "--output", default="null", metavar="DEV", help="speaker (alsa:default)"
-    )
-    parser.add_argument("--pinmap", type=Path, metavar="FILE", help="hw/pinmap-*.toml")
-    parser.add_argument("--country", default="US", help="ring cadence country")
-    parser.add_argument(
-        "--directory", action="append", metavar="CODE=NAME", help="dial code"
-    )
-    parser.add_argument("--frames", metavar="DIR", help="save every frame as PNG")
-    parser.add_argument("--fps", type=float, default=10.0, help="OLED frame rate cap")
-    parser.add_argument(
-        "--bob-answer-after", type=float, default=1.0, metavar="S", help="bob rings"
-    )
-    parser.add_argument(
-        "--no-ready", action="store_true", help="do not press Ready at start"
-    )
-    parser.add_argument(
-        "--export-screens", metavar="DIR", help="render every screen as PNG and exit"
-    )
-    parser.add_argument(
-        "--log-level",
-        default="WARNING",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level on stderr",
-    )
-    parser.set_defaults(handler=run_sim)
-
-
-def run_sim(args: argparse.Namespace) -> int:
-    """Handler of ``appliance sim``."""
-    from appliance import sim
-
-    return sim.main(args)
 
 
 # ---------------------------------------------------------------------- main
@@ -452,9 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_show_config_parser(subparsers)
     add_token_parser(subparsers)
     add_exchange_parser(subparsers)
-    add_phone_parser(subparsers)
-    add_demo_parser(subparsers)
-    add_sim_parser(subparsers)
+    # Development tools (the simulator, the demo, the JSON phone agent) live
+    # in the appliance-devtools distribution, which is not installed on a
+    # phone; installed, it adds its commands through this entry-point group.
+    for entry in importlib.metadata.entry_points(group=COMMANDS_GROUP):
+        add_parser: Callable[[_Subparsers], None] = entry.load()
+        add_parser(subparsers)
     return parser
 
 

@@ -44,9 +44,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import call_bench  # the bench directory is not a package
-
-from appliance.exchange.process import stop_process
-from appliance.rig import (
+from appliance_dev.exchange_process import stop_process
+from appliance_dev.rig import (
     RATE,
     VirtualCards,
     align,

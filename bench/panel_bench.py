@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from appliance_dev.rig import RigUnavailableError, VirtualCards
+from appliance_dev.sim import MockPanelHardware
 
 from appliance.exchange.config import ExchangeConfig
 from appliance.exchange.server import ExchangeServer
@@ -44,8 +46,6 @@ from appliance.hardware.pinmap import DisplaySpec, load_pinmap
 from appliance.media.devices import register_backend
 from appliance.media.frames import Samples
 from appliance.phone.device import Device
-from appliance.rig import RigUnavailableError, VirtualCards
-from appliance.sim import MockPanelHardware
 from appliance.tokens import Keyring, create_access_token
 from appliance.ui.controller import PanelController
 from appliance.ui.panel import Panel, PanelState

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from appliance_dev.exchange_process import stop_process
 
 from appliance.exchange.config import ExchangeConfig
-from appliance.exchange.process import stop_process
 from appliance.exchange.server import ExchangeServer
 from appliance.phone.device import Device
 from appliance.tokens import Keyring, create_access_token

@@ -1,5 +1,10 @@
-"""Moved to :mod:`appliance.rig` (the demo uses it too); re-exported here."""
+"""Moved to :mod:`appliance_dev.rig` (the demo uses it too); re-exported here."""
 
-from appliance.rig import RigProcess, RigUnavailableError, VirtualCards, timeout_factor
+from appliance_dev.rig import (
+    RigProcess,
+    RigUnavailableError,
+    VirtualCards,
+    timeout_factor,
+)
 
 __all__ = ["RigProcess", "RigUnavailableError", "VirtualCards", "timeout_factor"]

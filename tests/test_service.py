@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from appliance_dev.exchange_process import stop_process
 
 from appliance.config import load_config, read_token
 from appliance.errors import ConfigError
-from appliance.exchange.process import stop_process
 from appliance.exchange.server import ExchangeServer
 from tests.conftest import local_device, make_token, scaled, wait_until
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from appliance.rig import VirtualCards, timeout_factor
+from appliance_dev.rig import VirtualCards, timeout_factor
 
 FACTOR = timeout_factor()
 

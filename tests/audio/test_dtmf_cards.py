@@ -2,7 +2,7 @@
 
 Phone A sends digits in a call; A's speaker card is recorded. With
 ``fake_local_dtmf`` the feedback uses Twilio's off-standard pairs, which the
-detector (ITU-T Q.24 limits, appliance.media.dtmf_detect) must reject: no
+detector (ITU-T Q.24 limits, appliance_dev.dtmf_detect) must reject: no
 digits. Without it, the Q.23 pairs come out and the detector finds exactly the
 digits sent, in order. B gets the digits as ``dtmf`` events either way (they
 travel by signaling, signaling-protocol.md §2).
@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from appliance_dev.dtmf_detect import detect_digits
+from appliance_dev.rig import read_wav, timeout_factor
 
 from appliance import Device
 from appliance.media.dtmf import duration
-from appliance.media.dtmf_detect import detect_digits
-from appliance.rig import read_wav, timeout_factor
 from tests.conftest import make_token, wait_until
 
 FACTOR = timeout_factor()

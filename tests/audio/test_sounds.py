@@ -8,6 +8,7 @@ import wave
 import av
 import numpy as np
 import pytest
+from appliance_dev.dtmf_detect import detect_digits
 
 from appliance.audio.sounds import (
     FAKE_DTMF_FREQUENCIES,
@@ -18,7 +19,6 @@ from appliance.audio.sounds import (
     default_sound,
     dtmf_sound,
 )
-from appliance.media.dtmf_detect import detect_digits
 from appliance.media.frames import FRAME_SAMPLES, SAMPLE_RATE
 from appliance.media.levels import rms_dbfs
 

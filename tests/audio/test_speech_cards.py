@@ -15,9 +15,7 @@ import asyncio
 from typing import Any
 
 import numpy as np
-
-from appliance import Device
-from appliance.rig import (
+from appliance_dev.rig import (
     RATE,
     align,
     normalized_correlation,
@@ -27,6 +25,8 @@ from appliance.rig import (
     timeout_factor,
     windowed_correlation,
 )
+
+from appliance import Device
 from tests.conftest import local_device, make_token, wait_until
 
 FACTOR = timeout_factor()

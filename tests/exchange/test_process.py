@@ -7,9 +7,9 @@ import signal
 import sys
 
 import pytest
+from appliance_dev.exchange_process import start_exchange_process, stop_process
 
 from appliance.errors import ApplianceError
-from appliance.exchange.process import start_exchange_process, stop_process
 from tests.conftest import ACCOUNT_SID, API_KEY, API_SECRET
 
 

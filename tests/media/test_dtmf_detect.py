@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from appliance.media.dtmf_detect import (
+from appliance_dev.dtmf_detect import (
     COLUMN_HZ,
     DIGITS,
     ROW_HZ,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from appliance_dev.sim import MockPanelHardware
 from PIL import ImageChops
 
 from appliance.cadence import Cadence
@@ -23,7 +24,6 @@ from appliance.hardware.gpio import FrontPanelIO
 from appliance.hardware.pinmap import DisplaySpec, InputTiming, PinMap, load_pinmap
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
-from appliance.sim import MockPanelHardware
 from appliance.ui.controller import PanelController, parse_ui_config
 from appliance.ui.panel import (
     VOLUME_DEFAULT_LEVEL,

@@ -91,7 +91,7 @@ def test_export_screens(tmp_path: Path) -> None:
     result = run_sim("", "--export-screens", str(tmp_path))
     assert result.returncode == 0, result.stderr
     files = sorted(p.name for p in tmp_path.glob("*.png"))
-    from appliance.sim import sample_views
+    from appliance_dev.sim import sample_views
 
     assert files == sorted(f"screen_{name}.png" for name in sample_views())
     assert "screen_ringing.png" in files and "screen_in_call_volume.png" in files
@@ -100,7 +100,13 @@ def test_export_screens(tmp_path: Path) -> None:
 
 
 def test_terminal_drawing_fits_narrow_terminals():
-    from appliance.sim import half_block_art, quadrant_art, sample_views, terminal_art
+    from appliance_dev.sim import (
+        half_block_art,
+        quadrant_art,
+        sample_views,
+        terminal_art,
+    )
+
     from appliance.ui.screens import render
 
     image = render(sample_views()["idle"])

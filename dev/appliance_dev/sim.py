@@ -807,12 +807,12 @@ def main(args: argparse.Namespace) -> int:
         Path(args.frames).mkdir(parents=True, exist_ok=True)
     if args.export_screens:
         for path in export_screens(Path(args.export_screens)):
-            print(path)  # noqa: T201  # the command's output
+            print(path)  # the command's output
         return 0
     try:
         return asyncio.run(run_sim(args, sys.stdin, sys.stdout))
     except ConfigError as exc:
-        print(f"appliance: error: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"appliance: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 0

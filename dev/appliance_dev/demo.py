@@ -9,7 +9,7 @@ files. The exit status is non-zero if any step fails, so CI can run it.
 
 When PulseAudio and the ALSA pulse plugin are installed (``make`` installs
 them), the phones use real ``alsa:`` devices on clocked virtual sound cards
-(:mod:`appliance.rig`): the speech is played into each phone's microphone and
+(:mod:`appliance_dev.rig`): the speech is played into each phone's microphone and
 each phone's speaker is recorded, and each recording must contain the other
 side's speech. Without them the demo falls back to ``file:`` devices and says
 so.
@@ -31,12 +31,13 @@ from pathlib import Path
 import numpy as np
 
 from appliance.errors import ApplianceError, TwilioError
-from appliance.exchange.process import start_exchange_process, stop_process
 from appliance.media.levels import rms_dbfs
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
 from appliance.phone.options import parse_options
-from appliance.rig import (
+from appliance.tokens import create_access_token
+from appliance_dev.exchange_process import start_exchange_process, stop_process
+from appliance_dev.rig import (
     RigProcess,
     RigUnavailableError,
     VirtualCards,
@@ -46,7 +47,6 @@ from appliance.rig import (
     windowed_correlation,
     write_wav,
 )
-from appliance.tokens import create_access_token
 
 __all__ = ["run_demo"]
 
