@@ -1,7 +1,17 @@
-"""Composition root of the phone service (``appliance run``).
+"""Composition root: the one place that turns configuration into objects.
 
-The only place that turns configuration into objects. Start-up order: config
-and logging, token, Device, signal handlers, setup (register), then READY to
+:func:`build_device` and :func:`open_front_panel` build the phone and its
+front panel from parsed configuration, choosing backends by name: audio
+device ids pick the audio backend (``alsa:`` on a phone), ``ui.pin_factory``
+the GPIO pins (``lgpio`` on a Pi, ``mock`` for the simulator and tests, with
+:class:`~appliance.hardware.mock.MockPanelHardware` as the finger), and
+``ui.display_driver`` the OLED (``ssd1306``/``sh1106`` through luma,
+``dummy``, or a registered one such as the simulator's ``terminal``). The
+service (``appliance run``), the simulator and the demo all build through
+them.
+
+:func:`run_service` is the phone service. Start-up order: config and
+logging, token, Device, signal handlers, setup (register), then READY to
 systemd, then the long-lived tasks (watchdog ping, token-file watch). Shutdown
 order is the reverse: stop the tasks, end calls (``close_protection`` logs its
 message when a call is cut by the stop), destroy the Device, STOPPING.
@@ -19,16 +29,28 @@ import dataclasses
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from appliance.audio.helper import AudioHelper
 from appliance.config import AppConfig, Secret, environ_token, read_token
 from appliance.errors import ConfigError, HardwareError, TwilioError
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
+from appliance.phone.options import DeviceOptions
 from appliance.system.notify import Notifier, watchdog_interval_s
 
-__all__ = ["run_service"]
+if TYPE_CHECKING:
+    # The front panel needs gpiozero and luma (the "hardware" extra); they are
+    # imported when a panel is opened, so a phone without them still calls.
+    from appliance.hardware.display import Display
+    from appliance.hardware.gpio import FrontPanelIO
+    from appliance.hardware.mock import MockPanelHardware
+    from appliance.hardware.pinmap import PinMap
+    from appliance.ui.controller import PanelController, UiConfig
+
+__all__ = ["FrontPanel", "build_device", "open_front_panel", "run_service"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +97,7 @@ async def run_service(config: AppConfig) -> int:
     """Run the phone until SIGTERM/SIGINT; return the exit status."""
     notifier = Notifier()
     tokens = _TokenSource(config.token_file)
-    device = Device(**config.device_raw)
+    device = build_device(config.device)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -113,7 +135,14 @@ async def run_service(config: AppConfig) -> int:
     # The front panel attaches before setup so it sees the first "ready".
     panel = contextlib.AsyncExitStack()
     try:
-        await _open_front_panel(config, device, lambda: tokens.read().reveal(), panel)
+        from appliance.ui.controller import parse_ui_config
+
+        await open_front_panel(
+            parse_ui_config(config.ui_raw),
+            device,
+            lambda: tokens.read().reveal(),
+            panel,
+        )
     except ConfigError as exc:
         logger.error("%s", exc)
         await panel.aclose()
@@ -148,35 +177,68 @@ async def run_service(config: AppConfig) -> int:
     return 0
 
 
-def _pin_factory(name: str) -> Any:
+def build_device(options: DeviceOptions) -> Device:
+    """The phone engine with its parts: Device.audio on the installed backends.
+
+    Device.audio lists devices and notices hot-plug through the monitor of
+    the audio backend that can list (the ALSA card monitor on a phone).
+    """
+    return Device(options=options, audio=AudioHelper())
+
+
+@dataclass
+class FrontPanel:
+    """What :func:`open_front_panel` built (all closed with its exit stack)."""
+
+    controller: PanelController
+    io: FrontPanelIO
+    display: Display | None
+    pinmap: PinMap
+    #: The finger on the keys, with ``pin_factory = "mock"``; else None.
+    mock: MockPanelHardware | None = None
+
+
+def _pin_factory(name: str, pinmap: PinMap) -> tuple[Any, MockPanelHardware | None]:
     """The gpiozero pin factory named in ``ui.pin_factory`` (style 4.1 #4)."""
     if name == "mock":
-        from gpiozero.pins.mock import MockFactory, MockPWMPin
+        from appliance.hardware.mock import MockPanelHardware
 
-        return MockFactory(pin_class=MockPWMPin)
+        mock = MockPanelHardware(pinmap)
+        return mock.factory, mock
     if name == "lgpio":
         from gpiozero.pins.lgpio import LGPIOFactory
 
-        return LGPIOFactory()
+        return LGPIOFactory(), None
     if name == "rpigpio":
         from gpiozero.pins.rpigpio import RPiGPIOFactory
 
-        return RPiGPIOFactory()
+        return RPiGPIOFactory(), None
     from gpiozero.pins.native import NativeFactory
 
-    return NativeFactory()
+    return NativeFactory(), None
 
 
-async def _open_front_panel(
-    config: AppConfig,
+async def open_front_panel(
+    ui: UiConfig,
     device: Device,
     token: Callable[[], str],
     stack: contextlib.AsyncExitStack,
-) -> None:
+    *,
+    pinmap: PinMap | None = None,
+    address_map: dict[str, str] | None = None,
+) -> FrontPanel | None:
     """Start the front panel if ``ui.enabled``; its parts close with ``stack``.
 
     A panel that cannot be opened (no GPIO chip, no OLED on the bus) is logged
     and skipped: the phone still takes calls. An invalid ``[ui]`` is an error.
+
+    Args:
+        ui: the ``[ui]`` settings.
+        device: the engine.
+        token: returns the access token for the Ready gesture.
+        stack: closes what is opened here.
+        pinmap: a build already loaded (else ``ui.pinmap`` is read).
+        address_map: rewrites dial targets (the simulator's echo).
 
     Raises:
         ConfigError: invalid ``[ui]`` settings or pin map.
@@ -186,21 +248,21 @@ async def _open_front_panel(
     from appliance.hardware.display import Display, create_device
     from appliance.hardware.gpio import FrontPanelIO
     from appliance.hardware.pinmap import load_pinmap
-    from appliance.ui.controller import PanelController, parse_ui_config
+    from appliance.ui.controller import PanelController
     from appliance.ui.settings import PanelSettings
 
-    ui = parse_ui_config(config.ui_raw)
     if not ui.enabled:
-        return
-    pinmap = load_pinmap(ui.pinmap)
+        return None
+    pinmap = pinmap or load_pinmap(ui.pinmap)
     spec = pinmap.display
     if ui.display_driver:
         spec = dataclasses.replace(spec, driver=ui.display_driver)
     try:
-        io = FrontPanelIO(pinmap, pin_factory=_pin_factory(ui.pin_factory))
+        factory, mock = _pin_factory(ui.pin_factory, pinmap)
+        io = FrontPanelIO(pinmap, pin_factory=factory)
     except (GPIOZeroError, ImportError, OSError) as exc:  # no chip, no library
         logger.error("front panel disabled: cannot open the GPIO pins: %s", exc)
-        return
+        return None
     await stack.enter_async_context(io)
     display: Display | None = None
     try:
@@ -218,9 +280,11 @@ async def _open_front_panel(
         display=display,
         token=token,
         settings=settings,
+        address_map=address_map,
     )
     await stack.enter_async_context(controller)
     logger.info("front panel %r started", pinmap.name)
+    return FrontPanel(controller, io, display, pinmap, mock)
 
 
 def _log_incoming(conn: Connection) -> None:

@@ -35,13 +35,13 @@ from typing import Any
 
 import numpy as np
 from appliance_dev.rig import RigUnavailableError, VirtualCards
-from appliance_dev.sim import MockPanelHardware
 
 from appliance.exchange.config import ExchangeConfig
 from appliance.exchange.server import ExchangeServer
 from appliance.hardware.alsa_pcm import AlsaSink
 from appliance.hardware.display import Display, create_device
 from appliance.hardware.gpio import FrontPanelIO
+from appliance.hardware.mock import MockPanelHardware
 from appliance.hardware.pinmap import DisplaySpec, load_pinmap
 from appliance.media.devices import register_backend
 from appliance.media.frames import Samples

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -30,7 +31,12 @@ from PIL import Image
 from appliance.errors import ConfigError, HardwareError
 from appliance.hardware.pinmap import DisplaySpec
 
-__all__ = ["Display", "LumaDevice", "create_device"]
+__all__ = [
+    "Display",
+    "LumaDevice",
+    "create_device",
+    "register_display_driver",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,16 +56,33 @@ class LumaDevice(Protocol):
         ...
 
 
+#: Display drivers beyond the built-in ones, by name (the simulator adds
+#: ``terminal``); each makes a luma-compatible device from the spec.
+_EXTRA_DRIVERS: dict[str, Callable[[DisplaySpec], Any]] = {}
+
+
+def register_display_driver(name: str, factory: Callable[[DisplaySpec], Any]) -> None:
+    """Make ``display.driver = NAME`` create its device with ``factory``.
+
+    The device needs ``display(image)``, ``size`` and ``mode`` (as luma's).
+    """
+    _EXTRA_DRIVERS[name] = factory
+
+
 def create_device(spec: DisplaySpec) -> Any:
     """Create the luma device described by ``spec``.
 
     ``ssd1306`` and ``sh1106`` open I2C bus ``spec.i2c_port`` at
-    ``spec.address``; ``dummy`` keeps the last frame in memory (tests, sim).
+    ``spec.address``; ``dummy`` keeps the last frame in memory (tests);
+    registered drivers (:func:`register_display_driver`) make their own.
 
     Raises:
         ConfigError: unknown driver.
         HardwareError: the I2C bus or device cannot be opened.
     """
+    extra = _EXTRA_DRIVERS.get(spec.driver)
+    if extra is not None:
+        return extra(spec)
     if spec.driver == "dummy":
         from luma.core.device import dummy
 

@@ -22,9 +22,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from appliance.app import build_device
 from appliance.errors import ApplianceError, TwilioError
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
+from appliance.phone.options import parse_options
 from appliance.tasks import TaskSet
 
 __all__ = ["run_agent"]
@@ -151,7 +153,7 @@ async def run_agent(token: str, options: dict[str, Any], *, auto_answer: bool) -
         sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
 
-    device = Device(**options)
+    device = build_device(parse_options(options))
     agent = _Agent(device, write, auto_answer=auto_answer)
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from appliance.app import build_device
 from appliance.errors import ApplianceError, TwilioError
 from appliance.media.levels import rms_dbfs
 from appliance.phone.connection import Connection
@@ -232,8 +233,8 @@ async def run_demo(out: Path) -> int:
                     "output_device": f"file:{out / f'{who}-heard.wav'}",
                 }
             )
-            device = Device(
-                options=parse_options(
+            device = build_device(
+                parse_options(
                     {
                         "signaling_url": url,
                         "local_addresses": ["127.0.0.1"],

@@ -55,12 +55,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from gpiozero.pins.mock import MockFactory, MockPWMPin
 from PIL import Image
 
+from appliance.app import build_device, open_front_panel
 from appliance.errors import ApplianceError, ConfigError
-from appliance.hardware.display import Display
-from appliance.hardware.gpio import FrontPanelIO
+from appliance.hardware.display import register_display_driver
+from appliance.hardware.mock import HOLD_S, TAP_S, MockPanelHardware
 from appliance.hardware.pinmap import (
     ButtonPins,
     KeypadPins,
@@ -70,12 +70,12 @@ from appliance.hardware.pinmap import (
 )
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
-from appliance.ui.controller import PanelController
-from appliance.ui.panel import Panel, PanelState, PanelView, Screen
+from appliance.phone.options import parse_options
+from appliance.ui.controller import PanelController, UiConfig
+from appliance.ui.panel import PanelState, PanelView, Screen
 from appliance.ui.screens import HEIGHT, WIDTH, render
 
 __all__ = [
-    "MockPanelHardware",
     "export_screens",
     "half_block_art",
     "main",
@@ -85,12 +85,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: How long a simulated finger holds a key: past the 20 ms debounce with margin.
-TAP_S = 0.06
-#: Pause after a release, so consecutive taps of one key are two presses.
-GAP_S = 0.04
-#: A hold on Hangup (the pin map's hold time is 1 s).
-HOLD_S = 1.3
 SIM_IDENTITY = "desk"
 BOB = "bob"
 DEFAULT_DIRECTORY = {"2": BOB, "3": "echo"}
@@ -105,116 +99,6 @@ _BUILTIN_PINMAP = PinMap(
     keypad=KeypadPins(rows=(17, 27, 22, 10), columns=(9, 11, 25)),
     outputs=OutputPins(ringer=12, status=7),
 )
-
-
-# --------------------------------------------------------------- mock pins
-
-
-class _RowPin(MockPWMPin):  # type: ignore[misc]  # gpiozero has no type hints
-    """A keypad row output that re-evaluates the column levels when it changes."""
-
-    def __init__(self, factory: Any, info: Any, keypad: MockPanelHardware) -> None:
-        super().__init__(factory, info)
-        self._keypad = keypad
-
-    def _change_state(self, value: Any) -> bool:
-        changed = bool(super()._change_state(value))
-        self._keypad.refresh_columns()
-        return changed
-
-
-class MockPanelHardware:
-    """A finger and eyes for one front panel on gpiozero's MockFactory.
-
-    Create it *before* :class:`FrontPanelIO` with the same factory: the keypad
-    rows must be this class's pins, which short a row to a column while a key
-    is held, as a membrane keypad does.
-
-    Args:
-        pinmap: the build.
-        factory: a ``MockFactory(pin_class=MockPWMPin)``; a new one if omitted.
-    """
-
-    def __init__(self, pinmap: PinMap, factory: Any | None = None) -> None:
-        self.pinmap = pinmap
-        self.factory = factory or MockFactory(pin_class=MockPWMPin)
-        self._lock = threading.Lock()
-        self._held: set[str] = set()
-        self._positions: dict[str, tuple[int, int]] = {
-            key: (r, c)
-            for r, row in enumerate(pinmap.keypad.layout)
-            for c, key in enumerate(row)
-        }
-        self._rows = [
-            self.factory.pin(pin, pin_class=_RowPin, keypad=self)
-            for pin in pinmap.keypad.rows
-        ]
-
-    def pin(self, role: str) -> Any:
-        """The mock pin of a button (``accept``) or output (``ringer``)."""
-        outputs = self.pinmap.outputs
-        fitted = {**self.pinmap.buttons.fitted(), "ringer": outputs.ringer}
-        fitted["status"] = outputs.status
-        if role not in fitted:
-            raise KeyError(f"no pin for {role!r} in this build")
-        return self.factory.pin(fitted[role])
-
-    def led(self, role: str) -> bool:
-        """Whether the ``ringer`` or ``status`` LED is lit."""
-        return bool(self.pin(role).state)
-
-    def refresh_columns(self) -> None:
-        """Drive each column low while a held key connects it to a low row."""
-        with self._lock:
-            low: set[int] = set()
-            for key in self._held:
-                r, c = self._positions[key]
-                if r < len(self._rows) and not self._rows[r].state:
-                    low.add(c)
-            for c, pin_number in enumerate(self.pinmap.keypad.columns):
-                column = self.factory.pin(pin_number)
-                if column.function != "input":
-                    continue
-                if c in low:
-                    column.drive_low()
-                else:
-                    column.drive_high()
-
-    def press_key(self, key: str) -> None:
-        """Put a finger on a keypad key."""
-        if key not in self._positions:
-            raise KeyError(f"no key {key!r} on this keypad")
-        with self._lock:
-            self._held.add(key)
-        self.refresh_columns()
-
-    def release_key(self, key: str) -> None:
-        """Lift the finger from a keypad key."""
-        with self._lock:
-            self._held.discard(key)
-        self.refresh_columns()
-
-    def press_button(self, name: str) -> None:
-        """Close a button (or the hook switch) to ground."""
-        self.pin(name).drive_low()
-
-    def release_button(self, name: str) -> None:
-        """Open a button (or the hook switch)."""
-        self.pin(name).drive_high()
-
-    async def tap_key(self, key: str, hold_s: float = TAP_S) -> None:
-        """Press and release a keypad key."""
-        self.press_key(key)
-        await asyncio.sleep(hold_s)
-        self.release_key(key)
-        await asyncio.sleep(GAP_S)
-
-    async def tap_button(self, name: str, hold_s: float = TAP_S) -> None:
-        """Press and release a button."""
-        self.press_button(name)
-        await asyncio.sleep(hold_s)
-        self.release_button(name)
-        await asyncio.sleep(GAP_S)
 
 
 # ----------------------------------------------------------------- drawing
@@ -637,12 +521,16 @@ class _Sim:
 
 
 def _bob_device(url: str, terminal: _Terminal, answer_after_s: float) -> Device:
-    bob = Device(
-        signaling_url=url,
-        local_addresses=["127.0.0.1"],
-        input_device="tone:660",
-        output_device="null",
-        enable_ringing_state=True,
+    bob = build_device(
+        parse_options(
+            {
+                "signaling_url": url,
+                "local_addresses": ["127.0.0.1"],
+                "input_device": "tone:660",
+                "output_device": "null",
+                "enable_ringing_state": True,
+            }
+        )
     )
     tasks: set[asyncio.Task[None]] = set()
 
@@ -680,8 +568,19 @@ async def run_sim(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> in
     for entry in args.directory or ():
         code, _, name = entry.partition("=")
         directory[code] = name
-    panel = Panel(directory=directory, country=args.country)
     frames: Path | None = Path(args.frames) if args.frames else None
+    oled = _TerminalOled(terminal, frames)
+    register_display_driver("terminal", lambda _spec: oled)
+    # The simulator is configuration: mock pins and the terminal as the OLED,
+    # built by the composition root like the service's panel.
+    ui = UiConfig(
+        enabled=True,
+        pin_factory="mock",
+        display_driver="terminal",
+        max_fps=args.fps,
+        country=args.country.upper(),
+        directory=directory,
+    )
 
     async with contextlib.AsyncExitStack() as stack:
         exchange: ExchangeServer | None = None
@@ -727,22 +626,21 @@ async def run_sim(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> in
         }
         if local:
             options["local_addresses"] = local
-        device = Device(**options)
+        device = build_device(parse_options(options))
         stack.push_async_callback(device.destroy)
-
-        hardware = MockPanelHardware(pinmap)
-        io = FrontPanelIO(pinmap, pin_factory=hardware.factory)
-        await stack.enter_async_context(io)
-        oled = _TerminalOled(terminal, frames)
-        display = await stack.enter_async_context(Display(oled, max_fps=args.fps))
-        controller = PanelController(
+        # Closed before the device (the stack unwinds in reverse).
+        panel_stack = await stack.enter_async_context(contextlib.AsyncExitStack())
+        front = await open_front_panel(
+            ui,
             device,
-            panel,
-            io=io,
-            display=display,
-            token=lambda: token_text,
+            lambda: token_text,
+            panel_stack,
+            pinmap=pinmap,
             address_map=ADDRESS_MAP,
         )
+        if front is None or front.mock is None or front.display is None:
+            raise ApplianceError("the simulated front panel did not start")
+        controller, hardware, display = front.controller, front.mock, front.display
 
         def note_screen(_image: Image.Image, view: PanelView) -> None:
             oled.screen = view.screen.value
@@ -755,7 +653,6 @@ async def run_sim(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> in
         if interactive:
             stdout.write("\x1b[2J")  # clear once; frames then redraw in place
         terminal.log(f"exchange {url}; you are {SIM_IDENTITY!r}; directory {directory}")
-        await stack.enter_async_context(controller)
         background = [asyncio.get_running_loop().create_task(sim.watch_leds())]
         if not args.no_ready:
             await sim.run_action("ready")

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from appliance_dev.sim import MockPanelHardware
 from PIL import ImageChops
 
 from appliance.cadence import Cadence
 from appliance.exchange.server import ExchangeServer
 from appliance.hardware.display import Display, create_device
 from appliance.hardware.gpio import FrontPanelIO
+from appliance.hardware.mock import MockPanelHardware
 from appliance.hardware.pinmap import DisplaySpec, InputTiming, PinMap, load_pinmap
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
