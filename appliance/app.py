@@ -26,6 +26,7 @@ from appliance.config import AppConfig, Secret, environ_token, read_token
 from appliance.errors import ConfigError, HardwareError, TwilioError
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
+from appliance.phone.options import options_to_mapping
 from appliance.system.notify import Notifier, watchdog_interval_s
 
 __all__ = ["run_service"]
@@ -75,7 +76,8 @@ async def run_service(config: AppConfig) -> int:
     """Run the phone until SIGTERM/SIGINT; return the exit status."""
     notifier = Notifier()
     tokens = _TokenSource(config.token_file)
-    device = Device(**config.device_raw)
+    # Device takes options by name; the mapping parses back to config.device.
+    device = Device(**options_to_mapping(config.device))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -176,20 +178,21 @@ async def _open_front_panel(
     """Start the front panel if ``ui.enabled``; its parts close with ``stack``.
 
     A panel that cannot be opened (no GPIO chip, no OLED on the bus) is logged
-    and skipped: the phone still takes calls. An invalid ``[ui]`` is an error.
+    and skipped: the phone still takes calls. ``[ui]`` itself was validated
+    with the rest of the configuration; the pin map file is read here.
 
     Raises:
-        ConfigError: invalid ``[ui]`` settings or pin map.
+        ConfigError: an invalid pin map.
     """
     from gpiozero import GPIOZeroError
 
     from appliance.hardware.display import Display, create_device
     from appliance.hardware.gpio import FrontPanelIO
     from appliance.hardware.pinmap import load_pinmap
-    from appliance.ui.controller import PanelController, parse_ui_config
+    from appliance.ui.controller import PanelController
     from appliance.ui.settings import PanelSettings
 
-    ui = parse_ui_config(config.ui_raw)
+    ui = config.ui
     if not ui.enabled:
         return
     pinmap = load_pinmap(ui.pinmap)

@@ -334,9 +334,14 @@ def run_run(args: argparse.Namespace) -> int:
 
 
 def add_show_config_parser(subparsers: _Subparsers) -> None:
-    """Add ``appliance show-config``: print the merged configuration."""
+    """Add ``appliance show-config``: validate and print the merged configuration."""
     parser = subparsers.add_parser(
-        "show-config", help="print the merged configuration (token never shown)"
+        "show-config",
+        help="validate and print the merged configuration as TOML (secrets masked)",
+        description="Read the layers as 'run' does, validate every section "
+        "(exit 2 listing every problem, as 'run' would fail) and print the "
+        "values in force as TOML, defaults included. The access token is never "
+        "shown; TURN credentials read '********'.",
     )
     parser.add_argument("--config", action="append", type=Path, metavar="FILE")
     parser.set_defaults(handler=run_show_config)
@@ -344,18 +349,13 @@ def add_show_config_parser(subparsers: _Subparsers) -> None:
 
 def run_show_config(args: argparse.Namespace) -> int:
     """Handler of ``appliance show-config``."""
-    from appliance.config import load_config
+    from appliance.config import dump_config, load_config
 
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         return _fail(str(exc))
-    print(f"# layers: {', '.join(config.sources)}")
-    print(f"[phone]\ntoken_file = {str(config.token_file)!r}\n")
-    print("[device]")
-    for key, value in sorted(config.device_raw.items()):
-        print(f"{key} = {value!r}")
-    print(f"\n[log]\nlevel = {config.log_level!r}")
+    print(dump_config(config), end="")
     return 0
 
 
