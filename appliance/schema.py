@@ -192,16 +192,20 @@ def register(cls: type[Any], hooks: Mapping[str, Hook] | None = None) -> None:
     overrides: dict[str, Any] = {
         name: override(struct_hook=field_hook(fn)) for name, fn in (hooks or {}).items()
     }
-    converter.register_structure_hook(
+    inner = make_dict_structure_fn(
         cls,
-        make_dict_structure_fn(
-            cls,
-            converter,
-            _cattrs_forbid_extra_keys=True,
-            _cattrs_detailed_validation=True,
-            **overrides,
-        ),
+        converter,
+        _cattrs_forbid_extra_keys=True,
+        _cattrs_detailed_validation=True,
+        **overrides,
     )
+
+    def hook(value: Any, type_: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"must be a table, not {value!r}")
+        return inner(value, type_)
+
+    converter.register_structure_hook(cls, hook)
 
 
 def structure(data: Any, cls: type[T], prefix: str = "") -> T:
