@@ -24,6 +24,7 @@ from typing import Any
 
 from appliance.config import AppConfig, Secret, environ_token, read_token
 from appliance.errors import ConfigError, HardwareError, TwilioError
+from appliance.log import configure_logging
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
 from appliance.phone.options import options_to_mapping
@@ -250,7 +251,12 @@ async def _ping_watchdog(notifier: Notifier) -> None:
 
 
 def main(config: AppConfig) -> int:
-    """Entry point of ``appliance run``."""
+    """Entry point of ``appliance run``: logging at ``log.level``, then the service.
+
+    Under systemd the lines go to the journal with their priority and no
+    timestamp (:func:`appliance.log.configure_logging` detects it).
+    """
+    configure_logging(config.log_level)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(run_service(config))
     return 0

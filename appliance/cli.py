@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.errors import ConfigError
+from appliance.log import configure_logging
 
 if TYPE_CHECKING:
     from appliance.exchange.config import ExchangeConfig
@@ -159,22 +160,6 @@ def add_exchange_parser(subparsers: _Subparsers) -> None:
     parser.set_defaults(handler=run_exchange)
 
 
-def _configure_logging(level: str) -> None:
-    """Plain lines on stderr (journald adds timestamps); quiet media libraries.
-
-    aiortc and aioice log every RTP/STUN packet at DEBUG, which drowns the
-    exchange's own DEBUG lines, so they stay at INFO or above.
-    """
-    level = level.upper()
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("aiortc", "aioice", "websockets"):
-        logging.getLogger(noisy).setLevel(
-            max(logging.INFO, logging.getLevelName(level))
-        )
-
-
 def run_exchange(args: argparse.Namespace) -> int:
     """Handle ``appliance exchange``."""
     from appliance.exchange.config import build_config
@@ -194,7 +179,7 @@ def run_exchange(args: argparse.Namespace) -> int:
         )
     except ConfigError as exc:
         return _fail(str(exc))
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level)
     try:
         asyncio.run(_serve_exchange(config))
     except OSError as exc:
@@ -292,8 +277,8 @@ def run_phone(args: argparse.Namespace) -> int:
         parse_options(options)  # fail fast with a one-line error (exit 2)
     except ConfigError as exc:
         return _fail(str(exc))
-    # stdout carries the JSON event stream; logs must stay on stderr.
-    _configure_logging(args.log_level)
+    # stdout carries the JSON event stream; logs stay on stderr.
+    configure_logging(args.log_level)
     return asyncio.run(run_agent(token, options, auto_answer=args.auto_answer))
 
 
@@ -329,8 +314,7 @@ def run_run(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         return _fail(str(exc))
-    _configure_logging(config.log_level)
-    return app.main(config)
+    return app.main(config)  # configures logging at log.level
 
 
 def add_show_config_parser(subparsers: _Subparsers) -> None:
@@ -465,5 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return exc.code if isinstance(exc.code, int) else 2
+    # Every command logs by the one policy (appliance/log.py); commands with a
+    # --log-level or a [log] section configure again with theirs.
+    configure_logging(logging.WARNING)
     handler: Handler = args.handler
     return handler(args)
