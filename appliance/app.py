@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from appliance.audio.helper import AudioHelper
 from appliance.config import AppConfig, Secret, environ_token, read_token
 from appliance.errors import ConfigError, HardwareError, TwilioError
+from appliance.log import configure_logging
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
 from appliance.phone.options import DeviceOptions
@@ -48,7 +49,8 @@ if TYPE_CHECKING:
     from appliance.hardware.gpio import FrontPanelIO
     from appliance.hardware.mock import MockPanelHardware
     from appliance.hardware.pinmap import PinMap
-    from appliance.ui.controller import PanelController, UiConfig
+    from appliance.ui.controller import PanelController
+    from appliance.ui.settings import UiConfig
 
 __all__ = ["FrontPanel", "build_device", "open_front_panel", "run_service"]
 
@@ -135,10 +137,8 @@ async def run_service(config: AppConfig) -> int:
     # The front panel attaches before setup so it sees the first "ready".
     panel = contextlib.AsyncExitStack()
     try:
-        from appliance.ui.controller import parse_ui_config
-
         await open_front_panel(
-            parse_ui_config(config.ui_raw),
+            config.ui,
             device,
             lambda: tokens.read().reveal(),
             panel,
@@ -230,7 +230,8 @@ async def open_front_panel(
     """Start the front panel if ``ui.enabled``; its parts close with ``stack``.
 
     A panel that cannot be opened (no GPIO chip, no OLED on the bus) is logged
-    and skipped: the phone still takes calls. An invalid ``[ui]`` is an error.
+    and skipped: the phone still takes calls. ``[ui]`` itself was validated
+    with the rest of the configuration; the pin map file is read here.
 
     Args:
         ui: the ``[ui]`` settings.
@@ -241,7 +242,7 @@ async def open_front_panel(
         address_map: rewrites dial targets (the simulator's echo).
 
     Raises:
-        ConfigError: invalid ``[ui]`` settings or pin map.
+        ConfigError: an invalid pin map.
     """
     from gpiozero import GPIOZeroError
 
@@ -311,7 +312,12 @@ async def _ping_watchdog(notifier: Notifier) -> None:
 
 
 def main(config: AppConfig) -> int:
-    """Entry point of ``appliance run``."""
+    """Entry point of ``appliance run``: logging at ``log.level``, then the service.
+
+    Under systemd the lines go to the journal with their priority and no
+    timestamp (:func:`appliance.log.configure_logging` detects it).
+    """
+    configure_logging(config.log_level)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(run_service(config))
     return 0

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.errors import ConfigError
+from appliance.log import configure_logging
 
 if TYPE_CHECKING:
     from appliance.exchange.config import ExchangeConfig
@@ -33,7 +34,6 @@ __all__ = [
     "add_show_config_parser",
     "add_token_parser",
     "build_parser",
-    "configure_logging",
     "fail",
     "main",
 ]
@@ -163,22 +163,6 @@ def add_exchange_parser(subparsers: _Subparsers) -> None:
     parser.set_defaults(handler=run_exchange)
 
 
-def configure_logging(level: str) -> None:
-    """Plain lines on stderr (journald adds timestamps); quiet media libraries.
-
-    aiortc and aioice log every RTP/STUN packet at DEBUG, which drowns the
-    exchange's own DEBUG lines, so they stay at INFO or above.
-    """
-    level = level.upper()
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("aiortc", "aioice", "websockets"):
-        logging.getLogger(noisy).setLevel(
-            max(logging.INFO, logging.getLevelName(level))
-        )
-
-
 def run_exchange(args: argparse.Namespace) -> int:
     """Handle ``appliance exchange``."""
     from appliance.exchange.config import build_config
@@ -252,14 +236,18 @@ def run_run(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         return fail(str(exc))
-    configure_logging(config.log_level)
-    return app.main(config)
+    return app.main(config)  # configures logging at log.level
 
 
 def add_show_config_parser(subparsers: _Subparsers) -> None:
-    """Add ``appliance show-config``: print the merged configuration."""
+    """Add ``appliance show-config``: validate and print the merged configuration."""
     parser = subparsers.add_parser(
-        "show-config", help="print the merged configuration (token never shown)"
+        "show-config",
+        help="validate and print the merged configuration as TOML (secrets masked)",
+        description="Read the layers as 'run' does, validate every section "
+        "(exit 2 listing every problem, as 'run' would fail) and print the "
+        "values in force as TOML, defaults included. The access token is never "
+        "shown; TURN credentials read '********'.",
     )
     parser.add_argument("--config", action="append", type=Path, metavar="FILE")
     parser.set_defaults(handler=run_show_config)
@@ -267,18 +255,13 @@ def add_show_config_parser(subparsers: _Subparsers) -> None:
 
 def run_show_config(args: argparse.Namespace) -> int:
     """Handler of ``appliance show-config``."""
-    from appliance.config import load_config
+    from appliance.config import dump_config, load_config
 
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         return fail(str(exc))
-    print(f"# layers: {', '.join(config.sources)}")
-    print(f"[phone]\ntoken_file = {str(config.token_file)!r}\n")
-    print("[device]")
-    for key, value in sorted(config.device_raw.items()):
-        print(f"{key} = {value!r}")
-    print(f"\n[log]\nlevel = {config.log_level!r}")
+    print(dump_config(config), end="")
     return 0
 
 
@@ -312,5 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return exc.code if isinstance(exc.code, int) else 2
+    # Every command logs by the one policy (appliance/log.py); commands with a
+    # --log-level or a [log] section configure again with theirs.
+    configure_logging(logging.WARNING)
     handler: Handler = args.handler
     return handler(args)

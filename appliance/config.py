@@ -3,15 +3,22 @@
 Layers, lowest first (style guide 4.8): the package's ``default.toml``, then
 ``/etc/appliance/appliance.toml`` (the image), then
 ``/var/lib/appliance/provisioned.toml`` (written by provisioning). Later layers
-override earlier ones key by key. Unknown keys are errors with a "did you mean"
-hint, and every error names ``section.key``. The access token never lives in
-these files: ``phone.token_file`` points at a separate 0600 file, and the token
-is held as a :class:`Secret` that prints as ``********``.
+override earlier ones key by key.
+
+Every section (``[phone]``, ``[device]`` = every Device option, ``[log]``,
+``[ui]`` with ``[ui.directory]``) goes through the one schema mechanism of
+:mod:`appliance.schema`, so one run reports *every* problem, each naming
+``section.key``, unknown keys with a "did you mean" hint. The result holds
+parsed values only; :func:`dump_config` writes them back as TOML for
+``appliance show-config``.
+
+The access token never lives in these files: ``phone.token_file`` points at a
+separate 0600 file, and the token is held as a :class:`Secret` that prints as
+``********``.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import stat
 import tomllib
@@ -22,14 +29,21 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import ConfigError
-from appliance.phone.options import DeviceOptions, parse_options
+from appliance.phone.options import DeviceOptions, options_to_mapping, parse_options
+from appliance.schema import Problems, did_you_mean, dumps, register, structure
+from appliance.ui.settings import UiConfig, parse_ui_config, ui_config_to_mapping
 
 __all__ = [
     "DEFAULT_LAYERS",
+    "LOG_LEVELS",
     "AppConfig",
     "Secret",
+    "config_to_mapping",
+    "dump_config",
     "environ_token",
     "load_config",
+    "merge_layers",
+    "parse_config",
     "read_token",
 ]
 
@@ -38,13 +52,11 @@ DEFAULT_LAYERS = (
     Path("/var/lib/appliance/provisioned.toml"),
 )
 
-_SECTIONS: dict[str, set[str]] = {
-    "phone": {"token_file"},
-    "device": set(),  # any Device option, validated by parse_options
-    "log": {"level"},
-    "ui": set(),  # the front panel; keys checked by ui.controller.parse_ui_config
-}
-_LOG_LEVELS = ("debug", "info", "warning", "error")
+#: Values of ``log.level``.
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_SECTIONS = ("phone", "device", "log", "ui")
+#: Shown instead of a secret value (TURN credentials) by :func:`dump_config`.
+MASK = "********"
 
 
 class Secret:
@@ -63,19 +75,52 @@ class Secret:
         return "Secret('********')"
 
     def __str__(self) -> str:
-        return "********"
+        return MASK
+
+
+@dataclass(frozen=True)
+class _PhoneSection:
+    token_file: str | None = None
+
+
+@dataclass(frozen=True)
+class _LogSection:
+    level: str = "info"
+
+
+def _token_file(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a file path")
+    return value
+
+
+def _level(value: Any) -> str:
+    if value not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
+    return str(value)
+
+
+register(_PhoneSection, {"token_file": _token_file})
+register(_LogSection, {"level": _level})
 
 
 @dataclass(frozen=True)
 class AppConfig:
-    """The merged, validated service configuration."""
+    """The merged, validated service configuration.
+
+    Attributes:
+        token_file: the access token's file (``phone.token_file``).
+        device: the Device options (``[device]``).
+        log_level: ``log.level``, one of :data:`LOG_LEVELS`.
+        sources: the layers read, lowest first (``<default>`` first).
+        ui: the front panel (``[ui]``).
+    """
 
     token_file: Path | None = None
     device: DeviceOptions = field(default_factory=DeviceOptions)
-    device_raw: Mapping[str, Any] = field(default_factory=dict)
     log_level: str = "info"
     sources: tuple[str, ...] = ()
-    ui_raw: Mapping[str, Any] = field(default_factory=dict)
+    ui: UiConfig = field(default_factory=UiConfig)
 
 
 def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> None:
@@ -84,11 +129,6 @@ def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> None:
             _merge(base[key], value)
         else:
             base[key] = dict(value) if isinstance(value, Mapping) else value
-
-
-def _hint(word: str, choices: Sequence[str]) -> str:
-    match = difflib.get_close_matches(word, choices, n=1)
-    return f"; did you mean {match[0]!r}?" if match else ""
 
 
 def _read_layer(path: Path) -> dict[str, Any]:
@@ -101,14 +141,14 @@ def _read_layer(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), f"cannot read: {exc.strerror}") from exc
 
 
-def load_config(paths: Sequence[Path] | None = None) -> AppConfig:
-    """Load the default layer and then each existing file of ``paths``.
-
-    ``paths`` defaults to :data:`DEFAULT_LAYERS`; a missing file is skipped, an
-    unreadable or invalid one is an error.
+def merge_layers(
+    paths: Sequence[Path] | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The default layer merged with each existing file of ``paths``, and the
+    names of the layers read.
 
     Raises:
-        ConfigError: names the file or ``section.key`` at fault.
+        ConfigError: a file that cannot be read or is not TOML.
     """
     default = resources.files("appliance").joinpath("default.toml").read_text()
     merged: dict[str, Any] = tomllib.loads(default)
@@ -118,40 +158,87 @@ def load_config(paths: Sequence[Path] | None = None) -> AppConfig:
             continue
         _merge(merged, _read_layer(path))
         sources.append(str(path))
-    for section, values in merged.items():
+    return merged, sources
+
+
+def parse_config(merged: Mapping[str, Any], sources: Sequence[str] = ()) -> AppConfig:
+    """Validate a merged configuration table.
+
+    Each section is validated even when another one has errors, so that one
+    run reports them all.
+
+    Raises:
+        ConfigError: every problem, each naming ``section.key``.
+    """
+    problems = Problems()
+    for section in merged:
         if section not in _SECTIONS:
-            raise ConfigError(
-                section, "unknown section" + _hint(section, list(_SECTIONS))
-            )
-        if not isinstance(values, dict):
-            raise ConfigError(section, "must be a table")
-        allowed = _SECTIONS[section]
-        if allowed:
-            for key in values:
-                if key not in allowed:
-                    raise ConfigError(
-                        f"{section}.{key}", "unknown key" + _hint(key, sorted(allowed))
-                    )
-    phone = merged.get("phone", {})
-    token_file = phone.get("token_file")
-    if token_file is not None and (not isinstance(token_file, str) or not token_file):
-        raise ConfigError("phone.token_file", "must be a file path")
-    level = merged.get("log", {}).get("level", "info")
-    if level not in _LOG_LEVELS:
-        raise ConfigError("log.level", f"must be one of {', '.join(_LOG_LEVELS)}")
-    device_raw = merged.get("device", {})
-    try:
-        options = parse_options(device_raw)
-    except ConfigError as exc:
-        raise ConfigError(f"device.{exc.key}", exc.reason) from exc
+            problems.add(section, "unknown section" + did_you_mean(section, _SECTIONS))
+    parsed: dict[str, Any] = {}
+    steps: dict[str, Any] = {
+        "phone": lambda raw: structure(raw, _PhoneSection, "phone"),
+        "device": parse_options,
+        "log": lambda raw: structure(raw, _LogSection, "log"),
+        "ui": lambda raw: parse_ui_config(raw, "ui"),
+    }
+    for section, step in steps.items():
+        raw = merged.get(section, {})
+        try:
+            if not isinstance(raw, Mapping):
+                raise ConfigError("", "must be a table")
+            parsed[section] = step(raw)
+        except ConfigError as exc:
+            # parse_options names keys without the section; the others with it.
+            problems.extend(exc, section if section == "device" or not exc.key else "")
+    problems.check()
+    token_file = parsed["phone"].token_file
     return AppConfig(
         token_file=Path(token_file) if token_file else None,
-        device=options,
-        device_raw=device_raw,
-        log_level=level,
+        device=parsed["device"],
+        log_level=parsed["log"].level,
         sources=tuple(sources),
-        ui_raw=merged.get("ui", {}),
+        ui=parsed["ui"],
     )
+
+
+def load_config(paths: Sequence[Path] | None = None) -> AppConfig:
+    """Load the default layer and then each existing file of ``paths``.
+
+    ``paths`` defaults to :data:`DEFAULT_LAYERS`; a missing file is skipped, an
+    unreadable or invalid one is an error.
+
+    Raises:
+        ConfigError: names the file, or every ``section.key`` at fault.
+    """
+    merged, sources = merge_layers(paths)
+    return parse_config(merged, sources)
+
+
+def config_to_mapping(
+    config: AppConfig, *, mask_secrets: bool = True
+) -> dict[str, Any]:
+    """``config`` as TOML tables that :func:`parse_config` turns back into it.
+
+    With ``mask_secrets`` (the default), TURN credentials read ``********``.
+    """
+    device = options_to_mapping(config.device)
+    if mask_secrets:
+        for server in device.get("rtc_configuration", {}).get("ice_servers", []):
+            if "credential" in server:
+                server["credential"] = MASK
+    phone = {} if config.token_file is None else {"token_file": str(config.token_file)}
+    return {
+        "phone": phone,
+        "device": device,
+        "log": {"level": config.log_level},
+        "ui": ui_config_to_mapping(config.ui),
+    }
+
+
+def dump_config(config: AppConfig) -> str:
+    """The validated configuration as TOML, secrets masked, layers in a comment."""
+    header = f"# layers: {', '.join(config.sources)}\n" if config.sources else ""
+    return header + dumps(config_to_mapping(config))
 
 
 def read_token(path: Path) -> Secret:

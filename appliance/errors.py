@@ -30,6 +30,7 @@ and their texts come from the Voice SDK error reference (signaling-protocol.md Â
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,18 +144,37 @@ class ApplianceError(Exception):
 class ConfigError(ApplianceError, ValueError):
     """An option or configuration value is invalid.
 
+    Validation reports every problem at once (style guide 4.8), so one error
+    can carry several: ``problems`` lists them as ``(key, reason)`` pairs in
+    the order they were found, and ``key``/``reason`` are the first one. The
+    message is one ``key: reason`` line per problem.
+
     Args:
         key: the option or config key, e.g. ``"backoff_max_ms"``.
         reason: what is wrong with it.
+        more: further ``(key, reason)`` problems found in the same pass.
     """
 
-    def __init__(self, key: str, reason: str) -> None:
+    def __init__(
+        self, key: str, reason: str, more: Sequence[tuple[str, str]] = ()
+    ) -> None:
         super().__init__(key, reason)
         self.key = key
         self.reason = reason
+        self.problems: list[tuple[str, str]] = [(key, reason), *more]
+
+    @classmethod
+    def from_problems(cls, problems: Sequence[tuple[str, str]]) -> ConfigError:
+        """One error carrying every ``(key, reason)`` of ``problems`` (not empty)."""
+        if not problems:
+            raise ValueError("no problems to report")
+        (key, reason), *more = problems
+        return cls(key, reason, more)
 
     def __str__(self) -> str:
-        return f"{self.key}: {self.reason}"
+        return "\n".join(
+            f"{key}: {reason}" if key else reason for key, reason in self.problems
+        )
 
 
 class InvalidArgumentError(ConfigError):

@@ -216,8 +216,8 @@ def test_layers_override_key_by_key_and_name_their_sources(tmp_path: Path) -> No
     assert config.sources == ("<default>", str(image), str(provisioned))
     assert config.device.edge == "dublin"  # the later layer wins...
     assert config.device.debug is True  # ...key by key
-    assert config.ui_raw["country"] == "GB"
-    assert config.ui_raw["max_fps"] == 10  # the shipped default stays
+    assert config.ui.country == "GB"
+    assert config.ui.max_fps == 10  # the shipped default stays
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,11 @@ File format (every key optional; unknown keys are errors)::
     secret = "…"
 
 Command-line values override the file's ``[exchange]`` values; command-line
-credentials are added to the file's accounts. Errors are
-:class:`~appliance.errors.ConfigError` naming the key (``accounts[0].sid``).
+credentials are added to the file's accounts. The file goes through the same
+schema mechanism as the phone's configuration (:mod:`appliance.schema`): one
+:class:`~appliance.errors.ConfigError` lists every problem, each naming its key
+(``exchange.ring_timeout``, ``accounts[0].sid``), unknown keys with a "did you
+mean" hint, and values are strictly typed.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import ConfigError
+from appliance.schema import Problems, register, structure
 from appliance.tokens import Keyring
 
 __all__ = [
@@ -47,16 +51,6 @@ __all__ = [
 
 DEFAULT_GATEWAY_NAME = "local-exchange"
 _SID = re.compile(r"[0-9a-fA-F]{32}")
-_EXCHANGE_KEYS = {
-    "listen",
-    "ring_timeout",
-    "heartbeat_interval",
-    "idle_timeout",
-    "media_addresses",
-    "gateway_name",
-}
-_ACCOUNT_KEYS = {"sid", "auth_token", "api_keys"}
-_API_KEY_KEYS = {"sid", "secret"}
 
 
 @dataclass(frozen=True)
@@ -85,23 +79,20 @@ class ExchangeConfig:
     gateway_name: str = DEFAULT_GATEWAY_NAME
 
     def __post_init__(self) -> None:
-        if not 0 < self.heartbeat_interval < 15:
-            raise ConfigError(
-                "heartbeat_interval", "must be between 0 and 15 seconds (exclusive)"
-            )
-        if self.ring_timeout <= 0:
-            raise ConfigError("ring_timeout", "must be positive")
-        if self.idle_timeout is not None and self.idle_timeout <= 0:
-            raise ConfigError("idle_timeout", "must be positive")
-        if not 0 <= self.port <= 65535:
-            raise ConfigError("listen", f"port {self.port} is out of range")
-        for address in self.media_addresses or ():
+        problems = Problems()
+        for key, check in (
+            ("heartbeat_interval", _heartbeat),
+            ("ring_timeout", _positive),
+            ("idle_timeout", _optional_positive),
+            ("media_addresses", _addresses),
+        ):
             try:
-                ipaddress.ip_address(address)
-            except ValueError:
-                raise ConfigError(
-                    "media_addresses", f"{address!r} is not an IP address"
-                ) from None
+                check(getattr(self, key))
+            except ValueError as exc:
+                problems.add(key, str(exc))
+        if not 0 <= self.port <= 65535:
+            problems.add("listen", f"port {self.port} is out of range")
+        problems.check()
 
     @property
     def effective_media_addresses(self) -> tuple[str, ...] | None:
@@ -157,62 +148,115 @@ def parse_listen(text: str, key: str = "listen") -> tuple[str, int]:
     return host, port
 
 
-def _number(value: object, key: str) -> float:
+def _number(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(key, f"expected a number, got {value!r}")
+        raise ValueError(f"expected a number, got {value!r}")
     return float(value)
 
 
-def _string(value: object, key: str) -> str:
+def _heartbeat(value: object) -> float:
+    number = _number(value)
+    if not 0 < number < 15:
+        raise ValueError("must be between 0 and 15 seconds (exclusive)")
+    return number
+
+
+def _positive(value: object) -> float:
+    number = _number(value)
+    if number <= 0:
+        raise ValueError("must be positive")
+    return number
+
+
+def _optional_positive(value: object) -> float | None:
+    return None if value is None else _positive(value)
+
+
+def _addresses(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple):
+        raise ValueError("expected an array")
+    for address in value:
+        try:
+            ipaddress.ip_address(_string(address))
+        except ValueError:
+            raise ValueError(f"{address!r} is not an IP address") from None
+    return tuple(value)
+
+
+def _string(value: object, key: str = "") -> str:
     if not isinstance(value, str) or not value:
-        raise ConfigError(key, f"expected a non-empty string, got {value!r}")
+        if key:
+            raise ConfigError(key, f"expected a non-empty string, got {value!r}")
+        raise ValueError(f"expected a non-empty string, got {value!r}")
     return value
 
 
-def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
-    for key in table:
-        if key not in allowed:
-            hint = ", ".join(sorted(allowed))
-            raise ConfigError(f"{where}{key}", f"unknown key (expected one of: {hint})")
+def _listen(value: object) -> tuple[str, int]:
+    return parse_listen(_string(value), "")
 
 
-def _load_accounts(accounts: object, keyring: Keyring) -> None:
-    if not isinstance(accounts, list):
-        raise ConfigError("accounts", "expected an array of tables ([[accounts]])")
-    for index, account in enumerate(accounts):
-        where = f"accounts[{index}]"
-        if not isinstance(account, dict):
-            raise ConfigError(where, "expected a table")
-        _check_keys(account, _ACCOUNT_KEYS, f"{where}.")
-        account_sid = validate_sid(account.get("sid"), "AC", f"{where}.sid")
-        if "auth_token" in account:
-            keyring.add_auth_token(
-                account_sid, _string(account["auth_token"], f"{where}.auth_token")
-            )
-        api_keys = account.get("api_keys", [])
-        if not isinstance(api_keys, list):
-            raise ConfigError(f"{where}.api_keys", "expected an array of tables")
-        for key_index, api_key in enumerate(api_keys):
-            key_where = f"{where}.api_keys[{key_index}]"
-            if not isinstance(api_key, dict):
-                raise ConfigError(key_where, "expected a table")
-            _check_keys(api_key, _API_KEY_KEYS, f"{key_where}.")
-            keyring.add_api_key(
-                account_sid,
-                validate_sid(api_key.get("sid"), "SK", f"{key_where}.sid"),
-                _string(api_key.get("secret"), f"{key_where}.secret"),
-            )
-        if account_sid not in keyring.account_sids:
-            raise ConfigError(
-                where, "needs an auth_token or at least one api_keys entry"
-            )
+# --- the file's schema (every key optional except the credentials' sids) ---------
+
+
+@dataclass(frozen=True)
+class _ExchangeSection:
+    listen: tuple[str, int] | None = None
+    ring_timeout: float | None = None
+    heartbeat_interval: float | None = None
+    idle_timeout: float | None = None
+    media_addresses: tuple[str, ...] | None = None
+    gateway_name: str | None = None
+
+
+@dataclass(frozen=True)
+class _ApiKeyEntry:
+    sid: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class _AccountEntry:
+    sid: str
+    auth_token: str | None = None
+    api_keys: tuple[_ApiKeyEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class _ExchangeFile:
+    exchange: _ExchangeSection = field(default_factory=_ExchangeSection)
+    accounts: tuple[_AccountEntry, ...] = ()
+
+
+register(
+    _ExchangeSection,
+    {
+        "listen": _listen,
+        "ring_timeout": _positive,
+        "heartbeat_interval": _heartbeat,
+        "idle_timeout": _optional_positive,
+        "media_addresses": _addresses,
+        "gateway_name": _string,
+    },
+)
+register(
+    _ApiKeyEntry,
+    {"sid": lambda v: validate_sid(v, "SK", ""), "secret": _string},
+)
+register(
+    _AccountEntry,
+    {"sid": lambda v: validate_sid(v, "AC", ""), "auth_token": _string},
+)
+register(_ExchangeFile)
 
 
 def load_config_file(path: Path) -> ExchangeConfig:
     """Read an exchange TOML file (format in the module docstring).
 
     Raises:
-        ConfigError: unreadable file, bad TOML, or an invalid key.
+        ConfigError: unreadable file or bad TOML (key ``config``), or every
+            invalid key of the file.
     """
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -220,35 +264,34 @@ def load_config_file(path: Path) -> ExchangeConfig:
         raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("config", f"{path}: {exc}") from exc
-    _check_keys(data, {"exchange", "accounts"}, "")
-    exchange = data.get("exchange", {})
-    if not isinstance(exchange, dict):
-        raise ConfigError("exchange", "expected a table")
-    _check_keys(exchange, _EXCHANGE_KEYS, "exchange.")
+    parsed = structure(data, _ExchangeFile)
     keyring = Keyring()
-    _load_accounts(data.get("accounts", []), keyring)
+    problems = Problems()
+    for index, account in enumerate(parsed.accounts):
+        if account.auth_token is not None:
+            keyring.add_auth_token(account.sid, account.auth_token)
+        for api_key in account.api_keys:
+            keyring.add_api_key(account.sid, api_key.sid, api_key.secret)
+        if account.auth_token is None and not account.api_keys:
+            problems.add(
+                f"accounts[{index}]",
+                "needs an auth_token or at least one api_keys entry",
+            )
+    problems.check()
+    section = parsed.exchange
     values: dict[str, Any] = {"keyring": keyring}
-    if "listen" in exchange:
-        listen = _string(exchange["listen"], "exchange.listen")
-        values["host"], values["port"] = parse_listen(listen, "exchange.listen")
-    for key in ("ring_timeout", "heartbeat_interval", "idle_timeout"):
-        if key in exchange:
-            values[key] = _number(exchange[key], f"exchange.{key}")
-    if "media_addresses" in exchange:
-        addresses = exchange["media_addresses"]
-        if not isinstance(addresses, list):
-            raise ConfigError("exchange.media_addresses", "expected an array")
-        values["media_addresses"] = tuple(
-            _string(a, "exchange.media_addresses") for a in addresses
-        )
-    if "gateway_name" in exchange:
-        values["gateway_name"] = _string(
-            exchange["gateway_name"], "exchange.gateway_name"
-        )
-    try:
-        return ExchangeConfig(**values)
-    except ConfigError as exc:
-        raise ConfigError(f"exchange.{exc.key}", exc.reason) from exc
+    if section.listen is not None:
+        values["host"], values["port"] = section.listen
+    for key in (
+        "ring_timeout",
+        "heartbeat_interval",
+        "idle_timeout",
+        "media_addresses",
+        "gateway_name",
+    ):
+        if getattr(section, key) is not None:
+            values[key] = getattr(section, key)
+    return ExchangeConfig(**values)
 
 
 def build_config(

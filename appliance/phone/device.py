@@ -52,6 +52,7 @@ from appliance.errors import (
     error_for_code,
 )
 from appliance.events import Emitter, EventSource
+from appliance.log import enable_debug
 from appliance.media.frames import AudioSink, AudioSource
 from appliance.media.session import IceServer, MediaConfig, MediaSession
 from appliance.phone.call import CallDirection, CallState
@@ -198,6 +199,7 @@ class Device(EventSource):
         self.audio = audio if audio is not None else AudioHelper()
         self.audio.bind(self._host)
         self._call_audio: CallAudio = self.audio
+        self._undo_debug: Callable[[], None] | None = None
         self._apply_debug()
         if token is not None:
             try:
@@ -403,6 +405,9 @@ class Device(EventSource):
         await self.audio.close()
         await self._events.drain()
         self._events.remove_all_listeners()
+        if self._undo_debug is not None:
+            undo, self._undo_debug = self._undo_debug, None
+            undo()
 
     # ---- signaling events ------------------------------------------------------------
 
@@ -686,8 +691,16 @@ class Device(EventSource):
         return self._new_signaling(protocol, self._on_signaling_event)
 
     def _apply_debug(self) -> None:
-        if self._options.debug:
-            logging.getLogger("appliance").setLevel(logging.DEBUG)
+        """The ``debug`` option: DEBUG for the engine's loggers while it is on.
+
+        Counted and undone by :meth:`destroy` (appliance.log.enable_debug), so
+        one Device's option does not change logging for the whole process.
+        """
+        if self._options.debug and self._undo_debug is None:
+            self._undo_debug = enable_debug("appliance")
+        elif not self._options.debug and self._undo_debug is not None:
+            undo, self._undo_debug = self._undo_debug, None
+            undo()
 
     async def _setup_quietly(self, token: str) -> None:
         with contextlib.suppress(TwilioError):  # already emitted as an error event

@@ -1,21 +1,22 @@
 """Device options: the seed's options with their defaults and validation.
 
-Each option is validated when given, by :func:`parse_options`; unknown names are
-errors with a "did you mean" hint. ``OPTION_STATUS`` records which options take
+Each option is validated when given, by :func:`parse_options`, through the
+shared schema mechanism (:mod:`appliance.schema`): every problem is reported at
+once, unknown names with a "did you mean" hint, and values are strictly typed
+(``"yes"`` is not ``true``). ``OPTION_STATUS`` records which options take
 full effect today and which are stored for a later hardware feature, so that no
 option is silently ignored (docs/options.md is generated from the same table).
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from appliance.audio.sounds import SOUND_NAMES
-from appliance.errors import ConfigError
+from appliance.schema import Problems, did_you_mean, register, structure
 from appliance.signaling.backoff import MIN_BACKOFF_MAX_MS
 from appliance.signaling.urls import signaling_urls
 
@@ -24,6 +25,7 @@ __all__ = [
     "SOUND_NAMES",
     "DeviceOptions",
     "IceServerOption",
+    "options_to_mapping",
     "parse_options",
 ]
 
@@ -100,44 +102,48 @@ class DeviceOptions:
         )
 
 
-_NAMES = {f.name for f in fields(DeviceOptions)}
+_NAMES = tuple(f.name for f in fields(DeviceOptions))
 
 
-def _bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(key, f"must be true or false, not {value!r}")
-    return value
-
-
-def _str_list(key: str, value: Any) -> str | tuple[str, ...]:
+def _str_list(value: Any) -> str | tuple[str, ...]:
     if isinstance(value, str):
         return value
-    if isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value):
+    if (
+        isinstance(value, list | tuple)
+        and value
+        and all(isinstance(v, str) for v in value)
+    ):
         return tuple(value)
-    raise ConfigError(key, "must be a string or a non-empty list of strings")
+    raise ValueError("must be a string or a non-empty list of strings")
 
 
 def _ice_servers(value: Any) -> tuple[IceServerOption, ...]:
-    key = "rtc_configuration"
     if value is None:
         return ()
     if not isinstance(value, Mapping):
-        raise ConfigError(key, "must be a mapping such as {'ice_servers': [...]}")
-    unknown = set(value) - {"ice_servers"}
-    if unknown:
-        raise ConfigError(key, f"unsupported keys: {', '.join(sorted(unknown))}")
+        raise ValueError("must be a mapping such as {'ice_servers': [...]}")
+    problems = Problems()
+    for key in sorted(set(value) - {"ice_servers"}):
+        problems.add(key, "unknown key" + did_you_mean(key, ["ice_servers"]))
     servers = value.get("ice_servers", [])
-    if not isinstance(servers, Sequence) or isinstance(servers, str):
-        raise ConfigError(f"{key}.ice_servers", "must be a list")
+    if not isinstance(servers, list | tuple):
+        problems.add("ice_servers", "must be a list")
+        servers = []
     result = []
     for i, server in enumerate(servers):
-        where = f"{key}.ice_servers[{i}]"
+        where = f"ice_servers[{i}]"
         if not isinstance(server, Mapping):
-            raise ConfigError(where, "must be a mapping with 'urls'")
+            problems.add(where, "must be a mapping with 'urls'")
+            continue
+        for key in sorted(set(server) - {"urls", "username", "credential"}):
+            problems.add(
+                f"{where}.{key}",
+                "unknown key" + did_you_mean(key, ["urls", "username", "credential"]),
+            )
         urls = server.get("urls")
         url_list = [urls] if isinstance(urls, str) else urls
         if (
-            not isinstance(url_list, Sequence)
+            not isinstance(url_list, list | tuple)
             or not url_list
             or not all(
                 isinstance(u, str)
@@ -145,93 +151,117 @@ def _ice_servers(value: Any) -> tuple[IceServerOption, ...]:
                 for u in url_list
             )
         ):
-            raise ConfigError(where, "urls must be stun:, stuns:, turn: or turns: URLs")
+            problems.add(where, "urls must be stun:, stuns:, turn: or turns: URLs")
+            continue
         username = server.get("username")
         credential = server.get("credential")
         if any(u.startswith("turn") for u in url_list) and (
             not isinstance(username, str) or not isinstance(credential, str)
         ):
-            raise ConfigError(where, "a TURN server needs username and credential")
+            problems.add(where, "a TURN server needs username and credential")
+            continue
         result.append(IceServerOption(tuple(url_list), username, credential))
+    problems.check()
     return tuple(result)
 
 
-def _validate(key: str, value: Any) -> Any:
-    if key in (
-        "allow_incoming_while_busy",
-        "debug",
-        "dscp",
-        "enable_ringing_state",
-        "fake_local_dtmf",
-        "warnings",
-    ):
-        return _bool(key, value)
-    if key == "audio_constraints":
-        if isinstance(value, bool | Mapping):
-            return value
-        raise ConfigError(key, "must be true, false or a mapping of constraints")
-    if key == "backoff_max_ms":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, f"must be an integer, not {value!r}")
-        if value < MIN_BACKOFF_MAX_MS:
-            raise ConfigError(key, f"must be at least {MIN_BACKOFF_MAX_MS}")
+def _audio_constraints(value: Any) -> bool | Mapping[str, Any]:
+    if isinstance(value, bool | Mapping):
         return value
-    if key == "close_protection":
-        if isinstance(value, bool | str):
-            return value
-        raise ConfigError(key, "must be true, false or a message string")
-    if key == "codec_preferences":
-        codecs = _str_list(key, value)
-        codecs = (codecs,) if isinstance(codecs, str) else codecs
-        lowered = tuple(c.lower() for c in codecs)
-        bad = [c for c in lowered if c not in ("opus", "pcmu")]
-        if bad:
-            raise ConfigError(
-                key, f"unsupported codec(s): {', '.join(bad)}; use opus and/or pcmu"
+    raise ValueError("must be true, false or a mapping of constraints")
+
+
+def _backoff_max_ms(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be an integer, not {value!r}")
+    if value < MIN_BACKOFF_MAX_MS:
+        raise ValueError(f"must be at least {MIN_BACKOFF_MAX_MS}")
+    return value
+
+
+def _close_protection(value: Any) -> bool | str:
+    if isinstance(value, bool | str):
+        return value
+    raise ValueError("must be true, false or a message string")
+
+
+def _codecs(value: Any) -> tuple[str, ...]:
+    codecs = _str_list(value)
+    codecs = (codecs,) if isinstance(codecs, str) else codecs
+    lowered = tuple(c.lower() for c in codecs)
+    bad = [c for c in lowered if c not in ("opus", "pcmu")]
+    if bad:
+        raise ValueError(
+            f"unsupported codec(s): {', '.join(bad)}; use opus and/or pcmu"
+        )
+    return lowered
+
+
+def _optional_str_list(value: Any) -> str | tuple[str, ...] | None:
+    return None if value is None else _str_list(value)
+
+
+def _audio_device(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(
+            "must be a device id such as 'tone:440', 'file:/path.wav' or 'null'"
+        )
+    return value
+
+
+def _local_addresses(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    addresses = _str_list(value)
+    addresses = (addresses,) if isinstance(addresses, str) else addresses
+    for address in addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ValueError(f"not an IP address: {address!r}") from None
+    return addresses
+
+
+def _region(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _sounds(value: Any) -> Mapping[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError("must map sound names to URLs or WAV paths")
+    problems = Problems()
+    for name, url in value.items():
+        if name not in SOUND_NAMES:
+            problems.add(
+                str(name), "unknown sound" + did_you_mean(str(name), SOUND_NAMES)
             )
-        return lowered
-    if key in ("edge", "signaling_url"):
-        return None if value is None else _str_list(key, value)
-    if key in ("input_device", "output_device"):
-        if not isinstance(value, str) or not value:
-            raise ConfigError(
-                key,
-                "must be a device id such as 'tone:440', 'file:/path.wav' or 'null'",
-            )
-        return value
-    if key == "local_addresses":
-        if value is None:
-            return None
-        addresses = _str_list(key, value)
-        addresses = (addresses,) if isinstance(addresses, str) else addresses
-        for address in addresses:
-            try:
-                ipaddress.ip_address(address)
-            except ValueError as exc:
-                raise ConfigError(key, f"not an IP address: {address!r}") from exc
-        return addresses
-    if key == "region":
-        if not isinstance(value, str):
-            raise ConfigError(key, "must be a string")
-        return value
-    if key == "rtc_configuration":
-        return _ice_servers(value)
-    if key == "sounds":
-        if value is None:
-            return None
-        if not isinstance(value, Mapping):
-            raise ConfigError(key, "must map sound names to URLs or WAV paths")
-        for name, url in value.items():
-            if name not in SOUND_NAMES:
-                hint = difflib.get_close_matches(str(name), SOUND_NAMES, n=1)
-                raise ConfigError(
-                    f"sounds.{name}",
-                    "unknown sound" + (f"; did you mean {hint[0]!r}?" if hint else ""),
-                )
-            if not isinstance(url, str) or not url:
-                raise ConfigError(f"sounds.{name}", "must be a URL or a file path")
-        return dict(value)
-    raise ConfigError(key, "unknown option")  # pragma: no cover - guarded by caller
+        elif not isinstance(url, str) or not url:
+            problems.add(str(name), "must be a URL or a file path")
+    problems.check()
+    return dict(value)
+
+
+register(
+    DeviceOptions,
+    {
+        "audio_constraints": _audio_constraints,
+        "backoff_max_ms": _backoff_max_ms,
+        "close_protection": _close_protection,
+        "codec_preferences": _codecs,
+        "edge": _optional_str_list,
+        "input_device": _audio_device,
+        "local_addresses": _local_addresses,
+        "output_device": _audio_device,
+        "region": _region,
+        "rtc_configuration": _ice_servers,
+        "signaling_url": _optional_str_list,
+        "sounds": _sounds,
+    },
+)
 
 
 def parse_options(
@@ -239,17 +269,47 @@ def parse_options(
 ) -> DeviceOptions:
     """Validate ``options`` and merge them over ``base`` (or the defaults).
 
+    Every problem is reported at once (unknown names with a "did you mean"
+    hint); ``signaling_url``, ``edge`` and ``region`` are then checked
+    together.
+
     Raises:
-        ConfigError: an unknown option or an invalid value; the message names it.
+        ConfigError: every unknown option and invalid value, each named.
     """
-    changes: dict[str, Any] = {}
-    for key, value in options.items():
-        if key not in _NAMES:
-            hint = difflib.get_close_matches(key, sorted(_NAMES), n=1)
-            raise ConfigError(
-                key, "unknown option" + (f"; did you mean {hint[0]!r}?" if hint else "")
-            )
-        changes[key] = _validate(key, value)
+    parsed = structure(options, DeviceOptions)
+    changes = {key: getattr(parsed, key) for key in options}
     result = replace(base or DeviceOptions(), **changes)
     result.urls()  # validates signaling_url / edge / region together
+    return result
+
+
+def options_to_mapping(options: DeviceOptions) -> dict[str, Any]:
+    """The options as a TOML ``[device]`` table that parses back to ``options``.
+
+    ``None`` stands for "not set" and is left out (TOML has no null).
+    """
+    result: dict[str, Any] = {}
+    for f in fields(DeviceOptions):
+        value = getattr(options, f.name)
+        if f.name == "rtc_configuration":
+            value = {
+                "ice_servers": [
+                    {
+                        k: v
+                        for k, v in (
+                            ("urls", list(server.urls)),
+                            ("username", server.username),
+                            ("credential", server.credential),
+                        )
+                        if v is not None
+                    }
+                    for server in value
+                ]
+            }
+        elif isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        if value is not None:
+            result[f.name] = value
     return result

@@ -41,7 +41,6 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -83,7 +82,7 @@ from appliance.ui.panel import (
     volume_gain,
 )
 from appliance.ui.screens import render
-from appliance.ui.settings import PanelSettings
+from appliance.ui.settings import PanelSettings, UiConfig, parse_ui_config
 
 __all__ = [
     "CommandListener",
@@ -107,122 +106,6 @@ SETTINGS_SAVE_DELAY_S = 1.0
 #: Commands waiting for the engine; far more than a person can key in while
 #: one command runs.
 COMMAND_QUEUE_SIZE = 32
-
-_UI_KEYS = (
-    "enabled",
-    "pinmap",
-    "pin_factory",
-    "display_driver",
-    "max_fps",
-    "country",
-    "directory",
-    "ignore_after_rings",
-    "max_dial_length",
-    "error_display_s",
-    "state_file",
-)
-_PIN_FACTORIES = ("lgpio", "rpigpio", "native", "mock")
-
-
-@dataclass(frozen=True)
-class UiConfig:
-    """The ``[ui]`` section of the service configuration.
-
-    Attributes:
-        enabled: run the front panel (a phone without GPIO leaves it off).
-        pinmap: path of the pin map (``hw/pinmap-*.toml``).
-        pin_factory: gpiozero pin factory name (``lgpio`` on a Pi, ``mock``).
-        display_driver: overrides the pin map's ``display.driver`` when set
-            (``dummy`` runs a phone with no OLED fitted).
-        max_fps: most OLED frames written per second.
-        country: ring cadence (``appliance.cadence.COUNTRIES``).
-        directory: dial code -> client name.
-        ignore_after_rings / max_dial_length / error_display_s: see
-            :class:`~appliance.ui.panel.Panel`.
-        state_file: where the panel keeps the user's volume levels
-            (:class:`~appliance.ui.settings.PanelSettings`); "" keeps none.
-    """
-
-    enabled: bool = False
-    pinmap: str = ""
-    pin_factory: str = "lgpio"
-    display_driver: str = ""
-    max_fps: float = 10.0
-    country: str = "US"
-    directory: Mapping[str, str] = field(default_factory=dict)
-    ignore_after_rings: int | None = None
-    max_dial_length: int = 20
-    error_display_s: float = 4.0
-    state_file: str = ""
-
-    def make_panel(self, volume: Mapping[str, int] | None = None) -> Panel:
-        """Build the Panel these settings describe, at the saved ``volume``.
-
-        Raises:
-            ConfigError: an invalid directory entry or option.
-        """
-        return Panel(
-            directory=self.directory,
-            country=self.country,
-            max_dial_length=self.max_dial_length,
-            ignore_after_rings=self.ignore_after_rings,
-            error_display_s=self.error_display_s,
-            volume=volume,
-        )
-
-
-def parse_ui_config(raw: Mapping[str, Any]) -> UiConfig:
-    """Validate the ``[ui]`` table (keys as in :class:`UiConfig`).
-
-    ``ignore_after_rings = 0`` means never.
-
-    Raises:
-        ConfigError: naming ``ui.KEY``.
-    """
-    for key in raw:
-        if key not in _UI_KEYS:
-            raise ConfigError(f"ui.{key}", "unknown key")
-
-    def typed(key: str, kind: type | tuple[type, ...], default: Any) -> Any:
-        value = raw.get(key, default)
-        if isinstance(value, bool) and kind is not bool:
-            raise ConfigError(f"ui.{key}", f"wrong type: {value!r}")
-        if not isinstance(value, kind):
-            raise ConfigError(f"ui.{key}", f"wrong type: {value!r}")
-        return value
-
-    enabled = typed("enabled", bool, False)
-    pinmap = typed("pinmap", str, "")
-    if enabled and not pinmap:
-        raise ConfigError("ui.pinmap", "required when ui.enabled is true")
-    factory = typed("pin_factory", str, "lgpio")
-    if factory not in _PIN_FACTORIES:
-        raise ConfigError("ui.pin_factory", f"must be one of {_PIN_FACTORIES}")
-    driver = typed("display_driver", str, "")
-    if driver not in ("", "ssd1306", "sh1106", "dummy"):
-        raise ConfigError("ui.display_driver", "must be ssd1306, sh1106 or dummy")
-    fps = float(typed("max_fps", (int, float), 10.0))
-    if not 0 < fps <= 60:
-        raise ConfigError("ui.max_fps", "must be in (0, 60]")
-    directory = typed("directory", dict, {})
-    if not all(isinstance(v, str) for v in directory.values()):
-        raise ConfigError("ui.directory", "values must be client names (strings)")
-    rings = typed("ignore_after_rings", int, 0)
-    config = UiConfig(
-        enabled=enabled,
-        pinmap=pinmap,
-        pin_factory=factory,
-        display_driver=driver,
-        max_fps=fps,
-        country=typed("country", str, "US").upper(),
-        directory={str(k): v for k, v in directory.items()},
-        ignore_after_rings=rings or None,
-        max_dial_length=typed("max_dial_length", int, 20),
-        error_display_s=float(typed("error_display_s", (int, float), 4.0)),
-        state_file=typed("state_file", str, ""),
-    )
-    config.make_panel()  # validates the directory, cadence country and limits
-    return config
 
 
 def _error_fields(exc: BaseException) -> tuple[int, str]:

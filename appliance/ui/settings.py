@@ -1,8 +1,16 @@
-"""What the user sets on the front panel and the phone keeps across restarts.
+"""Front-panel settings: the ``[ui]`` configuration and what the user sets.
 
-Today that is the volume level of each role (Vol+/Vol-). A desk phone that
-forgets its ringer volume on every power cut is a phone that rings at full
-volume in a quiet office, so the levels live in a small JSON file
+:class:`UiConfig` is the ``[ui]`` section of the service configuration,
+validated by :func:`parse_ui_config` through the shared schema
+(:mod:`appliance.schema`), so a bad ``[ui]`` key fails ``appliance
+show-config`` exactly as it fails ``appliance run``. It lives here, on the
+config side, rather than in the asyncio controller, so that loading the
+configuration does not import the engine.
+
+:class:`PanelSettings` is what the user sets on the panel. Today that is the
+volume level of each role (Vol+/Vol-). A desk phone that forgets its ringer
+volume on every power cut is a phone that rings at full volume in a quiet
+office, so the levels live in a small JSON file
 (``ui.state_file``, by default in the service's StateDirectory).
 
 Writes are atomic: a temporary file in the same directory, fsync, rename,
@@ -20,15 +28,161 @@ import logging
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from appliance.ui.panel import VOLUME_ROLES
+from appliance.errors import ConfigError
+from appliance.schema import Problems, register, structure
+from appliance.ui.panel import VOLUME_ROLES, Panel
 
-__all__ = ["PanelSettings"]
+__all__ = [
+    "DISPLAY_DRIVER_CHOICES",
+    "PIN_FACTORIES",
+    "PanelSettings",
+    "UiConfig",
+    "parse_ui_config",
+    "ui_config_to_mapping",
+]
 
 logger = logging.getLogger(__name__)
 
 _FORMAT = 1
+
+#: gpiozero pin factories ``ui.pin_factory`` may name (app.py maps them).
+PIN_FACTORIES = ("lgpio", "rpigpio", "native", "mock")
+#: ``ui.display_driver``: "" keeps the pin map's driver; "terminal" draws the
+#: OLED in a terminal (the simulator's display backend).
+DISPLAY_DRIVER_CHOICES = ("", "ssd1306", "sh1106", "dummy", "terminal")
+
+
+@dataclass(frozen=True)
+class UiConfig:
+    """The ``[ui]`` section of the service configuration.
+
+    Attributes:
+        enabled: run the front panel (a phone without GPIO leaves it off).
+        pinmap: path of the pin map (``hw/pinmap-*.toml``).
+        pin_factory: gpiozero pin factory name (``lgpio`` on a Pi, ``mock``).
+        display_driver: overrides the pin map's ``display.driver`` when set
+            (``dummy`` runs a phone with no OLED fitted, ``terminal`` draws
+            it in a terminal).
+        max_fps: most OLED frames written per second.
+        country: ring cadence (``appliance.cadence.COUNTRIES``).
+        directory: dial code -> client name (``[ui.directory]``).
+        ignore_after_rings: ``None`` rings until the caller gives up (``0`` in
+            the file); see :class:`~appliance.ui.panel.Panel` for this,
+            ``max_dial_length`` and ``error_display_s``.
+        state_file: where the panel keeps the user's volume levels
+            (:class:`PanelSettings`); "" keeps none.
+    """
+
+    enabled: bool = False
+    pinmap: str = ""
+    pin_factory: str = "lgpio"
+    display_driver: str = ""
+    max_fps: float = 10.0
+    country: str = "US"
+    directory: Mapping[str, str] = field(default_factory=dict)
+    ignore_after_rings: int | None = None
+    max_dial_length: int = 20
+    error_display_s: float = 4.0
+    state_file: str = ""
+
+    def make_panel(self, volume: Mapping[str, int] | None = None) -> Panel:
+        """Build the Panel these settings describe, at the saved ``volume``.
+
+        Raises:
+            ConfigError: an invalid directory entry or option.
+        """
+        return Panel(
+            directory=self.directory,
+            country=self.country,
+            max_dial_length=self.max_dial_length,
+            ignore_after_rings=self.ignore_after_rings,
+            error_display_s=self.error_display_s,
+            volume=volume,
+        )
+
+
+def _choice(choices: tuple[str, ...]) -> Any:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or value not in choices:
+            shown = ", ".join(repr(c) for c in choices)
+            raise ValueError(f"must be one of {shown}, not {value!r}")
+        return value
+
+    return check
+
+
+def _max_fps(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be a number, not {value!r}")
+    if not 0 < value <= 60:
+        raise ValueError("must be in (0, 60]")
+    return float(value)
+
+
+def _country(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, not {value!r}")
+    return value.upper()
+
+
+def _rings(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be an integer, not {value!r}")
+    return value or None  # 0 = never
+
+
+register(
+    UiConfig,
+    {
+        "pin_factory": _choice(PIN_FACTORIES),
+        "display_driver": _choice(DISPLAY_DRIVER_CHOICES),
+        "max_fps": _max_fps,
+        "country": _country,
+        "ignore_after_rings": _rings,
+    },
+)
+
+
+def parse_ui_config(raw: Mapping[str, Any], prefix: str = "ui") -> UiConfig:
+    """Validate the ``[ui]`` table (keys as in :class:`UiConfig`).
+
+    ``ignore_after_rings = 0`` means never. The directory, cadence country and
+    limits are checked by building the Panel once.
+
+    Raises:
+        ConfigError: every problem, each naming ``ui.KEY``.
+    """
+    config = structure(raw, UiConfig, prefix)
+    problems = Problems()
+    if config.enabled and not config.pinmap:
+        problems.add(f"{prefix}.pinmap", f"required when {prefix}.enabled is true")
+    try:
+        config.make_panel()
+    except ConfigError as exc:
+        problems.extend(exc)  # Panel's keys already read ui.KEY
+    problems.check()
+    return config
+
+
+def ui_config_to_mapping(config: UiConfig) -> dict[str, Any]:
+    """``config`` as a ``[ui]`` table that parses back to the same values."""
+    return {
+        "enabled": config.enabled,
+        "pinmap": config.pinmap,
+        "pin_factory": config.pin_factory,
+        "display_driver": config.display_driver,
+        "max_fps": config.max_fps,
+        "country": config.country,
+        "ignore_after_rings": config.ignore_after_rings or 0,
+        "max_dial_length": config.max_dial_length,
+        "error_display_s": config.error_display_s,
+        "state_file": config.state_file,
+        "directory": dict(config.directory),
+    }
 
 
 class PanelSettings:

@@ -13,8 +13,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from appliance.cli import configure_logging, fail
+from appliance.cli import fail
 from appliance.errors import ConfigError
+from appliance.log import configure_logging
 
 __all__ = ["add_demo_parser", "add_phone_parser", "add_sim_parser"]
 

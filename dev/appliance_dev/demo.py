@@ -32,6 +32,7 @@ import numpy as np
 
 from appliance.app import build_device
 from appliance.errors import ApplianceError, TwilioError
+from appliance.log import configure_logging
 from appliance.media.levels import rms_dbfs
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
@@ -356,10 +357,7 @@ async def _script(
 
 def main(out: str) -> int:
     """Entry point of ``appliance demo``."""
-    logging.basicConfig(
-        level=os.environ.get("APPLIANCE_LOG_LEVEL", "WARNING"),
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(os.environ.get("APPLIANCE_LOG_LEVEL", "WARNING"))
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
     return asyncio.run(run_demo(path))

@@ -68,6 +68,7 @@ from appliance.hardware.pinmap import (
     PinMap,
     load_pinmap,
 )
+from appliance.log import configure_logging
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
 from appliance.phone.options import parse_options
@@ -693,13 +694,9 @@ def _read_token(args: argparse.Namespace) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``appliance sim`` (see :func:`appliance.cli.add_sim_parser`)."""
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("aiortc", "aioice", "websockets"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The media and websocket libraries stay at WARNING: their INFO lines
+    # would scroll the terminal OLED away.
+    configure_logging(args.log_level, quiet_level=logging.WARNING)
     if args.frames:
         Path(args.frames).mkdir(parents=True, exist_ok=True)
     if args.export_screens:

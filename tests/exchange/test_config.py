@@ -131,3 +131,33 @@ def test_media_addresses_default_to_loopback_only_on_loopback():
 def test_parse_listen_rejects(text):
     with pytest.raises(ConfigError):
         parse_listen(text)
+
+
+def test_file_errors_are_all_reported_at_once(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        "[exchange]\nring_timout = 3\nheartbeat_interval = 20\nlisten = 8080\n"
+        "[[accounts]]\nsid = 'AC12'\nauth_token = ''\n"
+        f"[[accounts]]\nsid = '{ACCOUNT}'\n[[accounts.api_keys]]\nsid = '{KEY}'\n"
+        "secret = true\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config_file(path)
+    assert sorted(key for key, _ in info.value.problems) == [
+        "accounts[0].auth_token",
+        "accounts[0].sid",
+        "accounts[1].api_keys[0].secret",
+        "exchange.heartbeat_interval",
+        "exchange.listen",
+        "exchange.ring_timout",
+    ]
+    assert "did you mean 'ring_timeout'?" in str(info.value)
+    assert len(str(info.value).splitlines()) == 6
+
+
+def test_heartbeat_interval_is_strictly_a_number(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[exchange]\nheartbeat_interval = "5"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config_file(path)
+    assert info.value.key == "exchange.heartbeat_interval"

@@ -107,3 +107,16 @@ def test_ice_servers_are_parsed():
         ("stun:127.0.0.1:3478",),
         ("turn:127.0.0.1:3478",),
     ]
+
+
+async def test_debug_option_is_undone_when_the_device_is_destroyed():
+    import logging
+
+    from appliance.phone.device import Device
+
+    engine_log = logging.getLogger("appliance")
+    before = engine_log.level
+    device = Device(debug=True)
+    assert engine_log.getEffectiveLevel() == logging.DEBUG
+    await device.destroy()
+    assert engine_log.level == before  # the process's logging is as it was
