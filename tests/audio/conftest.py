@@ -6,9 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from appliance.rig import VirtualCards, timeout_factor
-
-FACTOR = timeout_factor()
+from appliance.rig import VirtualCards
 
 
 @pytest.fixture(scope="module")

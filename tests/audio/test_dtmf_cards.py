@@ -21,10 +21,9 @@ import pytest
 from appliance import Device
 from appliance.media.dtmf_detect import detect_digits
 from appliance.phone.dtmf import duration
-from appliance.rig import read_wav, timeout_factor
-from tests.conftest import make_token, wait_until
+from appliance.rig import read_wav
+from tests.conftest import make_token, scaled, wait_until
 
-FACTOR = timeout_factor()
 DIGITS = "147*2580#369"
 
 
@@ -50,7 +49,7 @@ async def test_local_feedback_digits(rig, exchange, tmp_path, fake):
         await alice.setup(make_token("alice"))
         await bob.setup(make_token("bob"))
         conn = await alice.connect({"To": "bob"})
-        call = await asyncio.wait_for(incoming.get(), 5 * FACTOR)
+        call = await asyncio.wait_for(incoming.get(), scaled(5))
         call.on("dtmf", received.append)
         await call.accept()
         await wait_until(lambda: conn.status() == "open", 5.0)

@@ -11,9 +11,7 @@ import numpy as np
 from appliance.audio.mixer import FanOutSink, OutputMixer, Playback, SoundInput
 from appliance.audio.sounds import Sound
 from appliance.media.audio import FRAME_SAMPLES, SAMPLE_RATE
-from tests.rig import timeout_factor
-
-FACTOR = timeout_factor()
+from tests.conftest import scaled
 
 
 def list_opener(sinks: list[ListSink]):
@@ -51,7 +49,7 @@ async def test_two_sounds_are_summed_and_the_sink_closes_when_both_end():
     for playback in (short, long):
         mixer.add(SoundInput(playback, gain=1.0))
         playback._seal()
-    await asyncio.wait_for(long.wait(), 2 * FACTOR)
+    await asyncio.wait_for(long.wait(), scaled(2))
     assert short.done.is_set()
     sink = sinks[0]
     assert len(sinks) == 1 and sink.closed and not mixer.running
@@ -59,7 +57,7 @@ async def test_two_sounds_are_summed_and_the_sink_closes_when_both_end():
     assert levels[:10] == [1300] * 10  # both
     assert levels[10:20] == [300] * 10  # only the longer one
     # Paced in real time: 20 frames take about 380 ms (the first is at once).
-    assert 0.3 < sink.times[-1] - sink.times[0] < 0.6 * FACTOR
+    assert 0.3 < sink.times[-1] - sink.times[0] < scaled(0.6)
 
 
 async def test_call_buffer_drops_oldest_and_latency_stays_bounded():

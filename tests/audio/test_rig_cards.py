@@ -1,4 +1,4 @@
-"""device.audio on real (virtual) sound cards: tests/rig.py, test-rig.md §2.
+"""device.audio on real (virtual) sound cards: appliance/rig.py, test-rig.md §2.
 
 Needs PulseAudio and the ALSA pulse plugin; without them the rig fixture fails
 with an install hint (these tests are the point of the rig, so no skip).
@@ -15,11 +15,9 @@ import numpy as np
 import pytest
 
 from appliance.media.audio import SAMPLE_RATE
-from tests.conftest import local_device, make_token, wait_until
+from appliance.rig import VirtualCards
+from tests.conftest import local_device, make_token, scaled, wait_until
 from tests.media.helpers import read_wav
-from tests.rig import VirtualCards, timeout_factor
-
-FACTOR = timeout_factor()
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +80,7 @@ async def test_ring_and_call_on_two_cards_and_unplug_mid_call(rig, exchange, tmp
         bob.audio.outgoing(False)
 
         conn = await alice.connect({"To": "bob"})
-        call = await asyncio.wait_for(incoming.get(), 5 * FACTOR)
+        call = await asyncio.wait_for(incoming.get(), scaled(5))
         marks["ring"] = time.monotonic()
         await asyncio.sleep(1.0)
         await call.accept()
@@ -95,7 +93,7 @@ async def test_ring_and_call_on_two_cards_and_unplug_mid_call(rig, exchange, tmp
         await bob.audio.speaker_devices.set("alsa:Hot_spk")
         # A new PulseAudio stream can take over a second to start on a loaded
         # machine (test-rig.md §2 gotcha 1); leave time for audio to arrive.
-        await asyncio.sleep(2.0 * FACTOR)
+        await asyncio.sleep(scaled(2.0))
         os.environ["ALSA_CONFIG_PATH"] = base_path
         await wait_until(lambda: changes, 4.0)
         marks["unplugged"] = time.monotonic()

@@ -24,12 +24,10 @@ from appliance.rig import (
     pesq_wb,
     read_wav,
     speech,
-    timeout_factor,
     windowed_correlation,
 )
-from tests.conftest import local_device, make_token, wait_until
+from tests.conftest import local_device, make_token, scaled, wait_until
 
-FACTOR = timeout_factor()
 SENTENCES = {
     "A": "The quick brown fox jumps over the lazy dog near the river bank.",
     "B": "Please call Stella and ask her to bring these things from the store.",
@@ -74,12 +72,12 @@ async def test_speech_both_ways_at_once(rig, exchange, tmp_path):
             quiet(phone)
             await phone.setup(make_token(f"phone{n}"))
         conn = await phones["A"].connect({"To": "phoneB"})
-        call = await asyncio.wait_for(incoming.get(), 5 * FACTOR)
+        call = await asyncio.wait_for(incoming.get(), scaled(5))
         await call.accept()
         await wait_until(lambda: conn.status() == "open", 5.0)
         await asyncio.sleep(1.0)  # media flowing, devices open
         feeders = [rig.feed(n, tmp_path / f"say{n}.wav") for n in "AB"]
-        limit = (max(s.size for s in said.values()) / RATE + 10) * FACTOR
+        limit = scaled(max(s.size for s in said.values()) / RATE + 10)
         for feeder in feeders:
             await asyncio.to_thread(feeder.wait, limit)
         await asyncio.sleep(1.5)  # the tail through the codec and buffers

@@ -1,4 +1,4 @@
-"""ALSA backend on clocked virtual sound cards (tests/rig.py, test-rig.md §2).
+"""ALSA backend on clocked virtual sound cards (appliance/rig.py, test-rig.md §2).
 
 These tests need PulseAudio and the ALSA pulse plugin; without them the rig
 fixture fails with an install hint (they are the point, so no skip).
@@ -29,10 +29,8 @@ from appliance.hardware.audio_alsa import (
     pcm_label,
 )
 from appliance.media.audio import FRAME_SAMPLES, SAMPLE_RATE
-from tests.conftest import wait_until
-from tests.rig import VirtualCards, timeout_factor
-
-FACTOR = timeout_factor()
+from appliance.rig import VirtualCards
+from tests.conftest import scaled, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +252,7 @@ async def test_devices_lost_with_their_sound_server_fail_softly(tmp_path):
         try:
             await asyncio.gather(read_frames(source, 5), play_tone(sink, 500, 5))
             own_rig.kill_daemon()
-            deadline = time.monotonic() + 2 * FACTOR
+            deadline = time.monotonic() + scaled(2)
             i = 5
             while len(lost) < 2 and time.monotonic() < deadline:
                 i += 1
@@ -385,7 +383,7 @@ async def test_tap_rig_measures_passthrough_latency_on_one_clock(tmp_path):
         finally:
             source.close()
             sink.close()
-        feed.wait(5 * FACTOR)
+        feed.wait(scaled(5))
         recording.stop()
     with wave.open(str(tmp_path / "tap.wav"), "rb") as w:
         assert w.getnchannels() == 4

@@ -1,7 +1,6 @@
 """FrontPanelIO against gpiozero's MockFactory (passed explicitly, never global)."""
 
 import asyncio
-import os
 import threading
 import tomllib
 from dataclasses import replace
@@ -23,9 +22,8 @@ from appliance.hardware.gpio import (
     KeyReleased,
 )
 from appliance.hardware.pinmap import InputTiming, load_pinmap
-from tests.conftest import wait_until
+from tests.conftest import scaled, wait_until
 
-FACTOR = float(os.environ.get("APPLIANCE_TEST_TIMEOUT_FACTOR", "1"))
 HW = Path(__file__).resolve().parents[2] / "hw"
 PINMAP = replace(
     load_pinmap(HW / "pinmap-reference.toml"),
@@ -112,7 +110,7 @@ async def io(factory, matrix):
 
 async def next_event(io, wait_s=1.0):
     events = io.events()
-    return await asyncio.wait_for(anext(events), wait_s * FACTOR)
+    return await asyncio.wait_for(anext(events), scaled(wait_s))
 
 
 async def no_event(io, wait=0.1):
@@ -212,7 +210,7 @@ async def test_keypad_ghost_is_not_reported(io, matrix):
     for key in ("1", "2", "4"):
         matrix.press(key)
     # 1 and 2 may be confirmed before 4 closes the rectangle; 5 never is.
-    await asyncio.sleep(0.15 * FACTOR)
+    await asyncio.sleep(scaled(0.15))
     keys = set()
     with pytest.raises(TimeoutError):
         while True:
@@ -244,7 +242,7 @@ async def test_ringer_led_follows_the_cadence(io, factory):
     states = [s for s, _ in runs[1 : 1 + len(expected)]]
     assert states == [s for s, _ in expected]
     for (_, got), (_, want) in zip(runs[1:], expected, strict=False):
-        assert got == pytest.approx(want, abs=0.02 * FACTOR)
+        assert got == pytest.approx(want, abs=scaled(0.02))
 
 
 async def test_tonal_buzzer_sounds_the_ring_pitch_with_the_cadence(factory, matrix):
@@ -304,8 +302,8 @@ async def test_status_led_modes(io, factory):
     runs = durations(pin)
     # Fast blink: 200 ms on / 200 ms off (starting on from the steady state).
     assert [s for s, _ in runs[:2]] == [True, False]
-    assert runs[0][1] == pytest.approx(0.2, abs=0.03 * FACTOR)
-    assert runs[1][1] == pytest.approx(0.2, abs=0.03 * FACTOR)
+    assert runs[0][1] == pytest.approx(0.2, abs=scaled(0.03))
+    assert runs[1][1] == pytest.approx(0.2, abs=scaled(0.03))
     with pytest.raises(ValueError, match="mode"):
         io.set_status_led("disco")
 
@@ -314,9 +312,9 @@ async def test_full_queue_drops_the_oldest(factory, matrix):
     async with FrontPanelIO(PINMAP, pin_factory=factory, queue_size=2) as io:
         for name in ("ready", "accept"):
             factory.pin(getattr(B, name)).drive_low()
-            await asyncio.sleep(0.05 * FACTOR)
+            await asyncio.sleep(scaled(0.05))
             factory.pin(getattr(B, name)).drive_high()
-            await asyncio.sleep(0.05 * FACTOR)
+            await asyncio.sleep(scaled(0.05))
         assert io.dropped == 2
         first = await next_event(io)
         second = await next_event(io)

@@ -17,8 +17,8 @@ from appliance.media.devices import FileRecorder, ToneSource, open_sink, open_so
 from appliance.media.levels import rms_dbfs
 from appliance.media.loopback import LoopbackAudio
 from appliance.media.session import MediaConfig, MediaSession
+from tests.conftest import scaled
 from tests.media.helpers import (
-    TIMEOUT_FACTOR,
     LevelLogSink,
     dominant_frequency,
     read_wav,
@@ -31,7 +31,7 @@ async def connect(offerer: MediaSession, answerer: MediaSession) -> None:
     offer = await offerer.create_offer()
     answer = await answerer.accept_offer(offer)
     await offerer.apply_answer(answer)
-    deadline = time.monotonic() + 5 * TIMEOUT_FACTOR
+    deadline = time.monotonic() + scaled(5)
     while not (
         offerer.connection_state == "connected"
         and answerer.connection_state == "connected"
@@ -301,7 +301,7 @@ async def test_failed_connection_calls_on_failed_once():
     fingerprint = re.search(r"a=fingerprint:sha-256 ([0-9A-F:]+)", answer).group(1)
     forged = ("00" if not fingerprint.startswith("00") else "11") + fingerprint[2:]
     await a.apply_answer(answer.replace(fingerprint, forged))
-    await asyncio.wait_for(failed.wait(), 5 * TIMEOUT_FACTOR)
+    await asyncio.wait_for(failed.wait(), scaled(5))
     await asyncio.sleep(0.1)  # room for a second, wrong, call
     await a.close()
     await b.close()

@@ -1,7 +1,6 @@
 """Display writer: luma dummy device, coalescing and rate limit."""
 
 import asyncio
-import os
 import threading
 import time
 
@@ -14,8 +13,7 @@ from appliance.hardware.display import Display, create_device
 from appliance.hardware.pinmap import DisplaySpec
 from appliance.ui.panel import PanelView, Screen
 from appliance.ui.screens import render
-
-FACTOR = float(os.environ.get("APPLIANCE_TEST_TIMEOUT_FACTOR", "1"))
+from tests.conftest import scaled
 
 
 class SlowDummy(dummy):
@@ -75,7 +73,7 @@ async def test_writes_never_block_the_loop():
         display.show(frame("1"))
         # The loop keeps ticking while the (blocking) write runs in a thread.
         await asyncio.sleep(0.02)
-        assert loop.time() - start < 0.08 * FACTOR
+        assert loop.time() - start < scaled(0.08)
         await display.flush()
     assert threading.get_ident() not in device.threads
 
