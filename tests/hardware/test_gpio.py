@@ -210,6 +210,8 @@ async def test_keypad_ghost_is_not_reported(io, matrix):
     for key in ("1", "2", "4"):
         matrix.press(key)
     # 1 and 2 may be confirmed before 4 closes the rectangle; 5 never is.
+    # Nothing to wait for: give a ghost 5 the window in which a real key would
+    # be confirmed many times over (debounce 20 ms), then drain.
     await asyncio.sleep(scaled(0.15))
     keys = set()
     with pytest.raises(TimeoutError):
@@ -233,7 +235,7 @@ async def test_ringer_led_follows_the_cadence(io, factory):
     pin.clear_states()
     io.set_ringer(pattern)
     io.set_ringer(pattern)  # same pattern again: no restart
-    await asyncio.sleep(0.62)
+    await asyncio.sleep(0.62)  # let it ring two cycles (a lower bound is enough)
     io.set_ringer(None)
     assert not pin.state
     runs = durations(pin)
@@ -251,14 +253,18 @@ async def test_tonal_buzzer_sounds_the_ring_pitch_with_the_cadence(factory, matr
         replace(PINMAP, outputs=outputs), pin_factory=factory
     ) as io:
         pin = factory.pin(PINMAP.outputs.buzzer)
-        io.set_ringer(Cadence((200, 200)))  # wide margins for a loaded machine
-        await asyncio.sleep(0.1)
+        io.set_ringer(Cadence((200, 200)))
+        # Sounding during the "on" part, silent during the "off" part.
+        await wait_until(lambda: pin.frequency is not None, 1.0)
         assert pin.frequency == pytest.approx(440.0)
-        assert pin.state > 0  # sounding during the "on" part
-        await asyncio.sleep(0.2)
-        assert pin.frequency is None  # silent during the "off" part
+        assert pin.state > 0
+        await wait_until(lambda: pin.frequency is None, 1.0)
+        # Stopped in an "on" part: silent at once and through the next one.
+        await wait_until(lambda: pin.frequency is not None, 1.0)
         io.set_ringer(None)
-        await asyncio.sleep(0.01)
+        assert pin.frequency is None
+        # Without the stop the next "on" part would begin within 0.4 s.
+        await asyncio.sleep(scaled(0.45))
         assert pin.frequency is None
 
 
@@ -292,11 +298,10 @@ def test_buzzer_tone_outside_the_tonal_range_is_rejected():
 async def test_status_led_modes(io, factory):
     pin = factory.pin(PINMAP.outputs.status)
     io.set_status_led("steady")
-    await asyncio.sleep(0.01)
-    assert pin.state
+    await wait_until(lambda: pin.state)
     pin.clear_states()
     io.set_status_led("fast")
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # let it blink a full on/off cycle and more
     io.set_status_led("off")
     assert not pin.state
     runs = durations(pin)
@@ -311,11 +316,12 @@ async def test_status_led_modes(io, factory):
 async def test_full_queue_drops_the_oldest(factory, matrix):
     async with FrontPanelIO(PINMAP, pin_factory=factory, queue_size=2) as io:
         for name in ("ready", "accept"):
+            # Held and released longer than the debounce times (5 / 20 ms).
             factory.pin(getattr(B, name)).drive_low()
             await asyncio.sleep(scaled(0.05))
             factory.pin(getattr(B, name)).drive_high()
             await asyncio.sleep(scaled(0.05))
-        assert io.dropped == 2
+        await wait_until(lambda: io.dropped == 2)
         first = await next_event(io)
         second = await next_event(io)
         assert (first, second) == (
@@ -328,7 +334,7 @@ async def test_close_ends_events_and_releases_pins(factory, matrix):
     io = FrontPanelIO(PINMAP, pin_factory=factory)
     async with io:
         io.set_ringer(Cadence((50, 50)))
-        await asyncio.sleep(0.01)
+        await wait_until(lambda: factory.pin(PINMAP.outputs.ringer).state)
     assert [e async for e in io.events()] == []
     # The pins are free again and the LED was switched off.
     Button(B.ready, pin_factory=factory).close()

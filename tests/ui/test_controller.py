@@ -164,10 +164,10 @@ def durations(history: list[tuple[float, bool]]) -> list[tuple[bool, float]]:
 async def test_ready_registers_and_screen_follows(exchange: ExchangeServer) -> None:
     async with panel_phone(exchange, "alice", Panel(), press_ready=False) as phone:
         assert phone.panel.state is PanelState.OFFLINE
-        await asyncio.sleep(0.05)
         await phone.screen_shows_view()
-        # Offline: the status LED blinks slowly (1 s on).
-        assert phone.hw.led("status")
+        # Offline: the status LED blinks slowly (1 s on, then off).
+        await wait_until(lambda: phone.hw.led("status"))
+        await wait_until(lambda: not phone.hw.led("status"))
         await phone.hw.tap_button("ready")
         await phone.wait_state(PanelState.IDLE)
         assert [type(c).__name__ for c, _ in phone.commands] == ["Setup"]
@@ -175,7 +175,8 @@ async def test_ready_registers_and_screen_follows(exchange: ExchangeServer) -> N
         assert view.identity == "alice" and view.registered
         await phone.screen_shows_view()
         assert phone.hw.led("status")  # steady when ready
-        await asyncio.sleep(1.1)
+        # Still lit past a slow blink's 1 s "on" part.
+        await asyncio.sleep(scaled(1.1))
         assert phone.hw.led("status")
         assert not phone.hw.led("ringer")
 
@@ -241,13 +242,12 @@ async def test_incoming_rings_with_cadence_and_hangup_rejects(
             view = phone.panel.view()
             assert view.remote == "client:carol"
             assert ("Topic", "invoices") in view.params
-            await asyncio.sleep(0.05)
             await phone.screen_shows_view()
-            await asyncio.sleep(0.75)
+            await asyncio.sleep(0.75)  # ring two cycles, then press Hangup
             await phone.hw.tap_button("hangup")
             await phone.wait_state(PanelState.IDLE)
             await wait_until(lambda: 31603 in errors)
-            await asyncio.sleep(0.05)
+            # Idle switched the ringer off at once (no cadence step to wait for).
             assert not phone.hw.led("ringer")
             tolerance = scaled(0.06)
             rings = durations(transitions(ringer))
@@ -279,7 +279,7 @@ async def test_ignore_after_rings(exchange: ExchangeServer) -> None:
             elapsed = asyncio.get_running_loop().time() - started
             assert 0.35 < elapsed < 0.4 + scaled(0.2)
             assert any(type(c).__name__ == "Ignore" for c, _ in phone.commands)
-            await asyncio.sleep(0.05)
+            # Idle switched the ringer off at once (no cadence step to wait for).
             assert not phone.hw.led("ringer")
         finally:
             await caller.destroy()
@@ -332,9 +332,8 @@ async def test_call_timer_redraws_every_second(exchange: ExchangeServer) -> None
             await phone.dial("7#")
             await phone.wait_state(PanelState.IN_CALL, limit=10.0)
             frames = phone.display.frames_written
-            await asyncio.sleep(2.2)
             # 00:00 -> 00:01 -> 00:02 at least, with no input at all.
-            assert phone.display.frames_written >= frames + 2
+            await wait_until(lambda: phone.display.frames_written >= frames + 2, 2.2)
             assert phone.panel.view().screen is Screen.IN_CALL
             await phone.screen_shows_view()
         finally:
@@ -382,7 +381,7 @@ async def test_closing_right_after_volume_presses_ends_at_once_and_keeps_them(
         exchange, "alice", Panel(), settings=settings, press_ready=False
     ) as phone:
         phone.controller.button("vol_down")
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # two presses, apart
         phone.controller.button("vol_down")
         async with asyncio.timeout(scaled(5)):
             await phone.controller.aclose()
