@@ -30,7 +30,7 @@ DIGITS = "147*2580#369"
 @pytest.mark.parametrize("fake", [True, False], ids=["fake", "standard"])
 async def test_local_feedback_digits(rig, exchange, tmp_path, fake):
     rec = rig.record("A", tmp_path / "spkA.wav")
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(scaled(0.3))  # no event says a recorder is connected
     common = {"signaling_url": exchange.url, "local_addresses": ["127.0.0.1"]}
     alice = Device(
         input_device="null",
@@ -53,10 +53,10 @@ async def test_local_feedback_digits(rig, exchange, tmp_path, fake):
         call.on("dtmf", received.append)
         await call.accept()
         await wait_until(lambda: conn.status() == "open", 5.0)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(scaled(0.5))  # media flowing, the speaker open
         conn.send_digits(DIGITS)
         await wait_until(lambda: len(received) == len(DIGITS), duration(DIGITS) + 5)
-        await asyncio.sleep(0.5)  # the last tone through the sink's buffers
+        await asyncio.sleep(scaled(0.5))  # the last tone through the sink's buffers
         await conn.disconnect()
         await wait_until(lambda: call.status() == "closed", 5.0)
     finally:

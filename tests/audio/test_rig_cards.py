@@ -51,7 +51,7 @@ async def test_ring_and_call_on_two_cards_and_unplug_mid_call(rig, exchange, tmp
     # Recorders first: a stream connecting later makes running clients underrun
     # (test-rig.md §8 gotcha 1).
     recs = {n: rig.record(n, tmp_path / f"spk{n}.wav") for n in "ABC"}
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(scaled(0.3))  # no event says a recorder is connected
     alice = local_device(
         exchange.url,
         input_device="tone:1500",
@@ -82,10 +82,10 @@ async def test_ring_and_call_on_two_cards_and_unplug_mid_call(rig, exchange, tmp
         conn = await alice.connect({"To": "bob"})
         call = await asyncio.wait_for(incoming.get(), scaled(5))
         marks["ring"] = time.monotonic()
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # it rings for a second
         await call.accept()
         marks["open"] = time.monotonic()
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # talk on card A
         # While the call plays on card A, the ringtone card plays a test
         # sound at the same time.
         await bob.audio.ringtone_devices.test()
@@ -97,7 +97,7 @@ async def test_ring_and_call_on_two_cards_and_unplug_mid_call(rig, exchange, tmp
         os.environ["ALSA_CONFIG_PATH"] = base_path
         await wait_until(lambda: changes, 4.0)
         marks["unplugged"] = time.monotonic()
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # the call goes on without the card
         assert call.status() == "open" and conn.status() == "open"
         await conn.disconnect()
         await wait_until(lambda: call.status() == "closed", 5.0)

@@ -56,7 +56,7 @@ async def test_speech_both_ways_at_once(rig, exchange, tmp_path):
     # Recorders first: a stream connecting later makes running ALSA clients
     # underrun (test-rig.md §8 gotcha 1).
     recs = {n: rig.record(n, tmp_path / f"spk{n}.wav") for n in "AB"}
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(scaled(0.3))  # no event says a recorder is connected
     phones = {
         n: local_device(
             exchange.url,
@@ -75,12 +75,12 @@ async def test_speech_both_ways_at_once(rig, exchange, tmp_path):
         call = await asyncio.wait_for(incoming.get(), scaled(5))
         await call.accept()
         await wait_until(lambda: conn.status() == "open", 5.0)
-        await asyncio.sleep(1.0)  # media flowing, devices open
+        await asyncio.sleep(scaled(1.0))  # media flowing, devices open
         feeders = [rig.feed(n, tmp_path / f"say{n}.wav") for n in "AB"]
         limit = scaled(max(s.size for s in said.values()) / RATE + 10)
         for feeder in feeders:
             await asyncio.to_thread(feeder.wait, limit)
-        await asyncio.sleep(1.5)  # the tail through the codec and buffers
+        await asyncio.sleep(scaled(1.5))  # the tail through the codec and buffers
         assert call.status() == "open" and conn.status() == "open"
         await conn.disconnect()
         await wait_until(lambda: call.status() == "closed", 5.0)

@@ -94,6 +94,7 @@ async def play_tone(sink: AlsaSink, freq: float, frames: int) -> None:
     start = time.monotonic()
     for i in range(frames):
         await sink.write_frame(tone_frame(freq, i))
+        # A decoder's pace: 20 ms per frame on a fixed schedule.
         await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - time.monotonic()))
 
 
@@ -106,7 +107,7 @@ async def read_frames(source: AlsaSource, count: int) -> np.ndarray:
 async def test_source_reads_fed_tone_in_real_time(rig, tmp_path):
     feed = rig.feed("A", write_tone(tmp_path / "t.wav", 1000, 6.5))
     try:
-        await asyncio.sleep(0.3)  # feeder first: test-rig.md §8 gotcha 1
+        await asyncio.sleep(scaled(0.3))  # feeder first: test-rig.md §8 gotcha 1
         source = open_alsa_source("alsa:A_mic")
         try:
             await source.read_frame()  # the stream is running from here
@@ -127,13 +128,13 @@ async def test_source_reads_fed_tone_in_real_time(rig, tmp_path):
 
 async def test_sink_playback_is_recorded_from_speaker_monitor(rig, tmp_path):
     recording = rig.record("A", tmp_path / "spk.wav")
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(scaled(0.3))  # no event says it is connected
     sink = open_alsa_sink("alsa:A_spk")
     try:
         await play_tone(sink, 700, 75)  # 1.5 s
     finally:
         sink.close()
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(scaled(0.2))  # the recorder takes the tail
     recording.stop()
     played = loud_span(read_wav(tmp_path / "spk.wav"))
     assert played.size / SAMPLE_RATE == pytest.approx(1.5, abs=0.06)
@@ -147,7 +148,7 @@ async def test_two_phones_at_once_without_crosstalk(rig, tmp_path):
         rig.feed("B", write_tone(tmp_path / "b.wav", 1500, 3)),
     ]
     recs = [rig.record(n, tmp_path / f"spk{n}.wav") for n in "AB"]
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(scaled(0.3))  # no event says it is connected
     mic_a, mic_b = AlsaSource("A_mic"), AlsaSource("B_mic")
     spk_a, spk_b = AlsaSink("A_spk"), AlsaSink("B_spk")
     try:
@@ -160,7 +161,7 @@ async def test_two_phones_at_once_without_crosstalk(rig, tmp_path):
     finally:
         for dev in (mic_a, mic_b, spk_a, spk_b):
             dev.close()
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(scaled(0.1))  # the recorders take the tail
         for proc in (*recs, *feeds):
             proc.stop()
     heard_a, heard_b = (x[SAMPLE_RATE // 2 :] for x in heard[:2])
@@ -177,7 +178,7 @@ async def test_two_phones_at_once_without_crosstalk(rig, tmp_path):
 
 async def test_xrun_recovery_when_loop_or_thread_stall(rig, tmp_path):
     feed = rig.feed("A", write_tone(tmp_path / "t.wav", 800, 4))
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(scaled(0.3))  # no event says it is connected
     source = AlsaSource("A_mic")
     try:
         await read_frames(source, 10)
@@ -197,8 +198,7 @@ async def test_xrun_recovery_when_loop_or_thread_stall(rig, tmp_path):
                 pass
         finally:
             sys.setswitchinterval(old)
-        await asyncio.sleep(0.05)
-        assert source.xruns == 2
+        await wait_until(lambda: source.xruns == 2)
         # The source keeps working in real time, with the tone.
         await read_frames(source, 15)  # drain what the queue still holds
         start = time.monotonic()
@@ -216,7 +216,7 @@ async def test_devices_that_only_do_16k_stereo_or_44k1_stereo_are_converted(
 ):
     feed = rig.feed("B", write_tone(tmp_path / "t.wav", 1000, 2))
     recording = rig.record("B", tmp_path / "spk.wav")
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(scaled(0.3))  # no event says it is connected
     source = AlsaSource("B_mic", rate=16000, channels=2)
     sink = AlsaSink("B_spk", rate=44100, channels=2)
     try:
@@ -228,7 +228,7 @@ async def test_devices_that_only_do_16k_stereo_or_44k1_stereo_are_converted(
     finally:
         source.close()
         sink.close()
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(scaled(0.1))  # the recorder takes the tail
         recording.stop()
         feed.stop()
     assert peak_hz(heard[SAMPLE_RATE // 4 :]) == pytest.approx(1000, abs=1)
@@ -246,7 +246,7 @@ async def test_devices_lost_with_their_sound_server_fail_softly(tmp_path):
     with VirtualCards(["U"]) as own_rig:
         own_rig.install()
         feed = own_rig.feed("U", write_tone(tmp_path / "t.wav", 1000, 3))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(scaled(0.2))  # no event says it is connected
         source = AlsaSource("U_mic", on_lost=lambda e: lost.append(("mic", e)))
         sink = AlsaSink("U_spk", on_lost=lambda e: lost.append(("spk", e)))
         try:
@@ -342,7 +342,8 @@ async def test_card_monitor_sees_a_pcm_appear_and_go(rig, tmp_path):
     base = os.environ["ALSA_CONFIG_PATH"]
     monitor.start()
     try:
-        await asyncio.sleep(0.2)
+        # Nothing to wait for: no change may come. Four polls' time.
+        await asyncio.sleep(scaled(0.2))
         assert changes == []
         os.environ["ALSA_CONFIG_PATH"] = f"{base}:{extra}"  # the card appears
         await wait_until(lambda: len(changes) == 1)
@@ -375,7 +376,7 @@ async def test_tap_rig_measures_passthrough_latency_on_one_clock(tmp_path):
         tap.install()
         recording = tap.record_tap(tmp_path / "tap.wav")
         feed = tap.feed("A", wav)  # recorder and feeder before the device (§8)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(scaled(0.3))  # no event says it is connected
         source, sink = AlsaSource("A_mic"), AlsaSink("A_spk")
         try:
             for _ in range(120):  # 2.4 s passthrough, mic -> speaker

@@ -10,26 +10,28 @@ from PIL import Image
 
 from tests.conftest import scaled
 
-SCRIPT = """\
-wait idle 10
+#: A user's script. The sim has no command to wait for a DTMF or a mute, so the
+#: pauses before hanging up are scaled like the waits, for slow machines.
+SCRIPT = f"""\
+wait idle {scaled(10)}
 +
 2#
-wait in_call 10
+wait in_call {scaled(10)}
 5
 *
 -
-sleep 0.3
+sleep {scaled(0.3)}
 hangup
-wait idle 5
+wait idle {scaled(5)}
 incoming
-wait ringing 5
+wait ringing {scaled(5)}
 sleep 0.3
 accept
-wait in_call 5
+wait in_call {scaled(5)}
 m
-sleep 0.2
+sleep {scaled(0.2)}
 hangup
-wait idle 5
+wait idle {scaled(5)}
 """
 
 
