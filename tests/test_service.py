@@ -136,6 +136,7 @@ state_file = "{tmp_path / "panel.json"}"
     return config
 
 
+@pytest.mark.slow  # a real aiortc call
 async def test_service_registers_tells_systemd_follows_the_token_file_and_stops(
     exchange: ExchangeServer, service, tmp_path: Path
 ) -> None:

@@ -24,6 +24,8 @@ from appliance.phone.dtmf import duration
 from appliance.rig import read_wav
 from tests.conftest import make_token, scaled, wait_until
 
+pytestmark = pytest.mark.slow  # virtual sound cards
+
 DIGITS = "147*2580#369"
 
 

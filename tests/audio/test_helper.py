@@ -376,6 +376,7 @@ async def test_a_download_cut_short_is_an_error_and_not_cached(
 # ------------------------------------------------------------- the Device
 
 
+@pytest.mark.slow  # a real aiortc call
 async def test_device_rings_then_fires_incoming_and_plays_dtmf_feedback(
     exchange, tmp_path
 ):
@@ -419,6 +420,7 @@ async def test_device_rings_then_fires_incoming_and_plays_dtmf_feedback(
         assert spectrum[np.abs(freqs - hz) < 5].max() > 0.05 * spectrum.max()
 
 
+@pytest.mark.slow  # a real aiortc call
 async def test_switching_the_microphone_mid_call_changes_what_the_far_end_hears(
     exchange, tmp_path
 ):

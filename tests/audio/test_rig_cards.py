@@ -19,6 +19,8 @@ from appliance.rig import VirtualCards
 from tests.conftest import local_device, make_token, scaled, wait_until
 from tests.media.helpers import read_wav
 
+pytestmark = pytest.mark.slow  # virtual sound cards
+
 
 @pytest.fixture(scope="module")
 def rig():

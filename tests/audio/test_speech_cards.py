@@ -15,6 +15,7 @@ import asyncio
 from typing import Any
 
 import numpy as np
+import pytest
 
 from appliance import Device
 from appliance.rig import (
@@ -27,6 +28,8 @@ from appliance.rig import (
     windowed_correlation,
 )
 from tests.conftest import local_device, make_token, scaled, wait_until
+
+pytestmark = pytest.mark.slow  # virtual sound cards
 
 SENTENCES = {
     "A": "The quick brown fox jumps over the lazy dog near the river bank.",

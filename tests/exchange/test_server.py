@@ -168,6 +168,7 @@ async def test_other_paths_are_404(exchange_url):
     assert info.value.response.status_code == 404
 
 
+@pytest.mark.slow  # a real aiortc call
 async def test_echo_call_returns_the_callers_tone(exchange_url):
     from appliance.media.devices import ToneSource
     from appliance.media.session import MediaConfig, MediaSession

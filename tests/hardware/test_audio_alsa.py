@@ -32,6 +32,8 @@ from appliance.media.audio import FRAME_SAMPLES, SAMPLE_RATE
 from appliance.rig import VirtualCards
 from tests.conftest import scaled, wait_until
 
+pytestmark = pytest.mark.slow  # virtual sound cards
+
 
 @pytest.fixture(scope="module")
 def rig():

@@ -24,6 +24,8 @@ from tests.media.helpers import (
     read_wav,
 )
 
+pytestmark = pytest.mark.slow  # real aiortc
+
 LOOPBACK = MediaConfig(local_addresses=("127.0.0.1",))
 
 

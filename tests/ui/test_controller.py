@@ -220,6 +220,7 @@ async def test_dialing_delete_clear_and_unavailable_error(
         assert [c.to for c in dials] == ["999"]
 
 
+@pytest.mark.slow  # a real aiortc call
 async def test_incoming_rings_with_cadence_and_hangup_rejects(
     exchange: ExchangeServer,
 ) -> None:
@@ -263,6 +264,7 @@ async def test_incoming_rings_with_cadence_and_hangup_rejects(
             await caller.destroy()
 
 
+@pytest.mark.slow  # a real aiortc call
 async def test_ignore_after_rings(exchange: ExchangeServer) -> None:
     panel = Panel(ring_cadence=Cadence((100, 100)), ignore_after_rings=2)
     async with panel_phone(exchange, "bob", panel) as phone:
@@ -285,6 +287,7 @@ async def test_ignore_after_rings(exchange: ExchangeServer) -> None:
             await caller.destroy()
 
 
+@pytest.mark.slow  # a real aiortc call
 async def test_call_mute_and_far_end_hangup(exchange: ExchangeServer) -> None:
     async with panel_phone(exchange, "alice", Panel(directory={"7": "echo"})) as phone:
         callee = local_device(
@@ -320,6 +323,7 @@ async def test_call_mute_and_far_end_hangup(exchange: ExchangeServer) -> None:
             await callee.destroy()
 
 
+@pytest.mark.slow  # a real aiortc call
 async def test_call_timer_redraws_every_second(exchange: ExchangeServer) -> None:
     async with panel_phone(exchange, "alice", Panel(directory={"7": "tim"})) as phone:
         callee = local_device(

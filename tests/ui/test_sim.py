@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tests.conftest import scaled
@@ -46,6 +47,7 @@ def run_sim(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # a real aiortc call
 def test_sim_call_through_pipe(tmp_path: Path) -> None:
     frames = tmp_path / "frames"
     result = run_sim(SCRIPT, "--frames", str(frames), "--bob-answer-after", "0.3")
