@@ -255,8 +255,9 @@ class PhoneProcess:
 
     async def send(self, cmd: str, **fields: Any) -> dict[str, Any]:
         """Send a command and return its reply."""
-        self.process.stdin.write((json.dumps({"cmd": cmd, **fields}) + "\n").encode())
-        await self.process.stdin.drain()
+        stdin = self.process.stdin  # a pipe: stdin=PIPE in start_phone_process
+        stdin.write((json.dumps({"cmd": cmd, **fields}) + "\n").encode())  # type: ignore[union-attr]
+        await stdin.drain()  # type: ignore[union-attr]
         return await self.expect(reply=cmd)
 
     async def expect(

@@ -68,7 +68,7 @@ async def service(
             svc.notices.append((await loop.sock_recv(notify, 4096)).decode())
 
     async def read_stderr(svc: Service) -> None:
-        async for line in svc.process.stderr:  # a pipe: stderr=PIPE below
+        async for line in svc.process.stderr:  # type: ignore[union-attr]  # stderr=PIPE below
             svc.stderr.append(line.decode(errors="replace"))
 
     async def start(config: Path) -> Service:

@@ -444,7 +444,8 @@ async def test_switching_the_microphone_mid_call_changes_what_the_far_end_hears(
         await wait_until(lambda: conn.status() == "open")
         await asyncio.sleep(1.0)  # talk on the first microphone...
         await alice.audio.set_input_device("tone:1000")  # a headset plugged in
-        assert alice.audio.input_device.device_id == "tone:1000"
+        microphone = alice.audio.input_device
+        assert microphone is not None and microphone.device_id == "tone:1000"
         await asyncio.sleep(1.0)  # ...then on the headset
         assert conn.status() == "open" and call.status() == "open"
         await conn.disconnect()

@@ -54,7 +54,7 @@ def test_us_ring_is_2_s_on_4_s_off_and_loops():
     cursor = SoundCursor(ring)
     frames = [cursor.next_frame() for _ in range(int(13 / 0.02))]
     assert all(f is not None for f in frames)
-    played = np.concatenate(frames)
+    played = np.concatenate([f for f in frames if f is not None])
     period = 6 * SAMPLE_RATE
     assert np.array_equal(
         played[:FRAME_SAMPLES], played[period : period + FRAME_SAMPLES]

@@ -50,5 +50,6 @@ async def test_stop_process_kills_a_child_that_ignores_sigterm():
         "time.sleep(60)",
         stdout=asyncio.subprocess.PIPE,
     )
-    assert (await proc.stdout.readline()).strip() == b"armed"
+    stdout = proc.stdout  # a pipe: stdout=PIPE above
+    assert (await stdout.readline()).strip() == b"armed"  # type: ignore[union-attr]
     assert await stop_process(proc, grace_s=0.2) == -signal.SIGKILL

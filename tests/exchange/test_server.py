@@ -104,7 +104,8 @@ async def exchange_url() -> AsyncIterator[str]:
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        line = await asyncio.wait_for(process.stdout.readline(), scaled(20))
+        stdout = process.stdout  # a pipe: stdout=PIPE above
+        line = await asyncio.wait_for(stdout.readline(), scaled(20))  # type: ignore[union-attr]
         text = line.decode().strip()
         assert text.startswith("exchange listening on ws://127.0.0.1:"), text
         assert not text.endswith(":0/signal")
@@ -137,7 +138,7 @@ async def test_heartbeats_arrive(exchange_url):
     async with connect(exchange_url) as ws:
         loop = asyncio.get_running_loop()
         start = loop.time()
-        beats = []
+        beats: list[float] = []
         while len(beats) < 3:
             text = await asyncio.wait_for(ws.recv(), scaled(2))
             assert text == HEARTBEAT

@@ -22,6 +22,7 @@ from appliance.hardware.audio_alsa import (
     AlsaSink,
     AlsaSource,
     CardMonitor,
+    DeviceChange,
     DeviceSetTracker,
     list_pcm_devices,
     open_alsa_sink,
@@ -339,7 +340,7 @@ async def test_card_monitor_sees_a_pcm_appear_and_go(rig, tmp_path):
         f'server "{rig.server}"; device "micA"; '
         'hint { show on description "Hot-plugged|IOIDInput" } }\n'
     )
-    changes = []
+    changes: list[DeviceChange] = []
     monitor = CardMonitor(changes.append, interval_s=0.05)
     base = os.environ["ALSA_CONFIG_PATH"]
     monitor.start()
@@ -398,9 +399,9 @@ async def test_tap_rig_measures_passthrough_latency_on_one_clock(tmp_path):
     starts = [p for i, p in enumerate(onsets) if i == 0 or p - onsets[i - 1] > 1000]
     assert len(starts) >= 3
     lags = []
-    for p in starts:
-        ref = feed_ch[p - 50 : p + 150]
-        corr = np.correlate(spk_ch[p - 50 : p + 9600], ref, mode="valid")
+    for onset in starts:
+        ref = feed_ch[onset - 50 : onset + 150]
+        corr = np.correlate(spk_ch[onset - 50 : onset + 9600], ref, mode="valid")
         lags.append(int(np.argmax(corr)))
     assert max(lags) - min(lags) <= 2, lags  # constant delay within a run
     assert 10 <= np.median(lags) / 48 <= 120  # ms: period + pre-fill, bounded

@@ -83,7 +83,8 @@ async def test_receivers_release_audio_one_packet_after_arrival(tmp_path):
     try:
         for session in (call.a, call.b):
             for transceiver in session._pc.getTransceivers():
-                buffer = transceiver.receiver._RTCRtpReceiver__jitter_buffer
+                receiver = transceiver.receiver
+                buffer = receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
                 assert buffer._prefetch == 1
     finally:
         await call.a.close()
@@ -296,7 +297,9 @@ async def test_failed_connection_calls_on_failed_once():
     answer = await b.accept_offer(await a.create_offer())
     # A wrong DTLS fingerprint: ICE connects, then A rejects B's certificate
     # (RFC 8122 §5), which fails the connection within milliseconds.
-    fingerprint = re.search(r"a=fingerprint:sha-256 ([0-9A-F:]+)", answer).group(1)
+    found = re.search(r"a=fingerprint:sha-256 ([0-9A-F:]+)", answer)
+    assert found is not None, answer  # the answer must carry its fingerprint
+    fingerprint = found.group(1)
     forged = ("00" if not fingerprint.startswith("00") else "11") + fingerprint[2:]
     await a.apply_answer(answer.replace(fingerprint, forged))
     await asyncio.wait_for(failed.wait(), scaled(5))

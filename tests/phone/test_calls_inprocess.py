@@ -48,8 +48,8 @@ from tests.media.helpers import dominant_frequency, read_wav
 pytestmark = pytest.mark.slow  # real aiortc
 
 WAV_HEADER_BYTES = 44  # FileRecorder writes a plain 44-byte RIFF header
-CONNECTION_EVENTS = ("accept", "cancel", "disconnect", "dtmf", "error", "mute")
-CONNECTION_EVENTS += ("reject", "ringing", "volume")
+CONNECTION_EVENTS: tuple[str, ...] = ("accept", "cancel", "disconnect", "dtmf")
+CONNECTION_EVENTS += ("error", "mute", "reject", "ringing", "volume")
 
 
 class Recorder:

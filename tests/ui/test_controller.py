@@ -347,7 +347,8 @@ async def test_call_timer_redraws_every_second(exchange: ExchangeServer) -> None
 async def test_volume_buttons_set_the_gain_and_the_phone_keeps_it(
     exchange: ExchangeServer, tmp_path: Path
 ) -> None:
-    settings = PanelSettings(tmp_path / "state" / "panel.json")
+    saved = tmp_path / "state" / "panel.json"
+    settings = PanelSettings(saved)
     async with panel_phone(exchange, "alice", Panel(), settings=settings) as alice:
         audio = alice.device.audio
         assert audio.ringtone_devices.volume == 1.0
@@ -360,7 +361,7 @@ async def test_volume_buttons_set_the_gain_and_the_phone_keeps_it(
         assert (view.volume_role, view.volume_level) == ("ringtone", 4)
         await alice.screen_shows_view()
         # Saved once the presses have stopped for a second.
-        await wait_until(settings.path.exists, 5.0)
+        await wait_until(saved.exists, 5.0)
         assert settings.load_volume() == {"speaker": 6, "ringtone": 4}
         await wait_until(lambda: not alice.panel.view().volume_role, 5.0)
         await alice.screen_shows_view()

@@ -114,10 +114,12 @@ def test_terminal_drawing_fits_narrow_terminals():
     assert narrow == quadrant_art(image) and len(narrow[0]) == 64
     assert len(narrow) == 32
     # The same pixels: a lit quadrant cell wherever the 2x2 block has any lit pixel.
-    pixels = image.convert("1").load()
+    pixels = image.convert("1")
     for row, line in enumerate(narrow):
         for col, char in enumerate(line):
             block = [
-                pixels[2 * col + dx, 2 * row + dy] for dx in (0, 1) for dy in (0, 1)
+                pixels.getpixel((2 * col + dx, 2 * row + dy))
+                for dx in (0, 1)
+                for dy in (0, 1)
             ]
             assert (char != " ") == any(block)
