@@ -44,6 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import call_bench  # the bench directory is not a package
+
 from appliance_dev.exchange_process import stop_process
 from appliance_dev.rig import (
     RATE,

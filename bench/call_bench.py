@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance_dev.exchange_process import start_exchange_process, stop_process
-
 from appliance import Device
 from appliance.tokens import create_access_token
+from appliance_dev.exchange_process import start_exchange_process, stop_process
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from appliance_dev.rig import RigUnavailableError, VirtualCards
 
 from appliance.exchange.config import ExchangeConfig
 from appliance.exchange.server import ExchangeServer
@@ -49,6 +48,7 @@ from appliance.phone.device import Device
 from appliance.tokens import Keyring, create_access_token
 from appliance.ui.controller import PanelController
 from appliance.ui.panel import Panel, PanelState
+from appliance_dev.rig import RigUnavailableError, VirtualCards
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCOUNT = "AC" + "b" * 32

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import audio_bench
 import call_bench  # the bench directory is not a package
 import panel_bench
+
 from appliance_dev.rig import RigUnavailableError
 
 

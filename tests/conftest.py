@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from appliance_dev.exchange_process import stop_process
 
 from appliance.exchange.config import ExchangeConfig
 from appliance.exchange.server import ExchangeServer
 from appliance.phone.device import Device
 from appliance.tokens import Keyring, create_access_token
+from appliance_dev.exchange_process import stop_process
 
 TIMEOUT_FACTOR = float(os.environ.get("APPLIANCE_TEST_TIMEOUT_FACTOR", "1"))
 
@@ -255,8 +255,9 @@ class PhoneProcess:
 
     async def send(self, cmd: str, **fields: Any) -> dict[str, Any]:
         """Send a command and return its reply."""
-        self.process.stdin.write((json.dumps({"cmd": cmd, **fields}) + "\n").encode())
-        await self.process.stdin.drain()
+        stdin = self.process.stdin  # a pipe: stdin=PIPE in start_phone_process
+        stdin.write((json.dumps({"cmd": cmd, **fields}) + "\n").encode())  # type: ignore[union-attr]
+        await stdin.drain()  # type: ignore[union-attr]
         return await self.expect(reply=cmd)
 
     async def expect(

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from appliance_dev.exchange_process import stop_process
 
 from appliance.config import load_config, read_token
 from appliance.errors import ConfigError
 from appliance.exchange.server import ExchangeServer
+from appliance_dev.exchange_process import stop_process
 from tests.conftest import local_device, make_token, scaled, wait_until
 
 HW = Path(__file__).resolve().parents[1] / "hw"
@@ -68,7 +68,7 @@ async def service(
             svc.notices.append((await loop.sock_recv(notify, 4096)).decode())
 
     async def read_stderr(svc: Service) -> None:
-        async for line in svc.process.stderr:  # a pipe: stderr=PIPE below
+        async for line in svc.process.stderr:  # type: ignore[union-attr]  # stderr=PIPE below
             svc.stderr.append(line.decode(errors="replace"))
 
     async def start(config: Path) -> Service:
@@ -136,6 +136,7 @@ state_file = "{tmp_path / "panel.json"}"
     return config
 
 
+@pytest.mark.slow  # a real aiortc call
 async def test_service_registers_tells_systemd_follows_the_token_file_and_stops(
     exchange: ExchangeServer, service, tmp_path: Path
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import jwt
 import pytest
@@ -36,8 +37,8 @@ def keyring() -> Keyring:
     return ring
 
 
-def access(**overrides) -> str:
-    values = {
+def access(**overrides: Any) -> str:
+    values: dict[str, Any] = {
         "account_sid": ACCOUNT,
         "api_key_sid": KEY,
         "api_secret": SECRET,
@@ -216,7 +217,7 @@ def test_wrong_alg_is_31204(keyring):
 
 @pytest.mark.parametrize("missing", ["iss", "sub", "exp", "grants", "identity"])
 def test_missing_claim_is_31204(keyring, missing):
-    claims = {
+    claims: dict[str, Any] = {
         "iss": KEY,
         "sub": ACCOUNT,
         "exp": NOW + 60,

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from appliance_dev.rig import VirtualCards, timeout_factor
 
-FACTOR = timeout_factor()
+from appliance_dev.rig import VirtualCards
 
 
 @pytest.fixture(scope="module")

@@ -17,21 +17,22 @@ from typing import Any
 
 import numpy as np
 import pytest
-from appliance_dev.dtmf_detect import detect_digits
-from appliance_dev.rig import read_wav, timeout_factor
 
 from appliance import Device
 from appliance.media.dtmf import duration
-from tests.conftest import make_token, wait_until
+from appliance_dev.dtmf_detect import detect_digits
+from appliance_dev.rig import read_wav
+from tests.conftest import make_token, scaled, wait_until
 
-FACTOR = timeout_factor()
+pytestmark = pytest.mark.slow  # virtual sound cards
+
 DIGITS = "147*2580#369"
 
 
 @pytest.mark.parametrize("fake", [True, False], ids=["fake", "standard"])
 async def test_local_feedback_digits(rig, exchange, tmp_path, fake):
     rec = rig.record("A", tmp_path / "spkA.wav")
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(scaled(0.3))  # no event says a recorder is connected
     common = {"signaling_url": exchange.url, "local_addresses": ["127.0.0.1"]}
     alice = Device(
         input_device="null",
@@ -50,14 +51,14 @@ async def test_local_feedback_digits(rig, exchange, tmp_path, fake):
         await alice.setup(make_token("alice"))
         await bob.setup(make_token("bob"))
         conn = await alice.connect({"To": "bob"})
-        call = await asyncio.wait_for(incoming.get(), 5 * FACTOR)
+        call = await asyncio.wait_for(incoming.get(), scaled(5))
         call.on("dtmf", received.append)
         await call.accept()
         await wait_until(lambda: conn.status() == "open", 5.0)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(scaled(0.5))  # media flowing, the speaker open
         conn.send_digits(DIGITS)
         await wait_until(lambda: len(received) == len(DIGITS), duration(DIGITS) + 5)
-        await asyncio.sleep(0.5)  # the last tone through the sink's buffers
+        await asyncio.sleep(scaled(0.5))  # the last tone through the sink's buffers
         await conn.disconnect()
         await wait_until(lambda: call.status() == "closed", 5.0)
     finally:

@@ -11,9 +11,7 @@ import numpy as np
 from appliance.audio.mixer import FanOutSink, OutputMixer, Playback, SoundInput
 from appliance.audio.sounds import Sound
 from appliance.media.frames import FRAME_SAMPLES, SAMPLE_RATE
-from tests.rig import timeout_factor
-
-FACTOR = timeout_factor()
+from tests.conftest import scaled, wait_until
 
 
 def list_opener(sinks: list[ListSink]):
@@ -51,7 +49,7 @@ async def test_two_sounds_are_summed_and_the_sink_closes_when_both_end():
     for playback in (short, long):
         mixer.add(SoundInput(playback, gain=1.0))
         playback.seal()
-    await asyncio.wait_for(long.wait(), 2 * FACTOR)
+    await asyncio.wait_for(long.wait(), scaled(2))
     assert short.done.is_set()
     sink = sinks[0]
     assert len(sinks) == 1 and sink.closed and not mixer.running
@@ -59,7 +57,7 @@ async def test_two_sounds_are_summed_and_the_sink_closes_when_both_end():
     assert levels[:10] == [1300] * 10  # both
     assert levels[10:20] == [300] * 10  # only the longer one
     # Paced in real time: 20 frames take about 380 ms (the first is at once).
-    assert 0.3 < sink.times[-1] - sink.times[0] < 0.6 * FACTOR
+    assert 0.3 < sink.times[-1] - sink.times[0] < scaled(0.6)
 
 
 async def test_call_buffer_drops_oldest_and_latency_stays_bounded():
@@ -84,7 +82,7 @@ async def test_call_buffer_drops_oldest_and_latency_stays_bounded():
             await fan.write_frame(np.full(FRAME_SAMPLES, pushed, np.int16))
             push_times.append(time.monotonic())
             max_queued = max(max_queued, stream.queued_frames)
-        await asyncio.sleep(period)
+        await asyncio.sleep(period)  # the far end's pace
     fan.close()
     sink = sink_list[0]
     assert sink.closed
@@ -109,12 +107,17 @@ async def test_slow_producer_underruns_with_silence_and_reprimes():
     _mixer, stream = fan.streams["null"]
     for value in range(1, 21):  # half the device's rate
         await fan.write_frame(np.full(FRAME_SAMPLES, value, np.int16))
-        await asyncio.sleep(0.040)
+        await asyncio.sleep(0.040)  # the producer's pace
     fan.close()
     values = [int(f[0]) for f in sinks[0].frames]
     heard = [v for v in values if v]
     assert heard == sorted(heard) and len(heard) >= 15  # nothing replayed
     assert stream.underruns >= 3 and values.count(0) >= 10
+
+
+def heard(sink: ListSink) -> list[int]:
+    """The non-silent samples at both ends of each frame played."""
+    return [int(v) for f in sink.frames for v in f[[0, -1]] if v]
 
 
 async def test_fan_out_plays_the_call_on_two_devices_and_each_closes():
@@ -130,16 +133,16 @@ async def test_fan_out_plays_the_call_on_two_devices_and_each_closes():
     fan.attach(b)
     for value in range(1, 11):
         await fan.write_frame(np.full(FRAME_SAMPLES // 2, value, np.int16))
-        await asyncio.sleep(0.011)
-    await asyncio.sleep(0.05)
+        await asyncio.sleep(0.011)  # the producer's pace
+    # Both devices have played the first frames before "null" goes away.
+    await wait_until(lambda: all(len(heard(s)) >= 4 for s in sinks.values()))
     fan.detach("null")
     assert sinks["null"].closed and not sinks["file:a.wav"].closed
     fan.close()
     assert sinks["file:a.wav"].closed
     for sink in sinks.values():
-        heard = [int(v) for f in sink.frames for v in f[[0, -1]] if v]
         # Half frames were re-cut into whole 20 ms frames: 1|2, 3|4, ...
-        assert heard[:4] == [1, 2, 3, 4]
+        assert heard(sink)[:4] == [1, 2, 3, 4]
 
 
 def _frame(value: int = 1000) -> np.ndarray:

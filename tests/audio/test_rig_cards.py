@@ -1,4 +1,4 @@
-"""device.audio on real (virtual) sound cards: tests/rig.py, test-rig.md §2.
+"""device.audio on real (virtual) sound cards: appliance/rig.py, test-rig.md §2.
 
 Needs PulseAudio and the ALSA pulse plugin; without them the rig fixture fails
 with an install hint (these tests are the point of the rig, so no skip).
@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from appliance.media.frames import SAMPLE_RATE
-from tests.conftest import local_device, make_token, wait_until
+from appliance_dev.rig import VirtualCards
+from tests.conftest import local_device, make_token, scaled, wait_until
 from tests.media.helpers import read_wav
-from tests.rig import VirtualCards, timeout_factor
 
-FACTOR = timeout_factor()
+pytestmark = pytest.mark.slow  # virtual sound cards
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ async def test_ring_and_call_on_two_cards_and_unplug_mid_call(rig, exchange, tmp
     # Recorders first: a stream connecting later makes running clients underrun
     # (test-rig.md §8 gotcha 1).
     recs = {n: rig.record(n, tmp_path / f"spk{n}.wav") for n in "ABC"}
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(scaled(0.3))  # no event says a recorder is connected
     alice = local_device(
         exchange.url,
         input_device="tone:1500",
@@ -82,12 +82,12 @@ async def test_ring_and_call_on_two_cards_and_unplug_mid_call(rig, exchange, tmp
         bob.audio.outgoing(False)
 
         conn = await alice.connect({"To": "bob"})
-        call = await asyncio.wait_for(incoming.get(), 5 * FACTOR)
+        call = await asyncio.wait_for(incoming.get(), scaled(5))
         marks["ring"] = time.monotonic()
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # it rings for a second
         await call.accept()
         marks["open"] = time.monotonic()
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # talk on card A
         # While the call plays on card A, the ringtone card plays a test
         # sound at the same time.
         await bob.audio.ringtone_devices.test()
@@ -95,11 +95,11 @@ async def test_ring_and_call_on_two_cards_and_unplug_mid_call(rig, exchange, tmp
         await bob.audio.speaker_devices.set("alsa:Hot_spk")
         # A new PulseAudio stream can take over a second to start on a loaded
         # machine (test-rig.md §2 gotcha 1); leave time for audio to arrive.
-        await asyncio.sleep(2.0 * FACTOR)
+        await asyncio.sleep(scaled(2.0))
         os.environ["ALSA_CONFIG_PATH"] = base_path
         await wait_until(lambda: changes, 4.0)
         marks["unplugged"] = time.monotonic()
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # the call goes on without the card
         assert call.status() == "open" and conn.status() == "open"
         await conn.disconnect()
         await wait_until(lambda: call.status() == "closed", 5.0)

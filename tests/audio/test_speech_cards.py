@@ -15,6 +15,9 @@ import asyncio
 from typing import Any
 
 import numpy as np
+import pytest
+
+from appliance import Device
 from appliance_dev.rig import (
     RATE,
     align,
@@ -22,14 +25,12 @@ from appliance_dev.rig import (
     pesq_wb,
     read_wav,
     speech,
-    timeout_factor,
     windowed_correlation,
 )
+from tests.conftest import local_device, make_token, scaled, wait_until
 
-from appliance import Device
-from tests.conftest import local_device, make_token, wait_until
+pytestmark = pytest.mark.slow  # virtual sound cards
 
-FACTOR = timeout_factor()
 SENTENCES = {
     "A": "The quick brown fox jumps over the lazy dog near the river bank.",
     "B": "Please call Stella and ask her to bring these things from the store.",
@@ -58,7 +59,7 @@ async def test_speech_both_ways_at_once(rig, exchange, tmp_path):
     # Recorders first: a stream connecting later makes running ALSA clients
     # underrun (test-rig.md §8 gotcha 1).
     recs = {n: rig.record(n, tmp_path / f"spk{n}.wav") for n in "AB"}
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(scaled(0.3))  # no event says a recorder is connected
     phones = {
         n: local_device(
             exchange.url,
@@ -74,15 +75,15 @@ async def test_speech_both_ways_at_once(rig, exchange, tmp_path):
             quiet(phone)
             await phone.setup(make_token(f"phone{n}"))
         conn = await phones["A"].connect({"To": "phoneB"})
-        call = await asyncio.wait_for(incoming.get(), 5 * FACTOR)
+        call = await asyncio.wait_for(incoming.get(), scaled(5))
         await call.accept()
         await wait_until(lambda: conn.status() == "open", 5.0)
-        await asyncio.sleep(1.0)  # media flowing, devices open
+        await asyncio.sleep(scaled(1.0))  # media flowing, devices open
         feeders = [rig.feed(n, tmp_path / f"say{n}.wav") for n in "AB"]
-        limit = (max(s.size for s in said.values()) / RATE + 10) * FACTOR
+        limit = scaled(max(s.size for s in said.values()) / RATE + 10)
         for feeder in feeders:
             await asyncio.to_thread(feeder.wait, limit)
-        await asyncio.sleep(1.5)  # the tail through the codec and buffers
+        await asyncio.sleep(scaled(1.5))  # the tail through the codec and buffers
         assert call.status() == "open" and conn.status() == "open"
         await conn.disconnect()
         await wait_until(lambda: call.status() == "closed", 5.0)

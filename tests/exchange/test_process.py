@@ -7,9 +7,9 @@ import signal
 import sys
 
 import pytest
-from appliance_dev.exchange_process import start_exchange_process, stop_process
 
 from appliance.errors import ApplianceError
+from appliance_dev.exchange_process import start_exchange_process, stop_process
 from tests.conftest import ACCOUNT_SID, API_KEY, API_SECRET
 
 
@@ -50,5 +50,6 @@ async def test_stop_process_kills_a_child_that_ignores_sigterm():
         "time.sleep(60)",
         stdout=asyncio.subprocess.PIPE,
     )
-    assert (await proc.stdout.readline()).strip() == b"armed"
+    stdout = proc.stdout  # a pipe: stdout=PIPE above
+    assert (await stdout.readline()).strip() == b"armed"  # type: ignore[union-attr]
     assert await stop_process(proc, grace_s=0.2) == -signal.SIGKILL

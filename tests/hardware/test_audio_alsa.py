@@ -1,4 +1,4 @@
-"""ALSA backend on clocked virtual sound cards (tests/rig.py, test-rig.md §2).
+"""ALSA backend on clocked virtual sound cards (appliance/rig.py, test-rig.md §2).
 
 These tests need PulseAudio and the ALSA pulse plugin; without them the rig
 fixture fails with an install hint (they are the point, so no skip).
@@ -30,11 +30,11 @@ from appliance.hardware.alsa_pcm import (
     open_alsa_source,
 )
 from appliance.media.frames import FRAME_SAMPLES, SAMPLE_RATE
-from appliance.media.listing import DeviceSetTracker
-from tests.conftest import wait_until
-from tests.rig import VirtualCards, timeout_factor
+from appliance.media.listing import DeviceChange, DeviceSetTracker
+from appliance_dev.rig import VirtualCards
+from tests.conftest import scaled, wait_until
 
-FACTOR = timeout_factor()
+pytestmark = pytest.mark.slow  # virtual sound cards
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,7 @@ async def play_tone(sink: AlsaSink, freq: float, frames: int) -> None:
     start = time.monotonic()
     for i in range(frames):
         await sink.write_frame(tone_frame(freq, i))
+        # A decoder's pace: 20 ms per frame on a fixed schedule.
         await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - time.monotonic()))
 
 
@@ -110,7 +111,7 @@ async def read_frames(source: AlsaSource, count: int) -> np.ndarray:
 async def test_source_reads_fed_tone_in_real_time(rig, tmp_path):
     feed = rig.feed("A", write_tone(tmp_path / "t.wav", 1000, 6.5))
     try:
-        await asyncio.sleep(0.3)  # feeder first: test-rig.md §8 gotcha 1
+        await asyncio.sleep(scaled(0.3))  # feeder first: test-rig.md §8 gotcha 1
         source = open_alsa_source("alsa:A_mic")
         try:
             await source.read_frame()  # the stream is running from here
@@ -131,13 +132,13 @@ async def test_source_reads_fed_tone_in_real_time(rig, tmp_path):
 
 async def test_sink_playback_is_recorded_from_speaker_monitor(rig, tmp_path):
     recording = rig.record("A", tmp_path / "spk.wav")
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(scaled(0.3))  # no event says it is connected
     sink = open_alsa_sink("alsa:A_spk")
     try:
         await play_tone(sink, 700, 75)  # 1.5 s
     finally:
         sink.close()
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(scaled(0.2))  # the recorder takes the tail
     recording.stop()
     played = loud_span(read_wav(tmp_path / "spk.wav"))
     assert played.size / SAMPLE_RATE == pytest.approx(1.5, abs=0.06)
@@ -151,7 +152,7 @@ async def test_two_phones_at_once_without_crosstalk(rig, tmp_path):
         rig.feed("B", write_tone(tmp_path / "b.wav", 1500, 3)),
     ]
     recs = [rig.record(n, tmp_path / f"spk{n}.wav") for n in "AB"]
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(scaled(0.3))  # no event says it is connected
     mic_a, mic_b = AlsaSource("A_mic"), AlsaSource("B_mic")
     spk_a, spk_b = AlsaSink("A_spk"), AlsaSink("B_spk")
     try:
@@ -164,7 +165,7 @@ async def test_two_phones_at_once_without_crosstalk(rig, tmp_path):
     finally:
         for dev in (mic_a, mic_b, spk_a, spk_b):
             dev.close()
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(scaled(0.1))  # the recorders take the tail
         for proc in (*recs, *feeds):
             proc.stop()
     heard_a, heard_b = (x[SAMPLE_RATE // 2 :] for x in heard[:2])
@@ -181,7 +182,7 @@ async def test_two_phones_at_once_without_crosstalk(rig, tmp_path):
 
 async def test_xrun_recovery_when_loop_or_thread_stall(rig, tmp_path):
     feed = rig.feed("A", write_tone(tmp_path / "t.wav", 800, 4))
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(scaled(0.3))  # no event says it is connected
     source = AlsaSource("A_mic")
     try:
         await read_frames(source, 10)
@@ -201,8 +202,7 @@ async def test_xrun_recovery_when_loop_or_thread_stall(rig, tmp_path):
                 pass
         finally:
             sys.setswitchinterval(old)
-        await asyncio.sleep(0.05)
-        assert source.xruns == 2
+        await wait_until(lambda: source.xruns == 2)
         # The source keeps working in real time, with the tone.
         await read_frames(source, 15)  # drain what the queue still holds
         start = time.monotonic()
@@ -220,7 +220,7 @@ async def test_devices_that_only_do_16k_stereo_or_44k1_stereo_are_converted(
 ):
     feed = rig.feed("B", write_tone(tmp_path / "t.wav", 1000, 2))
     recording = rig.record("B", tmp_path / "spk.wav")
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(scaled(0.3))  # no event says it is connected
     source = AlsaSource("B_mic", rate=16000, channels=2)
     sink = AlsaSink("B_spk", rate=44100, channels=2)
     try:
@@ -232,7 +232,7 @@ async def test_devices_that_only_do_16k_stereo_or_44k1_stereo_are_converted(
     finally:
         source.close()
         sink.close()
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(scaled(0.1))  # the recorder takes the tail
         recording.stop()
         feed.stop()
     assert peak_hz(heard[SAMPLE_RATE // 4 :]) == pytest.approx(1000, abs=1)
@@ -250,13 +250,13 @@ async def test_devices_lost_with_their_sound_server_fail_softly(tmp_path):
     with VirtualCards(["U"]) as own_rig:
         own_rig.install()
         feed = own_rig.feed("U", write_tone(tmp_path / "t.wav", 1000, 3))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(scaled(0.2))  # no event says it is connected
         source = AlsaSource("U_mic", on_lost=lambda e: lost.append(("mic", e)))
         sink = AlsaSink("U_spk", on_lost=lambda e: lost.append(("spk", e)))
         try:
             await asyncio.gather(read_frames(source, 5), play_tone(sink, 500, 5))
             own_rig.kill_daemon()
-            deadline = time.monotonic() + 2 * FACTOR
+            deadline = time.monotonic() + scaled(2)
             i = 5
             while len(lost) < 2 and time.monotonic() < deadline:
                 i += 1
@@ -341,12 +341,13 @@ async def test_card_monitor_sees_a_pcm_appear_and_go(rig, tmp_path):
         f'server "{rig.server}"; device "micA"; '
         'hint { show on description "Hot-plugged|IOIDInput" } }\n'
     )
-    changes = []
+    changes: list[DeviceChange] = []
     monitor = CardMonitor(interval_s=0.05)
     base = os.environ["ALSA_CONFIG_PATH"]
     monitor.start(changes.append)
     try:
-        await asyncio.sleep(0.2)
+        # Nothing to wait for: no change may come. Four polls' time.
+        await asyncio.sleep(scaled(0.2))
         assert changes == []
         os.environ["ALSA_CONFIG_PATH"] = f"{base}:{extra}"  # the card appears
         await wait_until(lambda: len(changes) == 1)
@@ -379,7 +380,7 @@ async def test_tap_rig_measures_passthrough_latency_on_one_clock(tmp_path):
         tap.install()
         recording = tap.record_tap(tmp_path / "tap.wav")
         feed = tap.feed("A", wav)  # recorder and feeder before the device (§8)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(scaled(0.3))  # no event says it is connected
         source, sink = AlsaSource("A_mic"), AlsaSink("A_spk")
         try:
             for _ in range(120):  # 2.4 s passthrough, mic -> speaker
@@ -387,7 +388,7 @@ async def test_tap_rig_measures_passthrough_latency_on_one_clock(tmp_path):
         finally:
             source.close()
             sink.close()
-        feed.wait(5 * FACTOR)
+        feed.wait(scaled(5))
         recording.stop()
     with wave.open(str(tmp_path / "tap.wav"), "rb") as w:
         assert w.getnchannels() == 4
@@ -399,9 +400,9 @@ async def test_tap_rig_measures_passthrough_latency_on_one_clock(tmp_path):
     starts = [p for i, p in enumerate(onsets) if i == 0 or p - onsets[i - 1] > 1000]
     assert len(starts) >= 3
     lags = []
-    for p in starts:
-        ref = feed_ch[p - 50 : p + 150]
-        corr = np.correlate(spk_ch[p - 50 : p + 9600], ref, mode="valid")
+    for onset in starts:
+        ref = feed_ch[onset - 50 : onset + 150]
+        corr = np.correlate(spk_ch[onset - 50 : onset + 9600], ref, mode="valid")
         lags.append(int(np.argmax(corr)))
     assert max(lags) - min(lags) <= 2, lags  # constant delay within a run
     assert 10 <= np.median(lags) / 48 <= 120  # ms: period + pre-fill, bounded

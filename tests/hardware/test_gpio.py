@@ -1,7 +1,6 @@
 """FrontPanelIO against gpiozero's MockFactory (passed explicitly, never global)."""
 
 import asyncio
-import os
 import threading
 import tomllib
 from dataclasses import replace
@@ -23,9 +22,8 @@ from appliance.hardware.gpio import (
     KeyReleased,
 )
 from appliance.hardware.pinmap import InputTiming, load_pinmap
-from tests.conftest import wait_until
+from tests.conftest import scaled, wait_until
 
-FACTOR = float(os.environ.get("APPLIANCE_TEST_TIMEOUT_FACTOR", "1"))
 HW = Path(__file__).resolve().parents[2] / "hw"
 PINMAP = replace(
     load_pinmap(HW / "pinmap-reference.toml"),
@@ -112,7 +110,7 @@ async def io(factory, matrix):
 
 async def next_event(io, wait_s=1.0):
     events = io.events()
-    return await asyncio.wait_for(anext(events), wait_s * FACTOR)
+    return await asyncio.wait_for(anext(events), scaled(wait_s))
 
 
 async def no_event(io, wait=0.1):
@@ -212,7 +210,9 @@ async def test_keypad_ghost_is_not_reported(io, matrix):
     for key in ("1", "2", "4"):
         matrix.press(key)
     # 1 and 2 may be confirmed before 4 closes the rectangle; 5 never is.
-    await asyncio.sleep(0.15 * FACTOR)
+    # Nothing to wait for: give a ghost 5 the window in which a real key would
+    # be confirmed many times over (debounce 20 ms), then drain.
+    await asyncio.sleep(scaled(0.15))
     keys = set()
     with pytest.raises(TimeoutError):
         while True:
@@ -235,7 +235,7 @@ async def test_ringer_led_follows_the_cadence(io, factory):
     pin.clear_states()
     io.set_ringer(pattern)
     io.set_ringer(pattern)  # same pattern again: no restart
-    await asyncio.sleep(0.62)
+    await asyncio.sleep(0.62)  # let it ring two cycles (a lower bound is enough)
     io.set_ringer(None)
     assert not pin.state
     runs = durations(pin)
@@ -244,7 +244,7 @@ async def test_ringer_led_follows_the_cadence(io, factory):
     states = [s for s, _ in runs[1 : 1 + len(expected)]]
     assert states == [s for s, _ in expected]
     for (_, got), (_, want) in zip(runs[1:], expected, strict=False):
-        assert got == pytest.approx(want, abs=0.02 * FACTOR)
+        assert got == pytest.approx(want, abs=scaled(0.02))
 
 
 async def test_tonal_buzzer_sounds_the_ring_pitch_with_the_cadence(factory, matrix):
@@ -253,14 +253,18 @@ async def test_tonal_buzzer_sounds_the_ring_pitch_with_the_cadence(factory, matr
         replace(PINMAP, outputs=outputs), pin_factory=factory
     ) as io:
         pin = factory.pin(PINMAP.outputs.buzzer)
-        io.set_ringer(Cadence((200, 200)))  # wide margins for a loaded machine
-        await asyncio.sleep(0.1)
+        io.set_ringer(Cadence((200, 200)))
+        # Sounding during the "on" part, silent during the "off" part.
+        await wait_until(lambda: pin.frequency is not None, 1.0)
         assert pin.frequency == pytest.approx(440.0)
-        assert pin.state > 0  # sounding during the "on" part
-        await asyncio.sleep(0.2)
-        assert pin.frequency is None  # silent during the "off" part
+        assert pin.state > 0
+        await wait_until(lambda: pin.frequency is None, 1.0)
+        # Stopped in an "on" part: silent at once and through the next one.
+        await wait_until(lambda: pin.frequency is not None, 1.0)
         io.set_ringer(None)
-        await asyncio.sleep(0.01)
+        assert pin.frequency is None
+        # Without the stop the next "on" part would begin within 0.4 s.
+        await asyncio.sleep(scaled(0.45))
         assert pin.frequency is None
 
 
@@ -294,18 +298,17 @@ def test_buzzer_tone_outside_the_tonal_range_is_rejected():
 async def test_status_led_modes(io, factory):
     pin = factory.pin(PINMAP.outputs.status)
     io.set_status_led("steady")
-    await asyncio.sleep(0.01)
-    assert pin.state
+    await wait_until(lambda: pin.state)
     pin.clear_states()
     io.set_status_led("fast")
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # let it blink a full on/off cycle and more
     io.set_status_led("off")
     assert not pin.state
     runs = durations(pin)
     # Fast blink: 200 ms on / 200 ms off (starting on from the steady state).
     assert [s for s, _ in runs[:2]] == [True, False]
-    assert runs[0][1] == pytest.approx(0.2, abs=0.03 * FACTOR)
-    assert runs[1][1] == pytest.approx(0.2, abs=0.03 * FACTOR)
+    assert runs[0][1] == pytest.approx(0.2, abs=scaled(0.03))
+    assert runs[1][1] == pytest.approx(0.2, abs=scaled(0.03))
     with pytest.raises(ValueError, match="mode"):
         io.set_status_led("disco")
 
@@ -313,11 +316,12 @@ async def test_status_led_modes(io, factory):
 async def test_full_queue_drops_the_oldest(factory, matrix):
     async with FrontPanelIO(PINMAP, pin_factory=factory, queue_size=2) as io:
         for name in ("ready", "accept"):
+            # Held and released longer than the debounce times (5 / 20 ms).
             factory.pin(getattr(B, name)).drive_low()
-            await asyncio.sleep(0.05 * FACTOR)
+            await asyncio.sleep(scaled(0.05))
             factory.pin(getattr(B, name)).drive_high()
-            await asyncio.sleep(0.05 * FACTOR)
-        assert io.dropped == 2
+            await asyncio.sleep(scaled(0.05))
+        await wait_until(lambda: io.dropped == 2)
         first = await next_event(io)
         second = await next_event(io)
         assert (first, second) == (
@@ -330,7 +334,7 @@ async def test_close_ends_events_and_releases_pins(factory, matrix):
     io = FrontPanelIO(PINMAP, pin_factory=factory)
     async with io:
         io.set_ringer(Cadence((50, 50)))
-        await asyncio.sleep(0.01)
+        await wait_until(lambda: factory.pin(PINMAP.outputs.ringer).state)
     assert [e async for e in io.events()] == []
     # The pins are free again and the LED was switched off.
     Button(B.ready, pin_factory=factory).close()

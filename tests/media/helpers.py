@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import wave
 from pathlib import Path
@@ -11,9 +10,6 @@ import numpy as np
 
 from appliance.media.frames import SAMPLE_RATE, Samples
 from appliance.media.levels import rms_dbfs
-
-#: Multiplies every timeout (slow CI boxes, a Pi Zero): see common test rules.
-TIMEOUT_FACTOR = float(os.environ.get("APPLIANCE_TEST_TIMEOUT_FACTOR", "1"))
 
 
 def dominant_frequency(samples: Samples, rate: int = SAMPLE_RATE) -> float:

@@ -20,7 +20,8 @@ from appliance.media.devices import (
 )
 from appliance.media.frames import FRAME_SAMPLES
 from appliance.media.levels import rms_dbfs
-from tests.media.helpers import TIMEOUT_FACTOR, dominant_frequency, read_wav, write_wav
+from tests.conftest import scaled
+from tests.media.helpers import dominant_frequency, read_wav, write_wav
 
 
 @pytest.mark.parametrize(
@@ -146,7 +147,7 @@ async def test_sources_pace_in_real_time():
         frame = await source.read_frame()
     elapsed = time.monotonic() - start
     assert not frame.any()
-    assert 0.49 <= elapsed < 0.5 + 0.1 * TIMEOUT_FACTOR
+    assert 0.49 <= elapsed < 0.5 + scaled(0.1)
 
 
 async def test_pacer_follows_a_fixed_schedule_without_drift():
@@ -160,7 +161,7 @@ async def test_pacer_follows_a_fixed_schedule_without_drift():
         released.append(time.monotonic() - start)
         await asyncio.sleep(0.007)
     # Frame k is released at k * 20 ms, not k * 27 ms.
-    assert released[10] == pytest.approx(0.200, abs=0.015 * TIMEOUT_FACTOR)
+    assert released[10] == pytest.approx(0.200, abs=scaled(0.015))
     assert pacer.resyncs == 0
 
 

@@ -30,6 +30,8 @@ from tests.conftest import (
     scaled,
 )
 
+pytestmark = pytest.mark.slow  # real aiortc
+
 PHONE_ARGS = ("--backoff-max-ms", "3000")
 
 

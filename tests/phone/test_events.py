@@ -40,7 +40,7 @@ async def test_a_failing_handler_is_logged_and_the_others_still_run(caplog):
         raise RuntimeError("handler bug")
 
     async def slow(call: str) -> None:
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # a handler that takes a while
         seen.append(f"async {call}")
         done.set()
 

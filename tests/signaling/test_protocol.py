@@ -130,7 +130,7 @@ def test_backoff_doubles_from_100_ms_and_is_capped(jitter):
         proto.actions()
         proto.connection_failed(now, "refused")
         event = proto.events_received()[0]
-        assert isinstance(event, TransportLost)
+        assert isinstance(event, TransportLost) and event.retry_at is not None
         delays.append(event.retry_at - now)
         now = event.retry_at
         proto.tick(now)

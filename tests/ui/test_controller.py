@@ -164,10 +164,10 @@ def durations(history: list[tuple[float, bool]]) -> list[tuple[bool, float]]:
 async def test_ready_registers_and_screen_follows(exchange: ExchangeServer) -> None:
     async with panel_phone(exchange, "alice", Panel(), press_ready=False) as phone:
         assert phone.panel.state is PanelState.OFFLINE
-        await asyncio.sleep(0.05)
         await phone.screen_shows_view()
-        # Offline: the status LED blinks slowly (1 s on).
-        assert phone.hw.led("status")
+        # Offline: the status LED blinks slowly (1 s on, then off).
+        await wait_until(lambda: phone.hw.led("status"))
+        await wait_until(lambda: not phone.hw.led("status"))
         await phone.hw.tap_button("ready")
         await phone.wait_state(PanelState.IDLE)
         assert [type(c).__name__ for c, _ in phone.commands] == ["Setup"]
@@ -175,7 +175,8 @@ async def test_ready_registers_and_screen_follows(exchange: ExchangeServer) -> N
         assert view.identity == "alice" and view.registered
         await phone.screen_shows_view()
         assert phone.hw.led("status")  # steady when ready
-        await asyncio.sleep(1.1)
+        # Still lit past a slow blink's 1 s "on" part.
+        await asyncio.sleep(scaled(1.1))
         assert phone.hw.led("status")
         assert not phone.hw.led("ringer")
 
@@ -219,6 +220,7 @@ async def test_dialing_delete_clear_and_unavailable_error(
         assert [c.to for c in dials] == ["999"]
 
 
+@pytest.mark.slow  # a real aiortc call
 async def test_incoming_rings_with_cadence_and_hangup_rejects(
     exchange: ExchangeServer,
 ) -> None:
@@ -241,13 +243,12 @@ async def test_incoming_rings_with_cadence_and_hangup_rejects(
             view = phone.panel.view()
             assert view.remote == "client:carol"
             assert ("Topic", "invoices") in view.params
-            await asyncio.sleep(0.05)
             await phone.screen_shows_view()
-            await asyncio.sleep(0.75)
+            await asyncio.sleep(0.75)  # ring two cycles, then press Hangup
             await phone.hw.tap_button("hangup")
             await phone.wait_state(PanelState.IDLE)
             await wait_until(lambda: 31603 in errors)
-            await asyncio.sleep(0.05)
+            # Idle switched the ringer off at once (no cadence step to wait for).
             assert not phone.hw.led("ringer")
             tolerance = scaled(0.06)
             rings = durations(transitions(ringer))
@@ -263,6 +264,7 @@ async def test_incoming_rings_with_cadence_and_hangup_rejects(
             await caller.destroy()
 
 
+@pytest.mark.slow  # a real aiortc call
 async def test_ignore_after_rings(exchange: ExchangeServer) -> None:
     panel = Panel(ring_cadence=Cadence((100, 100)), ignore_after_rings=2)
     async with panel_phone(exchange, "bob", panel) as phone:
@@ -279,12 +281,13 @@ async def test_ignore_after_rings(exchange: ExchangeServer) -> None:
             elapsed = asyncio.get_running_loop().time() - started
             assert 0.35 < elapsed < 0.4 + scaled(0.2)
             assert any(type(c).__name__ == "Ignore" for c, _ in phone.commands)
-            await asyncio.sleep(0.05)
+            # Idle switched the ringer off at once (no cadence step to wait for).
             assert not phone.hw.led("ringer")
         finally:
             await caller.destroy()
 
 
+@pytest.mark.slow  # a real aiortc call
 async def test_call_mute_and_far_end_hangup(exchange: ExchangeServer) -> None:
     async with panel_phone(exchange, "alice", Panel(directory={"7": "echo"})) as phone:
         callee = local_device(
@@ -320,6 +323,7 @@ async def test_call_mute_and_far_end_hangup(exchange: ExchangeServer) -> None:
             await callee.destroy()
 
 
+@pytest.mark.slow  # a real aiortc call
 async def test_call_timer_redraws_every_second(exchange: ExchangeServer) -> None:
     async with panel_phone(exchange, "alice", Panel(directory={"7": "tim"})) as phone:
         callee = local_device(
@@ -332,9 +336,8 @@ async def test_call_timer_redraws_every_second(exchange: ExchangeServer) -> None
             await phone.dial("7#")
             await phone.wait_state(PanelState.IN_CALL, limit=10.0)
             frames = phone.display.frames_written
-            await asyncio.sleep(2.2)
             # 00:00 -> 00:01 -> 00:02 at least, with no input at all.
-            assert phone.display.frames_written >= frames + 2
+            await wait_until(lambda: phone.display.frames_written >= frames + 2, 2.2)
             assert phone.panel.view().screen is Screen.IN_CALL
             await phone.screen_shows_view()
         finally:
@@ -344,7 +347,8 @@ async def test_call_timer_redraws_every_second(exchange: ExchangeServer) -> None
 async def test_volume_buttons_set_the_gain_and_the_phone_keeps_it(
     exchange: ExchangeServer, tmp_path: Path
 ) -> None:
-    settings = PanelSettings(tmp_path / "state" / "panel.json")
+    saved = tmp_path / "state" / "panel.json"
+    settings = PanelSettings(saved)
     async with panel_phone(exchange, "alice", Panel(), settings=settings) as alice:
         audio = alice.device.audio
         assert audio.ringtone_devices.volume == 1.0
@@ -357,7 +361,7 @@ async def test_volume_buttons_set_the_gain_and_the_phone_keeps_it(
         assert (view.volume_role, view.volume_level) == ("ringtone", 4)
         await alice.screen_shows_view()
         # Saved once the presses have stopped for a second.
-        await wait_until(settings.path.exists, 5.0)
+        await wait_until(saved.exists, 5.0)
         assert settings.load_volume() == {"speaker": 6, "ringtone": 4}
         await wait_until(lambda: not alice.panel.view().volume_role, 5.0)
         await alice.screen_shows_view()
@@ -382,7 +386,7 @@ async def test_closing_right_after_volume_presses_ends_at_once_and_keeps_them(
         exchange, "alice", Panel(), settings=settings, press_ready=False
     ) as phone:
         phone.controller.button("vol_down")
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # two presses, apart
         phone.controller.button("vol_down")
         async with asyncio.timeout(scaled(5)):
             await phone.controller.aclose()

@@ -6,6 +6,7 @@ Regenerate the references (after checking the new images by eye) with
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from luma.core.device import dummy
@@ -17,7 +18,12 @@ from appliance.ui.screens import HEIGHT, WIDTH, format_duration, render
 REFERENCE = Path(__file__).resolve().parents[1] / "reference"
 UPDATE = os.environ.get("APPLIANCE_UPDATE_GOLDEN") == "1"
 
-_BASE = {"now": 100.0, "identity": "alice", "registered": True, "network_up": True}
+_BASE: dict[str, Any] = {
+    "now": 100.0,
+    "identity": "alice",
+    "registered": True,
+    "network_up": True,
+}
 
 VIEWS = {
     "idle": PanelView(Screen.IDLE, **_BASE),

@@ -6,30 +6,33 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tests.conftest import scaled
 
-SCRIPT = """\
-wait idle 10
+#: A user's script. The sim has no command to wait for a DTMF or a mute, so the
+#: pauses before hanging up are scaled like the waits, for slow machines.
+SCRIPT = f"""\
+wait idle {scaled(10)}
 +
 2#
-wait in_call 10
+wait in_call {scaled(10)}
 5
 *
 -
-sleep 0.3
+sleep {scaled(0.3)}
 hangup
-wait idle 5
+wait idle {scaled(5)}
 incoming
-wait ringing 5
+wait ringing {scaled(5)}
 sleep 0.3
 accept
-wait in_call 5
+wait in_call {scaled(5)}
 m
-sleep 0.2
+sleep {scaled(0.2)}
 hangup
-wait idle 5
+wait idle {scaled(5)}
 """
 
 
@@ -44,6 +47,7 @@ def run_sim(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # a real aiortc call
 def test_sim_call_through_pipe(tmp_path: Path) -> None:
     frames = tmp_path / "frames"
     result = run_sim(SCRIPT, "--frames", str(frames), "--bob-answer-after", "0.3")
@@ -100,14 +104,13 @@ def test_export_screens(tmp_path: Path) -> None:
 
 
 def test_terminal_drawing_fits_narrow_terminals():
+    from appliance.ui.screens import render
     from appliance_dev.sim import (
         half_block_art,
         quadrant_art,
         sample_views,
         terminal_art,
     )
-
-    from appliance.ui.screens import render
 
     image = render(sample_views()["idle"])
     full = terminal_art(image, 200)
@@ -116,10 +119,12 @@ def test_terminal_drawing_fits_narrow_terminals():
     assert narrow == quadrant_art(image) and len(narrow[0]) == 64
     assert len(narrow) == 32
     # The same pixels: a lit quadrant cell wherever the 2x2 block has any lit pixel.
-    pixels = image.convert("1").load()
+    pixels = image.convert("1")
     for row, line in enumerate(narrow):
         for col, char in enumerate(line):
             block = [
-                pixels[2 * col + dx, 2 * row + dy] for dx in (0, 1) for dy in (0, 1)
+                pixels.getpixel((2 * col + dx, 2 * row + dy))
+                for dx in (0, 1)
+                for dy in (0, 1)
             ]
             assert (char != " ") == any(block)
