@@ -27,6 +27,7 @@ PURE = [
     "media/levels.py",
     "../dev/appliance_dev/dtmf_detect.py",  # a test tool, outside the package
     "hardware/keypad.py",
+    "hardware/ports.py",
     "ui/panel.py",
     "ui/screens.py",
     "cadence.py",
@@ -158,6 +159,21 @@ def test_every_import_points_down_or_sideways():
             if a != b and (_floor(b) > _floor(a) or (a, b) in NEVER):
                 upward.append(f"{module} -> {target}")
     assert not upward, "imports against the house rules:\n" + "\n".join(sorted(upward))
+
+
+#: The only hardware modules the front-panel logic may import: its seam.
+UI_MAY_IMPORT_FROM_HARDWARE = {"appliance.hardware.ports"}
+
+
+def test_ui_imports_no_concrete_hardware():
+    concrete = sorted(
+        f"{module} -> {target}"
+        for module, imported in _graph().items()
+        if _unit(module) == "ui"
+        for target in imported
+        if _unit(target) == "hardware" and target not in UI_MAY_IMPORT_FROM_HARDWARE
+    )
+    assert not concrete, "\n".join(concrete)
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -51,9 +51,8 @@ import math
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 from gpiozero import (
     LED,
@@ -68,15 +67,21 @@ from gpiozero.tones import Tone
 from appliance.cadence import STATUS_FAST, STATUS_SLOW, STATUS_STEADY, Cadence
 from appliance.cadence import is_on as cadence_is_on
 from appliance.cadence import next_change as cadence_next_change
-from appliance.hardware.keypad import (
-    Debouncer,
+from appliance.hardware.keypad import Debouncer, KeypadScanner
+from appliance.hardware.pinmap import PinMap
+from appliance.hardware.ports import (
+    ButtonHeld,
+    ButtonPressed,
+    ButtonReleased,
+    HookLifted,
+    HookReplaced,
     KeyEvent,
     KeyHeld,
-    KeypadScanner,
     KeyPressed,
     KeyReleased,
+    PanelEvent,
+    StatusMode,
 )
-from appliance.hardware.pinmap import PinMap
 
 __all__ = [
     "ButtonHeld",
@@ -94,7 +99,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-StatusMode = Literal["off", "steady", "slow", "fast"]
 
 _STATUS_PATTERNS: dict[str, Cadence | None] = {
     "off": None,
@@ -106,57 +110,6 @@ _STATUS_PATTERNS: dict[str, Cadence | None] = {
 # While a button is reported down, re-read it this often so a release edge that
 # gpiozero's bounce filter swallowed is still noticed.
 _RESYNC_S = 0.1
-
-
-@dataclass(frozen=True)
-class ButtonPressed:
-    """A front-panel button went down (debounced)."""
-
-    button: str
-    at: float
-
-
-@dataclass(frozen=True)
-class ButtonReleased:
-    """A button went up; ``held`` tells whether :class:`ButtonHeld` was sent."""
-
-    button: str
-    at: float
-    held: bool = False
-
-
-@dataclass(frozen=True)
-class ButtonHeld:
-    """A button has been held for the hold time."""
-
-    button: str
-    at: float
-
-
-@dataclass(frozen=True)
-class HookLifted:
-    """The handset was lifted (off hook)."""
-
-    at: float
-
-
-@dataclass(frozen=True)
-class HookReplaced:
-    """The handset was put back (on hook)."""
-
-    at: float
-
-
-PanelEvent = (
-    KeyPressed
-    | KeyReleased
-    | KeyHeld
-    | ButtonPressed
-    | ButtonReleased
-    | ButtonHeld
-    | HookLifted
-    | HookReplaced
-)
 
 
 def _is_buzzer(device: Any) -> bool:

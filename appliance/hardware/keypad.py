@@ -38,6 +38,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
+from appliance.hardware.ports import KeyEvent, KeyHeld, KeyPressed, KeyReleased
+
 __all__ = [
     "DEFAULT_LAYOUT",
     "Debouncer",
@@ -50,34 +52,6 @@ __all__ = [
 
 #: The usual 4x3 telephone layout (ITU-T E.161), rows top to bottom.
 DEFAULT_LAYOUT: tuple[str, ...] = ("123", "456", "789", "*0#")
-
-
-@dataclass(frozen=True)
-class KeyPressed:
-    """A key (or named input) went down; ``at`` is when the press was confirmed."""
-
-    key: str
-    at: float
-
-
-@dataclass(frozen=True)
-class KeyReleased:
-    """A key went up; ``held`` tells whether a :class:`KeyHeld` was emitted."""
-
-    key: str
-    at: float
-    held: bool = False
-
-
-@dataclass(frozen=True)
-class KeyHeld:
-    """A key has been down for the hold time (emitted once per press)."""
-
-    key: str
-    at: float
-
-
-KeyEvent = KeyPressed | KeyReleased | KeyHeld
 
 
 @dataclass

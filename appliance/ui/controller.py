@@ -1,4 +1,9 @@
-"""The front panel's asyncio adapter: Panel <-> Device, FrontPanelIO and Display.
+"""The front panel's asyncio adapter: Panel <-> Device, the panel I/O and the OLED.
+
+The hardware is seen only through :mod:`appliance.hardware.ports` (the
+``PanelIO`` and ``FrameSink`` Protocols and the input events); the
+composition root hands in the real ones.
+
 
 :class:`~appliance.ui.panel.Panel` decides; this module only moves facts and
 commands between it and the world, all on the event loop:
@@ -47,15 +52,15 @@ from typing import Any
 from PIL import Image
 
 from appliance.errors import ApplianceError, ConfigError, TwilioError
-from appliance.hardware.display import Display
-from appliance.hardware.gpio import (
+from appliance.hardware.ports import (
     ButtonHeld,
     ButtonPressed,
-    FrontPanelIO,
+    FrameSink,
     HookLifted,
     HookReplaced,
     KeyPressed,
     PanelEvent,
+    PanelIO,
 )
 from appliance.phone.call import CallState
 from appliance.phone.connection import Connection
@@ -141,8 +146,8 @@ class PanelController:
         device: Device,
         panel: Panel,
         *,
-        io: FrontPanelIO | None = None,
-        display: Display | None = None,
+        io: PanelIO | None = None,
+        display: FrameSink | None = None,
         token: Callable[[], str] | None = None,
         address_map: Mapping[str, str] | None = None,
         settings: PanelSettings | None = None,
