@@ -16,6 +16,7 @@ import pytest
 
 from appliance.audio.collection import AudioDeviceInfo
 from appliance.audio.helper import AudioHelper
+from appliance.audio.inputs import TAP_FRAMES
 from appliance.audio.loader import SoundLoader, SoundLoadError
 from appliance.errors import AudioDeviceError, InvalidArgumentError
 from appliance.hardware.alsa_devices import AlsaDeviceInfo, CardMonitor
@@ -509,7 +510,11 @@ async def test_a_microphone_that_fails_mid_call_is_replaced_and_comes_back(tmp_p
         await wait_until(lambda: audio.device_changes == 1)
         listing.ids = ["alsa:usb"]  # ...and comes back (replugged)
         await wait_until(lambda: audio.input_device_in_use == "alsa:usb")
-        later = [int(np.abs(await tap.read_frame()).max()) for _ in range(5)]
+        # Up to TAP_FRAMES frames of the silence wait in the tap for the call;
+        # the frame after them can only come from the microphone.
+        later = [
+            int(np.abs(await tap.read_frame()).max()) for _ in range(TAP_FRAMES + 1)
+        ]
         assert later[-1] == 2000  # the call hears the microphone again
         assert opened == ["alsa:usb", "null", "alsa:usb"]
     finally:

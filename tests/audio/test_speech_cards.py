@@ -26,6 +26,7 @@ from appliance_dev.rig import (
     read_wav,
     speech,
     windowed_correlation,
+    write_wav,
 )
 from tests.conftest import local_device, make_token, scaled, wait_until
 
@@ -42,6 +43,15 @@ MIN_PESQ_WB = 3.0
 MIN_CORRELATION = 0.7
 #: Unrelated speech correlates around 0.05-0.1 (test-rig.md §2).
 MAX_CROSSTALK = 0.3
+#: A stream connecting to or leaving the rig makes a running ALSA client
+#: underrun (test-rig.md §8, rig gotcha 1), which cuts into the speech a
+#: speaker is playing. So the feeders connect before the phones open their
+#: cards, with this much silence before the speech (the call is set up in it,
+#: scaled for slow machines)...
+FEED_LEAD_S = 5.0
+#: ...and leave together, this long (scaled) after the longer sentence, once both
+#: speakers have played the far side's speech to its end.
+FEED_TAIL_S = 2.0
 
 
 def quiet(device: Device) -> None:
@@ -56,10 +66,20 @@ async def test_speech_both_ways_at_once(rig, exchange, tmp_path):
         n: speech(SENTENCES[n], tmp_path / f"say{n}.wav", voice=VOICES[n], lead_s=0.5)
         for n in "AB"
     }
-    # Recorders first: a stream connecting later makes running ALSA clients
-    # underrun (test-rig.md §8 gotcha 1).
+    lead = int(scaled(FEED_LEAD_S) * RATE)
+    tail = int(scaled(FEED_TAIL_S) * RATE)
+    length = lead + max(s.size for s in said.values()) + tail
+    for n, samples in said.items():
+        feed = np.zeros(length, np.int16)
+        feed[lead : lead + samples.size] = samples
+        write_wav(tmp_path / f"feed{n}.wav", feed)
+    # Recorders and feeders first: a stream connecting later makes running ALSA
+    # clients underrun (test-rig.md §8 gotcha 1).
     recs = {n: rig.record(n, tmp_path / f"spk{n}.wav") for n in "AB"}
     await asyncio.sleep(scaled(0.3))  # no event says a recorder is connected
+    loop = asyncio.get_running_loop()
+    feeders = [rig.feed(n, tmp_path / f"feed{n}.wav") for n in "AB"]
+    speech_at = loop.time() + lead / RATE
     phones = {
         n: local_device(
             exchange.url,
@@ -79,19 +99,17 @@ async def test_speech_both_ways_at_once(rig, exchange, tmp_path):
         await call.accept()
         await wait_until(lambda: conn.status() == "open", 5.0)
         await asyncio.sleep(scaled(1.0))  # media flowing, devices open
-        feeders = [rig.feed(n, tmp_path / f"say{n}.wav") for n in "AB"]
-        limit = scaled(max(s.size for s in said.values()) / RATE + 10)
+        assert loop.time() < speech_at, "the call was not up before the speech"
         for feeder in feeders:
-            await asyncio.to_thread(feeder.wait, limit)
-        await asyncio.sleep(scaled(1.5))  # the tail through the codec and buffers
+            await asyncio.to_thread(feeder.wait, scaled(length / RATE + 10))
         assert call.status() == "open" and conn.status() == "open"
         await conn.disconnect()
         await wait_until(lambda: call.status() == "closed", 5.0)
     finally:
         for phone in phones.values():
             await phone.destroy()
-        for rec in recs.values():
-            rec.stop()
+        for process in (*feeders, *recs.values()):
+            process.stop()
 
     heard = {n: read_wav(tmp_path / f"spk{n}.wav")[0].astype(np.float64) for n in "AB"}
     for me, far in (("A", "B"), ("B", "A")):
