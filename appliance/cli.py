@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COMMANDS_GROUP",
     "add_exchange_parser",
+    "add_log_level",
     "add_run_parser",
     "add_show_config_parser",
     "add_token_parser",
@@ -44,6 +45,16 @@ Handler = Callable[[argparse.Namespace], int]
 #: Entry-point group of commands added by other installed distributions.
 COMMANDS_GROUP = "appliance.commands"
 _Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+def add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
+    """Give a command the ``--log-level`` option (stderr, appliance/log.py)."""
+    parser.add_argument(
+        "--log-level",
+        default=default,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help=f"log level on stderr (default {default})",
+    )
 
 
 def fail(message: str) -> int:
@@ -154,12 +165,7 @@ def add_exchange_parser(subparsers: _Subparsers) -> None:
         metavar="IP",
         help="address for echo media (repeatable; default 127.0.0.1 on loopback)",
     )
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level on stderr",
-    )
+    add_log_level(parser, "INFO")
     parser.set_defaults(handler=run_exchange)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from appliance.audio.collection import AudioDeviceInfo, AudioOptions
+from appliance.audio.collection import AudioDeviceInfo, AudioOptions, DeviceKind
 from appliance.errors import AudioDeviceError
 from appliance.media.devices import parse_device_id
 from appliance.media.listing import DeviceMonitor
@@ -38,35 +38,33 @@ class DeviceListing:
         if self.monitor is not None and self.monitor.devices is None:
             await self.monitor.poll()
 
-    def _listed(self) -> list[tuple[str, str, str]]:
+    def _devices(
+        self, direction: str, kind: DeviceKind, default_id: str, null_label: str
+    ) -> dict[str, AudioDeviceInfo]:
+        found = {
+            "default": AudioDeviceInfo("default", f"Default ({default_id})", kind),
+            "null": AudioDeviceInfo("null", null_label, kind),
+        }
         devices = self.monitor.devices if self.monitor is not None else None
-        return [(d.id, d.label, d.direction) for d in devices or ()]
+        for device in devices or ():
+            if device.direction == direction:
+                found[device.id] = AudioDeviceInfo(device.id, device.label, kind)
+        return found
 
     def inputs(self) -> dict[str, AudioDeviceInfo]:
         """Input devices by id: ``default``, ``null`` and the listed ones."""
-        found = {
-            "default": AudioDeviceInfo(
-                "default", f"Default ({self._options().input_device})", "audioinput"
-            ),
-            "null": AudioDeviceInfo("null", "No input (silence)", "audioinput"),
-        }
-        for device_id, label, direction in self._listed():
-            if direction == "input":
-                found[device_id] = AudioDeviceInfo(device_id, label, "audioinput")
-        return found
+        return self._devices(
+            "input", "audioinput", self._options().input_device, "No input (silence)"
+        )
 
     def outputs(self) -> dict[str, AudioDeviceInfo]:
         """Output devices by id: ``default``, ``null`` and the listed ones."""
-        found = {
-            "default": AudioDeviceInfo(
-                "default", f"Default ({self._options().output_device})", "audiooutput"
-            ),
-            "null": AudioDeviceInfo("null", "No output (discard)", "audiooutput"),
-        }
-        for device_id, label, direction in self._listed():
-            if direction == "output":
-                found[device_id] = AudioDeviceInfo(device_id, label, "audiooutput")
-        return found
+        return self._devices(
+            "output",
+            "audiooutput",
+            self._options().output_device,
+            "No output (discard)",
+        )
 
     def input_info(self, device_id: str) -> AudioDeviceInfo:
         """The listed input, or a bare one for an id that is not listed."""

@@ -145,8 +145,14 @@ class _Agent:
         return True
 
 
-async def run_agent(token: str, options: dict[str, Any], *, auto_answer: bool) -> int:
-    """Run the agent until ``quit`` or end of input; return an exit status."""
+async def run_agent(
+    token: str, options: dict[str, Any], *, auto_answer: bool, sounds: bool = True
+) -> int:
+    """Run the agent until ``quit`` or end of input; return an exit status.
+
+    With ``sounds`` False the phone plays no ring, answer or hang-up sound:
+    its speaker carries call audio only (speech-quality measurements).
+    """
     loop = asyncio.get_running_loop()
 
     def write(obj: dict[str, Any]) -> None:
@@ -154,6 +160,8 @@ async def run_agent(token: str, options: dict[str, Any], *, auto_answer: bool) -
         sys.stdout.flush()
 
     device = build_device(parse_options(options))
+    for flag in (device.audio.incoming, device.audio.outgoing, device.audio.disconnect):
+        flag(sounds)
     agent = _Agent(device, write, auto_answer=auto_answer)
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(

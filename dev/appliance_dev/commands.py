@@ -13,7 +13,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from appliance.cli import fail
+from appliance.cli import add_log_level, fail
 from appliance.errors import ConfigError
 from appliance.log import configure_logging
 
@@ -53,17 +53,17 @@ def add_phone_parser(subparsers: _Subparsers) -> None:
     parser.add_argument(
         "--auto-answer", action="store_true", help="accept incoming calls at once"
     )
+    parser.add_argument(
+        "--no-sounds",
+        action="store_true",
+        help="no ring, answer or hang-up sounds: only call audio on the speaker",
+    )
     parser.add_argument("--allow-incoming-while-busy", action="store_true")
     parser.add_argument("--enable-ringing-state", action="store_true")
     parser.add_argument(
         "--backoff-max-ms", type=int, metavar="N", help="reconnect cap (>= 3000)"
     )
-    parser.add_argument(
-        "--log-level",
-        default="WARNING",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level on stderr",
-    )
+    add_log_level(parser, "WARNING")
     parser.set_defaults(handler=run_phone)
 
 
@@ -100,7 +100,11 @@ def run_phone(args: argparse.Namespace) -> int:
         return fail(str(exc))
     # stdout carries the JSON event stream; logs must stay on stderr.
     configure_logging(args.log_level)
-    return asyncio.run(run_agent(token, options, auto_answer=args.auto_answer))
+    return asyncio.run(
+        run_agent(
+            token, options, auto_answer=args.auto_answer, sounds=not args.no_sounds
+        )
+    )
 
 
 # --------------------------------------------------------------------- demo
@@ -166,12 +170,7 @@ def add_sim_parser(subparsers: _Subparsers) -> None:
     parser.add_argument(
         "--export-screens", metavar="DIR", help="render every screen as PNG and exit"
     )
-    parser.add_argument(
-        "--log-level",
-        default="WARNING",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level on stderr",
-    )
+    add_log_level(parser, "WARNING")
     parser.set_defaults(handler=run_sim)
 
 

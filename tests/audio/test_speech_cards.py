@@ -5,6 +5,10 @@ same moment; each speaker is recorded. Each recording must contain the far
 side's speech (aligned by cross-correlation; PESQ-WB when the ``pesq`` package
 is installed, else windowed correlation) and not the phone's own speech.
 
+Each phone runs in its own process (``appliance phone``), as each runs on its
+own board in the field: two aiortc stacks in one Python process share one
+interpreter lock, and on a busy machine that, not the phone, starves the audio.
+
 Needs PulseAudio, the ALSA pulse plugin and espeak-ng (``make`` installs them);
 without them the rig fixture fails with an install hint instead of skipping.
 """
@@ -12,12 +16,10 @@ without them the rig fixture fails with an install hint instead of skipping.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import numpy as np
 import pytest
 
-from appliance import Device
 from appliance_dev.rig import (
     RATE,
     align,
@@ -28,7 +30,7 @@ from appliance_dev.rig import (
     windowed_correlation,
     write_wav,
 )
-from tests.conftest import local_device, make_token, scaled, wait_until
+from tests.conftest import make_token, scaled
 
 pytestmark = pytest.mark.slow  # virtual sound cards
 
@@ -54,14 +56,7 @@ FEED_LEAD_S = 5.0
 FEED_TAIL_S = 2.0
 
 
-def quiet(device: Device) -> None:
-    """No ring, chimes or disconnect sound: only call audio on the speakers."""
-    device.audio.incoming(False)
-    device.audio.outgoing(False)
-    device.audio.disconnect(False)
-
-
-async def test_speech_both_ways_at_once(rig, exchange, tmp_path):
+async def test_speech_both_ways_at_once(rig, exchange, phone_process, tmp_path):
     said = {
         n: speech(SENTENCES[n], tmp_path / f"say{n}.wav", voice=VOICES[n], lead_s=0.5)
         for n in "AB"
@@ -80,34 +75,41 @@ async def test_speech_both_ways_at_once(rig, exchange, tmp_path):
     loop = asyncio.get_running_loop()
     feeders = [rig.feed(n, tmp_path / f"feed{n}.wav") for n in "AB"]
     speech_at = loop.time() + lead / RATE
-    phones = {
-        n: local_device(
+    phones = {}
+    for n in "AB":
+        token_file = tmp_path / f"phone{n}.token"
+        token_file.write_text(make_token(f"phone{n}"))
+        token_file.chmod(0o600)
+        phones[n] = await phone_process(
+            f"phone{n}",
             exchange.url,
-            input_device=f"alsa:{rig.mic_pcm(n)}",
-            output_device=f"alsa:{rig.spk_pcm(n)}",
+            None,
+            "--token-file",
+            str(token_file),
+            "--input",
+            f"alsa:{rig.mic_pcm(n)}",
+            "--output",
+            f"alsa:{rig.spk_pcm(n)}",
+            "--no-sounds",  # only call audio on the speakers
+            *(["--auto-answer"] if n == "B" else []),
         )
-        for n in "AB"
-    }
-    incoming: asyncio.Queue[Any] = asyncio.Queue()
-    phones["B"].on("incoming", incoming.put_nowait)
     try:
-        for n, phone in phones.items():
-            quiet(phone)
-            await phone.setup(make_token(f"phone{n}"))
-        conn = await phones["A"].connect({"To": "phoneB"})
-        call = await asyncio.wait_for(incoming.get(), scaled(5))
-        await call.accept()
-        await wait_until(lambda: conn.status() == "open", 5.0)
+        for phone in phones.values():
+            await phone.expect("ready", within=10)
+        await phones["A"].send("connect", params={"To": "phoneB"})
+        await phones["B"].expect("connect", within=10)
+        await phones["A"].expect("connect", within=10)
         await asyncio.sleep(scaled(1.0))  # media flowing, devices open
         assert loop.time() < speech_at, "the call was not up before the speech"
         for feeder in feeders:
             await asyncio.to_thread(feeder.wait, scaled(length / RATE + 10))
-        assert call.status() == "open" and conn.status() == "open"
-        await conn.disconnect()
-        await wait_until(lambda: call.status() == "closed", 5.0)
+        for phone in phones.values():  # the call held through the speech
+            assert (await phone.send("status"))["call"] == "open", phone.name
+        await phones["A"].send("hangup")
+        await phones["B"].expect("disconnect", within=5)
     finally:
         for phone in phones.values():
-            await phone.destroy()
+            await phone.quit()
         for process in (*feeders, *recs.values()):
             process.stop()
 
