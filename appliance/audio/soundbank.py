@@ -6,6 +6,12 @@ location stays the same: ``setup()`` with a new file for ``incoming`` rings
 with the new file. A sound that fails to load is reported on the Device's
 ``error`` event and the generated default plays instead
 (:mod:`appliance.audio.sounds`).
+
+Generated defaults are made once per (name, country, pair set) and kept: the
+ring alone is 6 s of audio, 60-150 ms of numpy on an x86 core and several
+times that on a Pi, which on the event loop at every incoming call stalled
+the LED cadence and the audio mixers of a busy phone. The ring is made in a
+worker thread when the Device is set up, so the first call finds it ready.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ class SoundBank:
         self._custom: dict[str, Sound] = {}
         self._loading: dict[str, asyncio.Task[None]] = {}
         self._loaded: Mapping[str, str] | None = None
+        self._defaults: dict[tuple[str, str, bool], Sound] = {}
         self._tasks = TaskSet(logger, "sound")
 
     @property
@@ -60,7 +67,12 @@ class SoundBank:
         self._country = tones_for(value).country  # validates
 
     def load_custom(self) -> None:
-        """Start loading the custom sounds of the ``sounds`` option that changed."""
+        """Start loading the custom sounds of the ``sounds`` option that changed.
+
+        Also makes the default ring in a worker thread if it is not made yet.
+        """
+        if self._key("incoming") not in self._defaults:
+            self._tasks.spawn(self._prepare("incoming"), "sound-prepare")
         sounds = self._options().sounds or {}
         if sounds == self._loaded:
             return
@@ -113,10 +125,28 @@ class SoundBank:
         return self.default(name)
 
     def default(self, name: str) -> Sound:
-        """The generated default for ``name`` in this country."""
-        return default_sound(
-            name, country=self._country, fake_dtmf=self._options().fake_local_dtmf
+        """The generated default for ``name`` in this country (made once)."""
+        key = self._key(name)
+        sound = self._defaults.get(key)
+        if sound is None:
+            sound = self._keep(
+                key, default_sound(name, country=key[1], fake_dtmf=key[2])
+            )
+        return sound
+
+    def _keep(self, key: tuple[str, str, bool], sound: Sound) -> Sound:
+        sound.samples.setflags(write=False)  # shared by every playback from now on
+        return self._defaults.setdefault(key, sound)
+
+    def _key(self, name: str) -> tuple[str, str, bool]:
+        return (name, self._country, self._options().fake_local_dtmf)
+
+    async def _prepare(self, name: str) -> None:
+        key = self._key(name)
+        sound = await asyncio.to_thread(
+            default_sound, name, country=key[1], fake_dtmf=key[2]
         )
+        self._keep(key, sound)
 
     async def close(self) -> None:
         """Stop every load (Device.destroy); loading may start again."""

@@ -36,6 +36,7 @@ import random
 import sys
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -83,7 +84,15 @@ from appliance.signaling.protocol import (
 )
 from appliance.tasks import TaskSet
 
-__all__ = ["DEVICE_EVENTS", "Device", "default_media", "default_signaling"]
+__all__ = [
+    "DEVICE_EVENTS",
+    "CallOffered",
+    "Device",
+    "EngineEvent",
+    "EngineListener",
+    "default_media",
+    "default_signaling",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +137,25 @@ def _token_grants(token: str) -> tuple[str | None, bool]:
     if isinstance(scope, str):  # capability token (signaling-protocol.md §6.2)
         return None, "scope:client:incoming" in scope
     return None, True
+
+
+@dataclass(frozen=True)
+class CallOffered:
+    """An incoming call arrived and its ring is starting.
+
+    Twilio's ``incoming`` follows once the ring plays (2 s at the latest,
+    signaling-protocol.md §7); the front panel rings its LED at this fact
+    instead, so a slow sound card or a ringtone still downloading never
+    delays the visual ring.
+    """
+
+    connection: Connection
+
+
+#: Typed facts for the firmware's own parts; the Twilio API stays the string
+#: events of :meth:`Device.on` (style 4.14: typed inside, Twilio outside).
+EngineEvent = CallOffered
+EngineListener = Callable[[EngineEvent], None]
 
 
 def default_signaling(
@@ -180,6 +208,7 @@ class Device(EventSource):
         self._new_signaling = signaling_factory
         self._new_media_session = media_factory
         self._events = Emitter(DEVICE_EVENTS)
+        self._listeners: list[EngineListener] = []
         self._host = _CallHost(self)
         self._token: str | None = None
         self._identity: str | None = None
@@ -257,6 +286,27 @@ class Device(EventSource):
     def connections(self) -> list[Connection]:
         """Every call that is not closed."""
         return list(dict.fromkeys(self._calls.values()))
+
+    def subscribe(self, listener: EngineListener) -> Callable[[], None]:
+        """Receive the engine's typed facts (:data:`EngineEvent`) on the loop.
+
+        Not part of the Twilio API: for the firmware's own parts (the front
+        panel). Returns the function that unsubscribes.
+        """
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _publish(self, event: EngineEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # supervision boundary: a listener, not the engine
+                logger.exception("! engine listener failed on %r", event)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -506,6 +556,7 @@ class Device(EventSource):
         )
         self._calls[sid] = conn
         logger.info("incoming call %s from %s", sid, parameters.get("From"))
+        self._publish(CallOffered(conn))
         # The ring starts first; ``incoming`` follows once it plays, or after
         # 2 s at the latest, and not while busy (signaling-protocol.md §7).
         self._tasks.spawn(

@@ -64,7 +64,7 @@ from appliance.hardware.ports import (
 )
 from appliance.phone.call import CallState
 from appliance.phone.connection import Connection
-from appliance.phone.device import Device
+from appliance.phone.device import CallOffered, Device, EngineEvent
 from appliance.tasks import TaskSet, wait_event
 from appliance.ui.panel import (
     DTMF_KEYS,
@@ -169,6 +169,7 @@ class PanelController:
         self._changed = asyncio.Event()
         self._tasks = TaskSet(logger, "front panel")
         self._handlers: list[tuple[str, Callable[..., None]]] = []
+        self._unsubscribe: Callable[[], None] | None = None
         self._last_frame: bytes | None = None
         self._closed = False
         self.command_listeners: list[CommandListener] = []
@@ -209,7 +210,6 @@ class PanelController:
         for name, handler in (
             ("ready", self._on_ready),
             ("offline", self._on_offline),
-            ("incoming", self._on_incoming),
             ("connect", self._on_connect),
             ("disconnect", self._on_disconnect),
             ("cancel", self._on_cancel),
@@ -217,6 +217,8 @@ class PanelController:
         ):
             self._device.on(name, handler)
             self._handlers.append((name, handler))
+        # Ring at the invite, not once the audio ring plays (CallOffered).
+        self._unsubscribe = self._device.subscribe(self._on_engine_event)
         if self._device.status() in ("ready", "busy"):
             # Set up before we were attached (the service registers at boot).
             self._panel.registered(self._device.identity or "", self._now())
@@ -238,6 +240,9 @@ class PanelController:
         for name, handler in self._handlers:
             self._device.off(name, handler)
         self._handlers.clear()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         await self._tasks.close()
         if self._settings is not None:
             await self._finish_write()
@@ -317,6 +322,10 @@ class PanelController:
             and self._panel.view().next_retry_at != retry_at
         ):
             self._panel.unregistered(retry_at, self._now())
+
+    def _on_engine_event(self, event: EngineEvent) -> None:
+        if isinstance(event, CallOffered):
+            self._on_incoming(event.connection)
 
     def _on_incoming(self, conn: Connection) -> None:
         if self._call is not None:
