@@ -31,17 +31,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import platform
-import random
-import sys
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import jwt
-
-from appliance import __version__
 from appliance.audio.collection import AudioOptions
 from appliance.audio.helper import AudioHelper
 from appliance.errors import (
@@ -54,13 +47,27 @@ from appliance.errors import (
 )
 from appliance.events import Emitter, EventSource
 from appliance.log import enable_debug
-from appliance.media.frames import AudioSink, AudioSource
-from appliance.media.session import IceServer, MediaConfig, MediaSession
+from appliance.media.session import MediaSession
 from appliance.phone.call import CallDirection, CallState
+from appliance.phone.calls import CallBook
 from appliance.phone.connection import Connection
+from appliance.phone.gateway import (
+    media_config,
+    new_protocol,
+    session_options,
+    token_grants,
+)
 from appliance.phone.options import DeviceOptions, parse_options
-from appliance.phone.ports import CallAudio, MediaFactory, SignalingFactory
-from appliance.signaling.backoff import BackoffPolicy
+from appliance.phone.ports import (
+    CallAudio,
+    CallOffered,
+    EngineEvent,
+    EngineListener,
+    MediaFactory,
+    SignalingFactory,
+    default_media,
+    default_signaling,
+)
 from appliance.signaling.client import SignalingClient
 from appliance.signaling.messages import (
     Message,
@@ -70,7 +77,6 @@ from appliance.signaling.messages import (
 )
 from appliance.signaling.protocol import (
     CONNECT_TIMEOUT_S,
-    ClientProtocol,
     Connected,
     ErrorReceived,
     Event,
@@ -114,67 +120,6 @@ DEVICE_EVENTS = frozenset(
 SETUP_WAIT_S = CONNECT_TIMEOUT_S + 1.0
 
 
-def _token_grants(token: str) -> tuple[str | None, bool]:
-    """Read identity and incoming permission from a token without verifying it.
-
-    The gateway verifies the token; the phone only needs to know whether to
-    register. An unreadable token registers anyway and the gateway says why not.
-    """
-    try:
-        claims = jwt.decode(
-            token, options={"verify_signature": False, "verify_exp": False}
-        )
-    except jwt.PyJWTError:
-        return None, True
-    grants = claims.get("grants")
-    if isinstance(grants, dict):
-        identity = grants.get("identity")
-        voice = grants.get("voice") if isinstance(grants.get("voice"), dict) else {}
-        incoming = voice.get("incoming") if isinstance(voice, dict) else None
-        allowed = isinstance(incoming, dict) and incoming.get("allow") is True
-        return (identity if isinstance(identity, str) else None), allowed
-    scope = claims.get("scope")
-    if isinstance(scope, str):  # capability token (signaling-protocol.md §6.2)
-        return None, "scope:client:incoming" in scope
-    return None, True
-
-
-@dataclass(frozen=True)
-class CallOffered:
-    """An incoming call arrived and its ring is starting.
-
-    Twilio's ``incoming`` follows once the ring plays (2 s at the latest,
-    signaling-protocol.md §7); the front panel rings its LED at this fact
-    instead, so a slow sound card or a ringtone still downloading never
-    delays the visual ring.
-    """
-
-    connection: Connection
-
-
-#: Typed facts for the firmware's own parts; the Twilio API stays the string
-#: events of :meth:`Device.on` (style 4.14: typed inside, Twilio outside).
-EngineEvent = CallOffered
-EngineListener = Callable[[EngineEvent], None]
-
-
-def default_signaling(
-    protocol: ClientProtocol, on_event: Callable[[Event], None]
-) -> SignalingClient:
-    """The signaling session over websockets (:data:`SignalingFactory`)."""
-    return SignalingClient(protocol, on_event=on_event)
-
-
-def default_media(
-    config: MediaConfig,
-    source: AudioSource,
-    sink: AudioSink,
-    on_failed: Callable[[], None],
-) -> MediaSession:
-    """One call's aiortc media (:data:`MediaFactory`)."""
-    return MediaSession(config, source, sink, on_failed=on_failed)
-
-
 class Device(EventSource):
     """A Twilio.Device: registers with a token, places and receives calls.
 
@@ -216,8 +161,7 @@ class Device(EventSource):
         self._client: SignalingClient | None = None
         self._client_options: tuple[object, ...] = ()
         self._reconnect_at: float | None = None
-        self._calls: dict[str, Connection] = {}
-        self._active: Connection | None = None
+        self._calls = CallBook()
         self._ready = False
         self._connected = False
         self._reported: str | None = None  # last of "ready"/"offline" emitted
@@ -266,26 +210,17 @@ class Device(EventSource):
 
     def status(self) -> str:
         """``busy`` with an active call, ``ready`` when registered, else ``offline``."""
-        if self._active is not None and self._active.state in (
-            CallState.CONNECTING,
-            CallState.RINGING,
-            CallState.OPEN,
-        ):
+        if self._calls.busy():
             return "busy"
         return "ready" if self._is_ready() else "offline"
 
     def active_connection(self) -> Connection | None:
         """The active call, else the first pending incoming call, else None."""
-        if self._active is not None:
-            return self._active
-        for conn in self._calls.values():
-            if conn.state is CallState.PENDING:
-                return conn
-        return None
+        return self._calls.current()
 
     def connections(self) -> list[Connection]:
         """Every call that is not closed."""
-        return list(dict.fromkeys(self._calls.values()))
+        return self._calls.all()
 
     def subscribe(self, listener: EngineListener) -> Callable[[], None]:
         """Receive the engine's typed facts (:data:`EngineEvent`) on the loop.
@@ -330,7 +265,7 @@ class Device(EventSource):
             self._apply_debug()
         same_token = token == self._token
         self._token = token
-        self._identity, self._wants_incoming = _token_grants(token)
+        self._identity, self._wants_incoming = token_grants(token)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[TwilioError | None] = loop.create_future()
         self._setup_waiter = waiter
@@ -384,7 +319,7 @@ class Device(EventSource):
         if self._client is None:
             raise InvalidStateError(message="call setup() before update_token()")
         self._token = token
-        identity, self._wants_incoming = _token_grants(token)
+        identity, self._wants_incoming = token_grants(token)
         self._identity = identity or self._identity
         self._client.set_token(token)
         self._apply_registration(self._client)
@@ -415,8 +350,8 @@ class Device(EventSource):
             call_sid=f"TJS{uuid.uuid4()}",
             custom_parameters={str(k): str(v) for k, v in all_params.items()},
         )
-        self._calls[conn.call_sid] = conn
-        self._active = conn
+        self._calls.add(conn)
+        self._calls.active = conn
         twilio: dict[str, Any] = (
             {"params": encode_params(all_params)} if all_params else {}
         )
@@ -500,30 +435,20 @@ class Device(EventSource):
         if message.type is MessageType.INVITE:
             self._on_invite(message)
             return
-        conn = self._calls.get(sid) if sid else None
+        conn = self._calls.get(sid)
         if conn is None and message.type in (MessageType.RINGING, MessageType.ANSWER):
             # The gateway answers an invite with the real CallSid only; like the
             # SDK, an outgoing call still known by its temporary TJS id takes the
             # first ringing/answer (signaling-protocol.md §5, "CallSid").
-            conn = self._unconfirmed_outgoing()
+            conn = self._calls.unconfirmed_outgoing()
             if conn is not None and sid:
                 # Alias at once: the call's inbox adopts the sid later, and a
                 # hangup right behind this ringing must already find the call.
-                self._calls[sid] = conn
+                self._calls.add(conn, sid)
         if conn is None:
             logger.debug("< %s for unknown call %s ignored", message.type, sid)
             return
         conn.deliver(message)
-
-    def _unconfirmed_outgoing(self) -> Connection | None:
-        for conn in self._calls.values():
-            if (
-                conn.direction is CallDirection.OUTGOING
-                and conn.call_sid.startswith("TJS")
-                and conn.state in (CallState.CONNECTING, CallState.RINGING)
-            ):
-                return conn
-        return None
 
     def _on_invite(self, message: Message) -> None:
         payload = message.payload
@@ -554,7 +479,7 @@ class Device(EventSource):
             custom_parameters=custom,
             offer_sdp=str(payload["sdp"]),
         )
-        self._calls[sid] = conn
+        self._calls.add(conn)
         logger.info("incoming call %s from %s", sid, parameters.get("From"))
         self._publish(CallOffered(conn))
         # The ring starts first; ``incoming`` follows once it plays, or after
@@ -572,7 +497,7 @@ class Device(EventSource):
             self._events.emit("incoming", conn)
 
     def _on_error(self, error: TwilioError) -> None:
-        conn = self._calls.get(error.call_sid) if error.call_sid else None
+        conn = self._calls.get(error.call_sid)
         if conn is not None:
             if error.code == 31009 and self._session_closed():
                 # Dropped, not queued: the gateway closed the session and nothing
@@ -614,68 +539,10 @@ class Device(EventSource):
             conn.transport_lost(error)
         self._report_status()
 
-    # ---- what its calls ask of the Device (through _CallHost) ---------------------
-
     def _send(self, message: Message) -> bool:
         if self._client is None:
             return False
         return self._client.send(message)
-
-    def _new_media(self, connection: Connection) -> MediaSession:
-        opts = self._options
-        config = MediaConfig(
-            ice_servers=tuple(
-                IceServer(s.urls, s.username, s.credential)
-                for s in opts.rtc_configuration
-            ),
-            local_addresses=opts.local_addresses,
-            codecs=tuple("PCMU" if c == "pcmu" else c for c in opts.codec_preferences),
-            dscp=opts.dscp,
-        )
-        # The call plays on the speaker devices and records from the audio
-        # helper's input (selected device, else options.input_device).
-        sink = self._call_audio.call_sink()
-        source = self._call_audio.call_source()
-        self._call_audio.stop_ring(connection)  # after the sink holds the device
-        return self._new_media_session(config, source, sink, connection.media_failed)
-
-    async def _before_accept(self, connection: Connection) -> None:
-        other = self._active
-        if other is not None and other is not connection:
-            # allow_incoming_while_busy: the new call replaces the active one.
-            # Shielded: a cancelled accept() must not stop that hang-up halfway
-            # (closed, yet still the active call).
-            await asyncio.shield(
-                self._tasks.spawn(other.disconnect(), "device-replace-call")
-            )
-        # The caller may have given up while the other call was hung up: then
-        # _call_ended has run already, and a closed call must not become active.
-        if connection.state is CallState.CONNECTING:
-            self._active = connection
-
-    def _call_opened(self, connection: Connection) -> None:
-        self._active = connection
-        self._call_audio.call_opened(
-            connection, outgoing=connection.direction is CallDirection.OUTGOING
-        )
-
-    def _call_sid_changed(self, connection: Connection, old: str) -> None:
-        # Keep the temporary TJS id as an alias: a hangup may still carry it
-        # (signaling-protocol.md §2.3); _call_ended removes every alias.
-        self._calls[connection.call_sid] = connection
-
-    def _call_ended(self, connection: Connection) -> None:
-        for sid in [s for s, c in self._calls.items() if c is connection]:
-            del self._calls[sid]
-        if self._active is connection:
-            self._active = None
-        self._call_audio.call_ended(connection)
-
-    def _digit_feedback(self, digit: str) -> None:
-        try:
-            self._call_audio.play_dtmf(digit)
-        except ApplianceError as exc:  # a sound problem must not break the call
-            logger.warning("local DTMF %s not played: %s", digit, exc)
 
     # ---- helpers ---------------------------------------------------------------------
 
@@ -710,35 +577,10 @@ class Device(EventSource):
             waiter.set_result(error)
 
     def _signaling_options(self) -> tuple[object, ...]:
-        """The options a signaling session is built from."""
-        opts = self._options
-        return (
-            tuple(opts.urls()),
-            opts.backoff_max_ms,
-            opts.allow_incoming_while_busy,
-        )
+        return session_options(self._options)
 
     def _new_client(self, token: str) -> SignalingClient:
-        opts = self._options
-        if opts.warnings and opts.region != "gll":
-            logger.warning("the region option is deprecated; use edge")
-        protocol = ClientProtocol(
-            urls=opts.urls(),
-            token=token,
-            backoff=BackoffPolicy.for_option(opts.backoff_max_ms),
-            random=random.random,
-            browserinfo={
-                "p": "appliance",
-                "v": __version__,
-                "browser": {
-                    "userAgent": f"appliance/{__version__} Python/"
-                    f"{platform.python_version()}",
-                    "platform": sys.platform,
-                },
-                "plugin": "rtc",
-            },
-            register_payload={"callWaiting": opts.allow_incoming_while_busy},
-        )
+        protocol = new_protocol(self._options, token)
         return self._new_signaling(protocol, self._on_signaling_event)
 
     def _apply_debug(self) -> None:
@@ -759,7 +601,8 @@ class Device(EventSource):
 
 
 class _CallHost:
-    """The Device as its Connections and its Device.audio see it.
+    """The Device as its Connections and its Device.audio see it: what it does
+    for its calls (media, the active call, aliases, chimes) lives here.
 
     A CallHost (``appliance.phone.connection``) and an AudioHost
     (``appliance.audio.collection``): public names for what the Device does
@@ -781,22 +624,52 @@ class _CallHost:
         return self._device._send(message)
 
     def new_media(self, connection: Connection) -> MediaSession:
-        return self._device._new_media(connection)
+        device = self._device
+        audio = device._call_audio
+        # The call plays on the speaker devices and records from the audio
+        # helper's input (selected device, else options.input_device).
+        sink = audio.call_sink()
+        source = audio.call_source()
+        audio.stop_ring(connection)  # after the sink holds the device
+        return device._new_media_session(
+            media_config(device.options), source, sink, connection.media_failed
+        )
 
     async def before_accept(self, connection: Connection) -> None:
-        await self._device._before_accept(connection)
+        calls = self._device._calls
+        other = calls.active
+        if other is not None and other is not connection:
+            # allow_incoming_while_busy: the new call replaces the active one.
+            # Shielded: a cancelled accept() must not stop that hang-up halfway
+            # (closed, yet still the active call).
+            await asyncio.shield(
+                self._device._tasks.spawn(other.disconnect(), "device-replace-call")
+            )
+        # The caller may have given up while the other call was hung up: then
+        # call_ended has run already, and a closed call must not become active.
+        if connection.state is CallState.CONNECTING:
+            calls.active = connection
 
     def call_opened(self, connection: Connection) -> None:
-        self._device._call_opened(connection)
+        self._device._calls.active = connection
+        self._device._call_audio.call_opened(
+            connection, outgoing=connection.direction is CallDirection.OUTGOING
+        )
 
     def call_sid_changed(self, connection: Connection, old: str) -> None:
-        self._device._call_sid_changed(connection, old)
+        # Keep the temporary TJS id as an alias: a hangup may still carry it
+        # (signaling-protocol.md §2.3); call_ended removes every alias.
+        self._device._calls.add(connection)
 
     def call_ended(self, connection: Connection) -> None:
-        self._device._call_ended(connection)
+        self._device._calls.remove(connection)
+        self._device._call_audio.call_ended(connection)
 
     def digit_feedback(self, digit: str) -> None:
-        self._device._digit_feedback(digit)
+        try:
+            self._device._call_audio.play_dtmf(digit)
+        except ApplianceError as exc:  # a sound problem must not break the call
+            logger.warning("local DTMF %s not played: %s", digit, exc)
 
     def emit(self, event: str, *args: Any) -> None:
         self._device._events.emit(event, *args)

@@ -15,23 +15,32 @@ takes the defaults named here:
 ============================  ================================================
 
 What a Connection needs from its Device is the other direction of the same
-seam: :class:`appliance.phone.connection.CallHost`.
+seam: :class:`appliance.phone.connection.CallHost`. And what the Device tells
+the firmware's own parts beside the Twilio string events are typed facts
+(:data:`EngineEvent`, through ``Device.subscribe``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from appliance.media.frames import AudioSink, AudioSource
 from appliance.media.session import MediaConfig, MediaSession
+from appliance.phone.connection import Connection
 from appliance.signaling.client import SignalingClient
 from appliance.signaling.protocol import ClientProtocol, Event
 
 __all__ = [
     "CallAudio",
+    "CallOffered",
+    "EngineEvent",
+    "EngineListener",
     "MediaFactory",
     "SignalingFactory",
+    "default_media",
+    "default_signaling",
 ]
 
 
@@ -86,3 +95,39 @@ SignalingFactory = Callable[[ClientProtocol, Callable[[Event], None]], Signaling
 MediaFactory = Callable[
     [MediaConfig, AudioSource, AudioSink, Callable[[], None]], MediaSession
 ]
+
+
+@dataclass(frozen=True)
+class CallOffered:
+    """An incoming call arrived and its ring is starting.
+
+    Twilio's ``incoming`` follows once the ring plays (2 s at the latest,
+    signaling-protocol.md §7); the front panel rings its LED at this fact
+    instead, so a slow sound card or a ringtone still downloading never
+    delays the visual ring.
+    """
+
+    connection: Connection
+
+
+#: Typed facts for the firmware's own parts; the Twilio API stays the string
+#: events of :meth:`Device.on` (style 4.14: typed inside, Twilio outside).
+EngineEvent = CallOffered
+EngineListener = Callable[[EngineEvent], None]
+
+
+def default_signaling(
+    protocol: ClientProtocol, on_event: Callable[[Event], None]
+) -> SignalingClient:
+    """The signaling session over websockets (:data:`SignalingFactory`)."""
+    return SignalingClient(protocol, on_event=on_event)
+
+
+def default_media(
+    config: MediaConfig,
+    source: AudioSource,
+    sink: AudioSink,
+    on_failed: Callable[[], None],
+) -> MediaSession:
+    """One call's aiortc media (:data:`MediaFactory`)."""
+    return MediaSession(config, source, sink, on_failed=on_failed)

@@ -64,7 +64,8 @@ from appliance.hardware.ports import (
 )
 from appliance.phone.call import CallState
 from appliance.phone.connection import Connection
-from appliance.phone.device import CallOffered, Device, EngineEvent
+from appliance.phone.device import Device
+from appliance.phone.ports import CallOffered, EngineEvent
 from appliance.tasks import TaskSet, wait_event
 from appliance.ui.panel import (
     DTMF_KEYS,
