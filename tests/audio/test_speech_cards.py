@@ -16,6 +16,7 @@ without them the rig fixture fails with an install hint instead of skipping.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 import pytest
@@ -68,13 +69,6 @@ async def test_speech_both_ways_at_once(rig, exchange, phone_process, tmp_path):
         feed = np.zeros(length, np.int16)
         feed[lead : lead + samples.size] = samples
         write_wav(tmp_path / f"feed{n}.wav", feed)
-    # Recorders and feeders first: a stream connecting later makes running ALSA
-    # clients underrun (test-rig.md §8 gotcha 1).
-    recs = {n: rig.record(n, tmp_path / f"spk{n}.wav") for n in "AB"}
-    await asyncio.sleep(scaled(0.3))  # no event says a recorder is connected
-    loop = asyncio.get_running_loop()
-    feeders = [rig.feed(n, tmp_path / f"feed{n}.wav") for n in "AB"]
-    speech_at = loop.time() + lead / RATE
     phones = {}
     for n in "AB":
         token_file = tmp_path / f"phone{n}.token"
@@ -93,9 +87,20 @@ async def test_speech_both_ways_at_once(rig, exchange, phone_process, tmp_path):
             "--no-sounds",  # only call audio on the speakers
             *(["--auto-answer"] if n == "B" else []),
         )
+    recs: dict[str, Any] = {}
+    feeders: list[Any] = []
     try:
+        # Registered phones hold no sound card open yet (no ring: --no-sounds).
         for phone in phones.values():
             await phone.expect("ready", within=10)
+        # Recorders and feeders before the call opens the cards: a stream
+        # connecting later makes running ALSA clients underrun (test-rig.md §8
+        # gotcha 1).
+        recs = {n: rig.record(n, tmp_path / f"spk{n}.wav") for n in "AB"}
+        await asyncio.sleep(scaled(0.3))  # no event says a recorder is connected
+        loop = asyncio.get_running_loop()
+        feeders = [rig.feed(n, tmp_path / f"feed{n}.wav") for n in "AB"]
+        speech_at = loop.time() + lead / RATE
         await phones["A"].send("connect", params={"To": "phoneB"})
         await phones["B"].expect("connect", within=10)
         await phones["A"].expect("connect", within=10)
