@@ -1,4 +1,4 @@
-"""device.audio on real (virtual) sound cards: appliance/rig.py, test-rig.md §2.
+"""device.audio on real (virtual) sound cards: dev/appliance_dev/rig.py, test-rig.md §2.
 
 Needs PulseAudio and the ALSA pulse plugin; without them the rig fixture fails
 with an install hint (these tests are the point of the rig, so no skip).
