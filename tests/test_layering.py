@@ -32,6 +32,7 @@ PURE = [
     "ui/screens.py",
     "cadence.py",
     "exchange/core.py",
+    "update/machine.py",
     "tokens.py",
 ]
 

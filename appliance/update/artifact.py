@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 import subprocess
 import sys
 import sysconfig
@@ -34,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.errors import ConfigError, UpdateError
+from appliance.errors import UpdateError
+from appliance.update.machine import parse_version
 
 __all__ = [
     "MANIFEST",
@@ -42,23 +42,10 @@ __all__ = [
     "build_artifact",
     "build_wheels",
     "host_platform",
-    "parse_version",
     "wheel_version",
 ]
 
 MANIFEST = "manifest.json"
-_VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
-
-
-def parse_version(text: str) -> tuple[int, ...]:
-    """``"1.2.3"`` -> ``(1, 2, 3)``: release versions are dotted numbers only.
-
-    Pre-releases and local versions are refused so that "newer" is a plain
-    tuple comparison on the phone (PEP 440 release segment).
-    """
-    if not _VERSION.match(text):
-        raise ConfigError("version", f"{text!r} is not a release version (N.N.N)")
-    return tuple(int(part) for part in text.split("."))
 
 
 def host_platform() -> str:

@@ -36,7 +36,7 @@ def publish_artifact(repo: StaticRepository, artifact: Artifact) -> None:
     Refuses a version not newer than the channel's current one: phones
     would refuse it anyway (anti-rollback), better to say so here.
     """
-    from appliance.update.artifact import parse_version
+    from appliance.update.machine import parse_version
     from appliance.update.repository import utc_now
 
     current = repo.targets().targets.get(channel_path(artifact.platform))
