@@ -296,9 +296,8 @@ class UpdateMachine:
 
         Ends every persisted phase in one from which a working release follows.
         """
+        self.adopt(running)
         state = self.state
-        if not state.current:
-            self.state = state = replace(state, current=running)
         self._rt = _Runtime(next_check=now, last_tick=now)
         phase = state.phase
         if phase in (Phase.CHECKING, Phase.DOWNLOADING):
@@ -318,6 +317,14 @@ class UpdateMachine:
                 self._rolled_back(state.reason)
             else:  # cut before the switch back: do it again
                 self._queue_rollback()
+
+    def adopt(self, running: str) -> None:
+        """Take ``running`` as the committed release if none is recorded yet.
+
+        The first start of a phone from the factory image: what runs is good.
+        """
+        if not self.state.current and running:
+            self.state = replace(self.state, current=running)
 
     def tick(self, now: float, minute_of_day: int) -> None:
         """Time passed: scheduled checks, health deadline, idle installs."""

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,21 @@ class StateFile:
         except (ValueError, TypeError) as exc:  # a torn write cannot happen; bit rot
             logger.warning("update state unreadable (%s): starting afresh", exc)
             return UpdateState()
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the updater's lock: one updater (service or command) at a time.
+
+        Raises:
+            UpdateError: another process holds it.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name("lock"), "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UpdateError("another updater is running") from None
+            yield
 
     def save(self, state: UpdateState) -> None:
         """Write ``state`` durably (fsync the file and its directory)."""
@@ -125,6 +141,7 @@ class Updater:
         self._clock = clock
         self._minute = minute
         self.machine = UpdateMachine(policy, state_file.load())
+        self.machine.adopt(running)
         self._release: Release | None = None
         self._wake = asyncio.Event()
         self.changed = asyncio.Event()  # set on every change, for the screen
@@ -144,6 +161,7 @@ class Updater:
     def install_now(self) -> None:
         """Install the newest release once the phone is idle."""
         self.machine.install_requested(self._clock())
+        self.machine.tick(self._clock(), self._minute())  # one already verified
         self._commit_state()
 
     def rollback(self, reason: str) -> None:
@@ -177,7 +195,11 @@ class Updater:
         self.changed.set()
 
     async def run(self) -> None:
-        """Carry out actions and ticks until cancelled."""
+        """Carry out actions and ticks until cancelled (holds the lock)."""
+        with self.state_file.lock():
+            await self._run()
+
+    async def _run(self) -> None:
         self.start()
         while True:
             await self.run_once()
