@@ -82,6 +82,8 @@ class Releases:
         The artifact was verified by TUF before this is called. Returns the
         release directory.
         """
+        if not hasattr(tarfile, "data_filter"):  # PEP 706: Python 3.11.4+
+            raise UpdateError("this Python cannot unpack a release safely")
         self.dir.mkdir(parents=True, exist_ok=True)
         if version in (self.current, self.previous) and (self.dir / version).exists():
             return self.dir / version  # already there, and in use: keep it

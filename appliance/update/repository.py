@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -151,12 +152,17 @@ class Keys:
                 path.rename(path.with_name(path.name + ".retired"))
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes | Path) -> None:
+    """Write ``data`` (bytes, or a file to copy) to ``path`` by rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(data)
+            if isinstance(data, Path):
+                with data.open("rb") as source:
+                    shutil.copyfileobj(source, out, 1 << 20)
+            else:
+                out.write(data)
             out.flush()
             os.fsync(out.fileno())
         Path(tmp).chmod(0o644)
@@ -281,7 +287,7 @@ class StaticRepository:
             digest = info.hashes["sha256"]
             directory, _, name = path.rpartition("/")
             dest = self.targets_dir / directory / f"{digest}.{name}"
-            _write_atomic(dest, local.read_bytes())
+            _write_atomic(dest, local)
             targets.targets[path] = info
         targets.version += 1
         self._sign_and_store(md, now)
