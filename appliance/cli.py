@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.errors import ConfigError
 from appliance.log import configure_logging
+from appliance.update.release_cli import add_release_parser
+from appliance.update.update_cli import add_update_parser
 
 if TYPE_CHECKING:
     from appliance.exchange.config import ExchangeConfig
@@ -285,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_show_config_parser(subparsers)
     add_token_parser(subparsers)
     add_exchange_parser(subparsers)
+    add_release_parser(subparsers)
+    add_update_parser(subparsers)
     # Development tools (the simulator, the demo, the JSON phone agent) live
     # in the appliance-devtools distribution, which is not installed on a
     # phone; installed, it adds its commands through this entry-point group.

@@ -32,6 +32,7 @@ PURE = [
     "ui/screens.py",
     "cadence.py",
     "exchange/core.py",
+    "update/machine.py",
     "tokens.py",
 ]
 
@@ -85,7 +86,7 @@ FLOORS: list[set[str]] = [
     {"signaling", "media", "tokens"},
     {"hardware", "audio", "exchange"},
     {"phone"},
-    {"ui"},
+    {"ui", "update"},
     {"config"},
     {"app"},
     {"cli", "__main__"},

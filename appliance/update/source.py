@@ -1,0 +1,229 @@
+"""Where releases come from: a TUF repository over HTTP, read through ngclient.
+
+Everything the phone trusts about a release is decided by python-tuf's
+``Updater``: the chain of roots from the one built into the image, the
+timestamp's expiry (freeze), snapshot and targets versions (rollback,
+mix-and-match), thresholds of signatures, and the length and hashes of the
+artifact. This module only chooses which target to ask for (the platform's
+channel pointer, itself a signed target), enforces our own limits first (the
+artifact's size, free disk space) and streams the download into the release
+disk rather than into ``/tmp`` (a RAM disk on the image).
+
+Anti-rollback state is TUF's trusted metadata directory
+(``var/lib/appliance/update/tuf`` under the root): the newest root,
+timestamp, snapshot and targets the phone has accepted. It lives on the
+persistent disk, so a reboot does not reopen the door to old metadata.
+
+Blocking code (sockets, disk); the asyncio service runs it in a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from tuf.api import exceptions as tuf_errors
+from tuf.api.metadata import TargetFile
+from tuf.ngclient import Updater, UpdaterConfig
+from tuf.ngclient.urllib3_fetcher import Urllib3Fetcher
+
+from appliance.errors import SignatureError, UpdateError
+from appliance.update.machine import parse_version
+
+__all__ = ["Progress", "Release", "ReleaseSource", "StreamingFetcher"]
+
+logger = logging.getLogger(__name__)
+
+#: Called with (bytes received, bytes expected) while an artifact downloads.
+Progress = Callable[[int, int], None]
+
+#: Largest channel pointer accepted (it is a few hundred bytes).
+POINTER_MAX_BYTES = 4096
+
+
+class StreamingFetcher(Urllib3Fetcher):
+    """ngclient's urllib3 fetcher, writing into ``spool_dir`` with progress.
+
+    The length limit is the one ngclient passes in (the length signed in
+    the metadata, or its configured maximum for metadata), enforced as the
+    bytes arrive: an endless response stops at the limit.
+    """
+
+    def __init__(self, spool_dir: Path, socket_timeout: int = 30) -> None:
+        super().__init__(socket_timeout=socket_timeout, app_user_agent="appliance")
+        self.spool_dir = spool_dir
+        self.progress: Progress | None = None
+
+    @contextlib.contextmanager
+    def download_file(self, url: str, max_length: int) -> Iterator[IO[bytes]]:
+        """Download ``url`` into a spool file; at most ``max_length`` bytes."""
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        received = 0
+        with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
+            for chunk in self.fetch(url):
+                received += len(chunk)
+                if received > max_length:
+                    raise tuf_errors.DownloadLengthMismatchError(
+                        f"{url}: more than the {max_length} bytes expected"
+                    )
+                spool.write(chunk)
+                if self.progress is not None:
+                    self.progress(received, max_length)
+            spool.seek(0)
+            yield spool
+
+
+@dataclass(frozen=True)
+class Release:
+    """A release the repository offers, as TUF's metadata describes it."""
+
+    version: str
+    info: TargetFile
+
+    @property
+    def length(self) -> int:
+        """Bytes to download."""
+        return self.info.length
+
+
+class ReleaseSource:
+    """Check for and download releases of one platform from one repository.
+
+    Args:
+        url: base URL of the repository (``metadata/`` and ``targets/`` below).
+        trust_root: the root metadata built into the image (bytes).
+        state_dir: persistent directory for TUF's trusted metadata.
+        download_dir: where artifacts are spooled and kept until installed.
+        platform: wheel platform tag; falls back to ``any``.
+        max_bytes: largest artifact accepted, whatever the metadata says.
+        reserve_bytes: free space that must remain after download and unpack.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        trust_root: bytes,
+        state_dir: Path,
+        download_dir: Path,
+        platform: str,
+        max_bytes: int = 512 * 1024 * 1024,
+        reserve_bytes: int = 64 * 1024 * 1024,
+        socket_timeout: int = 30,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.trust_root = trust_root
+        self.state_dir = state_dir
+        self.download_dir = download_dir
+        self.platform = platform
+        self.max_bytes = max_bytes
+        self.reserve_bytes = reserve_bytes
+        self._fetcher = StreamingFetcher(download_dir / ".spool", socket_timeout)
+
+    def _updater(self) -> Updater:
+        # One Updater per check: ngclient refreshes top-level metadata once
+        # per instance (TUF §5: the client workflow runs from the start).
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.download_dir.mkdir(parents=True, exist_ok=True)
+        return Updater(
+            metadata_dir=str(self.state_dir),
+            metadata_base_url=f"{self.url}/metadata/",
+            target_dir=str(self.download_dir),
+            target_base_url=f"{self.url}/targets/",
+            fetcher=self._fetcher,
+            config=UpdaterConfig(max_root_rotations=32),
+            bootstrap=self.trust_root,
+        )
+
+    def latest(self) -> Release | None:
+        """The newest release for this platform, verified by TUF; no download.
+
+        Raises:
+            SignatureError: the repository failed TUF's checks (never retried).
+            UpdateError: the repository could not be reached or is malformed.
+        """
+        with _translated():
+            updater = self._updater()
+            updater.refresh()
+            for platform in dict.fromkeys((self.platform, "any")):
+                pointer_info = updater.get_targetinfo(
+                    f"channels/{platform}/latest.json"
+                )
+                if pointer_info is not None:
+                    break
+            else:
+                return None
+            if pointer_info.length > POINTER_MAX_BYTES:
+                raise UpdateError("channel pointer too large")
+            path = updater.download_target(
+                pointer_info,
+                str(self.download_dir / f"latest-{platform}.json"),
+            )
+            pointer = json.loads(Path(path).read_text())
+            version = str(pointer["version"])
+            parse_version(version)
+            info = updater.get_targetinfo(str(pointer["target"]))
+            if info is None or not isinstance(info.custom, dict):
+                raise UpdateError(f"release {version} is not in the repository")
+            if info.custom.get("version") != version:
+                raise SignatureError(
+                    f"channel says {version}, target says {info.custom.get('version')}"
+                )
+            return Release(version, info)
+
+    def artifact_path(self, version: str) -> Path:
+        """Where the verified artifact of release ``version`` is kept."""
+        return self.download_dir / f"appliance-{version}.tar.gz"
+
+    def download(self, release: Release, progress: Progress | None = None) -> Path:
+        """Download and verify ``release``'s artifact (or find it verified).
+
+        Checks the size limit and free space before a byte is fetched.
+        """
+        if release.length > self.max_bytes:
+            raise UpdateError(
+                f"release {release.version} is {release.length} bytes, "
+                f"over the limit of {self.max_bytes}"
+            )
+        dest = self.artifact_path(release.version)
+        with _translated():
+            updater = self._updater()
+            updater.refresh()
+            cached = updater.find_cached_target(release.info, str(dest))
+            if cached is not None:
+                return Path(cached)
+            # spool + final copy + unpacked wheels + installed tree
+            needed = 4 * release.length + self.reserve_bytes
+            free = shutil.disk_usage(self.download_dir).free
+            if free < needed:
+                raise UpdateError(
+                    f"not enough disk space: {free} bytes free, {needed} needed"
+                )
+            self._fetcher.progress = progress
+            try:
+                partial = dest.with_suffix(".partial")
+                updater.download_target(release.info, str(partial))
+                partial.replace(dest)
+            finally:
+                self._fetcher.progress = None
+        return dest
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """TUF's exceptions as ours: RepositoryError means someone is lying."""
+    try:
+        yield
+    except tuf_errors.RepositoryError as exc:
+        raise SignatureError(f"{type(exc).__name__}: {exc}") from exc
+    except tuf_errors.DownloadError as exc:
+        raise UpdateError(f"download failed: {type(exc).__name__}: {exc}") from exc
+    except (OSError, ValueError, KeyError) as exc:
+        raise UpdateError(f"update failed: {exc}") from exc

@@ -1,0 +1,428 @@
+"""The updater's state machine, synchronously: no loop, no clock, no disk.
+
+The last tests simulate a phone (a ``current`` link, a service that starts,
+crashes or stays silent) and cut the power at every step of an update: each
+run must end on a release that works.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from appliance.errors import ConfigError, InvalidStateError
+from appliance.update.machine import (
+    _TRANSITIONS,
+    Action,
+    ActionKind,
+    Input,
+    Phase,
+    Policy,
+    UpdateMachine,
+    UpdatePolicy,
+    UpdateState,
+    parse_version,
+)
+
+A = ActionKind
+NOON = 12 * 60
+
+
+def machine(policy=Policy.AUTOMATIC, **state) -> UpdateMachine:
+    m = UpdateMachine(
+        UpdatePolicy(policy=policy, window=(120, 300)),
+        UpdateState(**({"current": "1.0.0"} | state)),
+    )
+    m.resume(0.0, m.state.current)
+    return m
+
+
+def to_verified(m: UpdateMachine, now: float = 0.0) -> None:
+    m.check_requested(now)
+    assert m.actions() == [Action(A.CHECK)]
+    m.check_done("1.1.0")
+    assert m.actions() == [Action(A.DOWNLOAD, "1.1.0")]
+
+
+# ------------------------------------------------------------------ the table
+
+
+@pytest.mark.parametrize("phase", list(Phase))
+@pytest.mark.parametrize("event", list(Input))
+def test_every_phase_and_input_is_in_the_table_or_refused(phase, event):
+    m = UpdateMachine(UpdatePolicy(), UpdateState(phase=phase, current="1.0.0"))
+    if (phase, event) in _TRANSITIONS:
+        m._go(event)
+        assert m.state.phase is _TRANSITIONS[(phase, event)]
+    else:
+        with pytest.raises(InvalidStateError, match=f"cannot {event} while {phase}"):
+            m._go(event)
+
+
+def test_an_update_goes_through_every_phase_to_committed():
+    m = machine()
+    to_verified(m)
+    assert m.state.phase is Phase.DOWNLOADING
+    m.download_progress(0.5)
+    assert m.progress == 0.5
+    m.downloaded(61.0, NOON)  # idle: nothing pressed since start
+    assert m.state.phase is Phase.INSTALLING
+    assert m.actions() == [Action(A.INSTALL, "1.1.0")]
+    m.installed(62.0, NOON)
+    assert m.actions() == [Action(A.SWITCH, "1.1.0")]
+    m.switched()
+    assert m.state.phase is Phase.RESTARTING
+    assert m.actions() == [Action(A.RESTART)]
+    # the new process
+    m2 = UpdateMachine(m.policy, m.state)
+    m2.resume(0.0, "1.1.0")
+    assert m2.state.phase is Phase.HEALTH_CHECK
+    assert m2.next_deadline() == 0.0  # the scheduled check is due, too
+    for fact in ("ready", "registered"):
+        m2.health(1.0, fact)
+        assert m2.state.phase is Phase.HEALTH_CHECK
+    m2.health(2.0, "audio")
+    assert m2.state.phase is Phase.COMMITTED
+    assert (m2.state.current, m2.state.previous) == ("1.1.0", "1.0.0")
+    assert m2.actions() == [Action(A.COMMIT, "1.1.0")]
+
+
+def test_nothing_newer_goes_back_to_idle():
+    for available in (None, "1.0.0", "0.9.9"):
+        m = machine()
+        m.check_requested(0.0)
+        m.check_done(available)
+        assert m.state.phase is Phase.IDLE
+        assert m.actions() == [Action(A.CHECK)]
+
+
+def test_a_failure_gives_up_with_the_reason():
+    m = machine()
+    to_verified(m)
+    m.failed("target hash mismatch")
+    assert m.state.phase is Phase.IDLE
+    assert m.state.reason == "target hash mismatch"
+    assert m.state.candidate == ""
+
+
+def test_checks_follow_the_schedule_and_not_during_an_update():
+    m = machine()
+    assert m.next_deadline() == 0.0
+    m.tick(0.0, NOON)
+    assert m.actions() == [Action(A.CHECK)]
+    m.check_done(None)
+    assert m.next_deadline() == 6 * 3600.0
+    m.tick(6 * 3600.0, NOON)
+    assert m.actions() == [Action(A.CHECK)]
+    m.check_done("1.1.0")
+    m.actions()
+    m.check_requested(6 * 3600.0 + 1)  # downloading: ignored
+    assert m.actions() == []
+
+
+# ------------------------------------------------------------ never in a call
+
+IDLE_CASES = [
+    # busy, seconds since last key, policy, minute of day, requested -> installs
+    (False, None, Policy.AUTOMATIC, NOON, False, True),
+    (True, None, Policy.AUTOMATIC, NOON, False, False),
+    (False, 59.0, Policy.AUTOMATIC, NOON, False, False),
+    (False, 60.0, Policy.AUTOMATIC, NOON, False, True),
+    (False, None, Policy.WINDOW, NOON, False, False),
+    (False, None, Policy.WINDOW, 150, False, True),
+    (True, None, Policy.WINDOW, 150, False, False),
+    (False, None, Policy.WINDOW, NOON, True, True),  # `update install` now
+    (False, None, Policy.MANUAL, NOON, True, True),
+    (True, None, Policy.MANUAL, NOON, True, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("busy", "since_key", "policy", "minute", "requested", "installs"), IDLE_CASES
+)
+def test_install_waits_for_an_idle_phone_and_the_policy(
+    busy, since_key, policy, minute, requested, installs
+):
+    m = machine(policy)
+    if requested:
+        m.install_requested(0.0)
+    else:
+        m.check_requested(0.0)
+    m.check_done("1.1.0")
+    m.actions()
+    now = 1000.0
+    if since_key is not None:
+        m.key_pressed(now - since_key)
+    m.phone_busy(busy)
+    m.downloaded(now, minute)
+    assert (m.state.phase is Phase.INSTALLING) is installs
+    assert (Action(A.INSTALL, "1.1.0") in m.actions()) is installs
+
+
+def test_a_call_during_download_is_not_disturbed_and_install_follows_later():
+    m = machine()
+    to_verified(m)
+    m.phone_busy(True)  # incoming call while downloading
+    m.downloaded(10.0, NOON)
+    assert m.state.phase is Phase.VERIFIED
+    assert m.actions() == []
+    m.phone_busy(False)
+    m.key_pressed(100.0)  # hung up
+    m.tick(130.0, NOON)
+    assert m.actions() == []
+    assert m.next_deadline() == 190.0
+    m.tick(160.0, NOON)
+    assert m.actions() == [Action(A.INSTALL, "1.1.0")]
+
+
+def test_a_call_during_install_delays_the_switch():
+    m = machine()
+    to_verified(m)
+    m.downloaded(100.0, NOON)
+    m.actions()
+    m.phone_busy(True)
+    m.installed(101.0, NOON)
+    assert m.state.phase is Phase.INSTALLED
+    assert m.actions() == []
+    m.tick(161.0, NOON)
+    assert m.actions() == []
+    m.phone_busy(False)
+    m.tick(221.0, NOON)
+    assert m.actions() == [Action(A.SWITCH, "1.1.0")]
+
+
+def test_manual_policy_only_shows_what_is_available():
+    m = machine(Policy.MANUAL)
+    m.check_requested(0.0)
+    m.check_done("1.1.0")
+    assert m.state.phase is Phase.IDLE
+    assert m.state.reason == "1.1.0 available"
+    m.install_requested(1.0)
+    assert m.actions() == [Action(A.CHECK), Action(A.CHECK)]
+    m.check_done("1.1.0")
+    assert m.actions() == [Action(A.DOWNLOAD, "1.1.0")]
+
+
+def test_window_wraps_past_midnight():
+    policy = UpdatePolicy(policy=Policy.WINDOW, window=(22 * 60, 5 * 60))
+    assert policy.in_window(23 * 60)
+    assert policy.in_window(60)
+    assert not policy.in_window(NOON)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"window": (10, 10)},
+        {"window": (0, 1440)},
+        {"max_starts": 0},
+        {"health_timeout_s": 0},
+    ],
+)
+def test_bad_policy_is_a_config_error(kwargs):
+    with pytest.raises(ConfigError):
+        UpdatePolicy(**kwargs)
+
+
+def test_versions_are_release_numbers():
+    assert parse_version("1.10.0") > parse_version("1.9.9")
+    for bad in ("1.0rc1", "v1", "", "1.0.0+local"):
+        with pytest.raises(ConfigError):
+            parse_version(bad)
+
+
+# --------------------------------------------------------- health and rollback
+
+
+def on_trial(**policy) -> UpdateMachine:
+    m = UpdateMachine(
+        UpdatePolicy(**policy),
+        UpdateState(phase=Phase.RESTARTING, current="1.0.0", candidate="1.1.0"),
+    )
+    m.resume(0.0, "1.1.0")
+    assert m.state.phase is Phase.HEALTH_CHECK
+    return m
+
+
+def test_no_registration_within_the_bound_rolls_back_with_the_reason():
+    m = on_trial(health_timeout_s=90.0)
+    m.health(1.0, "ready")
+    m.health(2.0, "audio")
+    m.tick(89.0, NOON)
+    assert m.state.phase is Phase.HEALTH_CHECK
+    m.tick(90.0, NOON)
+    assert m.state.phase is Phase.ROLLING_BACK
+    assert m.state.reason == "not registered within the health check"
+    assert m.actions() == [Action(A.SWITCH_BACK, "1.0.0"), Action(A.RESTART)]
+    m2 = UpdateMachine(m.policy, m.state)
+    m2.resume(0.0, "1.0.0")
+    assert m2.state.phase is Phase.ROLLED_BACK
+    assert m2.state.current == "1.0.0"
+    assert m2.state.refused == ("1.1.0",)
+    assert m2.state.reason == "not registered within the health check"
+
+
+def test_a_crash_loop_on_trial_rolls_back():
+    m = on_trial(max_starts=2)
+    m = UpdateMachine(m.policy, m.state)
+    m.resume(0.0, "1.1.0")  # second start
+    assert m.state.phase is Phase.HEALTH_CHECK
+    m = UpdateMachine(m.policy, m.state)
+    m.resume(0.0, "1.1.0")  # third start
+    assert m.state.phase is Phase.ROLLING_BACK
+    assert m.state.reason == "1.1.0 restarted 2 times"
+
+
+def test_a_refused_version_is_not_installed_again_by_itself():
+    m = machine(refused=("1.1.0",))
+    m.check_requested(0.0)
+    m.check_done("1.1.0")
+    assert m.state.phase is Phase.IDLE
+    m.install_requested(1.0)
+    m.actions()
+    m.check_done("1.1.0")
+    assert m.actions() == [Action(A.DOWNLOAD, "1.1.0")]
+
+
+def test_manual_rollback_goes_to_the_previous_release():
+    m = machine(phase=Phase.COMMITTED, current="1.1.0", previous="1.0.0")
+    m.rollback_requested("by hand")
+    assert m.actions() == [Action(A.SWITCH_BACK, "1.0.0"), Action(A.RESTART)]
+    m2 = UpdateMachine(m.policy, m.state)
+    m2.resume(0.0, "1.0.0")
+    assert m2.state.phase is Phase.ROLLED_BACK
+    assert (m2.state.current, m2.state.previous) == ("1.0.0", "")
+    assert m2.state.refused == ("1.1.0",)
+    with pytest.raises(InvalidStateError, match="no previous release"):
+        m2.rollback_requested("again")
+
+
+def test_health_facts_are_named():
+    m = on_trial()
+    with pytest.raises(ValueError, match="unknown health fact"):
+        m.health(0.0, "happy")
+
+
+def test_state_is_plain_data():
+    state = UpdateState(phase=Phase.HEALTH_CHECK, current="1", refused=("2",))
+    text = json.dumps(state.to_dict())
+    assert UpdateState.from_dict(json.loads(text)) == state
+    assert UpdateState.from_dict({"phase": "idle", "future": 1}) == UpdateState()
+
+
+# ------------------------------------------- power cuts at every step, simulated
+
+
+@dataclass
+class Phone:
+    """The disk (state file, `current` link) and a service with a behaviour."""
+
+    behaviour: dict[str, str]  # version -> "good" | "crash" | "silent" | "no-audio"
+    link: str = "1.0.0"
+    saved: dict = field(default_factory=lambda: UpdateState().to_dict())
+    installed: set[str] = field(default_factory=lambda: {"1.0.0"})
+    steps: int = 0
+
+    def boot(self, now: float) -> UpdateMachine:
+        """Start the service from `current`, after the boot check.
+
+        The boot check (run before the service, from the committed release)
+        resumes the machine and carries out a switch back at once: a release
+        that crashes at start cannot roll itself back.
+        """
+        while True:
+            m = UpdateMachine(
+                UpdatePolicy(health_timeout_s=90.0, max_starts=2),
+                UpdateState.from_dict(self.saved),
+            )
+            m.resume(now, self.link)
+            self.saved = m.state.to_dict()
+            if m.state.phase is not Phase.ROLLING_BACK:
+                return m
+            (back, restart) = m.actions()
+            assert (back.kind, restart.kind) == (A.SWITCH_BACK, A.RESTART)
+            self.link = back.version
+
+
+def run_update(phone: Phone, cut_at: int | None, limit: int = 200) -> UpdateMachine:
+    """Drive one update; lose power (lose memory) before step ``cut_at``."""
+    now = 0.0
+    m = phone.boot(now)
+    step = 0
+    while step < limit:
+        assert m is not None
+        behaviour = phone.behaviour.get(phone.link, "good")
+        if behaviour == "crash":  # dies at start; systemd starts it again
+            m = phone.boot(now)
+            behaviour = phone.behaviour.get(phone.link, "good")
+            if behaviour == "crash":
+                continue
+        phase = m.state.phase
+        if phase is Phase.HEALTH_CHECK:
+            if behaviour == "good":
+                for fact in ("ready", "registered", "audio"):
+                    m.health(now, fact)
+            elif behaviour == "no-audio":
+                m.health(now, "ready")
+                m.health(now, "registered")
+            elif behaviour == "silent":
+                m.health(now, "ready")
+        actions = m.actions()
+        if phase in (Phase.IDLE, Phase.COMMITTED, Phase.ROLLED_BACK) and not actions:
+            if m.state.current == "1.1.0" or "1.1.0" in m.state.refused:
+                return m  # the update is over, one way or the other
+            m.check_requested(now)  # the next scheduled check
+            continue
+        for action in actions:
+            phone.saved = m.state.to_dict()  # write-ahead
+            step += 1
+            if step == cut_at:
+                m = phone.boot(now)  # the power is back; actions lost
+                break
+            if action.kind is A.CHECK:
+                m.check_done("1.1.0")
+            elif action.kind is A.DOWNLOAD:
+                m.downloaded(now, NOON)
+            elif action.kind is A.INSTALL:
+                phone.installed.add(action.version)
+                m.installed(now, NOON)
+            elif action.kind is A.SWITCH:
+                phone.link = action.version
+                m.switched()
+            elif action.kind is A.SWITCH_BACK:
+                phone.link = action.version
+            elif action.kind is A.RESTART:
+                phone.saved = m.state.to_dict()
+                m = phone.boot(now)
+                break
+            elif action.kind is A.COMMIT:
+                pass
+            phone.saved = m.state.to_dict()
+        else:
+            now += 61.0
+            m.tick(now, NOON)
+            phone.saved = m.state.to_dict()
+    raise AssertionError(f"no end after {limit} steps: {m.state if m else None}")
+
+
+BEHAVIOURS = ["good", "crash", "silent", "no-audio"]
+
+
+@pytest.mark.parametrize("behaviour", BEHAVIOURS)
+@pytest.mark.parametrize("cut_at", [None, *range(1, 12)])
+def test_a_power_cut_at_any_step_ends_on_a_working_release(behaviour, cut_at):
+    phone = Phone({"1.0.0": "good", "1.1.0": behaviour})
+    m = run_update(phone, cut_at)
+    assert phone.behaviour[phone.link] == "good", m.state
+    assert m.state.current == phone.link
+    if behaviour == "good":
+        assert phone.link == "1.1.0"
+        assert m.state.phase in (Phase.COMMITTED, Phase.IDLE)
+        assert m.state.previous == "1.0.0"
+    else:
+        assert phone.link == "1.0.0"
+        assert m.state.phase is Phase.ROLLED_BACK
+        assert m.state.refused == ("1.1.0",)
+        assert m.state.reason

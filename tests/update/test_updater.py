@@ -1,0 +1,112 @@
+"""The updater on a phone root, against a real repository over local HTTP."""
+
+from __future__ import annotations
+
+from appliance.update.machine import Phase, UpdatePolicy
+
+
+async def test_an_update_downloads_installs_switches_and_commits(phone, server):
+    updater = phone.updater()
+    assert updater.machine.state.current == "1.0.0"
+    updater.check_now()
+    await updater.run_once()
+    assert phone.restarts == 1
+    assert updater.machine.state.phase is Phase.RESTARTING
+    assert phone.releases.current == "1.1.0"
+    assert phone.releases.previous == "1.0.0"
+    assert phone.installed_version() == "1.1.0"
+    assert updater.status()["progress"] == 1.0
+    # the service comes back from the new release
+    new = phone.updater()
+    assert new.machine.state.phase is Phase.HEALTH_CHECK
+    for fact in ("ready", "registered", "audio"):
+        new.health(fact)
+    await new.run_once()
+    assert new.machine.state.phase is Phase.COMMITTED
+    assert new.machine.state.current == "1.1.0"
+    assert phone.releases.installed() == ["1.0.0", "1.1.0"]
+    # TUF's anti-rollback state is on the phone's disk
+    tuf = phone.state_dir / "tuf"
+    assert {"timestamp.json", "snapshot.json", "targets.json"} <= {
+        p.name for p in tuf.iterdir()
+    }
+    assert "/targets/releases/1.1.0/" in " ".join(server.requests)
+
+
+async def test_a_silent_release_is_rolled_back_after_the_health_bound(phone):
+    phone.policy = UpdatePolicy(health_timeout_s=30.0)
+    updater = phone.updater()
+    updater.check_now()
+    await updater.run_once()
+    new = phone.updater()
+    new.health("ready")
+    new.health("audio")
+    phone.clock.now += 30.0
+    new.machine.tick(phone.clock.now, 720)
+    await new.run_once()
+    assert phone.releases.current == "1.0.0"
+    assert phone.restarts == 2
+    old = phone.updater()  # the service, back on 1.0.0
+    state = old.machine.state
+    assert state.phase is Phase.ROLLED_BACK
+    assert state.reason == "not registered within the health check"
+    assert state.refused == ("1.1.0",)
+    assert phone.installed_version() == "1.0.0"
+
+
+async def test_manual_rollback_after_commit(phone):
+    updater = phone.updater()
+    updater.check_now()
+    await updater.run_once()
+    new = phone.updater()
+    for fact in ("ready", "registered", "audio"):
+        new.health(fact)
+    await new.run_once()
+    new.rollback("by hand")
+    await new.run_once()
+    assert phone.releases.current == "1.0.0"
+    assert phone.updater().machine.state.phase is Phase.ROLLED_BACK
+
+
+async def test_the_size_limit_is_checked_before_downloading(phone, server):
+    phone.max_bytes = 100
+    updater = phone.updater()
+    updater.check_now()
+    await updater.run_once()
+    state = updater.machine.state
+    assert state.phase is Phase.IDLE
+    assert "over the limit of 100" in state.reason
+    assert not [p for p in server.requests if p.startswith("/targets/releases/")]
+    assert phone.releases.current == "1.0.0"
+
+
+async def test_free_space_is_checked_before_downloading(phone, server):
+    phone.reserve_bytes = 1 << 60
+    updater = phone.updater()
+    updater.check_now()
+    await updater.run_once()
+    assert "not enough disk space" in updater.machine.state.reason
+    assert not [p for p in server.requests if p.startswith("/targets/releases/")]
+
+
+async def test_an_unreachable_repository_is_a_failed_check(phone, server):
+    phone.url = "http://127.0.0.1:9"  # discard port: nothing listens
+    updater = phone.updater()
+    updater.check_now()
+    await updater.run_once()
+    assert updater.machine.state.phase is Phase.IDLE
+    assert "download failed" in updater.machine.state.reason
+
+
+async def test_nothing_new_when_current(phone, publisher):
+    updater = phone.updater()
+    updater.check_now()
+    await updater.run_once()
+    new = phone.updater()
+    for fact in ("ready", "registered", "audio"):
+        new.health(fact)
+    await new.run_once()
+    new.check_now()
+    await new.run_once()
+    assert new.machine.state.phase is Phase.IDLE
+    assert phone.restarts == 1
