@@ -1,4 +1,4 @@
-"""ALSA backend on clocked virtual sound cards (dev/appliance_dev/rig.py, test-rig.md §2).
+"""ALSA backend on clocked virtual sound cards (appliance_dev.rig, test-rig.md §2).
 
 These tests need PulseAudio and the ALSA pulse plugin; without them the rig
 fixture fails with an install hint (they are the point, so no skip).
