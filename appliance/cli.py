@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.errors import ConfigError
 from appliance.log import configure_logging
+from appliance.provisioning.cli import add_provisioner_parser
 
 if TYPE_CHECKING:
     from appliance.exchange.config import ExchangeConfig
@@ -279,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_show_config_parser(subparsers)
     add_token_parser(subparsers)
     add_exchange_parser(subparsers)
+    add_provisioner_parser(subparsers)
     # Development tools (the simulator, the demo, the JSON phone agent) live
     # in the appliance-devtools distribution, which is not installed on a
     # phone; installed, it adds its commands through this entry-point group.

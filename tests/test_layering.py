@@ -33,6 +33,8 @@ PURE = [
     "cadence.py",
     "exchange/core.py",
     "tokens.py",
+    "provisioning/grant.py",
+    "provisioning/admin.py",
 ]
 
 FORBIDDEN = {
@@ -86,7 +88,7 @@ FLOORS: list[set[str]] = [
     {"hardware", "audio", "exchange"},
     {"phone"},
     {"ui"},
-    {"config"},
+    {"config", "provisioning"},
     {"app"},
     {"cli", "__main__"},
 ]

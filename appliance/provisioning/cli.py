@@ -1,0 +1,152 @@
+"""``appliance provisioner ...``: run the token service and administer its phones.
+
+* ``serve --config FILE``: run until SIGINT/SIGTERM; prints ``provisioner
+  listening on URL`` once bound.
+* ``phones``, ``rename SID NAME``, ``revoke SID`` (``--config FILE``): the
+  same database as the running service; a revoked phone's next token
+  request gets 403 ``phone_revoked``.
+* ``hash-password``: reads the admin password from standard input (never
+  from the command line, where ``ps`` would show it) and prints its scrypt
+  hash for ``admin.password_hash_file``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from appliance.errors import ConfigError, ProvisioningError
+from appliance.log import configure_logging
+
+__all__ = ["add_provisioner_parser"]
+
+
+def _fail(message: str, status: int = 2) -> int:
+    sys.stderr.write(f"appliance: error: {message}\n")
+    return status
+
+
+def add_provisioner_parser(subparsers: Any) -> None:
+    """Add ``appliance provisioner`` and its commands."""
+    parser = subparsers.add_parser(
+        "provisioner",
+        help="the token service: enroll phones by QR code, mint Access Tokens",
+        description="Enroll phones (RFC 8628 device authorization grant) and "
+        "give enrolled phones short-lived Access Tokens.",
+    )
+    commands = parser.add_subparsers(dest="provisioner_command", metavar="COMMAND")
+    commands.required = True
+
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--config", type=Path, required=True, metavar="FILE")
+    serve.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    serve.set_defaults(handler=_serve)
+
+    phones = commands.add_parser("phones", help="list the enrolled phones")
+    phones.add_argument("--config", type=Path, required=True, metavar="FILE")
+    phones.set_defaults(handler=_phones)
+
+    rename = commands.add_parser("rename", help="change a phone's directory name")
+    rename.add_argument("--config", type=Path, required=True, metavar="FILE")
+    rename.add_argument("sid", help="PH…")
+    rename.add_argument("name")
+    rename.set_defaults(handler=_rename)
+
+    revoke = commands.add_parser("revoke", help="revoke a phone: no more tokens")
+    revoke.add_argument("--config", type=Path, required=True, metavar="FILE")
+    revoke.add_argument("sid", help="PH…")
+    revoke.set_defaults(handler=_revoke)
+
+    hash_password = commands.add_parser(
+        "hash-password", help="hash the admin password read from standard input"
+    )
+    hash_password.set_defaults(handler=_hash_password)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from appliance.provisioning.config import load_provisioner_config
+
+    try:
+        config = load_provisioner_config(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    configure_logging(args.log_level)
+    try:
+        asyncio.run(_run(config))
+    except (OSError, ProvisioningError) as exc:
+        return _fail(f"cannot serve: {exc}", 1)
+    return 0
+
+
+async def _run(config: Any) -> None:
+    from appliance.provisioning.server import Provisioner
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with Provisioner(config) as provisioner:
+        sys.stdout.write(f"provisioner listening on {provisioner.url}\n")
+        sys.stdout.flush()
+        await stop.wait()
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from appliance.provisioning.config import load_provisioner_config
+    from appliance.provisioning.store import PhoneStore
+
+    config = load_provisioner_config(args.config, secrets=False)
+    return PhoneStore(config.database)
+
+
+def _phones(args: argparse.Namespace) -> int:
+    try:
+        phones = _store(args).list()
+    except (ConfigError, ProvisioningError) as exc:
+        return _fail(str(exc))
+    for p in phones:
+        state = "revoked" if p.revoked else "active"
+        last = (
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p.last_token_at))
+            if p.last_token_at
+            else "-"
+        )
+        sys.stdout.write(f"{p.sid}  {p.identity:<20} {state:<8} {last}  {p.name}\n")
+    return 0
+
+
+def _rename(args: argparse.Namespace) -> int:
+    try:
+        _store(args).rename(args.sid, args.name)
+    except (ConfigError, ProvisioningError) as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    try:
+        _store(args).revoke(args.sid, time.time())
+    except (ConfigError, ProvisioningError) as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def _hash_password(args: argparse.Namespace) -> int:
+    from appliance.provisioning.grant import hash_secret
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("admin password: ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        return _fail("the password must have at least 8 characters")
+    sys.stdout.write(hash_secret(password) + "\n")
+    return 0
