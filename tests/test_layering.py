@@ -35,6 +35,7 @@ PURE = [
     "tokens.py",
     "provisioning/grant.py",
     "provisioning/admin.py",
+    "provisioning/flow.py",
 ]
 
 FORBIDDEN = {

@@ -7,7 +7,7 @@ Example (every key of ``[provisioner]`` optional)::
     public_url = "https://phones.example.com"   # base of verification_uri;
                                       # default: http://<the address bound>
     database = "/var/lib/appliance-provisioner/phones.db"
-    token_ttl = 3600                  # Access Token lifetime, s (max 86400)
+    token_ttl = 3600                  # Access Token lifetime, s (15..86400)
     device_code_ttl = 600             # RFC 8628 expires_in, s
     poll_interval = 5                 # RFC 8628 interval, s
 
@@ -106,7 +106,7 @@ def _url(value: Any) -> str:
 register(
     _ServerSection,
     {
-        "token_ttl": _ranged(60, MAX_LIFETIME_S),
+        "token_ttl": _ranged(15, MAX_LIFETIME_S),
         "device_code_ttl": _ranged(60, 3600),
         "poll_interval": _ranged(1, 60),
         "public_url": _url,

@@ -114,6 +114,7 @@ class Provisioner:
                 web.post("/api/token", self._token),
                 web.post("/api/admin/login", self._api_login),
                 web.get("/api/admin/phones", self._api_phones),
+                web.get("/api/admin/pending", self._api_pending),
                 web.post("/api/admin/approve", self._api_approve),
                 web.post("/api/admin/deny", self._api_deny),
                 web.post("/api/admin/revoke", self._api_revoke),
@@ -325,6 +326,15 @@ class Provisioner:
                     "last_token_at": p.last_token_at,
                 }
                 for p in phones
+            ]
+        )
+
+    async def _api_pending(self, request: web.Request) -> web.Response:
+        self._admin(request, None)
+        return web.json_response(
+            [
+                {"user_code": g.user_code, "client_info": g.client_info}
+                for g in self.grants.pending(self._now())
             ]
         )
 
