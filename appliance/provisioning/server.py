@@ -424,8 +424,8 @@ class Provisioner:
         form = {k: v for k, v in raw.items() if isinstance(v, str)}
         session = self._session(request)
         next_url = form.get("next", "/admin")
-        if not next_url.startswith("/") or next_url.startswith("//"):
-            next_url = "/admin"  # no open redirect
+        if not next_url.startswith("/") or next_url[1:2] in ("/", "\\"):
+            next_url = "/admin"  # no open redirect ("//host", "/\\host")
         if session is None or not session.csrf_ok(form.get("csrf", "")):
             session = self.sessions.new(self._now())
             return self._html(
