@@ -237,6 +237,7 @@ def provision_phone(
     client = PhoneProvisioning(
         config.provisioner_url,
         config.credential_file,
+        ca_file=config.provisioner_ca_file,
         apply_token=apply_token,
         show=show,
         status=notifier.status,

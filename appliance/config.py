@@ -82,6 +82,7 @@ class Secret:
 class _PhoneSection:
     token_file: str | None = None
     provisioner_url: str | None = None
+    provisioner_ca_file: str | None = None
     credential_file: str = "/var/lib/appliance/device-credential"
 
 
@@ -113,6 +114,7 @@ register(
     {
         "token_file": _token_file,
         "credential_file": _token_file,
+        "provisioner_ca_file": _token_file,
         "provisioner_url": _provisioner_url,
     },
 )
@@ -133,6 +135,8 @@ class AppConfig:
             set, the phone gets its identity and tokens from it and
             ``token_file`` is not used.
         credential_file: where the device credential is kept (0600).
+        provisioner_ca_file: CA certificates (PEM) that the provisioner's
+            HTTPS certificate must chain to, instead of the system's.
     """
 
     token_file: Path | None = None
@@ -142,6 +146,7 @@ class AppConfig:
     ui: UiConfig = field(default_factory=UiConfig)
     provisioner_url: str | None = None
     credential_file: Path = Path("/var/lib/appliance/device-credential")
+    provisioner_ca_file: Path | None = None
 
 
 def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> None:
@@ -217,6 +222,9 @@ def parse_config(merged: Mapping[str, Any], sources: Sequence[str] = ()) -> AppC
     return AppConfig(
         provisioner_url=phone.provisioner_url,
         credential_file=Path(phone.credential_file),
+        provisioner_ca_file=(
+            Path(phone.provisioner_ca_file) if phone.provisioner_ca_file else None
+        ),
         token_file=Path(token_file) if token_file else None,
         device=parsed["device"],
         log_level=parsed["log"].level,
@@ -255,6 +263,8 @@ def config_to_mapping(
         phone["token_file"] = str(config.token_file)
     if config.provisioner_url is not None:
         phone["provisioner_url"] = config.provisioner_url
+    if config.provisioner_ca_file is not None:
+        phone["provisioner_ca_file"] = str(config.provisioner_ca_file)
     return {
         "phone": phone,
         "device": device,

@@ -10,6 +10,8 @@ Example (every key of ``[provisioner]`` optional)::
     token_ttl = 3600                  # Access Token lifetime, s (15..86400)
     device_code_ttl = 600             # RFC 8628 expires_in, s
     poll_interval = 5                 # RFC 8628 interval, s
+    tls_cert_file = "cert.pem"        # serve HTTPS (certificate chain, PEM)
+    tls_key_file = "key.pem"          # its private key, 0600
 
     [twilio]
     account_sid = "AC…"
@@ -62,6 +64,8 @@ class _ServerSection:
     token_ttl: int = 3600
     device_code_ttl: int = 600
     poll_interval: int = 5
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,8 @@ class ProvisionerConfig:
     api_key_secret: Secret
     outgoing_application_sid: str | None
     admin_password_hash: Secret
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
 
 
 def read_secret_file(path: Path, key: str) -> Secret:
@@ -211,6 +217,14 @@ def load_provisioner_config(path: Path, *, secrets: bool = True) -> ProvisionerC
             found.append(_secret(env, file, base, key))
         except ConfigError as exc:
             problems.extend(exc)
+    tls = (server.tls_cert_file, server.tls_key_file)
+    if any(tls) and not all(tls):
+        problems.add("provisioner.tls_key_file", "set both TLS files or neither")
+    elif all(tls) and secrets:
+        try:
+            read_secret_file(base / server.tls_key_file, "provisioner.tls_key_file")
+        except ConfigError as exc:
+            problems.extend(exc)
     problems.check()
     if secrets and not found[1].reveal().startswith("scrypt$"):
         raise ConfigError(
@@ -230,4 +244,6 @@ def load_provisioner_config(path: Path, *, secrets: bool = True) -> ProvisionerC
         api_key_secret=found[0],
         outgoing_application_sid=twilio.outgoing_application_sid or None,
         admin_password_hash=found[1],
+        tls_cert_file=base / server.tls_cert_file if server.tls_cert_file else None,
+        tls_key_file=base / server.tls_key_file if server.tls_key_file else None,
     )

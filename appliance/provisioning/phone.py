@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ class PhoneProvisioning:
     Args:
         url: the provisioner's base URL.
         credential_file: where the device credential lives.
+        ca_file: CA certificates (PEM) for an https provisioner, instead of
+            the system's; the certificate is always verified.
         apply_token: gives a token to the Device (setup, then update_token).
         show: draws a provisioning view on the panel.
         status: one line for systemd's STATUS.
@@ -73,6 +76,7 @@ class PhoneProvisioning:
         url: str,
         credential_file: Path,
         *,
+        ca_file: Path | None = None,
         apply_token: Callable[[str], Awaitable[None]],
         show: Callable[[ProvisioningView], None],
         status: Callable[[str], None],
@@ -80,6 +84,7 @@ class PhoneProvisioning:
     ) -> None:
         self.url = url.rstrip("/")
         self.credential_file = credential_file
+        self.ca_file = ca_file
         self._apply = apply_token
         self._show = show
         self._status = status
@@ -117,7 +122,9 @@ class PhoneProvisioning:
             )
         self.flow.start(self._credential is not None, self._now())
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
+        context = await asyncio.to_thread(_client_context, self.ca_file)
+        connector = aiohttp.TCPConnector(ssl=context)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
             while True:
                 while actions := self.flow.actions_to_run():
                     for action in actions:
@@ -178,6 +185,11 @@ class PhoneProvisioning:
             ) as response:
                 body = await response.content.read(_MAX_BODY + 1)
                 status = response.status
+        except aiohttp.ClientConnectorCertificateError as exc:
+            why = exc.certificate_error
+            raise _BadAnswerError(
+                f"the provisioner's TLS certificate is not trusted: {why}"
+            ) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise _BadAnswerError(f"provisioner unreachable: {exc}") from exc
         if len(body) > _MAX_BODY:
@@ -267,6 +279,22 @@ class PhoneProvisioning:
     def phase(self) -> Phase:
         """Where the flow is (for tests and the status line)."""
         return self.flow.phase
+
+
+def _client_context(ca_file: Path | None) -> ssl.SSLContext:
+    """Verify the provisioner against ``ca_file``, else the system CAs.
+
+    A CA file that cannot be read leaves the phone trusting nothing (every
+    request fails and is logged), never everything.
+    """
+    if ca_file is None:
+        return ssl.create_default_context()
+    try:
+        # With a cafile, only those CAs are trusted (not the system's).
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        logger.error("cannot read phone.provisioner_ca_file %s: %s", ca_file, exc)
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, trusts nothing
 
 
 def _text(body: dict[str, Any], key: str, limit: int) -> str:

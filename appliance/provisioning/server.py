@@ -35,8 +35,10 @@ import asyncio
 import json
 import logging
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -87,6 +89,21 @@ def _forbidden(detail: str) -> web.HTTPForbidden:
     return web.HTTPForbidden(text=json.dumps(body), content_type="application/json")
 
 
+def _server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """TLS 1.2+ server context (Python's defaults for ciphers).
+
+    Raises:
+        ProvisioningError: the files cannot be loaded.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ProvisioningError(f"cannot load the TLS certificate: {exc}") from exc
+    return context
+
+
 class Provisioner:
     """The service: ``async with Provisioner(config) as p: ... p.url``."""
 
@@ -133,13 +150,21 @@ class Provisioner:
         )
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        context = None
+        if self.config.tls_cert_file and self.config.tls_key_file:
+            context = await asyncio.to_thread(
+                _server_context, self.config.tls_cert_file, self.config.tls_key_file
+            )
+        site = web.TCPSite(
+            self._runner, self.config.host, self.config.port, ssl_context=context
+        )
         await site.start()
         server = site._server  # aiohttp exposes the bound port only here
         assert server is not None and isinstance(server, asyncio.Server)
         host, port = server.sockets[0].getsockname()[:2]
         host = f"[{host}]" if ":" in host else host
-        self.url = self.config.public_url or f"http://{host}:{port}"
+        scheme = "https" if context is not None else "http"
+        self.url = self.config.public_url or f"{scheme}://{host}:{port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:

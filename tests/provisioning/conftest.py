@@ -28,7 +28,10 @@ def write_secret(path: Path, text: str) -> Path:
     return path
 
 
-def provisioner_config(tmp_path: Path, *, token_ttl: int = 3600, poll: int = 1) -> Path:
+def provisioner_config(
+    tmp_path: Path, *, token_ttl: int = 3600, poll: int = 1, tls: str = ""
+) -> Path:
+    """The provisioner's TOML file; ``tls`` adds lines to ``[provisioner]``."""
     write_secret(tmp_path / "api-secret", API_SECRET)
     write_secret(tmp_path / "admin-hash", _ADMIN_HASH)
     config = tmp_path / "provisioner.toml"
@@ -39,6 +42,7 @@ listen = "127.0.0.1:0"
 database = "phones.db"
 token_ttl = {token_ttl}
 poll_interval = {poll}
+{tls}
 
 [twilio]
 account_sid = "{ACCOUNT_SID}"
@@ -103,11 +107,11 @@ async def start_provisioner(config: Path) -> ProvisionerProcess:
     drain = asyncio.get_running_loop().create_task(_drain(process.stderr, stderr))
     line = await asyncio.wait_for(process.stdout.readline(), scaled(20))
     text = line.decode().strip()
-    if "http://" not in text:
+    if "listening on http" not in text:
         await stop_process(process, grace_s=0.0)
         await drain
         raise AssertionError(f"no provisioner: {text!r} {''.join(stderr)}")
-    url = text[text.index("http://") :]
+    url = text.split("listening on ", 1)[1]
     return ProvisionerProcess(process, url, config, stderr, drain)
 
 
