@@ -159,9 +159,7 @@ class Provisioner:
             self._runner, self.config.host, self.config.port, ssl_context=context
         )
         await site.start()
-        server = site._server  # aiohttp exposes the bound port only here
-        assert server is not None and isinstance(server, asyncio.Server)
-        host, port = server.sockets[0].getsockname()[:2]
+        host, port = self._runner.addresses[0][:2]
         host = f"[{host}]" if ":" in host else host
         scheme = "https" if context is not None else "http"
         self.url = self.config.public_url or f"{scheme}://{host}:{port}"
