@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.errors import ConfigError
 from appliance.log import configure_logging
-from appliance.provisioning.cli import add_provisioner_parser
+from appliance.provisioning.cli import add_provision_parser, add_provisioner_parser
 
 if TYPE_CHECKING:
     from appliance.exchange.config import ExchangeConfig
@@ -281,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_token_parser(subparsers)
     add_exchange_parser(subparsers)
     add_provisioner_parser(subparsers)
+    add_provision_parser(subparsers)
     # Development tools (the simulator, the demo, the JSON phone agent) live
     # in the appliance-devtools distribution, which is not installed on a
     # phone; installed, it adds its commands through this entry-point group.

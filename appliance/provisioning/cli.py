@@ -8,6 +8,10 @@
 * ``hash-password``: reads the admin password from standard input (never
   from the command line, where ``ps`` would show it) and prints its scrypt
   hash for ``admin.password_hash_file``.
+
+``appliance provision status [--config FILE ...]`` is for the person at the
+phone: which provisioner it uses, whether it holds a device credential and
+for which identity (never the credential itself).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 from appliance.errors import ConfigError, ProvisioningError
 from appliance.log import configure_logging
 
-__all__ = ["add_provisioner_parser"]
+__all__ = ["add_provision_parser", "add_provisioner_parser"]
 
 
 def _fail(message: str, status: int = 2) -> int:
@@ -69,6 +73,49 @@ def add_provisioner_parser(subparsers: Any) -> None:
         "hash-password", help="hash the admin password read from standard input"
     )
     hash_password.set_defaults(handler=_hash_password)
+
+
+def add_provision_parser(subparsers: Any) -> None:
+    """Add ``appliance provision status``: the phone's provisioning state."""
+    parser = subparsers.add_parser(
+        "provision",
+        help="this phone's provisioning state",
+        description="Show how this phone gets its identity and tokens.",
+    )
+    commands = parser.add_subparsers(dest="provision_command", metavar="COMMAND")
+    commands.required = True
+    status = commands.add_parser("status", help="provisioner, identity, credential")
+    status.add_argument("--config", action="append", type=Path, metavar="FILE")
+    status.set_defaults(handler=_provision_status)
+
+
+def _provision_status(args: argparse.Namespace) -> int:
+    from appliance.config import load_config
+    from appliance.provisioning.credential import load_credential
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    out = sys.stdout
+    if config.provisioner_url is None:
+        out.write("provisioner: none (manual token file)\n")
+        out.write(f"token file: {config.token_file}\n")
+        return 0
+    out.write(f"provisioner: {config.provisioner_url}\n")
+    out.write(f"credential file: {config.credential_file}\n")
+    try:
+        stored = load_credential(config.credential_file)
+    except ProvisioningError as exc:
+        out.write(f"state: unusable credential: {exc}\n")
+        return 1
+    if stored is None:
+        out.write("state: waiting for provisioning (no credential yet)\n")
+    else:
+        out.write(f"state: provisioned as {stored.identity}\n")
+        sid = stored.credential.partition(".")[0]
+        out.write(f"phone: {sid} (from {stored.provisioner})\n")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

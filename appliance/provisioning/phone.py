@@ -128,7 +128,11 @@ class PhoneProvisioning:
             while True:
                 while actions := self.flow.actions_to_run():
                     for action in actions:
-                        await self._perform(http, action)
+                        try:
+                            await self._perform(http, action)
+                        except Exception:  # supervision boundary: retry later
+                            logger.exception("provisioning step %r failed", action)
+                            self.flow.request_failed(self._now())
                         self._publish()
                 self._publish()
                 deadline = self.flow.next_deadline()

@@ -214,9 +214,13 @@ class Provisioner:
             approved = self.grants.poll(device_code, self._now())
         except GrantError as exc:
             return _grant_error(exc)
-        credential = await asyncio.to_thread(
-            self.store.enroll, approved.identity, approved.name, time.time()
-        )
+        try:
+            credential = await asyncio.to_thread(
+                self.store.enroll, approved.identity, approved.name, time.time()
+            )
+        except ProvisioningError as exc:
+            logger.error("cannot enroll %s: %s", approved.identity, exc)
+            return _error(500, "server_error", 20500, "cannot store the phone")
         logger.info("phone %s enrolled as %s", credential.sid, approved.identity)
         return web.json_response(
             {
@@ -236,7 +240,11 @@ class Provisioner:
             credential = parse_credential(value)
         except ProvisioningError:
             return _error(401, "invalid_client", 20003, "no valid device credential")
-        phone = await asyncio.to_thread(self.store.authenticate, credential)
+        try:
+            phone = await asyncio.to_thread(self.store.authenticate, credential)
+        except ProvisioningError as exc:
+            logger.error("cannot check a credential: %s", exc)
+            return _error(500, "server_error", 20500, "phone database unavailable")
         if phone is None:
             logger.warning("token refused: wrong credential from %s", request.remote)
             return _error(401, "invalid_client", 20003, "unknown device credential")
