@@ -217,7 +217,7 @@ def provision_phone(
     latest token for the panel's Ready gesture.
     """
     from appliance.provisioning.flow import ProvisioningView
-    from appliance.provisioning.phone import PhoneProvisioning
+    from appliance.provisioning.phone import PhoneProvisioning, UsbSource
 
     async def apply_token(token: str) -> None:
         current[:] = [token]
@@ -238,6 +238,11 @@ def provision_phone(
         config.provisioner_url,
         config.credential_file,
         ca_file=config.provisioner_ca_file,
+        stick=(
+            UsbSource(config.usb_dir, config.usb_public_key_file)
+            if config.usb_dir and config.usb_public_key_file
+            else None
+        ),
         apply_token=apply_token,
         show=show,
         status=notifier.status,

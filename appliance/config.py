@@ -84,6 +84,8 @@ class _PhoneSection:
     provisioner_url: str | None = None
     provisioner_ca_file: str | None = None
     credential_file: str = "/var/lib/appliance/device-credential"
+    usb_dir: str | None = None
+    usb_public_key_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,8 @@ register(
         "token_file": _token_file,
         "credential_file": _token_file,
         "provisioner_ca_file": _token_file,
+        "usb_dir": _token_file,
+        "usb_public_key_file": _token_file,
         "provisioner_url": _provisioner_url,
     },
 )
@@ -137,6 +141,9 @@ class AppConfig:
         credential_file: where the device credential is kept (0600).
         provisioner_ca_file: CA certificates (PEM) that the provisioner's
             HTTPS certificate must chain to, instead of the system's.
+        usb_dir / usb_public_key_file: where the image mounts USB sticks,
+            and the provisioner's Ed25519 public key their provisioning
+            files must be signed with (both, or no USB provisioning).
     """
 
     token_file: Path | None = None
@@ -147,6 +154,8 @@ class AppConfig:
     provisioner_url: str | None = None
     credential_file: Path = Path("/var/lib/appliance/device-credential")
     provisioner_ca_file: Path | None = None
+    usb_dir: Path | None = None
+    usb_public_key_file: Path | None = None
 
 
 def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> None:
@@ -225,6 +234,10 @@ def parse_config(merged: Mapping[str, Any], sources: Sequence[str] = ()) -> AppC
         provisioner_ca_file=(
             Path(phone.provisioner_ca_file) if phone.provisioner_ca_file else None
         ),
+        usb_dir=Path(phone.usb_dir) if phone.usb_dir else None,
+        usb_public_key_file=(
+            Path(phone.usb_public_key_file) if phone.usb_public_key_file else None
+        ),
         token_file=Path(token_file) if token_file else None,
         device=parsed["device"],
         log_level=parsed["log"].level,
@@ -263,8 +276,9 @@ def config_to_mapping(
         phone["token_file"] = str(config.token_file)
     if config.provisioner_url is not None:
         phone["provisioner_url"] = config.provisioner_url
-    if config.provisioner_ca_file is not None:
-        phone["provisioner_ca_file"] = str(config.provisioner_ca_file)
+    for key in ("provisioner_ca_file", "usb_dir", "usb_public_key_file"):
+        if getattr(config, key) is not None:
+            phone[key] = str(getattr(config, key))
     return {
         "phone": phone,
         "device": device,

@@ -5,6 +5,8 @@
 * ``phones``, ``rename SID NAME``, ``revoke SID`` (``--config FILE``): the
   same database as the running service; a revoked phone's next token
   request gets 403 ``phone_revoked``.
+* ``make-signing-key KEYFILE``, ``make-usb ...``: USB-stick provisioning
+  (:mod:`.usb`): the Ed25519 key, and a signed file enrolling one phone.
 * ``hash-password``: reads the admin password from standard input (never
   from the command line, where ``ps`` would show it) and prints its scrypt
   hash for ``admin.password_hash_file``.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 import signal
 import sys
 import time
@@ -68,6 +71,33 @@ def add_provisioner_parser(subparsers: Any) -> None:
     revoke.add_argument("--config", type=Path, required=True, metavar="FILE")
     revoke.add_argument("sid", help="PH…")
     revoke.set_defaults(handler=_revoke)
+
+    keygen = commands.add_parser(
+        "make-signing-key",
+        help="make the Ed25519 key USB provisioning files are signed with",
+        description="Write the private key (PEM, 0600) to KEYFILE and print "
+        "the public key (PEM) for the phone image (phone.usb_public_key_file).",
+    )
+    keygen.add_argument("keyfile", type=Path)
+    keygen.set_defaults(handler=_make_signing_key)
+
+    make_usb = commands.add_parser(
+        "make-usb",
+        help="enroll a phone and write its signed provisioning file for a stick",
+        description="Enroll IDENTITY and write appliance-provisioning.json "
+        "(0600) into DIR, the root of a USB stick. The file holds the device "
+        "credential: keep the stick like a key.",
+    )
+    make_usb.add_argument("--config", type=Path, required=True, metavar="FILE")
+    make_usb.add_argument("--key", type=Path, required=True, metavar="KEYFILE")
+    make_usb.add_argument("--identity", required=True)
+    make_usb.add_argument("--name", default="", help="directory name")
+    make_usb.add_argument(
+        "--device-id", default="", help="bind to one phone (its /etc/machine-id)"
+    )
+    make_usb.add_argument("--valid-hours", type=float, default=72.0, help="default 72")
+    make_usb.add_argument("--out", type=Path, required=True, metavar="DIR")
+    make_usb.set_defaults(handler=_make_usb)
 
     hash_password = commands.add_parser(
         "hash-password", help="hash the admin password read from standard input"
@@ -183,6 +213,81 @@ def _revoke(args: argparse.Namespace) -> int:
         _store(args).revoke(args.sid, time.time())
     except (ConfigError, ProvisioningError) as exc:
         return _fail(str(exc))
+    return 0
+
+
+def _make_signing_key(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    try:
+        fd = os.open(args.keyfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        return _fail(f"cannot create {args.keyfile}: {exc.strerror}")
+    with os.fdopen(fd, "wb") as f:
+        f.write(private)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    sys.stdout.write(public.decode())
+    return 0
+
+
+def _make_usb(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from appliance.provisioning.config import (
+        load_provisioner_config,
+        read_secret_file,
+    )
+    from appliance.provisioning.server import IDENTITY_RE
+    from appliance.provisioning.store import PhoneStore
+    from appliance.provisioning.usb import FILE_NAME, sign_bundle
+
+    try:
+        config = load_provisioner_config(args.config, secrets=False)
+        if not config.public_url:
+            raise ConfigError(
+                "provisioner.public_url", "required for USB files (the phones' URL)"
+            )
+        if not IDENTITY_RE.fullmatch(args.identity):
+            raise ConfigError("--identity", "letters, digits, _ . @ - (up to 121)")
+        if not 0 < args.valid_hours <= 24 * 90:
+            raise ConfigError("--valid-hours", "must be between 0 and 2160")
+        pem = read_secret_file(args.key, "--key").reveal().encode()
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except ValueError as exc:
+            raise ConfigError("--key", "not a PEM private key") from exc
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError("--key", "not an Ed25519 key")
+        now = time.time()
+        credential = PhoneStore(config.database).enroll(args.identity, args.name, now)
+    except (ConfigError, ProvisioningError) as exc:
+        return _fail(str(exc))
+    data = sign_bundle(
+        key,
+        provisioner_url=config.public_url,
+        identity=args.identity,
+        credential=str(credential),
+        expires_at=now + args.valid_hours * 3600,
+        device_id=args.device_id,
+    )
+    target = args.out / FILE_NAME
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        return _fail(f"cannot write {target}: {exc.strerror}", 1)
+    sys.stdout.write(f"{credential.sid} enrolled as {args.identity}; wrote {target}\n")
     return 0
 
 

@@ -279,6 +279,16 @@ class PhoneFlow:
             ):
                 self._message = "Provisioner unreachable"
 
+    def credential_installed(self, now: float) -> None:
+        """A new credential was saved from a USB stick: use it from now on."""
+        self._failures = 0
+        self._fetch_token("")
+
+    def usb_message(self, message: str, now: float) -> None:
+        """Show what a USB stick did (shown while waiting for provisioning)."""
+        if self.waiting_for_provisioning:
+            self._message = message
+
     def save_failed(self, now: float) -> None:
         """The credential could not be written: try again with a new code."""
         self._request_code("Cannot save; new code")

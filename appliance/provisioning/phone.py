@@ -20,13 +20,16 @@ import json
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from appliance.errors import ProvisioningError
+from appliance.provisioning import usb
 from appliance.provisioning.credential import (
     StoredCredential,
     load_credential,
@@ -44,13 +47,30 @@ from appliance.provisioning.flow import (
 )
 from appliance.tasks import wait_event
 
-__all__ = ["DEVICE_GRANT_TYPE", "PhoneProvisioning"]
+__all__ = ["DEVICE_GRANT_TYPE", "PhoneProvisioning", "UsbSource"]
 
 logger = logging.getLogger(__name__)
 
 DEVICE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628 §3.4
 REQUEST_TIMEOUT_S = 10.0
 _MAX_BODY = 64 * 1024
+
+
+@dataclass(frozen=True)
+class UsbSource:
+    """Where USB provisioning files come from (:mod:`.usb`)."""
+
+    directory: Path
+    public_key_file: Path
+    device_id_file: Path = Path("/etc/machine-id")
+
+
+def _device_id(path: Path) -> str:
+    """This phone's id for USB files bound to one device ("" if unknown)."""
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 class _BadAnswerError(ProvisioningError):
@@ -65,6 +85,8 @@ class PhoneProvisioning:
         credential_file: where the device credential lives.
         ca_file: CA certificates (PEM) for an https provisioner, instead of
             the system's; the certificate is always verified.
+        stick: where sticks are mounted and the key their files are signed
+            with; ``None`` = no USB provisioning.
         apply_token: gives a token to the Device (setup, then update_token).
         show: draws a provisioning view on the panel.
         status: one line for systemd's STATUS.
@@ -77,6 +99,7 @@ class PhoneProvisioning:
         credential_file: Path,
         *,
         ca_file: Path | None = None,
+        stick: UsbSource | None = None,
         apply_token: Callable[[str], Awaitable[None]],
         show: Callable[[ProvisioningView], None],
         status: Callable[[str], None],
@@ -85,6 +108,8 @@ class PhoneProvisioning:
         self.url = url.rstrip("/")
         self.credential_file = credential_file
         self.ca_file = ca_file
+        self.stick = stick
+        self._last_stick: bytes | None = None
         self._apply = apply_token
         self._show = show
         self._status = status
@@ -137,9 +162,54 @@ class PhoneProvisioning:
                 self._publish()
                 deadline = self.flow.next_deadline()
                 wait = None if deadline is None else max(0.0, deadline - self._now())
+                if self.stick is not None:
+                    wait = usb.POLL_S if wait is None else min(wait, usb.POLL_S)
                 await wait_event(self._wake, wait)
                 self._wake.clear()
+                if self.stick is not None:
+                    await self._check_stick(self.stick)
                 self.flow.tick(self._now())
+
+    async def _check_stick(self, stick: UsbSource) -> None:
+        """Apply a provisioning file found on a stick (once per file)."""
+        try:
+            data = await asyncio.to_thread(usb.read_stick, stick.directory)
+            if data is None or data == self._last_stick:
+                self._last_stick = data
+                return
+            self._last_stick = data
+            device_id = await asyncio.to_thread(_device_id, stick.device_id_file)
+            key = await asyncio.to_thread(usb.load_public_key, stick.public_key_file)
+            bundle = usb.verify_bundle(
+                data,
+                key,
+                now=time.time(),
+                device_id=device_id,
+                provisioner_url=self.url,
+            )
+        except usb.UsbFileError as exc:
+            logger.error("USB provisioning file refused: %s", exc)
+            self.flow.usb_message(exc.short, self._now())
+            self._status(f"USB: {exc.short}")
+            return
+        except ProvisioningError as exc:
+            logger.error("USB provisioning unavailable: %s", exc)
+            return
+        if self._credential is not None and (
+            self._credential.credential == bundle.credential
+        ):
+            return  # this stick's credential is already in use
+        stored = StoredCredential(bundle.credential, bundle.identity, self.url)
+        try:
+            await asyncio.to_thread(save_credential, self.credential_file, stored)
+        except ProvisioningError as exc:
+            logger.error("%s", exc)
+            self.flow.usb_message("Cannot save", self._now())
+            return
+        self._credential = stored
+        logger.info("provisioned from USB as %s", bundle.identity)
+        self._status(f"USB: provisioned as {bundle.identity}")
+        self.flow.credential_installed(self._now())
 
     def _publish(self) -> None:
         view = self.flow.view()
