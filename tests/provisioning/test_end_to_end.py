@@ -5,6 +5,7 @@ service with mock pins and the dummy OLED)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -121,5 +122,57 @@ async def test_qr_enrollment_registration_refresh_and_revocation(
         log = "".join(svc.stderr) + "".join(prov.stderr)
         # Secrets never reach the logs.
         assert stored.credential.split(".")[1] not in log
+    finally:
+        await prov.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_token_expires_while_the_provisioner_is_down_then_recovers(
+    exchange_process: Callable[..., Awaitable[ExchangeProcess]],
+    service: Callable[[Path], Awaitable[Service]],  # noqa: F811  # the fixture
+    tmp_path: Path,
+):
+    exchange = await exchange_process()
+    config = provisioner_config(tmp_path, token_ttl=15)
+    port = free_port()
+    config.write_text(config.read_text().replace("127.0.0.1:0", f"127.0.0.1:{port}"))
+    prov = await start_provisioner(config)
+    try:
+        svc = await service(phone_config(tmp_path, exchange.url, prov.url))
+        async with aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True)
+        ) as http:
+            csrf = await prov.admin(http)
+
+            async def pending() -> list[dict[str, str]]:
+                async with http.get(f"{prov.url}/api/admin/pending") as response:
+                    return list(await response.json())
+
+            code = (await until(pending, 15.0))[0]["user_code"]
+            async with http.post(
+                f"{prov.url}/api/admin/approve",
+                json={"user_code": code, "identity": "alice"},
+                headers={"X-CSRF-Token": csrf},
+            ) as response:
+                assert response.status == 200
+        await wait_until(lambda: svc.saw("STATUS=registered as alice"), 20.0)
+
+        # The provisioner goes away; the 15 s token runs out unrefreshed.
+        await prov.stop()
+        await wait_until(lambda: svc.saw("STATUS=offline: token expired"), 30.0)
+        assert any("provisioner unreachable" in line for line in svc.stderr)
+
+        # It comes back (same address, same database): the phone recovers.
+        prov = await start_provisioner(config)
+        seen = len(svc.notices)
+        await wait_until(
+            lambda: any("registered as alice" in n for n in svc.notices[seen:]),
+            60.0,
+        )
     finally:
         await prov.stop()
