@@ -49,10 +49,17 @@ if TYPE_CHECKING:
     from appliance.hardware.gpio import FrontPanelIO
     from appliance.hardware.mock import MockPanelHardware
     from appliance.hardware.pinmap import PinMap
+    from appliance.provisioning.phone import PhoneProvisioning
     from appliance.ui.controller import PanelController
     from appliance.ui.settings import UiConfig
 
-__all__ = ["FrontPanel", "build_device", "open_front_panel", "run_service"]
+__all__ = [
+    "FrontPanel",
+    "build_device",
+    "open_front_panel",
+    "provision_phone",
+    "run_service",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -127,38 +134,55 @@ async def run_service(config: AppConfig) -> int:
         current[:] = [token.reveal()]
         await device.update_token(token.reveal())
 
-    device.on("token_will_expire", refresh_token)
-
-    try:
-        token = tokens.read()
-    except ConfigError as exc:
-        logger.error("%s", exc)
-        return 2
+    provisioned = config.provisioner_url is not None
+    if not provisioned:
+        device.on("token_will_expire", refresh_token)
+        try:
+            token = tokens.read()
+        except ConfigError as exc:
+            logger.error("%s", exc)
+            return 2
+        current.append(token.reveal())
     # The front panel attaches before setup so it sees the first "ready".
     panel = contextlib.AsyncExitStack()
     try:
-        await open_front_panel(
+        front = await open_front_panel(
             config.ui,
             device,
-            lambda: tokens.read().reveal(),
+            (lambda: _latest(current))
+            if provisioned
+            else (lambda: tokens.read().reveal()),
             panel,
         )
     except ConfigError as exc:
         logger.error("%s", exc)
         await panel.aclose()
         return 2
-    current.append(token.reveal())
-    try:
-        await device.setup(token.reveal())
-    except TwilioError as exc:
-        # Keep running: a new token file (provisioning) brings the phone up.
-        logger.error("the gateway refused the token: %s", exc)
-    notifier.ready(f"phone {device.status()}")
+    provisioning = (
+        provision_phone(config, device, notifier, front, current)
+        if provisioned
+        else None
+    )
+    if provisioning is None:
+        try:
+            await device.setup(current[0])
+        except TwilioError as exc:
+            # Keep running: a new token file (provisioning) brings the phone up.
+            logger.error("the gateway refused the token: %s", exc)
+        notifier.ready(f"phone {device.status()}")
+    else:
+        # Never exit for want of credentials: the provisioning task brings
+        # the phone up once someone approves it.
+        notifier.ready("waiting for provisioning")
     logger.info("phone service started (%s)", ", ".join(config.sources))
 
     async with asyncio.TaskGroup() as group:
         watchers = [
-            group.create_task(_watch_token(tokens, refresh_token)),
+            group.create_task(
+                provisioning.run()
+                if provisioning is not None
+                else _watch_token(tokens, refresh_token)
+            ),
             group.create_task(_ping_watchdog(notifier)),
         ]
         await stop.wait()
@@ -175,6 +199,62 @@ async def run_service(config: AppConfig) -> int:
     await device.destroy()
     logger.info("phone service stopped")
     return 0
+
+
+def provision_phone(
+    config: AppConfig,
+    device: Device,
+    notifier: Notifier,
+    front: FrontPanel | None,
+    current: list[str],
+) -> PhoneProvisioning:
+    """The provisioning client of a phone with ``phone.provisioner_url``.
+
+    It asks for a device code and shows it on the panel, stores the device
+    credential, and gives the Device its tokens: ``setup`` while the Device is
+    offline and has no call, else ``update_token`` on the live connection (a
+    call in progress is never dropped by a refresh). ``current`` holds the
+    latest token for the panel's Ready gesture.
+    """
+    from appliance.provisioning.flow import ProvisioningView
+    from appliance.provisioning.phone import PhoneProvisioning, UsbSource
+
+    async def apply_token(token: str) -> None:
+        current[:] = [token]
+        if device.status() == "offline" and device.active_connection() is None:
+            try:
+                await device.setup(token)
+            except TwilioError as exc:
+                logger.error("the gateway refused the token: %s", exc)
+        else:
+            await device.update_token(token)
+
+    def show(view: ProvisioningView) -> None:
+        if front is not None:
+            front.controller.show_provisioning(view.user_code, view.uri, view.message)
+
+    assert config.provisioner_url is not None
+    client = PhoneProvisioning(
+        config.provisioner_url,
+        config.credential_file,
+        ca_file=config.provisioner_ca_file,
+        stick=(
+            UsbSource(config.usb_dir, config.usb_public_key_file)
+            if config.usb_dir and config.usb_public_key_file
+            else None
+        ),
+        apply_token=apply_token,
+        show=show,
+        status=notifier.status,
+    )
+    device.on("token_will_expire", lambda _d: client.token_will_expire())
+    return client
+
+
+def _latest(current: list[str]) -> str:
+    if not current:
+        raise ConfigError("phone.provisioner_url", "no token yet: not provisioned")
+    return current[0]
 
 
 def build_device(options: DeviceOptions) -> Device:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.errors import ConfigError
 from appliance.log import configure_logging
+from appliance.provisioning.cli import add_provision_parser, add_provisioner_parser
 from appliance.update.release_cli import add_release_parser
 from appliance.update.update_cli import add_update_parser
 
@@ -287,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_show_config_parser(subparsers)
     add_token_parser(subparsers)
     add_exchange_parser(subparsers)
+    add_provisioner_parser(subparsers)
+    add_provision_parser(subparsers)
     add_release_parser(subparsers)
     add_update_parser(subparsers)
     # Development tools (the simulator, the demo, the JSON phone agent) live

@@ -81,6 +81,11 @@ class Secret:
 @dataclass(frozen=True)
 class _PhoneSection:
     token_file: str | None = None
+    provisioner_url: str | None = None
+    provisioner_ca_file: str | None = None
+    credential_file: str = "/var/lib/appliance/device-credential"
+    usb_dir: str | None = None
+    usb_public_key_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,23 @@ def _level(value: Any) -> str:
     return str(value)
 
 
-register(_PhoneSection, {"token_file": _token_file})
+def _provisioner_url(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+register(
+    _PhoneSection,
+    {
+        "token_file": _token_file,
+        "credential_file": _token_file,
+        "provisioner_ca_file": _token_file,
+        "usb_dir": _token_file,
+        "usb_public_key_file": _token_file,
+        "provisioner_url": _provisioner_url,
+    },
+)
 register(_LogSection, {"level": _level})
 
 
@@ -114,6 +135,15 @@ class AppConfig:
         log_level: ``log.level``, one of :data:`LOG_LEVELS`.
         sources: the layers read, lowest first (``<default>`` first).
         ui: the front panel (``[ui]``).
+        provisioner_url: the provisioner (``phone.provisioner_url``); when
+            set, the phone gets its identity and tokens from it and
+            ``token_file`` is not used.
+        credential_file: where the device credential is kept (0600).
+        provisioner_ca_file: CA certificates (PEM) that the provisioner's
+            HTTPS certificate must chain to, instead of the system's.
+        usb_dir / usb_public_key_file: where the image mounts USB sticks,
+            and the provisioner's Ed25519 public key their provisioning
+            files must be signed with (both, or no USB provisioning).
     """
 
     token_file: Path | None = None
@@ -121,6 +151,11 @@ class AppConfig:
     log_level: str = "info"
     sources: tuple[str, ...] = ()
     ui: UiConfig = field(default_factory=UiConfig)
+    provisioner_url: str | None = None
+    credential_file: Path = Path("/var/lib/appliance/device-credential")
+    provisioner_ca_file: Path | None = None
+    usb_dir: Path | None = None
+    usb_public_key_file: Path | None = None
 
 
 def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> None:
@@ -191,8 +226,18 @@ def parse_config(merged: Mapping[str, Any], sources: Sequence[str] = ()) -> AppC
             # parse_options names keys without the section; the others with it.
             problems.extend(exc, section if section == "device" or not exc.key else "")
     problems.check()
-    token_file = parsed["phone"].token_file
+    phone = parsed["phone"]
+    token_file = phone.token_file
     return AppConfig(
+        provisioner_url=phone.provisioner_url,
+        credential_file=Path(phone.credential_file),
+        provisioner_ca_file=(
+            Path(phone.provisioner_ca_file) if phone.provisioner_ca_file else None
+        ),
+        usb_dir=Path(phone.usb_dir) if phone.usb_dir else None,
+        usb_public_key_file=(
+            Path(phone.usb_public_key_file) if phone.usb_public_key_file else None
+        ),
         token_file=Path(token_file) if token_file else None,
         device=parsed["device"],
         log_level=parsed["log"].level,
@@ -226,7 +271,14 @@ def config_to_mapping(
         for server in device.get("rtc_configuration", {}).get("ice_servers", []):
             if "credential" in server:
                 server["credential"] = MASK
-    phone = {} if config.token_file is None else {"token_file": str(config.token_file)}
+    phone: dict[str, Any] = {"credential_file": str(config.credential_file)}
+    if config.token_file is not None:
+        phone["token_file"] = str(config.token_file)
+    if config.provisioner_url is not None:
+        phone["provisioner_url"] = config.provisioner_url
+    for key in ("provisioner_ca_file", "usb_dir", "usb_public_key_file"):
+        if getattr(config, key) is not None:
+            phone[key] = str(getattr(config, key))
     return {
         "phone": phone,
         "device": device,

@@ -34,6 +34,9 @@ PURE = [
     "exchange/core.py",
     "update/machine.py",
     "tokens.py",
+    "provisioning/grant.py",
+    "provisioning/admin.py",
+    "provisioning/flow.py",
 ]
 
 FORBIDDEN = {
@@ -87,7 +90,7 @@ FLOORS: list[set[str]] = [
     {"hardware", "audio", "exchange"},
     {"phone"},
     {"ui", "update"},
-    {"config"},
+    {"config", "provisioning"},
     {"app"},
     {"cli", "__main__"},
 ]

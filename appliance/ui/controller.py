@@ -274,6 +274,15 @@ class PanelController:
         self._panel.button(button, self._now())
         self._after_input()
 
+    def show_provisioning(self, user_code: str, uri: str, message: str) -> None:
+        """Show the provisioning screen (``uri`` as a QR code), or leave it
+        when all three are empty (the phone has its identity)."""
+        if user_code or uri or message:
+            self._panel.provisioning(user_code, uri, message, self._now())
+        else:
+            self._panel.provisioned(self._now())
+        self._after_input()
+
     def handle_event(self, event: PanelEvent) -> None:
         """Translate one FrontPanelIO event into a Panel input."""
         if isinstance(event, KeyPressed):

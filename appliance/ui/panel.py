@@ -95,10 +95,11 @@ class PanelState(StrEnum):
     RINGING = "ringing"
     IN_CALL = "in_call"
     ERROR = "error"
+    PROVISIONING = "provisioning"
 
 
 class Screen(StrEnum):
-    """Which screen to draw. The last two are placeholders (provisioning, OTA)."""
+    """Which screen to draw. The last one is a placeholder (OTA)."""
 
     OFFLINE = "offline"
     CONNECTING = "connecting"
@@ -247,7 +248,11 @@ class PanelView:
         ringer_off: the ringer volume is at 0 (status bar icon).
         volume_role: the role whose volume bar is shown ("" = none).
         volume_level: that role's level, 0..VOLUME_MAX_LEVEL.
-        provisioning_code / update_progress / update_version: placeholders.
+        provisioning_code: the user code to type at the verification URI.
+        provisioning_uri: what the QR code holds (verification_uri_complete);
+            empty = no code to show, only ``provisioning_message``.
+        provisioning_message: what provisioning is doing or why it stopped.
+        update_progress / update_version: placeholders.
     """
 
     screen: Screen
@@ -270,6 +275,8 @@ class PanelView:
     volume_role: str = ""
     volume_level: int = 0
     provisioning_code: str = ""
+    provisioning_uri: str = ""
+    provisioning_message: str = ""
     update_progress: float | None = None
     update_version: str = ""
 
@@ -368,6 +375,7 @@ class Panel:
         self._muted = False
         self._error: tuple[int, str] | None = None
         self._error_until = 0.0
+        self._provisioning: tuple[str, str, str] | None = None
 
     # --- queries ------------------------------------------------------------
 
@@ -399,6 +407,9 @@ class Panel:
             ringer_off=self._volume["ringtone"] == 0,
             volume_role=self._volume_shown,
             volume_level=self._volume.get(self._volume_shown, 0),
+            provisioning_code=self._provisioning[0] if self._provisioning else "",
+            provisioning_uri=self._provisioning[1] if self._provisioning else "",
+            provisioning_message=self._provisioning[2] if self._provisioning else "",
         )
 
     def volume_levels(self) -> dict[str, int]:
@@ -592,6 +603,31 @@ class Panel:
             self._dial = ""
         self._state = PanelState.ERROR
 
+    def provisioning(self, user_code: str, uri: str, message: str, now: float) -> None:
+        """Show the provisioning screen: a code to approve (QR of ``uri``) or
+        just ``message`` (revoked, token expired); it stays until
+        :meth:`provisioned`. A call in progress is left on screen; the panel
+        shows provisioning when the call ends.
+        """
+        self._now = now
+        self._provisioning = (user_code, uri, message)
+        if self._call is None and self._state in (
+            PanelState.OFFLINE,
+            PanelState.CONNECTING,
+            PanelState.IDLE,
+            PanelState.DIALING,
+            PanelState.PROVISIONING,
+        ):
+            self._dial = ""
+            self._state = PanelState.PROVISIONING
+
+    def provisioned(self, now: float) -> None:
+        """The phone has its identity and a token: leave the provisioning screen."""
+        self._now = now
+        self._provisioning = None
+        if self._state is PanelState.PROVISIONING:
+            self._resume()
+
     # --- handlers (the table below points here) ---------------------------
 
     def _start_dialing(self, key: str, now: float) -> None:
@@ -719,11 +755,17 @@ class Panel:
         self._call = None
         self._muted = False
         self._dial = ""
-        self._state = PanelState.IDLE if self._registered else PanelState.OFFLINE
+        if self._provisioning is not None:
+            self._state = PanelState.PROVISIONING
+        else:
+            self._state = PanelState.IDLE if self._registered else PanelState.OFFLINE
 
     def _resume(self) -> None:
         if self._call is not None and self._call.started_at is not None:
             self._state = PanelState.IN_CALL
+        elif self._provisioning is not None:
+            self._call = None
+            self._state = PanelState.PROVISIONING
         else:
             self._call = None
             self._state = PanelState.IDLE if self._registered else PanelState.OFFLINE

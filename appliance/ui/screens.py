@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable
 from functools import cache
 
+import segno
 from PIL import Image, ImageDraw, ImageFont
 
 from appliance.ui.panel import VOLUME_MAX_LEVEL, PanelView, Screen
@@ -229,14 +230,77 @@ def _connecting(image: Image.Image, draw: _Draw, view: PanelView) -> None:
     _center(draw, 46, "Connecting...")
 
 
+def _qr_matrix(data: str) -> tuple[tuple[int, ...], ...]:
+    """The QR code of ``data`` (segno, error correction L), 1 = dark module."""
+    return _qr_cached(data)
+
+
+@cache
+def _qr_cached(data: str) -> tuple[tuple[int, ...], ...]:
+    # Level L keeps the symbol small enough for 2 px modules on 64 rows up to
+    # version 3 (53 bytes, ISO/IEC 18004 table 7): a verification URI of a
+    # short host fits. boost_error is off so the version does not grow.
+    code = segno.make(data, error="l", micro=False, boost_error=False)
+    return tuple(tuple(row) for row in code.matrix_iter(scale=1, border=0))
+
+
+def _draw_qr(image: Image.Image, data: str) -> int:
+    """Draw the QR code of ``data`` at the left, full height; return its width.
+
+    Dark modules are unlit pixels on a lit square: scanners expect dark on
+    light, and the lit margin is the quiet zone (as wide as fits, at least one
+    module; ISO/IEC 18004 asks for four, which decoders rarely need).
+    """
+    matrix = _qr_matrix(data)
+    size = len(matrix)
+    scale = max(1, (HEIGHT - 2) // size)
+    side = size * scale
+    margin = max(scale, (HEIGHT - side) // 2)
+    box = side + 2 * margin
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, box - 1, min(box, HEIGHT) - 1), fill=1)
+    for y, row in enumerate(matrix):
+        for x, dark in enumerate(row):
+            if dark:
+                left, top = margin + x * scale, margin + y * scale
+                draw.rectangle((left, top, left + scale - 1, top + scale - 1), fill=0)
+    return box
+
+
+def _wrap(text: str, columns: int) -> list[str]:
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        candidate = f"{line} {word}".strip()
+        if len(candidate) <= columns:
+            line = candidate
+        else:
+            if line:
+                lines.append(line)
+            line = _fit(word, columns)
+    if line:
+        lines.append(line)
+    return lines
+
+
 def _provisioning(image: Image.Image, draw: _Draw, view: PanelView) -> None:
-    # Placeholder: a frame where the QR code will go (issue: provisioning).
-    draw.rectangle((0, _BODY_Y, 50, HEIGHT - 1), outline=1)
-    _text(draw, 19, 31, "QR")
-    _text(draw, 56, 13, "Scan to set")
-    _text(draw, 56, 23, "up, or enter")
-    _text(draw, 56, 33, "this code:")
-    _text(draw, 56, 47, _fit(view.provisioning_code, 12))
+    if view.provisioning_uri:
+        # Full height for the code: the status bar has nothing to say yet.
+        draw.rectangle((0, 0, WIDTH - 1, HEIGHT - 1), fill=0)
+        left = _draw_qr(image, view.provisioning_uri) + 3
+        columns = (WIDTH - left) // _CHAR_W
+        for i, text in enumerate(("Scan to", "set up, or", "enter code")):
+            _text(draw, left, i * 10, _fit(text, columns))
+        _text(draw, left, 36, _fit(view.provisioning_code, columns))
+        if view.provisioning_message:
+            _text(draw, left, 52, _fit(view.provisioning_message, columns))
+        return
+    _heading(draw, _BODY_Y, "Provisioning")
+    lines = _wrap(view.provisioning_message or "Waiting for provisioning", _COLS)
+    for i, text in enumerate(lines[:3]):
+        _center(draw, 26 + i * 11, text)
+    if view.provisioning_code and len(lines) < 3:
+        _center(draw, 26 + len(lines) * 11, view.provisioning_code)
 
 
 def _updating(image: Image.Image, draw: _Draw, view: PanelView) -> None:

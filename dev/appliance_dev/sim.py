@@ -237,7 +237,20 @@ def sample_views(now: float = 1000.0) -> dict[str, PanelView]:
         "provisioning": replace(
             bar,
             screen=Screen.PROVISIONING,
-            provisioning_code="K7Q-42M",
+            provisioning_code="BCDF-GHJK",
+            provisioning_uri="https://phones.example.com/device?user_code=BCDF-GHJK",
+        ),
+        "provisioning_revoked": replace(
+            bar,
+            screen=Screen.PROVISIONING,
+            identity="",
+            registered=False,
+            provisioning_message="Phone revoked by the administrator",
+        ),
+        "provisioning_expired": replace(
+            bar,
+            screen=Screen.PROVISIONING,
+            provisioning_message="offline: token expired",
         ),
         "updating": replace(
             bar,

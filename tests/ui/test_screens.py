@@ -88,7 +88,15 @@ VIEWS = {
         **_BASE,
     ),
     "connecting": PanelView(Screen.CONNECTING, now=1.0, setup_requested=True),
-    "provisioning": PanelView(Screen.PROVISIONING, provisioning_code="ABCD-1234"),
+    "provisioning": PanelView(
+        Screen.PROVISIONING,
+        provisioning_code="BCDF-GHJK",
+        provisioning_uri="https://phones.example.com/device?user_code=BCDF-GHJK",
+    ),
+    "provisioning_revoked": PanelView(
+        Screen.PROVISIONING,
+        provisioning_message="This phone was revoked by the administrator",
+    ),
     "updating": PanelView(
         Screen.UPDATING, update_progress=0.42, update_version="v1.2.3", **_BASE
     ),

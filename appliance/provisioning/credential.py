@@ -1,0 +1,105 @@
+"""The phone's device credential file: read it safely, replace it atomically.
+
+The file is JSON ``{"credential": "PH….<secret>", "identity": "…",
+"provisioner": "https://…"}``, mode 0600. Writes go to a temporary file in
+the same directory, are fsynced, renamed over the old file and the directory
+is fsynced, so a power cut leaves the old credential or the new one, never a
+torn file (as :class:`appliance.ui.settings.PanelSettings` does). Blocking:
+call through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.errors import ProvisioningError
+
+__all__ = ["StoredCredential", "load_credential", "save_credential"]
+
+#: A credential file is tiny; a larger one is not ours.
+MAX_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class StoredCredential:
+    """What the credential file holds; the repr hides the credential."""
+
+    credential: str
+    identity: str
+    provisioner: str
+
+    def __repr__(self) -> str:
+        return (
+            f"StoredCredential(identity={self.identity!r}, "
+            f"provisioner={self.provisioner!r}, credential='********')"
+        )
+
+
+def load_credential(path: Path) -> StoredCredential | None:
+    """The saved credential, or ``None`` when there is no file.
+
+    Raises:
+        ProvisioningError: the file is readable by others, not a regular
+            file, too large, or not a credential file.
+    """
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ProvisioningError(f"cannot read {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise ProvisioningError(f"{path} is not a regular file")
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ProvisioningError(f"{path} must not be readable by others (chmod 600)")
+    if info.st_size > MAX_SIZE:
+        raise ProvisioningError(f"{path} is too large for a credential file")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ProvisioningError(f"{path} is not a credential file") from exc
+    fields = ("credential", "identity", "provisioner")
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), str) and data[k] for k in fields
+    ):
+        raise ProvisioningError(f"{path} is not a credential file")
+    return StoredCredential(*(str(data[k]) for k in fields))
+
+
+def save_credential(path: Path, stored: StoredCredential) -> None:
+    """Replace the credential file atomically, mode 0600.
+
+    Raises:
+        ProvisioningError: it could not be written (the old file is kept).
+    """
+    body = json.dumps(
+        {
+            "credential": stored.credential,
+            "identity": stored.identity,
+            "provisioner": stored.provisioner,
+        }
+    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise ProvisioningError(f"cannot write {path}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "w") as f:  # mkstemp creates it 0600
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        Path(tmp).replace(path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ProvisioningError(f"cannot write {path}: {exc.strerror}") from exc

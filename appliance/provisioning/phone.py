@@ -1,0 +1,385 @@
+"""The phone's provisioning client: drives :class:`~.flow.PhoneFlow` over HTTP.
+
+One task (:meth:`PhoneProvisioning.run`) owns an aiohttp session, performs
+the flow's actions one at a time, sleeps until the flow's next deadline (or
+until :meth:`PhoneProvisioning.token_will_expire` wakes it) and hands the
+flow what it observed. Every answer is validated before the flow sees it: a
+malformed or unexpected response counts as a failed request (retried with
+backoff), never as a credential or a token. The device credential is only
+ever sent in the ``Authorization`` header and never logged.
+
+The composition root (:mod:`appliance.app`) gives it three callbacks: apply a
+token to the Device, show a :class:`~.flow.ProvisioningView` on the panel,
+and report a status line to systemd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from appliance.errors import ProvisioningError
+from appliance.provisioning import usb
+from appliance.provisioning.credential import (
+    StoredCredential,
+    load_credential,
+    save_credential,
+)
+from appliance.provisioning.flow import (
+    ApplyToken,
+    FetchToken,
+    Phase,
+    PhoneFlow,
+    Poll,
+    ProvisioningView,
+    RequestCode,
+    SaveCredential,
+)
+from appliance.tasks import wait_event
+
+__all__ = ["DEVICE_GRANT_TYPE", "PhoneProvisioning", "UsbSource"]
+
+logger = logging.getLogger(__name__)
+
+DEVICE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628 §3.4
+REQUEST_TIMEOUT_S = 10.0
+_MAX_BODY = 64 * 1024
+
+
+@dataclass(frozen=True)
+class UsbSource:
+    """Where USB provisioning files come from (:mod:`.usb`)."""
+
+    directory: Path
+    public_key_file: Path
+    device_id_file: Path = Path("/etc/machine-id")
+
+
+def _device_id(path: Path) -> str:
+    """This phone's id for USB files bound to one device ("" if unknown)."""
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+class _BadAnswerError(ProvisioningError):
+    """The provisioner's answer was unusable (network, status, JSON)."""
+
+
+class PhoneProvisioning:
+    """Keeps the phone provisioned and its token fresh.
+
+    Args:
+        url: the provisioner's base URL.
+        credential_file: where the device credential lives.
+        ca_file: CA certificates (PEM) for an https provisioner, instead of
+            the system's; the certificate is always verified.
+        stick: where sticks are mounted and the key their files are signed
+            with; ``None`` = no USB provisioning.
+        apply_token: gives a token to the Device (setup, then update_token).
+        show: draws a provisioning view on the panel.
+        status: one line for systemd's STATUS.
+        flow: the state machine (tests pass one with fixed jitter).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        credential_file: Path,
+        *,
+        ca_file: Path | None = None,
+        stick: UsbSource | None = None,
+        apply_token: Callable[[str], Awaitable[None]],
+        show: Callable[[ProvisioningView], None],
+        status: Callable[[str], None],
+        flow: PhoneFlow | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.credential_file = credential_file
+        self.ca_file = ca_file
+        self.stick = stick
+        self._last_stick: bytes | None = None
+        self._apply = apply_token
+        self._show = show
+        self._status = status
+        self.flow = flow or PhoneFlow()
+        self._wake = asyncio.Event()
+        self._credential: StoredCredential | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._shown: ProvisioningView | None = None
+
+    def token_will_expire(self) -> None:
+        """The Device's token expires in 10 s: fetch a new one now."""
+        self.flow.token_will_expire(self._now())
+        self._wake.set()
+
+    def _now(self) -> float:
+        loop = self._loop or asyncio.get_running_loop()
+        return loop.time()
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._credential = await asyncio.to_thread(
+                load_credential, self.credential_file
+            )
+        except ProvisioningError as exc:
+            # Kept on disk untouched for a person to look at; provisioning
+            # anew replaces it only after an approval.
+            logger.error("ignoring the device credential: %s", exc)
+        if self._credential is not None and self._credential.provisioner != self.url:
+            logger.warning(
+                "the credential is from %s, not %s; using it anyway",
+                self._credential.provisioner,
+                self.url,
+            )
+        self.flow.start(self._credential is not None, self._now())
+        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+        context = await asyncio.to_thread(_client_context, self.ca_file)
+        connector = aiohttp.TCPConnector(ssl=context)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+            while True:
+                while actions := self.flow.actions_to_run():
+                    for action in actions:
+                        try:
+                            await self._perform(http, action)
+                        except Exception:  # supervision boundary: retry later
+                            logger.exception("provisioning step %r failed", action)
+                            self.flow.request_failed(self._now())
+                        self._publish()
+                self._publish()
+                deadline = self.flow.next_deadline()
+                wait = None if deadline is None else max(0.0, deadline - self._now())
+                if self.stick is not None:
+                    wait = usb.POLL_S if wait is None else min(wait, usb.POLL_S)
+                await wait_event(self._wake, wait)
+                self._wake.clear()
+                if self.stick is not None:
+                    await self._check_stick(self.stick)
+                self.flow.tick(self._now())
+
+    async def _check_stick(self, stick: UsbSource) -> None:
+        """Apply a provisioning file found on a stick (once per file)."""
+        try:
+            data = await asyncio.to_thread(usb.read_stick, stick.directory)
+            if data is None or data == self._last_stick:
+                self._last_stick = data
+                return
+            self._last_stick = data
+            device_id = await asyncio.to_thread(_device_id, stick.device_id_file)
+            key = await asyncio.to_thread(usb.load_public_key, stick.public_key_file)
+            bundle = usb.verify_bundle(
+                data,
+                key,
+                now=time.time(),
+                device_id=device_id,
+                provisioner_url=self.url,
+            )
+        except usb.UsbFileError as exc:
+            logger.error("USB provisioning file refused: %s", exc)
+            self.flow.usb_message(exc.short, self._now())
+            self._status(f"USB: {exc.short}")
+            return
+        except ProvisioningError as exc:
+            logger.error("USB provisioning unavailable: %s", exc)
+            return
+        if self._credential is not None and (
+            self._credential.credential == bundle.credential
+        ):
+            return  # this stick's credential is already in use
+        stored = StoredCredential(bundle.credential, bundle.identity, self.url)
+        try:
+            await asyncio.to_thread(save_credential, self.credential_file, stored)
+        except ProvisioningError as exc:
+            logger.error("%s", exc)
+            self.flow.usb_message("Cannot save", self._now())
+            return
+        self._credential = stored
+        logger.info("provisioned from USB as %s", bundle.identity)
+        self._status(f"USB: provisioned as {bundle.identity}")
+        self.flow.credential_installed(self._now())
+
+    def _publish(self) -> None:
+        view = self.flow.view()
+        if view != self._shown:
+            self._shown = view
+            self._show(view)
+            if self.flow.waiting_for_provisioning:
+                self._status("waiting for provisioning")
+            elif view.active:
+                self._status(view.message)
+
+    # --- actions ---------------------------------------------------------------------
+
+    async def _perform(self, http: aiohttp.ClientSession, action: object) -> None:
+        flow = self.flow
+        if isinstance(action, RequestCode):
+            await self._request_code(http)
+        elif isinstance(action, Poll):
+            await self._poll(http, action.device_code)
+        elif isinstance(action, SaveCredential):
+            stored = StoredCredential(action.credential, action.identity, self.url)
+            try:
+                await asyncio.to_thread(save_credential, self.credential_file, stored)
+            except ProvisioningError as exc:
+                logger.error("%s", exc)
+                flow.save_failed(self._now())
+                return
+            self._credential = stored
+            logger.info("provisioned as %s", action.identity)
+            flow.credential_saved(self._now())
+        elif isinstance(action, FetchToken):
+            await self._fetch_token(http)
+        elif isinstance(action, ApplyToken):
+            await self._apply(action.token)
+
+    async def _post(
+        self,
+        http: aiohttp.ClientSession,
+        path: str,
+        *,
+        data: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        try:
+            async with http.post(
+                self.url + path, data=data or {}, headers=headers
+            ) as response:
+                body = await response.content.read(_MAX_BODY + 1)
+                status = response.status
+        except aiohttp.ClientConnectorCertificateError as exc:
+            why = exc.certificate_error
+            raise _BadAnswerError(
+                f"the provisioner's TLS certificate is not trusted: {why}"
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise _BadAnswerError(f"provisioner unreachable: {exc}") from exc
+        if len(body) > _MAX_BODY:
+            raise _BadAnswerError("answer too large")
+        try:
+            parsed = json.loads(body)
+        except ValueError as exc:
+            raise _BadAnswerError(f"HTTP {status} without JSON") from exc
+        if not isinstance(parsed, dict):
+            raise _BadAnswerError(f"HTTP {status}: not a JSON object")
+        return status, parsed
+
+    async def _request_code(self, http: aiohttp.ClientSession) -> None:
+        try:
+            status, body = await self._post(
+                http,
+                "/api/device/authorize",
+                data={"client_info": socket.gethostname()},
+            )
+            if status != 200:
+                raise _BadAnswerError(f"HTTP {status} {body.get('error')}")
+            device_code = _text(body, "device_code", 512)
+            user_code = _text(body, "user_code", 32)
+            uri = _text(body, "verification_uri_complete", 512)
+            if not uri.startswith(("http://", "https://")):
+                raise _BadAnswerError("verification_uri_complete is not a web address")
+            expires_in = _number(body, "expires_in")
+            interval = _number(body, "interval") if "interval" in body else 5.0
+        except _BadAnswerError as exc:
+            logger.warning("no device code: %s", exc)
+            self.flow.request_failed(self._now())
+            return
+        logger.info("enroll this phone: code %s at %s", user_code, uri)
+        self.flow.code_received(
+            device_code, user_code, uri, expires_in, interval, self._now()
+        )
+
+    async def _poll(self, http: aiohttp.ClientSession, device_code: str) -> None:
+        try:
+            status, body = await self._post(
+                http,
+                "/api/device/token",
+                data={"grant_type": DEVICE_GRANT_TYPE, "device_code": device_code},
+            )
+            if status == 200:
+                credential = _text(body, "access_token", 512)
+                identity = _text(body, "identity", 121)
+                self.flow.poll_answered(None, credential, identity, self._now())
+                return
+            if status == 400 and isinstance(body.get("error"), str):
+                self.flow.poll_answered(body["error"], "", "", self._now())
+                return
+            raise _BadAnswerError(f"HTTP {status}")
+        except _BadAnswerError as exc:
+            logger.warning("poll failed: %s", exc)
+            self.flow.request_failed(self._now())
+
+    async def _fetch_token(self, http: aiohttp.ClientSession) -> None:
+        assert self._credential is not None
+        headers = {"Authorization": f"Bearer {self._credential.credential}"}
+        try:
+            status, body = await self._post(http, "/api/token", headers=headers)
+            if status in (401, 403) and body.get("error") in (
+                "phone_revoked",
+                "invalid_client",
+            ):
+                logger.error(
+                    "the provisioner refused this phone: %s (%s)",
+                    body.get("error_description"),
+                    body.get("code"),
+                )
+                self.flow.token_refused(str(body["error"]), self._now())
+                return
+            if status != 200:
+                raise _BadAnswerError(f"HTTP {status} {body.get('error')}")
+            token = _text(body, "token", 8192)
+            identity = _text(body, "identity", 121)
+            ttl = _number(body, "ttl")
+        except _BadAnswerError as exc:
+            logger.warning("no token: %s", exc)
+            self.flow.request_failed(self._now())
+            return
+        logger.info("new token for %s, valid %d s", identity, ttl)
+        self.flow.token_received(token, identity, ttl, self._now())
+
+    @property
+    def phase(self) -> Phase:
+        """Where the flow is (for tests and the status line)."""
+        return self.flow.phase
+
+
+def _client_context(ca_file: Path | None) -> ssl.SSLContext:
+    """Verify the provisioner against ``ca_file``, else the system CAs.
+
+    A CA file that cannot be read leaves the phone trusting nothing (every
+    request fails and is logged), never everything.
+    """
+    if ca_file is None:
+        return ssl.create_default_context()
+    try:
+        # With a cafile, only those CAs are trusted (not the system's).
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        logger.error("cannot read phone.provisioner_ca_file %s: %s", ca_file, exc)
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, trusts nothing
+
+
+def _text(body: dict[str, Any], key: str, limit: int) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise _BadAnswerError(f"bad or missing {key}")
+    return value
+
+
+def _number(body: dict[str, Any], key: str) -> float:
+    value = body.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise _BadAnswerError(f"bad or missing {key}")
+    return float(min(value, 86400))
