@@ -11,13 +11,12 @@ call through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import json
-import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import ProvisioningError
+from appliance.files import write_atomic
 
 __all__ = ["StoredCredential", "load_credential", "save_credential"]
 
@@ -85,21 +84,6 @@ def save_credential(path: Path, stored: StoredCredential) -> None:
         }
     )
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        write_atomic(path, body.encode())
     except OSError as exc:
-        raise ProvisioningError(f"cannot write {path}: {exc.strerror}") from exc
-    try:
-        with os.fdopen(fd, "w") as f:  # mkstemp creates it 0600
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        Path(tmp).replace(path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise ProvisioningError(f"cannot write {path}: {exc.strerror}") from exc

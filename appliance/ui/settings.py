@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from appliance.errors import ConfigError
+from appliance.files import write_atomic
 from appliance.schema import Problems, register, structure
 from appliance.ui.panel import VOLUME_ROLES, Panel
 
@@ -231,23 +230,7 @@ class PanelSettings:
         if self.path is None:
             return
         data = json.dumps({"format": _FORMAT, "volume": dict(volume)}, indent=1)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(data + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            Path(tmp).replace(self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        # The rename itself is durable only once the directory is synced.
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.path, (data + "\n").encode())
 
     def _set_aside(self, why: str) -> None:
         assert self.path is not None

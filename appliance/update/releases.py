@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -31,18 +30,11 @@ import tarfile
 from pathlib import Path
 
 from appliance.errors import UpdateError
+from appliance.files import fsync_dir
 
 __all__ = ["Releases"]
 
 logger = logging.getLogger(__name__)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Releases:
@@ -109,7 +101,7 @@ class Releases:
         dest = self.dir / version
         shutil.rmtree(dest, ignore_errors=True)
         partial.rename(dest)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         return dest
 
     @staticmethod
@@ -150,7 +142,7 @@ class Releases:
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(Path("releases") / version)
         tmp.replace(link)  # rename(2): atomic
-        _fsync_dir(self.base)
+        fsync_dir(self.base)
 
     def switch(self, version: str) -> None:
         """Make ``version`` current; the release it replaces becomes previous."""

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -55,6 +53,7 @@ from tuf.api.metadata import (
 )
 
 from appliance.errors import ConfigError, UpdateError
+from appliance.files import write_atomic
 
 __all__ = [
     "DEFAULT_EXPIRY_DAYS",
@@ -153,23 +152,8 @@ class Keys:
 
 
 def _write_atomic(path: Path, data: bytes | Path) -> None:
-    """Write ``data`` (bytes, or a file to copy) to ``path`` by rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if isinstance(data, Path):
-                with data.open("rb") as source:
-                    shutil.copyfileobj(source, out, 1 << 20)
-            else:
-                out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        Path(tmp).chmod(0o644)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Publish ``data`` at ``path`` (world-readable: a web server serves it)."""
+    write_atomic(path, data, mode=0o644)
 
 
 class StaticRepository:

@@ -22,14 +22,13 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from appliance.errors import ApplianceError, SignatureError, UpdateError
+from appliance.files import write_atomic
 from appliance.update.machine import (
     Action,
     ActionKind,
@@ -88,23 +87,8 @@ class StateFile:
 
     def save(self, state: UpdateState) -> None:
         """Write ``state`` durably (fsync the file and its directory)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps(state.to_dict(), indent=2, sort_keys=True).encode()
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state.")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            Path(tmp).replace(self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.path, data)
 
 
 class Updater:
