@@ -665,6 +665,7 @@ class Device(EventSource):
             tuple(opts.urls()),
             opts.backoff_max_ms,
             opts.allow_incoming_while_busy,
+            opts.dscp and opts.signaling_dscp,
         )
 
     def _new_client(self, token: str) -> SignalingClient:
@@ -688,7 +689,9 @@ class Device(EventSource):
             },
             register_payload={"callWaiting": opts.allow_incoming_while_busy},
         )
-        return self._new_signaling(protocol, self._on_signaling_event)
+        client = self._new_signaling(protocol, self._on_signaling_event)
+        client.set_dscp(opts.signaling_dscp if opts.dscp else 0)
+        return client
 
     def _apply_debug(self) -> None:
         """The ``debug`` option: DEBUG for the engine's loggers while it is on.
