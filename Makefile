@@ -37,3 +37,14 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache
+
+# The phone on an existing Debian / Raspberry Pi OS, as root (appliance/installer.py):
+# `sudo make install`, `sudo make uninstall` (PURGE=1 also removes config,
+# state and the user). ROOT=DIR installs below DIR instead of /.
+ROOT ?= /
+.PHONY: install uninstall
+install: setup
+	$(BIN)/appliance install --root $(ROOT)
+
+uninstall: setup
+	$(BIN)/appliance uninstall --root $(ROOT) $(if $(PURGE),--purge)

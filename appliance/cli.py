@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from appliance import installer
 from appliance.errors import ConfigError
 from appliance.log import configure_logging
 
@@ -279,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_show_config_parser(subparsers)
     add_token_parser(subparsers)
     add_exchange_parser(subparsers)
+    installer.add_install_parser(subparsers)
+    installer.add_uninstall_parser(subparsers)
     # Development tools (the simulator, the demo, the JSON phone agent) live
     # in the appliance-devtools distribution, which is not installed on a
     # phone; installed, it adds its commands through this entry-point group.

@@ -85,7 +85,7 @@ FLOORS: list[set[str]] = [
     {"signaling", "media", "tokens"},
     {"hardware", "audio", "exchange"},
     {"phone"},
-    {"ui"},
+    {"ui", "installer"},
     {"config"},
     {"app"},
     {"cli", "__main__"},
