@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance import installer
 from appliance.errors import ConfigError
+from appliance.hardware.inventory import add_devices_parser
 from appliance.log import configure_logging
 
 if TYPE_CHECKING:
@@ -282,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_exchange_parser(subparsers)
     installer.add_install_parser(subparsers)
     installer.add_uninstall_parser(subparsers)
+    add_devices_parser(subparsers)
     # Development tools (the simulator, the demo, the JSON phone agent) live
     # in the appliance-devtools distribution, which is not installed on a
     # phone; installed, it adds its commands through this entry-point group.
