@@ -48,3 +48,21 @@ install: setup
 
 uninstall: setup
 	$(BIN)/appliance uninstall --root $(ROOT) $(if $(PURGE),--purge)
+
+# The SD-card image (image/build; slow, not part of `make test`), as root:
+# `make image ARCH=arm64` (Raspberry Pi 3/4/5/Zero 2 W) or ARCH=amd64 (PC/VM),
+# written to build/image/appliance-$(ARCH).img. `make image-test` boots the
+# amd64 one under QEMU/KVM and times it to READY and to registration.
+ARCH ?= arm64
+.PHONY: image-packages image image-test
+image-packages:
+	PACKAGE_LISTS=image/packages-image.txt ./image/install-system-packages
+
+image: setup image-packages
+	./image/build $(ARCH)
+
+build/image/appliance-amd64.img:
+	$(MAKE) image ARCH=amd64
+
+image-test: setup image-packages build/image/appliance-amd64.img
+	./image/vm-test build/image/appliance-amd64.img
