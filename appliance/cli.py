@@ -21,7 +21,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from appliance import installer
 from appliance.errors import ConfigError
+from appliance.hardware.inventory import add_devices_parser
 from appliance.log import configure_logging
 from appliance.provisioning.cli import add_provision_parser, add_provisioner_parser
 from appliance.update.release_cli import add_release_parser
@@ -292,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_provision_parser(subparsers)
     add_release_parser(subparsers)
     add_update_parser(subparsers)
+    installer.add_install_parser(subparsers)
+    installer.add_uninstall_parser(subparsers)
+    add_devices_parser(subparsers)
     # Development tools (the simulator, the demo, the JSON phone agent) live
     # in the appliance-devtools distribution, which is not installed on a
     # phone; installed, it adds its commands through this entry-point group.

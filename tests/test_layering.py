@@ -89,7 +89,7 @@ FLOORS: list[set[str]] = [
     {"signaling", "media", "tokens"},
     {"hardware", "audio", "exchange"},
     {"phone"},
-    {"ui", "update"},
+    {"ui", "update", "installer"},
     {"config", "provisioning"},
     {"app"},
     {"cli", "__main__"},

@@ -581,7 +581,10 @@ class Device(EventSource):
 
     def _new_client(self, token: str) -> SignalingClient:
         protocol = new_protocol(self._options, token)
-        return self._new_signaling(protocol, self._on_signaling_event)
+        client = self._new_signaling(protocol, self._on_signaling_event)
+        opts = self._options
+        client.set_dscp(opts.signaling_dscp if opts.dscp else 0)
+        return client
 
     def _apply_debug(self) -> None:
         """The ``debug`` option: DEBUG for the engine's loggers while it is on.

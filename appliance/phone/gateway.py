@@ -81,6 +81,7 @@ def session_options(options: DeviceOptions) -> tuple[object, ...]:
         tuple(options.urls()),
         options.backoff_max_ms,
         options.allow_incoming_while_busy,
+        options.dscp and options.signaling_dscp,
     )
 
 

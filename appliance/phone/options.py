@@ -40,7 +40,8 @@ OPTION_STATUS: dict[str, str] = {
     "message and ends the call cleanly",
     "codec_preferences": "complete",
     "debug": "complete: DEBUG logging for the engine",
-    "dscp": "complete: media socket marked EF (DSCP 46)",
+    "dscp": "complete: media socket marked EF (DSCP 46), signaling with "
+    "signaling_dscp; false marks neither",
     "edge": "complete",
     "enable_ringing_state": "complete",
     "fake_local_dtmf": "complete: off-standard 100 ms local feedback pairs "
@@ -52,6 +53,9 @@ OPTION_STATUS: dict[str, str] = {
     "'default' output)",
     "region": "complete",
     "rtc_configuration": "complete: ICE servers",
+    "signaling_dscp": "complete: DSCP of the signaling connection, AF31 (26) "
+    "by default as desk phones do, 0 to leave it unmarked; a marked connection "
+    "is made directly, not through a proxy named in the environment",
     "signaling_url": "complete",
     "sounds": "complete: WAV/MP3 paths or http(s) URLs, fetched once and cached; "
     "a bad one logs an error and the default plays",
@@ -87,6 +91,7 @@ class DeviceOptions:
     output_device: str = "null"
     region: str = "gll"
     rtc_configuration: tuple[IceServerOption, ...] = ()
+    signaling_dscp: int = 26
     signaling_url: str | tuple[str, ...] | None = None
     sounds: Mapping[str, str] | None = None
     warnings: bool = True
@@ -179,6 +184,13 @@ def _backoff_max_ms(value: Any) -> int:
     return value
 
 
+def _dscp_value(value: Any) -> int:
+    # The DSCP is the upper six bits of the DS field (RFC 2474 §3).
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 64:
+        raise ValueError(f"must be a DSCP from 0 to 63, e.g. 26 (AF31), not {value!r}")
+    return value
+
+
 def _close_protection(value: Any) -> bool | str:
     if isinstance(value, bool | str):
         return value
@@ -258,6 +270,7 @@ register(
         "output_device": _audio_device,
         "region": _region,
         "rtc_configuration": _ice_servers,
+        "signaling_dscp": _dscp_value,
         "signaling_url": _optional_str_list,
         "sounds": _sounds,
     },

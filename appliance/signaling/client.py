@@ -10,6 +10,14 @@ block.
 
 ``wss://`` URLs verify the server certificate against the system store (the
 ``ssl`` default of ``websockets``); ``ws://`` is for the local exchange.
+
+DSCP: desk phones mark signaling (AF31, DSCP 26, or CS3) apart from media (EF)
+so that a switch's QoS keeps calls setting up under load (RFC 4594 §4.2
+"Signaling", RFC 8837 §5). With a code point set (:meth:`SignalingClient.set_dscp`)
+the adapter opens the TCP socket itself, marks it with ``IP_TOS`` or
+``IPV6_TCLASS`` before ``connect()`` so that the SYN is marked too, and hands it
+to ``websockets``; such a connection goes direct, not through a proxy named in
+the environment. Marks below CS6 need no capability (ip(7)).
 """
 
 from __future__ import annotations
@@ -17,11 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket as sockets
 import time
 from collections.abc import Callable
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketException
+from websockets.uri import parse_uri
 
 from appliance.signaling.messages import HEARTBEAT, Message, redact
 from appliance.signaling.protocol import (
@@ -31,7 +41,7 @@ from appliance.signaling.protocol import (
     OpenConnection,
 )
 
-__all__ = ["SignalingClient"]
+__all__ = ["SignalingClient", "mark_socket", "open_marked_socket"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +93,13 @@ class SignalingClient:
         self._socket: _Socket | None = None
         self._generation = 0
         self._closing_tasks: set[asyncio.Task[None]] = set()
+        self._dscp = 0
 
     # ---- commands -------------------------------------------------------------
+
+    def set_dscp(self, dscp: int) -> None:
+        """Mark connections opened from now on with ``dscp`` (0 = unmarked)."""
+        self._dscp = dscp
 
     def start(self) -> None:
         """Start (or restart) connecting; returns at once."""
@@ -197,15 +212,20 @@ class SignalingClient:
         task.add_done_callback(socket.tasks.discard)
 
     async def _connect(self, socket: _Socket, url: str) -> None:
-        logger.debug("= connecting to %s", url)
+        logger.debug("= connecting to %s (DSCP %d)", url, self._dscp)
+        sock: sockets.socket | None = None
         try:
+            if self._dscp:
+                sock = await open_marked_socket(url, self._dscp << 2)
             # The core enforces the 5 s connect timeout (it cancels this task);
             # the gateway sends heartbeats, so no WebSocket pings (a browser
             # sends none either).
             ws = await connect(
-                url, open_timeout=None, ping_interval=None, max_size=2**20
+                url, open_timeout=None, ping_interval=None, max_size=2**20, sock=sock
             )
         except (OSError, WebSocketException, InvalidURI, TimeoutError) as exc:
+            if sock is not None:
+                sock.close()
             if socket is self._socket:
                 self._socket = None
                 self.protocol.connection_failed(
@@ -287,3 +307,45 @@ class SignalingClient:
                 await asyncio.gather(*pending, return_exceptions=True)
         if socket.ws is not None:
             await socket.ws.close()
+
+
+def mark_socket(sock: sockets.socket, tos: int) -> None:
+    """Set the DS field (DSCP << 2) of packets sent on ``sock``; warn if refused."""
+    try:
+        if sock.family == sockets.AF_INET6:
+            sock.setsockopt(sockets.IPPROTO_IPV6, sockets.IPV6_TCLASS, tos)
+        else:
+            sock.setsockopt(sockets.IPPROTO_IP, sockets.IP_TOS, tos)
+    except OSError as exc:
+        logger.warning("cannot mark the signaling socket with TOS %#x: %s", tos, exc)
+
+
+async def open_marked_socket(url: str, tos: int) -> sockets.socket:
+    """A TCP socket connected to the host of ``url``, marked before its SYN.
+
+    Addresses are tried in the resolver's order, as
+    :meth:`asyncio.loop.create_connection` does. Cancellation closes the socket.
+
+    Raises:
+        InvalidURI: ``url`` is not a ws:// or wss:// URL.
+        OSError: resolution failed or no address accepted the connection.
+    """
+    uri = parse_uri(url)
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(uri.host, uri.port, type=sockets.SOCK_STREAM)
+    error: OSError = OSError(f"no address for {uri.host}")
+    for family, kind, proto, _name, address in infos:
+        sock = sockets.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            mark_socket(sock, tos)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise error

@@ -29,6 +29,7 @@ def test_seed_defaults():
     assert opts.close_protection is False
     assert opts.debug is False
     assert opts.dscp is True
+    assert opts.signaling_dscp == 26  # AF31, as desk phones mark signaling
     assert opts.enable_ringing_state is False
     assert opts.fake_local_dtmf is False
     assert opts.region == "gll"
@@ -47,6 +48,8 @@ def test_seed_defaults():
         ({"allow_incoming_while_busy": 1}, "allow_incoming_while_busy"),
         ({"signaling_url": "http://127.0.0.1/signal"}, "signaling_url"),
         ({"region": "mars1"}, "region"),
+        ({"signaling_dscp": 64}, "signaling_dscp"),
+        ({"signaling_dscp": True}, "signaling_dscp"),
         ({"region": "ie1", "edge": "dublin"}, "region"),
         ({"local_addresses": ["localhost"]}, "local_addresses"),
         ({"codec_preferences": ["g729"]}, "codec_preferences"),
