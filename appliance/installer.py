@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import ConfigError
+from appliance.files import write_atomic
 
 __all__ = [
     "Layout",
@@ -147,11 +148,7 @@ def _write(path: Path, data: bytes, mode: int, report: Report) -> None:
         if path.stat().st_mode & 0o7777 != mode:
             path.chmod(mode)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".new")
-    tmp.write_bytes(data)
-    tmp.chmod(mode)
-    tmp.replace(path)
+    write_atomic(path, data, mode=mode)
     report(f"wrote {path}")
 
 

@@ -6,39 +6,20 @@ no build isolation) and reads its file list and entry points.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from appliance.installer import build_wheel
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--quiet",
-            "--wheel-dir",
-            str(out),
-            str(ROOT),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    (built,) = out.glob("appliance-*.whl")
-    return zipfile.ZipFile(built)
+    # The same build as `appliance install` makes for the phone.
+    return zipfile.ZipFile(build_wheel(ROOT, tmp_path_factory.mktemp("wheel")))
 
 
 def test_the_phone_package_holds_no_development_tools(wheel):
