@@ -6,7 +6,9 @@
   same database as the running service; a revoked phone's next token
   request gets 403 ``phone_revoked``.
 * ``make-signing-key KEYFILE``, ``make-usb ...``: USB-stick provisioning
-  (:mod:`.usb`): the Ed25519 key, and a signed file enrolling one phone.
+  (:mod:`.usb`): the Ed25519 key, and a signed file enrolling one phone,
+  optionally with the provisioner's CA or key pin and a Wi-Fi network (its
+  passphrase read from a 0600 file, never from the command line).
 * ``hash-password``: reads the admin password from standard input (never
   from the command line, where ``ps`` would show it) and prints its scrypt
   hash for ``admin.password_hash_file``.
@@ -96,6 +98,28 @@ def add_provisioner_parser(subparsers: Any) -> None:
         "--device-id", default="", help="bind to one phone (its /etc/machine-id)"
     )
     make_usb.add_argument("--valid-hours", type=float, default=72.0, help="default 72")
+    make_usb.add_argument(
+        "--ca-file",
+        type=Path,
+        metavar="PEM",
+        help="the CA the phone trusts the provisioner through (instead of its own)",
+    )
+    make_usb.add_argument(
+        "--pin", default="", help="pin the provisioner's key: sha256/<base64>"
+    )
+    make_usb.add_argument(
+        "--pin-cert",
+        type=Path,
+        metavar="PEM",
+        help="pin the key of this certificate (the provisioner's tls_cert_file)",
+    )
+    make_usb.add_argument("--wifi-ssid", default="", help="Wi-Fi network to join")
+    make_usb.add_argument(
+        "--wifi-psk-file",
+        type=Path,
+        metavar="FILE",
+        help="file (0600) holding the Wi-Fi passphrase; never on the command line",
+    )
     make_usb.add_argument("--out", type=Path, required=True, metavar="DIR")
     make_usb.set_defaults(handler=_make_usb)
 
@@ -268,6 +292,7 @@ def _make_usb(args: argparse.Namespace) -> int:
             raise ConfigError("--key", "not a PEM private key") from exc
         if not isinstance(key, Ed25519PrivateKey):
             raise ConfigError("--key", "not an Ed25519 key")
+        extras = _usb_extras(args)
         now = time.time()
         credential = PhoneStore(config.database).enroll(args.identity, args.name, now)
     except (ConfigError, ProvisioningError) as exc:
@@ -279,6 +304,7 @@ def _make_usb(args: argparse.Namespace) -> int:
         credential=str(credential),
         expires_at=now + args.valid_hours * 3600,
         device_id=args.device_id,
+        **extras,
     )
     target = args.out / FILE_NAME
     try:
@@ -289,6 +315,37 @@ def _make_usb(args: argparse.Namespace) -> int:
         return _fail(f"cannot write {target}: {exc.strerror}", 1)
     sys.stdout.write(f"{credential.sid} enrolled as {args.identity}; wrote {target}\n")
     return 0
+
+
+def _usb_extras(args: argparse.Namespace) -> dict[str, Any]:
+    """The optional parts of a USB file: CA, pin, Wi-Fi (checked here)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from appliance.provisioning.config import read_secret_file
+    from appliance.provisioning.trust import check_ca_pem, parse_pin, spki_pin
+    from appliance.provisioning.wifi import WifiNetwork, derive_psk
+
+    extras: dict[str, Any] = {}
+    try:
+        if args.ca_file is not None:
+            extras["ca_pem"] = check_ca_pem(args.ca_file.read_text())
+        if args.pin and args.pin_cert is not None:
+            raise ConfigError("--pin", "give --pin or --pin-cert, not both")
+        if args.pin:
+            extras["pin"] = parse_pin(args.pin)
+        elif args.pin_cert is not None:
+            cert = x509.load_pem_x509_certificate(args.pin_cert.read_bytes())
+            extras["pin"] = spki_pin(cert.public_bytes(serialization.Encoding.DER))
+    except (OSError, ValueError) as exc:
+        raise ConfigError("--ca-file/--pin-cert", str(exc)) from exc
+    if bool(args.wifi_ssid) != (args.wifi_psk_file is not None):
+        raise ConfigError("--wifi-ssid", "give both --wifi-ssid and --wifi-psk-file")
+    if args.wifi_ssid:
+        passphrase = read_secret_file(args.wifi_psk_file, "--wifi-psk-file").reveal()
+        psk = derive_psk(args.wifi_ssid, passphrase)
+        extras["wifi"] = WifiNetwork(args.wifi_ssid, psk)
+    return extras
 
 
 def _hash_password(args: argparse.Namespace) -> int:
