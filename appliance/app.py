@@ -239,7 +239,12 @@ def provision_phone(
         config.credential_file,
         ca_file=config.provisioner_ca_file,
         stick=(
-            UsbSource(config.usb_dir, config.usb_public_key_file)
+            UsbSource(
+                config.usb_dir,
+                config.usb_public_key_file,
+                # A stick's Wi-Fi goes beside the credential, for the image.
+                wifi_dir=config.credential_file.parent,
+            )
             if config.usb_dir and config.usb_public_key_file
             else None
         ),
