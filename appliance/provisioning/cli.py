@@ -13,9 +13,12 @@
   from the command line, where ``ps`` would show it) and prints its scrypt
   hash for ``admin.password_hash_file``.
 
-``appliance provision status [--config FILE ...]`` is for the person at the
-phone: which provisioner it uses, whether it holds a device credential and
-for which identity (never the credential itself).
+``appliance provision status|reset`` is for the person at the phone.
+``status`` shows which provisioner it uses, whether it holds a device
+credential and for which identity (never the credential itself) and, from
+the running service (:mod:`.control`), the phase and when the token
+expires. ``reset`` asks the running service to forget the credential; the
+panel asks too, and only holding Hangup there for 3 s performs it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from appliance.errors import ConfigError, ProvisioningError
 from appliance.log import configure_logging
 
 __all__ = ["add_provision_parser", "add_provisioner_parser"]
+
+#: The service's control socket under systemd (RuntimeDirectory=appliance).
+DEFAULT_SOCKET = Path("/run/appliance/control.sock")
 
 
 def _fail(message: str, status: int = 2) -> int:
@@ -138,9 +144,22 @@ def add_provision_parser(subparsers: Any) -> None:
     )
     commands = parser.add_subparsers(dest="provision_command", metavar="COMMAND")
     commands.required = True
-    status = commands.add_parser("status", help="provisioner, identity, credential")
+    status = commands.add_parser("status", help="provisioner, identity, token expiry")
     status.add_argument("--config", action="append", type=Path, metavar="FILE")
+    status.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, metavar="PATH")
     status.set_defaults(handler=_provision_status)
+    reset = commands.add_parser(
+        "reset",
+        help="forget this phone's identity (confirmed on the panel)",
+        description="Ask the running phone service to remove the device "
+        "credential. The phone's screen asks too: hold Hangup for 3 s there "
+        "to confirm. Nothing is kept: enrolling again needs a new approval.",
+    )
+    reset.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, metavar="PATH")
+    reset.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait (default 60)"
+    )
+    reset.set_defaults(handler=_provision_reset)
 
 
 def _provision_status(args: argparse.Namespace) -> int:
@@ -169,7 +188,57 @@ def _provision_status(args: argparse.Namespace) -> int:
         out.write(f"state: provisioned as {stored.identity}\n")
         sid = stored.credential.partition(".")[0]
         out.write(f"phone: {sid} (from {stored.provisioner})\n")
+        if stored.pin:
+            out.write(f"provisioner key pinned: {stored.pin}\n")
+    _service_status(args.socket)
     return 0
+
+
+def _service_status(path: Path) -> None:
+    from appliance.provisioning.control import ask
+
+    out = sys.stdout
+    try:
+        answer = ask(path, "status")
+    except ProvisioningError:
+        out.write(f"service: not reachable at {path}\n")
+        return
+    out.write(f"service: {answer.get('phase')}")
+    if answer.get("message"):
+        out.write(f" ({answer['message']})")
+    out.write("\n")
+    expires = answer.get("token_expires_at")
+    if isinstance(expires, int | float):
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+        out.write(
+            f"token expires: {when} (in {max(0, int(expires - time.time()))} s)\n"
+        )
+    else:
+        out.write("token expires: no token\n")
+
+
+def _provision_reset(args: argparse.Namespace) -> int:
+    from appliance.provisioning.control import ask
+
+    def progress(line: dict[str, Any]) -> None:
+        if line.get("state") == "confirm":
+            sys.stdout.write("Confirm on the phone: hold HANGUP for 3 seconds.\n")
+            sys.stdout.flush()
+
+    try:
+        answer = ask(args.socket, "reset", timeout_s=args.timeout, on_line=progress)
+    except ProvisioningError as exc:
+        return _fail(f"{exc} (is the phone service running?)", 1)
+    result = answer.get("result")
+    messages = {
+        "reset": "Reset: the device credential was removed; the phone enrolls anew.",
+        "cancelled": "Not reset: cancelled on the phone (or not confirmed in time).",
+        "busy": "Not reset: the phone is busy (a call) or has no provisioning.",
+        "no_panel": "Not reset: this phone has no front panel to confirm on.",
+        "failed": "Not reset: the credential could not be removed (see the log).",
+    }
+    sys.stdout.write(messages.get(str(result), f"Not reset: {answer}") + "\n")
+    return 0 if result == "reset" else 1
 
 
 def _serve(args: argparse.Namespace) -> int:
