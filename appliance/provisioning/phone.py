@@ -292,8 +292,8 @@ class PhoneProvisioning:
             ProvisioningError: the file could not be removed.
         """
         had = await asyncio.to_thread(forget_credential, self.credential_file)
+        # A stick still inserted is not applied again: reset means forget.
         self._credential = None
-        self._last_stick = None
         self.token_expires_at = None
         logger.warning("provisioning reset: the device credential was removed")
         self.flow.reset(self._now())

@@ -13,8 +13,10 @@ import ssl
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance.provisioning.credential import load_credential
 from appliance.provisioning.flow import Phase, ProvisioningView
@@ -25,8 +27,9 @@ from appliance.provisioning.trust import (
     client_context,
     spki_pin,
 )
+from appliance.provisioning.usb import UsbFileError, sign_bundle, verify_bundle
 from appliance.provisioning.wifi import FILE_NAME as WIFI_FILE
-from appliance.provisioning.wifi import derive_psk
+from appliance.provisioning.wifi import WifiNetwork, derive_psk
 from appliance.tokens import describe_unverified
 from tests.conftest import wait_until
 from tests.provisioning.conftest import provisioner_config, start_provisioner
@@ -159,3 +162,34 @@ async def test_a_pin_is_checked_before_any_request_is_sent(tmp_path: Path):
         assert info.value.code == PIN_MISMATCH and info.value.got == right
     finally:
         await prov.stop()
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        ({"pin": "sha256/short"}, "a pin is"),
+        ({"pin": "md5/" + "A" * 44}, "a pin is"),
+        ({"ca_pem": "-----BEGIN CERTIFICATE-----\nnope\n"}, "not PEM"),
+        ({"ca_pem": "x" * 9000}, "ca_pem"),
+        ({"wifi": WifiNetwork("Office", "not hex")}, "64 lower-case hex"),
+    ],
+)
+def test_bad_trust_or_wifi_in_a_signed_file_is_refused(extra: dict[str, Any], why: str):
+    key = Ed25519PrivateKey.generate()
+    data = sign_bundle(
+        key,
+        provisioner_url="https://p",
+        identity="alice",
+        credential="PH1.secret",
+        expires_at=2000.0,
+        **extra,
+    )
+    with pytest.raises(UsbFileError, match=why) as info:
+        verify_bundle(
+            data,
+            key.public_key(),
+            now=1000.0,
+            device_id="",
+            provisioner_url="https://p",
+        )
+    assert info.value.short == "Bad USB file"
