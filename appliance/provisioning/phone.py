@@ -8,6 +8,13 @@ malformed or unexpected response counts as a failed request (retried with
 backoff), never as a credential or a token. The device credential is only
 ever sent in the ``Authorization`` header and never logged.
 
+TLS trust follows the credential (:mod:`.trust`): the session is rebuilt
+when a credential with another CA or pin is installed. A USB file replaces a
+credential the phone already holds only after one token request with the
+file's credential and trust succeeded, so a wrong pin or a stale file never
+costs the phone a working identity. :meth:`PhoneProvisioning.reset` forgets
+the credential (``appliance provision reset``, once the panel confirmed it).
+
 The composition root (:mod:`appliance.app`) gives it three callbacks: apply a
 token to the Device, show a :class:`~.flow.ProvisioningView` on the panel,
 and report a status line to systemd.
