@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -102,8 +103,14 @@ class _TokenSource:
             return False
 
 
-async def run_service(config: AppConfig) -> int:
-    """Run the phone until SIGTERM/SIGINT; return the exit status."""
+async def run_service(
+    config: AppConfig, *, on_panel: Callable[[FrontPanel], None] | None = None
+) -> int:
+    """Run the phone until SIGTERM/SIGINT; return the exit status.
+
+    ``on_panel`` is handed the front panel once it is open (the test rig's
+    finger on mock pins); ``appliance run`` passes none.
+    """
     notifier = Notifier()
     tokens = _TokenSource(config.token_file)
     device = build_device(config.device)
@@ -158,6 +165,8 @@ async def run_service(config: AppConfig) -> int:
         logger.error("%s", exc)
         await panel.aclose()
         return 2
+    if front is not None and on_panel is not None:
+        on_panel(front)
     provisioning = (
         provision_phone(config, device, notifier, front, current)
         if provisioned
@@ -179,7 +188,7 @@ async def run_service(config: AppConfig) -> int:
     async with asyncio.TaskGroup() as group:
         watchers = [
             group.create_task(
-                provisioning.run()
+                _run_provisioning(provisioning, front)
                 if provisioning is not None
                 else _watch_token(tokens, refresh_token)
             ),
@@ -239,7 +248,12 @@ def provision_phone(
         config.credential_file,
         ca_file=config.provisioner_ca_file,
         stick=(
-            UsbSource(config.usb_dir, config.usb_public_key_file)
+            UsbSource(
+                config.usb_dir,
+                config.usb_public_key_file,
+                # A stick's Wi-Fi goes beside the credential, for the image.
+                wifi_dir=config.credential_file.parent,
+            )
             if config.usb_dir and config.usb_public_key_file
             else None
         ),
@@ -248,7 +262,26 @@ def provision_phone(
         status=notifier.status,
     )
     device.on("token_will_expire", lambda _d: client.token_will_expire())
+    if front is not None:
+        front.controller.set_reset_handler(client.reset)
     return client
+
+
+async def _run_provisioning(
+    client: PhoneProvisioning, front: FrontPanel | None
+) -> None:
+    """The provisioning client and, with a runtime directory (systemd's
+    ``RuntimeDirectory=``), the control socket of ``appliance provision``."""
+    from appliance.provisioning.control import SOCKET_NAME, serve_control
+
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    async with asyncio.TaskGroup() as group:
+        group.create_task(client.run())
+        if runtime:
+            confirm = front.controller.confirm_reset if front is not None else None
+            group.create_task(
+                serve_control(Path(runtime) / SOCKET_NAME, client.status, confirm)
+            )
 
 
 def _latest(current: list[str]) -> str:

@@ -6,14 +6,19 @@
   same database as the running service; a revoked phone's next token
   request gets 403 ``phone_revoked``.
 * ``make-signing-key KEYFILE``, ``make-usb ...``: USB-stick provisioning
-  (:mod:`.usb`): the Ed25519 key, and a signed file enrolling one phone.
+  (:mod:`.usb`): the Ed25519 key, and a signed file enrolling one phone,
+  optionally with the provisioner's CA or key pin and a Wi-Fi network (its
+  passphrase read from a 0600 file, never from the command line).
 * ``hash-password``: reads the admin password from standard input (never
   from the command line, where ``ps`` would show it) and prints its scrypt
   hash for ``admin.password_hash_file``.
 
-``appliance provision status [--config FILE ...]`` is for the person at the
-phone: which provisioner it uses, whether it holds a device credential and
-for which identity (never the credential itself).
+``appliance provision status|reset`` is for the person at the phone.
+``status`` shows which provisioner it uses, whether it holds a device
+credential and for which identity (never the credential itself) and, from
+the running service (:mod:`.control`), the phase and when the token
+expires. ``reset`` asks the running service to forget the credential; the
+panel asks too, and only holding Hangup there for 3 s performs it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ from appliance.errors import ConfigError, ProvisioningError
 from appliance.log import configure_logging
 
 __all__ = ["add_provision_parser", "add_provisioner_parser"]
+
+#: The service's control socket under systemd (RuntimeDirectory=appliance).
+DEFAULT_SOCKET = Path("/run/appliance/control.sock")
 
 
 def _fail(message: str, status: int = 2) -> int:
@@ -96,6 +104,28 @@ def add_provisioner_parser(subparsers: Any) -> None:
         "--device-id", default="", help="bind to one phone (its /etc/machine-id)"
     )
     make_usb.add_argument("--valid-hours", type=float, default=72.0, help="default 72")
+    make_usb.add_argument(
+        "--ca-file",
+        type=Path,
+        metavar="PEM",
+        help="the CA the phone trusts the provisioner through (instead of its own)",
+    )
+    make_usb.add_argument(
+        "--pin", default="", help="pin the provisioner's key: sha256/<base64>"
+    )
+    make_usb.add_argument(
+        "--pin-cert",
+        type=Path,
+        metavar="PEM",
+        help="pin the key of this certificate (the provisioner's tls_cert_file)",
+    )
+    make_usb.add_argument("--wifi-ssid", default="", help="Wi-Fi network to join")
+    make_usb.add_argument(
+        "--wifi-psk-file",
+        type=Path,
+        metavar="FILE",
+        help="file (0600) holding the Wi-Fi passphrase; never on the command line",
+    )
     make_usb.add_argument("--out", type=Path, required=True, metavar="DIR")
     make_usb.set_defaults(handler=_make_usb)
 
@@ -114,9 +144,22 @@ def add_provision_parser(subparsers: Any) -> None:
     )
     commands = parser.add_subparsers(dest="provision_command", metavar="COMMAND")
     commands.required = True
-    status = commands.add_parser("status", help="provisioner, identity, credential")
+    status = commands.add_parser("status", help="provisioner, identity, token expiry")
     status.add_argument("--config", action="append", type=Path, metavar="FILE")
+    status.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, metavar="PATH")
     status.set_defaults(handler=_provision_status)
+    reset = commands.add_parser(
+        "reset",
+        help="forget this phone's identity (confirmed on the panel)",
+        description="Ask the running phone service to remove the device "
+        "credential. The phone's screen asks too: hold Hangup for 3 s there "
+        "to confirm. Nothing is kept: enrolling again needs a new approval.",
+    )
+    reset.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, metavar="PATH")
+    reset.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait (default 60)"
+    )
+    reset.set_defaults(handler=_provision_reset)
 
 
 def _provision_status(args: argparse.Namespace) -> int:
@@ -145,7 +188,57 @@ def _provision_status(args: argparse.Namespace) -> int:
         out.write(f"state: provisioned as {stored.identity}\n")
         sid = stored.credential.partition(".")[0]
         out.write(f"phone: {sid} (from {stored.provisioner})\n")
+        if stored.pin:
+            out.write(f"provisioner key pinned: {stored.pin}\n")
+    _service_status(args.socket)
     return 0
+
+
+def _service_status(path: Path) -> None:
+    from appliance.provisioning.control import ask
+
+    out = sys.stdout
+    try:
+        answer = ask(path, "status")
+    except ProvisioningError:
+        out.write(f"service: not reachable at {path}\n")
+        return
+    out.write(f"service: {answer.get('phase')}")
+    if answer.get("message"):
+        out.write(f" ({answer['message']})")
+    out.write("\n")
+    expires = answer.get("token_expires_at")
+    if isinstance(expires, int | float):
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+        out.write(
+            f"token expires: {when} (in {max(0, int(expires - time.time()))} s)\n"
+        )
+    else:
+        out.write("token expires: no token\n")
+
+
+def _provision_reset(args: argparse.Namespace) -> int:
+    from appliance.provisioning.control import ask
+
+    def progress(line: dict[str, Any]) -> None:
+        if line.get("state") == "confirm":
+            sys.stdout.write("Confirm on the phone: hold HANGUP for 3 seconds.\n")
+            sys.stdout.flush()
+
+    try:
+        answer = ask(args.socket, "reset", timeout_s=args.timeout, on_line=progress)
+    except ProvisioningError as exc:
+        return _fail(f"{exc} (is the phone service running?)", 1)
+    result = answer.get("result")
+    messages = {
+        "reset": "Reset: the device credential was removed; the phone enrolls anew.",
+        "cancelled": "Not reset: cancelled on the phone (or not confirmed in time).",
+        "busy": "Not reset: the phone is busy (a call) or has no provisioning.",
+        "no_panel": "Not reset: this phone has no front panel to confirm on.",
+        "failed": "Not reset: the credential could not be removed (see the log).",
+    }
+    sys.stdout.write(messages.get(str(result), f"Not reset: {answer}") + "\n")
+    return 0 if result == "reset" else 1
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -268,6 +361,7 @@ def _make_usb(args: argparse.Namespace) -> int:
             raise ConfigError("--key", "not a PEM private key") from exc
         if not isinstance(key, Ed25519PrivateKey):
             raise ConfigError("--key", "not an Ed25519 key")
+        extras = _usb_extras(args)
         now = time.time()
         credential = PhoneStore(config.database).enroll(args.identity, args.name, now)
     except (ConfigError, ProvisioningError) as exc:
@@ -279,6 +373,7 @@ def _make_usb(args: argparse.Namespace) -> int:
         credential=str(credential),
         expires_at=now + args.valid_hours * 3600,
         device_id=args.device_id,
+        **extras,
     )
     target = args.out / FILE_NAME
     try:
@@ -289,6 +384,37 @@ def _make_usb(args: argparse.Namespace) -> int:
         return _fail(f"cannot write {target}: {exc.strerror}", 1)
     sys.stdout.write(f"{credential.sid} enrolled as {args.identity}; wrote {target}\n")
     return 0
+
+
+def _usb_extras(args: argparse.Namespace) -> dict[str, Any]:
+    """The optional parts of a USB file: CA, pin, Wi-Fi (checked here)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from appliance.provisioning.config import read_secret_file
+    from appliance.provisioning.trust import check_ca_pem, parse_pin, spki_pin
+    from appliance.provisioning.wifi import WifiNetwork, derive_psk
+
+    extras: dict[str, Any] = {}
+    try:
+        if args.ca_file is not None:
+            extras["ca_pem"] = check_ca_pem(args.ca_file.read_text())
+        if args.pin and args.pin_cert is not None:
+            raise ConfigError("--pin", "give --pin or --pin-cert, not both")
+        if args.pin:
+            extras["pin"] = parse_pin(args.pin)
+        elif args.pin_cert is not None:
+            cert = x509.load_pem_x509_certificate(args.pin_cert.read_bytes())
+            extras["pin"] = spki_pin(cert.public_bytes(serialization.Encoding.DER))
+    except (OSError, ValueError) as exc:
+        raise ConfigError("--ca-file/--pin-cert", str(exc)) from exc
+    if bool(args.wifi_ssid) != (args.wifi_psk_file is not None):
+        raise ConfigError("--wifi-ssid", "give both --wifi-ssid and --wifi-psk-file")
+    if args.wifi_ssid:
+        passphrase = read_secret_file(args.wifi_psk_file, "--wifi-psk-file").reveal()
+        psk = derive_psk(args.wifi_ssid, passphrase)
+        extras["wifi"] = WifiNetwork(args.wifi_ssid, psk)
+    return extras
 
 
 def _hash_password(args: argparse.Namespace) -> int:

@@ -264,8 +264,11 @@ class PhoneFlow:
         if self.phase is Phase.READY:
             self._fetch_token("")
 
-    def request_failed(self, now: float) -> None:
-        """A request got no usable answer (network down, 5xx, bad JSON)."""
+    def request_failed(
+        self, now: float, reason: str = "Provisioner unreachable"
+    ) -> None:
+        """A request got no usable answer (network down, 5xx, bad JSON, a
+        certificate not trusted); ``reason`` is shown while there is no token."""
         self._failures += 1
         if self.phase is Phase.WAITING_APPROVAL:
             # §3.5: reduce the polling frequency on connection failures.
@@ -277,7 +280,7 @@ class PhoneFlow:
             if self.phase is Phase.REQUESTING_CODE or not (
                 self._has_token or self._message
             ):
-                self._message = "Provisioner unreachable"
+                self._message = reason
 
     def credential_installed(self, now: float) -> None:
         """A new credential was saved from a USB stick: use it from now on."""
@@ -288,6 +291,13 @@ class PhoneFlow:
         """Show what a USB stick did (shown while waiting for provisioning)."""
         if self.waiting_for_provisioning:
             self._message = message
+
+    def reset(self, now: float) -> None:
+        """The credential was forgotten (``provision reset``): enroll anew."""
+        self._failures = 0
+        self._has_token = False
+        self._token_expires_at = None
+        self._request_code("Provisioning reset")
 
     def save_failed(self, now: float) -> None:
         """The credential could not be written: try again with a new code."""

@@ -8,6 +8,13 @@ malformed or unexpected response counts as a failed request (retried with
 backoff), never as a credential or a token. The device credential is only
 ever sent in the ``Authorization`` header and never logged.
 
+TLS trust follows the credential (:mod:`.trust`): the session is rebuilt
+when a credential with another CA or pin is installed. A USB file replaces a
+credential the phone already holds only after one token request with the
+file's credential and trust succeeded, so a wrong pin or a stale file never
+costs the phone a working identity. :meth:`PhoneProvisioning.reset` forgets
+the credential (``appliance provision reset``, once the panel confirmed it).
+
 The composition root (:mod:`appliance.app`) gives it three callbacks: apply a
 token to the Device, show a :class:`~.flow.ProvisioningView` on the panel,
 and report a status line to systemd.
@@ -19,7 +26,6 @@ import asyncio
 import json
 import logging
 import socket
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,9 +35,10 @@ from typing import Any
 import aiohttp
 
 from appliance.errors import ProvisioningError
-from appliance.provisioning import usb
+from appliance.provisioning import usb, wifi
 from appliance.provisioning.credential import (
     StoredCredential,
+    forget_credential,
     load_credential,
     save_credential,
 )
@@ -45,6 +52,7 @@ from appliance.provisioning.flow import (
     RequestCode,
     SaveCredential,
 )
+from appliance.provisioning.trust import PIN_MISMATCH, client_context
 from appliance.tasks import wait_event
 
 __all__ = ["DEVICE_GRANT_TYPE", "PhoneProvisioning", "UsbSource"]
@@ -63,6 +71,8 @@ class UsbSource:
     directory: Path
     public_key_file: Path
     device_id_file: Path = Path("/etc/machine-id")
+    #: Where a file's Wi-Fi network block goes (:mod:`.wifi`); None = ignored.
+    wifi_dir: Path | None = None
 
 
 def _device_id(path: Path) -> str:
@@ -74,7 +84,14 @@ def _device_id(path: Path) -> str:
 
 
 class _BadAnswerError(ProvisioningError):
-    """The provisioner's answer was unusable (network, status, JSON)."""
+    """The provisioner's answer was unusable (network, status, JSON, TLS).
+
+    ``short`` fits the OLED.
+    """
+
+    def __init__(self, message: str, short: str = "Provisioner unreachable") -> None:
+        super().__init__(message)
+        self.short = short
 
 
 class PhoneProvisioning:
@@ -84,7 +101,8 @@ class PhoneProvisioning:
         url: the provisioner's base URL.
         credential_file: where the device credential lives.
         ca_file: CA certificates (PEM) for an https provisioner, instead of
-            the system's; the certificate is always verified.
+            the system's; the certificate is always verified, and a CA or
+            pin stored with the credential comes first (:mod:`.trust`).
         stick: where sticks are mounted and the key their files are signed
             with; ``None`` = no USB provisioning.
         apply_token: gives a token to the Device (setup, then update_token).
@@ -118,6 +136,10 @@ class PhoneProvisioning:
         self._credential: StoredCredential | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._shown: ProvisioningView | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._trust: tuple[str, str] | None = None
+        self.token_expires_at: float | None = None
+        """Unix time the current token expires (``appliance provision status``)."""
 
     def token_will_expire(self) -> None:
         """The Device's token expires in 10 s: fetch a new one now."""
@@ -146,29 +168,52 @@ class PhoneProvisioning:
                 self.url,
             )
         self.flow.start(self._credential is not None, self._now())
-        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-        context = await asyncio.to_thread(_client_context, self.ca_file)
-        connector = aiohttp.TCPConnector(ssl=context)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
-            while True:
-                while actions := self.flow.actions_to_run():
-                    for action in actions:
-                        try:
-                            await self._perform(http, action)
-                        except Exception:  # supervision boundary: retry later
-                            logger.exception("provisioning step %r failed", action)
-                            self.flow.request_failed(self._now())
-                        self._publish()
-                self._publish()
-                deadline = self.flow.next_deadline()
-                wait = None if deadline is None else max(0.0, deadline - self._now())
-                if self.stick is not None:
-                    wait = usb.POLL_S if wait is None else min(wait, usb.POLL_S)
-                await wait_event(self._wake, wait)
-                self._wake.clear()
-                if self.stick is not None:
-                    await self._check_stick(self.stick)
-                self.flow.tick(self._now())
+        try:
+            await self._loop_forever()
+        finally:
+            if self._http is not None:
+                await self._http.close()
+
+    async def _session(self) -> aiohttp.ClientSession:
+        """The HTTP session, trusting what the current credential says."""
+        stored = self._credential
+        trust = (stored.ca_pem, stored.pin) if stored is not None else ("", "")
+        if self._http is None or trust != self._trust:
+            if self._http is not None:
+                await self._http.close()
+            self._http = await self._open_session(*trust)
+            self._trust = trust
+        return self._http
+
+    async def _open_session(self, ca_pem: str, pin: str) -> aiohttp.ClientSession:
+        context = await asyncio.to_thread(
+            client_context, ca_file=self.ca_file, ca_pem=ca_pem, pin=pin
+        )
+        return aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+            connector=aiohttp.TCPConnector(ssl=context),
+        )
+
+    async def _loop_forever(self) -> None:
+        while True:
+            while actions := self.flow.actions_to_run():
+                for action in actions:
+                    try:
+                        await self._perform(await self._session(), action)
+                    except Exception:  # supervision boundary: retry later
+                        logger.exception("provisioning step %r failed", action)
+                        self.flow.request_failed(self._now())
+                    self._publish()
+            self._publish()
+            deadline = self.flow.next_deadline()
+            wait = None if deadline is None else max(0.0, deadline - self._now())
+            if self.stick is not None:
+                wait = usb.POLL_S if wait is None else min(wait, usb.POLL_S)
+            await wait_event(self._wake, wait)
+            self._wake.clear()
+            if self.stick is not None:
+                await self._check_stick(self.stick)
+            self.flow.tick(self._now())
 
     async def _check_stick(self, stick: UsbSource) -> None:
         """Apply a provisioning file found on a stick (once per file)."""
@@ -188,19 +233,30 @@ class PhoneProvisioning:
                 provisioner_url=self.url,
             )
         except usb.UsbFileError as exc:
-            logger.error("USB provisioning file refused: %s", exc)
-            self.flow.usb_message(exc.short, self._now())
-            self._status(f"USB: {exc.short}")
+            self._usb_refused(exc.short, str(exc))
             return
         except ProvisioningError as exc:
             logger.error("USB provisioning unavailable: %s", exc)
             return
-        if self._credential is not None and (
-            self._credential.credential == bundle.credential
-        ):
+        stored = StoredCredential(
+            bundle.credential, bundle.identity, self.url, bundle.ca_pem, bundle.pin
+        )
+        if self._credential == stored:
             return  # this stick's credential is already in use
-        stored = StoredCredential(bundle.credential, bundle.identity, self.url)
+        if self._credential is not None:
+            # Working credentials are replaced only by ones that work: one
+            # token request with the file's credential and trust first.
+            try:
+                await self._try_credential(stored)
+            except _BadAnswerError as exc:
+                self._usb_refused(exc.short, f"kept the current credential: {exc}")
+                return
         try:
+            if bundle.wifi is not None and stick.wifi_dir is not None:
+                path = await asyncio.to_thread(
+                    wifi.write_network, stick.wifi_dir, bundle.wifi
+                )
+                logger.info("Wi-Fi %r from USB written to %s", bundle.wifi.ssid, path)
             await asyncio.to_thread(save_credential, self.credential_file, stored)
         except ProvisioningError as exc:
             logger.error("%s", exc)
@@ -210,6 +266,59 @@ class PhoneProvisioning:
         logger.info("provisioned from USB as %s", bundle.identity)
         self._status(f"USB: provisioned as {bundle.identity}")
         self.flow.credential_installed(self._now())
+
+    def _usb_refused(self, short: str, detail: str) -> None:
+        logger.error("USB provisioning file refused: %s", detail)
+        self.flow.usb_message(short, self._now())
+        self._status(f"USB: {short}")
+
+    async def _try_credential(self, stored: StoredCredential) -> None:
+        """One token request with ``stored`` and the trust it names.
+
+        Raises:
+            _BadAnswerError: no token (the message says why).
+        """
+        http = await self._open_session(stored.ca_pem, stored.pin)
+        try:
+            headers = {"Authorization": f"Bearer {stored.credential}"}
+            status, body = await self._post(http, "/api/token", headers=headers)
+        finally:
+            await http.close()
+        if status != 200:
+            raise _BadAnswerError(
+                f"HTTP {status} {body.get('error')}", "USB credential refused"
+            )
+
+    async def reset(self) -> bool:
+        """Forget the credential (``appliance provision reset``), start over.
+
+        Returns whether there was one. The token in use is forgotten too;
+        the Device keeps its registration until that token expires.
+
+        Raises:
+            ProvisioningError: the file could not be removed.
+        """
+        had = await asyncio.to_thread(forget_credential, self.credential_file)
+        # A stick still inserted is not applied again: reset means forget.
+        self._credential = None
+        self.token_expires_at = None
+        logger.warning("provisioning reset: the device credential was removed")
+        self.flow.reset(self._now())
+        self._wake.set()
+        return had
+
+    def status(self) -> dict[str, object]:
+        """What ``appliance provision status`` shows (never a secret)."""
+        stored = self._credential
+        return {
+            "phase": str(self.flow.phase),
+            "provisioner": self.url,
+            "identity": stored.identity if stored is not None else "",
+            "phone": stored.credential.partition(".")[0] if stored else "",
+            "pinned": bool(stored and stored.pin),
+            "token_expires_at": self.token_expires_at,
+            "message": self.flow.view().message,
+        }
 
     def _publish(self) -> None:
         view = self.flow.view()
@@ -261,8 +370,10 @@ class PhoneProvisioning:
                 status = response.status
         except aiohttp.ClientConnectorCertificateError as exc:
             why = exc.certificate_error
+            pinned = getattr(why, "code", "") == PIN_MISMATCH
             raise _BadAnswerError(
-                f"the provisioner's TLS certificate is not trusted: {why}"
+                f"the provisioner's TLS certificate is not trusted: {why}",
+                "TLS pin mismatch" if pinned else "TLS certificate not trusted",
             ) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise _BadAnswerError(f"provisioner unreachable: {exc}") from exc
@@ -294,7 +405,7 @@ class PhoneProvisioning:
             interval = _number(body, "interval") if "interval" in body else 5.0
         except _BadAnswerError as exc:
             logger.warning("no device code: %s", exc)
-            self.flow.request_failed(self._now())
+            self.flow.request_failed(self._now(), exc.short)
             return
         logger.info("enroll this phone: code %s at %s", user_code, uri)
         self.flow.code_received(
@@ -319,7 +430,7 @@ class PhoneProvisioning:
             raise _BadAnswerError(f"HTTP {status}")
         except _BadAnswerError as exc:
             logger.warning("poll failed: %s", exc)
-            self.flow.request_failed(self._now())
+            self.flow.request_failed(self._now(), exc.short)
 
     async def _fetch_token(self, http: aiohttp.ClientSession) -> None:
         assert self._credential is not None
@@ -344,31 +455,16 @@ class PhoneProvisioning:
             ttl = _number(body, "ttl")
         except _BadAnswerError as exc:
             logger.warning("no token: %s", exc)
-            self.flow.request_failed(self._now())
+            self.flow.request_failed(self._now(), exc.short)
             return
         logger.info("new token for %s, valid %d s", identity, ttl)
+        self.token_expires_at = time.time() + ttl
         self.flow.token_received(token, identity, ttl, self._now())
 
     @property
     def phase(self) -> Phase:
         """Where the flow is (for tests and the status line)."""
         return self.flow.phase
-
-
-def _client_context(ca_file: Path | None) -> ssl.SSLContext:
-    """Verify the provisioner against ``ca_file``, else the system CAs.
-
-    A CA file that cannot be read leaves the phone trusting nothing (every
-    request fails and is logged), never everything.
-    """
-    if ca_file is None:
-        return ssl.create_default_context()
-    try:
-        # With a cafile, only those CAs are trusted (not the system's).
-        return ssl.create_default_context(cafile=str(ca_file))
-    except (OSError, ssl.SSLError) as exc:
-        logger.error("cannot read phone.provisioner_ca_file %s: %s", ca_file, exc)
-        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, trusts nothing
 
 
 def _text(body: dict[str, Any], key: str, limit: int) -> str:

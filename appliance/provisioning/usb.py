@@ -7,7 +7,11 @@
 
 The payload (version 1) holds ``provisioner_url``, ``identity``,
 ``credential`` (the device credential), ``expires_at`` (Unix seconds) and,
-optionally, ``device_id`` (the phone it is bound to: its ``/etc/machine-id``).
+optionally, ``device_id`` (the phone it is bound to: its ``/etc/machine-id``),
+``ca_pem`` and/or ``pin`` (how to recognise the provisioner's certificate,
+:mod:`.trust`) and ``wifi`` (``{"ssid", "psk"}``, the PSK as the 64 hex
+digits wpa_supplicant uses, derived from the passphrase by ``make-usb``;
+:mod:`.wifi`).
 The signature is Ed25519 (RFC 8032) over the payload bytes exactly as
 stored, by the provisioner's signing key; the phone image carries the public
 half (``phone.usb_public_key_file``).
@@ -45,6 +49,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from appliance.errors import ProvisioningError
+from appliance.provisioning.trust import MAX_CA_PEM, check_ca_pem, parse_pin
+from appliance.provisioning.wifi import WifiNetwork, parse_wifi
 
 __all__ = [
     "FILE_NAME",
@@ -80,6 +86,9 @@ class UsbBundle:
     credential: str
     expires_at: float
     device_id: str
+    ca_pem: str = ""
+    pin: str = ""
+    wifi: WifiNetwork | None = None
 
     def __repr__(self) -> str:
         return f"UsbBundle(identity={self.identity!r}, credential='********')"
@@ -93,19 +102,26 @@ def sign_bundle(
     credential: str,
     expires_at: float,
     device_id: str = "",
+    ca_pem: str = "",
+    pin: str = "",
+    wifi: WifiNetwork | None = None,
 ) -> bytes:
     """The file's bytes, signed with the provisioner's key."""
-    payload = json.dumps(
-        {
-            "version": 1,
-            "provisioner_url": provisioner_url,
-            "identity": identity,
-            "credential": credential,
-            "expires_at": expires_at,
-            "device_id": device_id,
-        },
-        separators=(",", ":"),
-    ).encode()
+    fields: dict[str, Any] = {
+        "version": 1,
+        "provisioner_url": provisioner_url,
+        "identity": identity,
+        "credential": credential,
+        "expires_at": expires_at,
+        "device_id": device_id,
+    }
+    if ca_pem:
+        fields["ca_pem"] = ca_pem
+    if pin:
+        fields["pin"] = pin
+    if wifi is not None:
+        fields["wifi"] = {"ssid": wifi.ssid, "psk": wifi.psk}
+    payload = json.dumps(fields, separators=(",", ":")).encode()
     document = {
         "payload": base64.b64encode(payload).decode(),
         "signature": base64.b64encode(key.sign(payload)).decode(),
@@ -113,9 +129,11 @@ def sign_bundle(
     return json.dumps(document).encode()
 
 
-def _field(payload: dict[str, Any], key: str, *, required: bool = True) -> str:
+def _field(
+    payload: dict[str, Any], key: str, *, required: bool = True, limit: int = 1024
+) -> str:
     value = payload.get(key, "")
-    if not isinstance(value, str) or (required and not value) or len(value) > 1024:
+    if not isinstance(value, str) or (required and not value) or len(value) > limit:
         raise UsbFileError("Bad USB file", f"{key} missing or invalid")
     return value
 
@@ -166,12 +184,23 @@ def verify_bundle(
     url = _field(payload, "provisioner_url")
     if url.rstrip("/") != provisioner_url.rstrip("/"):
         raise UsbFileError("Other provisioner", url)
+    try:
+        ca_pem = _field(payload, "ca_pem", required=False, limit=MAX_CA_PEM)
+        ca_pem = check_ca_pem(ca_pem) if ca_pem else ""
+        pin = _field(payload, "pin", required=False)
+        pin = parse_pin(pin) if pin else ""
+        wifi = parse_wifi(payload["wifi"]) if "wifi" in payload else None
+    except ProvisioningError as exc:
+        raise UsbFileError("Bad USB file", str(exc)) from exc
     return UsbBundle(
         url,
         _field(payload, "identity"),
         _field(payload, "credential"),
         float(expires_at),
         bound,
+        ca_pem,
+        pin,
+        wifi,
     )
 
 

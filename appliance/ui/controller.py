@@ -45,7 +45,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -55,6 +55,7 @@ from appliance.errors import ApplianceError, ConfigError, TwilioError
 from appliance.hardware.ports import (
     ButtonHeld,
     ButtonPressed,
+    ButtonReleased,
     FrameSink,
     HookLifted,
     HookReplaced,
@@ -80,6 +81,8 @@ from appliance.ui.panel import (
     PanelView,
     PlayLocalDtmf,
     Reject,
+    ResetCancelled,
+    ResetProvisioning,
     Screen,
     SendDigits,
     SetMute,
@@ -177,6 +180,8 @@ class PanelController:
         """Observers of issued commands (benchmarks, the simulator's log)."""
         self.frame_listeners: list[FrameListener] = []
         """Observers of new frames (the simulator saves them as PNG)."""
+        self._reset: Callable[[], Awaitable[object]] | None = None
+        self._reset_waiters: list[asyncio.Future[str]] = []
 
     # --- queries -------------------------------------------------------------
 
@@ -283,6 +288,50 @@ class PanelController:
             self._panel.provisioned(self._now())
         self._after_input()
 
+    def set_reset_handler(self, reset: Callable[[], Awaitable[object]]) -> None:
+        """Offer "Reset provisioning?" (hold Hangup); ``reset`` forgets the
+        credential once the long press confirmed it."""
+        self._reset = reset
+        self._panel.reset_enabled = True
+
+    async def confirm_reset(self) -> str:
+        """Ask on the panel (``appliance provision reset``) and wait.
+
+        Returns ``"reset"`` (confirmed by the long press and done),
+        ``"cancelled"`` (another button, a call, or no answer in time),
+        ``"failed"`` (confirmed, but the credential could not be removed) or
+        ``"busy"`` (not now: a call is up, or nothing to reset).
+        """
+        if not self._panel.reset_requested(self._now()):
+            return "busy"
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._reset_waiters.append(waiter)
+        self._after_input()
+        try:
+            return await waiter
+        finally:
+            with contextlib.suppress(ValueError):
+                self._reset_waiters.remove(waiter)
+
+    async def _run_reset(self) -> None:
+        outcome = "failed"
+        try:
+            if self._reset is not None:
+                await self._reset()
+                outcome = "reset"
+        except ApplianceError as exc:
+            logger.error("provisioning reset failed: %s", exc)
+            self._panel.error(31000, str(exc), self._now())
+            self._after_input()
+        finally:
+            self._answer_reset(outcome)
+
+    def _answer_reset(self, outcome: str) -> None:
+        waiters, self._reset_waiters = self._reset_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(outcome)
+
     def handle_event(self, event: PanelEvent) -> None:
         """Translate one FrontPanelIO event into a Panel input."""
         if isinstance(event, KeyPressed):
@@ -296,6 +345,9 @@ class PanelController:
         elif isinstance(event, ButtonHeld):
             if event.button == "hangup":
                 self.button(PanelButton.HANGUP_HELD)
+        elif isinstance(event, ButtonReleased):
+            if event.button == "hangup":
+                self.button(PanelButton.HANGUP_RELEASED)
         elif isinstance(event, HookLifted):
             self.button(PanelButton.HOOK_UP)
         elif isinstance(event, HookReplaced):
@@ -391,6 +443,12 @@ class PanelController:
                 self._save_wanted.set()
         elif isinstance(command, Setup):
             self._spawn(self._setup(), "panel-setup")
+        elif isinstance(command, ResetProvisioning):
+            logger.warning("provisioning reset confirmed on the panel")
+            self._spawn(self._run_reset(), "panel-reset")
+        elif isinstance(command, ResetCancelled):
+            logger.info("provisioning reset cancelled on the panel")
+            self._answer_reset("cancelled")
         else:
             try:
                 self._commands.put_nowait(command)
@@ -545,6 +603,8 @@ class PanelController:
             return view.call_started_at + math.floor(elapsed) + 1.0
         if view.screen is Screen.OFFLINE and view.next_retry_at is not None:
             return now + 1.0
+        if view.screen is Screen.CONFIRM_RESET and view.reset_hold_until is not None:
+            return now + 1.0  # the countdown
         return None
 
     async def _run_timer(self) -> None:

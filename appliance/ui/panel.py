@@ -21,8 +21,14 @@ States
 ``offline`` (not registered; shows "reconnecting" and the next retry, or a
 "press Ready" hint before the first setup), ``connecting`` (Setup sent),
 ``idle``, ``dialing`` (a dial string is being typed), ``calling`` (outgoing,
-before answer), ``ringing`` (incoming), ``in_call`` and ``error`` (an error is
-shown for ``error_display_s``, then the panel resumes where it belongs).
+before answer), ``ringing`` (incoming), ``in_call``, ``error`` (an error is
+shown for ``error_display_s``, then the panel resumes where it belongs),
+``provisioning`` and ``confirm_reset``: "Reset provisioning?", entered by
+holding Hangup when no call is up or by ``appliance provision reset``
+(:meth:`Panel.reset_requested`); only holding Hangup for
+:data:`RESET_HOLD_S` there emits :class:`ResetProvisioning`, any other
+button, a call or :data:`RESET_CONFIRM_S` without it emits
+:class:`ResetCancelled`.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from appliance.errors import ConfigError
 
 __all__ = [
     "DTMF_KEYS",
+    "RESET_CONFIRM_S",
+    "RESET_HOLD_S",
     "VOLUME_DEFAULT_LEVEL",
     "VOLUME_MAX_LEVEL",
     "VOLUME_ROLES",
@@ -51,6 +59,8 @@ __all__ = [
     "PanelView",
     "PlayLocalDtmf",
     "Reject",
+    "ResetCancelled",
+    "ResetProvisioning",
     "Screen",
     "SendDigits",
     "SetMute",
@@ -74,6 +84,10 @@ VOLUME_ROLES = ("speaker", "ringtone")
 _VOLUME_STEP_DB = 3.0
 #: How long the volume bar stays on screen after the last press.
 _VOLUME_SHOW_S = 2.0
+#: Hold Hangup this long on the "Reset provisioning?" screen to confirm.
+RESET_HOLD_S = 3.0
+#: The confirmation is abandoned after this long.
+RESET_CONFIRM_S = 30.0
 #: Accept this soon after a call ended does not redial: it was meant for the
 #: call that just ended (most often a ring the caller gave up a moment ago).
 _REDIAL_GUARD_S = 2.0
@@ -96,6 +110,7 @@ class PanelState(StrEnum):
     IN_CALL = "in_call"
     ERROR = "error"
     PROVISIONING = "provisioning"
+    CONFIRM_RESET = "confirm_reset"
 
 
 class Screen(StrEnum):
@@ -110,6 +125,7 @@ class Screen(StrEnum):
     IN_CALL = "in_call"
     ERROR = "error"
     PROVISIONING = "provisioning"
+    CONFIRM_RESET = "confirm_reset"
     UPDATING = "updating"
 
 
@@ -120,6 +136,7 @@ class PanelButton(StrEnum):
     ACCEPT = "accept"
     HANGUP = "hangup"
     HANGUP_HELD = "hangup_held"
+    HANGUP_RELEASED = "hangup_released"
     MUTE = "mute"
     VOL_UP = "vol_up"
     VOL_DOWN = "vol_down"
@@ -193,6 +210,16 @@ class PlayLocalDtmf:
 
 
 @dataclass(frozen=True)
+class ResetProvisioning:
+    """Hangup was held on the confirmation screen: forget the credential."""
+
+
+@dataclass(frozen=True)
+class ResetCancelled:
+    """The confirmation screen was left without the long press."""
+
+
+@dataclass(frozen=True)
 class SetVolume:
     """Set the gain of ``role`` (``speaker`` or ``ringtone``) to ``level``.
 
@@ -222,6 +249,8 @@ Command = (
     | SetMute
     | PlayLocalDtmf
     | SetVolume
+    | ResetProvisioning
+    | ResetCancelled
 )
 
 
@@ -252,6 +281,8 @@ class PanelView:
         provisioning_uri: what the QR code holds (verification_uri_complete);
             empty = no code to show, only ``provisioning_message``.
         provisioning_message: what provisioning is doing or why it stopped.
+        reset_hold_until: on the reset confirmation, when the Hangup being
+            held confirms it (None = not held).
         update_progress / update_version: placeholders.
     """
 
@@ -277,6 +308,7 @@ class PanelView:
     provisioning_code: str = ""
     provisioning_uri: str = ""
     provisioning_message: str = ""
+    reset_hold_until: float | None = None
     update_progress: float | None = None
     update_version: str = ""
 
@@ -376,6 +408,10 @@ class Panel:
         self._error: tuple[int, str] | None = None
         self._error_until = 0.0
         self._provisioning: tuple[str, str, str] | None = None
+        #: Whether this phone can be reset (it is provisioned by a provisioner).
+        self.reset_enabled = False
+        self._reset_until = 0.0
+        self._reset_hold_until: float | None = None
 
     # --- queries ------------------------------------------------------------
 
@@ -410,6 +446,7 @@ class Panel:
             provisioning_code=self._provisioning[0] if self._provisioning else "",
             provisioning_uri=self._provisioning[1] if self._provisioning else "",
             provisioning_message=self._provisioning[2] if self._provisioning else "",
+            reset_hold_until=self._reset_hold_until,
         )
 
     def volume_levels(self) -> dict[str, int]:
@@ -446,6 +483,10 @@ class Panel:
             deadlines.append(self._volume_until)
         if self._state is PanelState.ERROR:
             deadlines.append(self._error_until)
+        elif self._state is PanelState.CONFIRM_RESET:
+            deadlines.append(self._reset_until)
+            if self._reset_hold_until is not None:
+                deadlines.append(self._reset_hold_until)
         elif (
             self._state is PanelState.RINGING
             and self._ignore_after is not None
@@ -496,6 +537,11 @@ class Panel:
         if self._state is PanelState.ERROR and now >= self._error_until:
             self._error = None
             self._resume()
+        if self._state is PanelState.CONFIRM_RESET:
+            if self._reset_hold_until is not None and now >= self._reset_hold_until:
+                self._leave_confirm(ResetProvisioning())
+            elif now >= self._reset_until:
+                self._leave_confirm(ResetCancelled())
         deadline = self.next_deadline()
         if (
             self._state is PanelState.RINGING
@@ -547,6 +593,8 @@ class Panel:
             return
         if self._state is PanelState.ERROR:
             self._error = None
+        if self._state is PanelState.CONFIRM_RESET:
+            self._leave_confirm(ResetCancelled())
         self._call = _Call(remote=from_, params=dict(params), ring_started_at=now)
         self._dial = ""
         self._state = PanelState.RINGING
@@ -595,6 +643,8 @@ class Panel:
         the call continues (the engine reports ``disconnected`` if it ends).
         """
         self._now = now
+        if self._state is PanelState.CONFIRM_RESET:
+            self._leave_confirm(ResetCancelled())
         self._error = (code, message)
         self._error_until = now + self._error_display_s
         if self._state in (PanelState.CALLING, PanelState.RINGING):
@@ -628,7 +678,45 @@ class Panel:
         if self._state is PanelState.PROVISIONING:
             self._resume()
 
+    def reset_requested(self, now: float) -> bool:
+        """``appliance provision reset`` asks: show the confirmation screen.
+
+        Returns False (and emits nothing) when it cannot be shown now: a call
+        is up, or this phone has no provisioning to reset; the answer comes
+        later as :class:`ResetProvisioning` or :class:`ResetCancelled`.
+        """
+        self._now = now
+        if self._state is PanelState.CONFIRM_RESET:
+            return True
+        if not self.reset_enabled or self._state not in _RESET_FROM:
+            return False
+        self._on_reset_prompt("", now)
+        return True
+
     # --- handlers (the table below points here) ---------------------------
+
+    def _on_reset_prompt(self, _: str, now: float) -> None:
+        if not self.reset_enabled:
+            return
+        self._error = None
+        self._dial = ""
+        self._state = PanelState.CONFIRM_RESET
+        self._reset_until = now + RESET_CONFIRM_S
+        self._reset_hold_until = None
+
+    def _on_reset_hold(self, _: str, now: float) -> None:
+        self._reset_hold_until = now + RESET_HOLD_S
+
+    def _on_reset_release(self, _: str, now: float) -> None:
+        self._reset_hold_until = None
+
+    def _on_reset_cancel(self, _: str, now: float) -> None:
+        self._leave_confirm(ResetCancelled())
+
+    def _leave_confirm(self, outcome: ResetProvisioning | ResetCancelled) -> None:
+        self._commands.append(outcome)
+        self._reset_hold_until = None
+        self._resume()
 
     def _start_dialing(self, key: str, now: float) -> None:
         if key == "#":
@@ -778,11 +866,15 @@ def _min_level(role: str) -> int:
 _S = PanelState
 _B = PanelButton
 
+#: Where holding Hangup (or ``provision reset``) offers to reset provisioning.
+_RESET_FROM = frozenset({_S.IDLE, _S.OFFLINE, _S.PROVISIONING, _S.ERROR})
+
 #: Keypad: one handler per state (states not listed ignore keys).
 _KEY_TABLE: dict[PanelState, _Handler] = {
     _S.IDLE: Panel._start_dialing,
     _S.DIALING: Panel._type_digit,
     _S.IN_CALL: Panel._send_dtmf,
+    _S.CONFIRM_RESET: Panel._on_reset_cancel,
 }
 
 #: Buttons: (state, button) -> handler. Volume is handled in every state.
@@ -804,4 +896,14 @@ _BUTTON_TABLE: dict[tuple[PanelState, PanelButton], _Handler] = {
     (_S.IN_CALL, _B.HOOK_DOWN): Panel._on_hangup,
     (_S.IN_CALL, _B.MUTE): Panel._on_mute,
     (_S.ERROR, _B.HANGUP): Panel._on_dismiss_error,
+    # Reset provisioning: hold Hangup to be asked, hold it 3 s to confirm.
+    (_S.IDLE, _B.HANGUP_HELD): Panel._on_reset_prompt,
+    (_S.OFFLINE, _B.HANGUP_HELD): Panel._on_reset_prompt,
+    (_S.PROVISIONING, _B.HANGUP_HELD): Panel._on_reset_prompt,
+    (_S.CONFIRM_RESET, _B.HANGUP): Panel._on_reset_hold,
+    (_S.CONFIRM_RESET, _B.HANGUP_RELEASED): Panel._on_reset_release,
+    **{
+        (_S.CONFIRM_RESET, b): Panel._on_reset_cancel
+        for b in (_B.READY, _B.ACCEPT, _B.MUTE, _B.HOOK_UP, _B.HOOK_DOWN)
+    },
 }

@@ -303,6 +303,17 @@ def _provisioning(image: Image.Image, draw: _Draw, view: PanelView) -> None:
         _center(draw, 26 + len(lines) * 11, view.provisioning_code)
 
 
+def _confirm_reset(image: Image.Image, draw: _Draw, view: PanelView) -> None:
+    _heading(draw, _BODY_Y, "Reset provisioning?")
+    _center(draw, 26, "Forgets this phone's")
+    _center(draw, 36, "identity.")
+    if view.reset_hold_until is None:
+        _center(draw, 48, "Hold HANGUP 3 s")
+    else:
+        left = max(0, math.ceil(view.reset_hold_until - view.now))
+        _center(draw, 48, f"Keep holding... {left}")
+
+
 def _updating(image: Image.Image, draw: _Draw, view: PanelView) -> None:
     # Placeholder for OTA progress (issue: updates).
     _center(draw, _BODY_Y, "Updating")
@@ -350,6 +361,7 @@ _SCREENS: dict[Screen, _Renderer] = {
     Screen.OFFLINE: _offline,
     Screen.CONNECTING: _connecting,
     Screen.PROVISIONING: _provisioning,
+    Screen.CONFIRM_RESET: _confirm_reset,
     Screen.UPDATING: _updating,
 }
 

@@ -252,6 +252,7 @@ def sample_views(now: float = 1000.0) -> dict[str, PanelView]:
             screen=Screen.PROVISIONING,
             provisioning_message="offline: token expired",
         ),
+        "confirm_reset": replace(bar, screen=Screen.CONFIRM_RESET),
         "updating": replace(
             bar,
             screen=Screen.UPDATING,

@@ -17,7 +17,10 @@ SECRET = "f" * 64
 
 def status(config: Path) -> tuple[int, str]:
     result = subprocess.run(
-        [sys.executable, "-m", "appliance", "provision", "status", "--config", config],
+        [
+            *(sys.executable, "-m", "appliance", "provision", "status"),
+            *("--config", config, "--socket", config.with_name("none.sock")),
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -36,7 +39,8 @@ def test_status_through_the_phone_s_life(tmp_path: Path):
         0,
         "provisioner: https://phones.example.com\n"
         f"credential file: {credential}\n"
-        "state: waiting for provisioning (no credential yet)\n",
+        "state: waiting for provisioning (no credential yet)\n"
+        f"service: not reachable at {config.with_name('none.sock')}\n",
     )
     stored = StoredCredential(
         "PH" + "a" * 32 + "." + SECRET, "alice", "https://phones.example.com"

@@ -117,7 +117,7 @@ async def test_the_phone_trusts_the_provisioner_through_its_ca(
                 lambda: "TLS certificate is not trusted" in caplog.text, 10.0
             )
             assert client.phase is Phase.REQUESTING_CODE
-            assert views[-1].message == "Provisioner unreachable"
+            assert views[-1].message == "TLS certificate not trusted"
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -97,6 +97,10 @@ VIEWS = {
         Screen.PROVISIONING,
         provisioning_message="This phone was revoked by the administrator",
     ),
+    "confirm_reset": PanelView(Screen.CONFIRM_RESET, **_BASE),
+    "confirm_reset_holding": PanelView(
+        Screen.CONFIRM_RESET, reset_hold_until=101.8, **_BASE
+    ),
     "updating": PanelView(
         Screen.UPDATING, update_progress=0.42, update_version="v1.2.3", **_BASE
     ),
