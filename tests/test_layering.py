@@ -15,6 +15,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "appliance"
 
 PURE = [
+    "media/rfc4733.py",
+    "media/codecs.py",
     "signaling/messages.py",
     "signaling/protocol.py",
     "signaling/backoff.py",

@@ -353,6 +353,29 @@ async def test_dtmf_arrives_in_order_on_the_far_connection(phones: PhoneFactory)
         conn.send_digits("1")
 
 
+async def test_sdk_codec_order_gives_one_codec_and_digits_in_the_media(
+    phones: PhoneFactory,
+):
+    # The official SDK's default order on one side, ours on the other: both
+    # directions run the caller's first choice, and each side reports it.
+    alice = await phones("alice", tone=523, codec_preferences=["pcmu", "opus"])
+    bob = await phones("bob", tone=1100)
+    conn, events, incoming, far = await connect_call(alice, bob)
+    await audio_flowing(events, 0.3)
+    await audio_flowing(far, 0.3)
+    assert conn.codec == conn.receive_codec == "PCMU"
+    assert incoming.codec == incoming.receive_codec == "PCMU"
+
+    conn.send_digits("42#")
+    await far.wait("dtmf", count=3)
+    assert [a[0] for a in far.all("dtmf")] == list("42#")
+    # They came as RFC 4733 events (8 updates + 2 end repeats each; a digit
+    # is reported on its first packet), not as signaling frames.
+    media = incoming._media
+    assert media is not None and media.events.packets_received >= 2 * 10 + 1
+    await conn.disconnect()
+
+
 async def test_reject_gives_the_caller_31603(phones: PhoneFactory):
     alice = await phones("alice")
     bob = await phones("bob")
