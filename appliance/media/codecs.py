@@ -1,20 +1,24 @@
 """Which codec each direction of a call uses, read from the SDP (pure).
 
-Why this exists: aiortc sends with the first codec of its own negotiated list,
-which it always orders by the *local* preference, on both sides. With two
-different preference orders (the Twilio SDK's default is PCMU then Opus, ours
-Opus then PCMU) the two directions of one call then ran different codecs.
-RFC 3264 gives each side one rule: the answerer sends the offer's most
-preferred codec that it accepted (§6.1), the offerer the answer's first one
-(§7 "SHOULD"). Both land on the same codec only if the answer lists first the
-codec the offer preferred. So:
+Why this exists: aiortc sends with the first codec of its negotiated list,
+which it orders by the *local* preference, as offerer and as answerer alike.
+The Twilio SDK in Chromium does the same with *its* preference: it reorders
+the SDP it creates and the answers it receives (measured in
+tests/phone/test_browser_sdk.py: offering [PCMU, Opus] and given an answer
+[Opus, PCMU], it still sends PCMU). With the SDK's default order (PCMU, Opus)
+against ours (Opus, PCMU) the two directions of one call ran different
+codecs. Two stubborn sides cannot both win, so ours yields:
 
-* as answerer we list the accepted codecs in the *offer's* order
-  (:func:`answer_order`); our ``codecs`` setting then chooses which codecs
-  are acceptable, and the caller's order chooses among them;
-* as offerer our order is the offer's, and we send our most preferred codec
-  the answer accepted (:func:`offerer_send_codec`): the codec an answerer
-  following §6.1 sends back.
+* as answerer we list the codecs we accept in the *offer's* order
+  (:func:`sdp_order`) and send the first: the offerer's first choice among
+  ours, which is what an offerer that keeps its own order sends;
+* as offerer (our offer in our ``codecs`` order) we send the first codec of
+  the answer: what an answerer that keeps its own order sends.
+
+So ``codecs`` chooses which codecs a call may use and the order we offer; the
+far side's order decides among them. Between two of our phones the caller's
+order decides. RFC 3264 §6.1 and §7 allow either: each side may send any
+codec both listed.
 
 RFC 4733 ``telephone-event`` entries are listed but never chosen as a codec.
 """
@@ -28,9 +32,9 @@ __all__ = [
     "TELEPHONE_EVENT",
     "Negotiated",
     "RtpCodec",
-    "answer_order",
     "audio_codecs",
-    "offerer_send_codec",
+    "first_audio",
+    "sdp_order",
 ]
 
 TELEPHONE_EVENT = "telephone-event"
@@ -69,26 +73,20 @@ def audio_codecs(sdp: str) -> list[RtpCodec]:
     return codecs
 
 
-def answer_order(offer: list[RtpCodec], acceptable: tuple[str, ...]) -> list[str]:
-    """Return the acceptable codec names in the order the offer lists them."""
+def sdp_order(listed: list[RtpCodec], acceptable: tuple[str, ...]) -> list[str]:
+    """Return the acceptable audio codec names (lower case) in listed order."""
     wanted = {name.lower() for name in acceptable}
     ordered: list[str] = []
-    for codec in offer:
+    for codec in listed:
         name = codec.name.lower()
         if name in wanted and name not in ordered and not codec.is_event:
             ordered.append(name)
     return ordered
 
 
-def offerer_send_codec(
-    answer: list[RtpCodec], preferences: tuple[str, ...]
-) -> RtpCodec | None:
-    """Return our most preferred audio codec among those the answer accepted."""
-    for name in preferences:
-        for codec in answer:
-            if codec.name.lower() == name.lower() and not codec.is_event:
-                return codec
-    return None
+def first_audio(listed: list[RtpCodec]) -> RtpCodec | None:
+    """Return the first audio (not telephone-event) payload type listed."""
+    return next((codec for codec in listed if not codec.is_event), None)
 
 
 @dataclass(frozen=True)

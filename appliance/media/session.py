@@ -29,8 +29,9 @@ What aiortc lacks, and where the fix goes (anchors.md §6):
 * **No telephone-event** (RFC 4733): added by
   ``appliance.media.telephone_event``; when the far side does not accept it,
   digits go by signaling (Twilio's own fallback, the ``dtmf`` message).
-* **Each direction chose its codec by its own preference**: the answer now
-  follows the offer's order (``appliance.media.codecs``), and the codecs
+* **aiortc sends its own first choice** where the far side (the Twilio SDK
+  in Chromium) sends its own, so the two directions differed: the far side's
+  order now wins on both sides (``appliance.media.codecs``), and the codecs
   reported are those actually sent and received.
 * **No AEC/NS/AGC**: not fixed here. Echo cancellation needs the far-end
   reference next to the capture, so it belongs in the audio backend (WebRTC
@@ -385,6 +386,13 @@ class MediaSession:
                 codec, or does not fit the current state.
         """
         self._check_open(code=53402)
+        answer = sdp_codecs.audio_codecs(sdp)
+        order = sdp_codecs.sdp_order(answer, self._order)
+        if not order:
+            raise NegotiationError(53402, "the answer accepts none of our codecs")
+        # Send the answer's first codec, as the far side does (see
+        # appliance.media.codecs): aiortc's sender follows the preferences.
+        self._transceiver.setCodecPreferences(self._codec_preferences(order))
         try:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
         except Exception as exc:
@@ -392,11 +400,7 @@ class MediaSession:
             # provokes (ValueError, KeyError, IndexError...), plus its own
             # W3C-named errors: all of them mean "cannot apply".
             raise NegotiationError(53402, f"cannot apply answer: {exc}") from exc
-        answer = sdp_codecs.audio_codecs(sdp)
-        send = sdp_codecs.offerer_send_codec(answer, self._order)
-        if send is None:
-            raise NegotiationError(53402, "the answer accepts none of our codecs")
-        self._negotiated_as(answer, send)
+        self._negotiated_as(answer, sdp_codecs.first_audio(answer))
 
     async def accept_offer(self, sdp: str) -> str:
         """Apply a remote offer and return our complete answer SDP.
@@ -406,11 +410,11 @@ class MediaSession:
                 no common codec), 53400 if the answer cannot be created.
         """
         self._check_open(code=53402)
-        order = sdp_codecs.answer_order(sdp_codecs.audio_codecs(sdp), self._order)
+        order = sdp_codecs.sdp_order(sdp_codecs.audio_codecs(sdp), self._order)
         if not order:
+            # aiortc would answer with telephone-event alone.
             raise NegotiationError(53402, "the offer has none of our codecs")
-        # Answer in the caller's order, so both directions use its first
-        # choice (appliance.media.codecs).
+        # Answer in the offer's order and send its first (appliance.media.codecs).
         self._transceiver.setCodecPreferences(self._codec_preferences(order))
         try:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
@@ -423,7 +427,7 @@ class MediaSession:
             raise NegotiationError(53400, f"cannot create answer: {exc}") from exc
         local = self._local_sdp()
         ours = sdp_codecs.audio_codecs(local)
-        self._negotiated_as(ours, next(c for c in ours if not c.is_event))
+        self._negotiated_as(ours, sdp_codecs.first_audio(ours))
         return local
 
     async def _set_local(self, description: RTCSessionDescription) -> None:

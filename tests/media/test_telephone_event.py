@@ -144,6 +144,7 @@ async def test_without_telephone_event_at_the_far_side_there_is_none_to_send():
 @pytest.mark.parametrize(
     ("offer_order", "answer_order", "expected"),
     [
+        # The caller's preference wins, and both directions follow it.
         (("pcmu", "opus"), ("opus", "pcmu"), "PCMU"),  # the SDK's default offer
         (("opus", "pcmu"), ("pcmu", "opus"), "opus"),
         (("pcmu", "opus"), ("pcmu", "opus"), "PCMU"),
