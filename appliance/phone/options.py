@@ -38,7 +38,8 @@ OPTION_STATUS: dict[str, str] = {
     "backoff_max_ms": "complete",
     "close_protection": "complete: stopping the service during a call logs the "
     "message and ends the call cleanly",
-    "codec_preferences": "complete",
+    "codec_preferences": "complete: the order we offer; among common codecs "
+    "the far side's order decides, the same codec both ways",
     "debug": "complete: DEBUG logging for the engine",
     "dscp": "complete: media socket marked EF (DSCP 46), signaling with "
     "signaling_dscp; false marks neither",
