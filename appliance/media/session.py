@@ -635,14 +635,12 @@ class MediaSession:
                 value = getattr(entry, "roundTripTime", None)
                 if value is not None:
                     rtt = float(value)
-        # Event packets never reach aiortc's receiver, which counts them lost.
-        events = self.events.packets_received
         send = self._negotiated.send
         clock_rate = send.clock_rate if send is not None else SAMPLE_RATE
         self._last_stats = MediaStats(
             packets_sent=sent,
-            packets_received=received + events,
-            packets_lost=max(0, lost - events),
+            packets_received=received,
+            packets_lost=lost,
             jitter_s=jitter_units / clock_rate,
             rtt_s=rtt,
         )

@@ -18,21 +18,24 @@ small hooks add it, each guarded so that a changed aiortc only loses RFC 4733
    :class:`~appliance.media.rfc4733.EventSender` replace audio packets by
    event packets while digits play (same SSRC and sequence, RFC 4733 §2.5.1).
 3. **Receiving.** Decrypted RTP goes through the transport's
-   ``_handle_rtp_data`` before aiortc routes it to the decoder. The tap takes
-   packets of a telephone-event payload type out there (the decoder could not
-   handle them) and hands them to an
-   :class:`~appliance.media.rfc4733.EventReceiver`; everything else passes on
-   untouched. It also notes the payload type of the audio actually received.
-
-Taking event packets out leaves gaps in the sequence numbers aiortc sees, so
-its receive statistics count them as lost; :attr:`EventTap.packets_received`
-lets the session add them back.
+   ``_handle_rtp_data`` before aiortc routes it to the decoder. The tap hands
+   packets of a telephone-event payload type to an
+   :class:`~appliance.media.rfc4733.EventReceiver` and passes aiortc a packet
+   of *silence* in the negotiated audio codec instead, with the same sequence
+   number and the timestamp the audio would have had (senders replace audio
+   packets by events, RFC 4733 §2.5.1). Dropping them instead would leave a
+   hole in the sequence: aiortc's jitter buffer releases nothing across a
+   hole until 16 newer packets have arrived, and then only one frame per
+   packet, so each digit would add about 120 ms of delay for the rest of the
+   call, and the statistics would count the events as lost. Everything else
+   passes on untouched; the tap notes the payload type of the audio received.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,7 +43,12 @@ from aiortc import RTCRtpCodecParameters, RTCRtpSender
 from aiortc.codecs import CODECS
 
 from appliance.media.codecs import TELEPHONE_EVENT, Negotiated
-from appliance.media.rfc4733 import EventReceiver, EventSender, parse_rtp_header
+from appliance.media.rfc4733 import (
+    EventReceiver,
+    EventSender,
+    RtpHeader,
+    parse_rtp_header,
+)
 
 __all__ = [
     "EVENT_PAYLOAD_TYPES",
@@ -51,6 +59,14 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# One packet of silence per audio codec (mime subtype, lower case); the
+# G.711 ones are as long as the packet (one byte per 8 kHz sample). Opus:
+# a 20 ms CELT frame that decodes to silence (TOC 0xF8, then 0xFF 0xFE).
+_OPUS_SILENCE = b"\xf8\xff\xfe"
+_G711_SILENCE = {"pcmu": 0xFF, "pcma": 0xD5}
+
+_DEFAULT_PACKET_S = 0.020
 
 #: Our telephone-event payload types by clock rate.
 EVENT_PAYLOAD_TYPES = {48000: 110, 8000: 126}
@@ -124,7 +140,12 @@ class EventTap:
         self._sender: EventSender | None = None
         self._audio_pt: int | None = None
         self._receivers: dict[int, EventReceiver] = {}
+        self._codec_names: dict[int, str] = {}
         self.received_audio_pt: int | None = None
+        # The last audio packet passed on (sequence, timestamp, header bytes)
+        # and the timestamp step per packet, for the silence in place of events.
+        self._last_audio: tuple[int, int, bytes] | None = None
+        self._step = 0
         self.installed = False
         send = getattr(transport, "_send_rtp", None)
         handle = getattr(transport, "_handle_rtp_data", None)
@@ -148,6 +169,9 @@ class EventTap:
         if event is not None and self.installed:
             self._sender = EventSender(event.payload_type, send.clock_rate)
         self._receivers = {c.payload_type: EventReceiver() for c in negotiated.events()}
+        self._codec_names = {c.payload_type: c.name.lower() for c in negotiated.answer}
+        # Until two audio packets in a row show it: 20 ms, WebRTC's packet time.
+        self._step = self._step or round(send.clock_rate * _DEFAULT_PACKET_S)
 
     @property
     def can_send(self) -> bool:
@@ -167,7 +191,7 @@ class EventTap:
 
     @property
     def packets_received(self) -> int:
-        """Event packets taken out of the received stream, duplicates included."""
+        """Event packets received, duplicates included."""
         return sum(r.packets for r in self._receivers.values())
 
     @property
@@ -195,6 +219,41 @@ class EventTap:
                 if digit is not None and self.on_digit is not None:
                     # Outside aiortc's receive loop, as the session's handlers.
                     asyncio.get_running_loop().call_soon(self.on_digit, digit)
-                return
-            self.received_audio_pt = header.payload_type
+                silence = self._silence_for(header)
+                if silence is None:
+                    return
+                data = silence
+            else:
+                self._note_audio(header, data)
         await self._handle_original(data, arrival_time_ms=arrival_time_ms)
+
+    def _note_audio(self, header: RtpHeader, data: bytes) -> None:
+        self.received_audio_pt = header.payload_type
+        last = self._last_audio
+        if last is not None and (header.sequence - last[0]) & 0xFFFF == 1:
+            step = (header.timestamp - last[1]) & 0xFFFFFFFF
+            if 0 < step <= 0xFFFF:
+                self._step = step
+        self._last_audio = (header.sequence, header.timestamp, data[:12])
+
+    def _silence_for(self, header: RtpHeader) -> bytes | None:
+        """A silent audio packet in place of the event packet ``header``."""
+        last = self._last_audio
+        if last is None or self._step == 0 or self.received_audio_pt is None:
+            return None
+        ahead = (header.sequence - last[0]) & 0xFFFF
+        if not 0 < ahead < 0x8000:
+            return None  # older than the last audio: aiortc drops it anyway
+        name = self._codec_names.get(self.received_audio_pt, "")
+        if name == "opus":
+            payload = _OPUS_SILENCE
+        elif name in _G711_SILENCE:
+            payload = bytes([_G711_SILENCE[name]]) * self._step
+        else:
+            return None  # no silence frame at hand: leave the hole
+        timestamp = (last[1] + ahead * self._step) & 0xFFFFFFFF
+        head = bytearray(last[2])
+        head[0] &= 0xC0  # no padding, CSRCs or extension
+        head[1] = self.received_audio_pt
+        struct.pack_into("!HI", head, 2, header.sequence, timestamp)
+        return bytes(head) + payload

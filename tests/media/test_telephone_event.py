@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from appliance.media.devices import open_sink, open_source
+from appliance.media.frames import Samples
 from appliance.media.session import MediaConfig, MediaSession
 from tests.conftest import wait_until
 from tests.media.test_session import connect
@@ -100,6 +101,43 @@ async def test_digits_go_as_rfc4733_events_and_arrive_in_order():
     # Events replace audio packets: one unbroken sequence, nothing lost.
     seqs = [seq for _pt, _m, seq, _ts, _p in wire.packets]
     assert all((y - x) & 0xFFFF == 1 for x, y in itertools.pairwise(seqs))
+    assert stats.packets_lost == 0
+
+
+class CountingSink:
+    """An AudioSink that counts the samples it is given."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+
+    async def write_frame(self, samples: Samples) -> None:
+        self.samples += samples.size
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("codecs", [("opus",), ("pcmu",)])
+async def test_received_digits_add_no_delay(codecs: tuple[str, ...]):
+    # Each received event packet is replaced by a silent audio packet, so
+    # aiortc's jitter buffer sees no hole: it would otherwise hold back about
+    # six frames per digit for the rest of the call.
+    a = session(codecs)
+    sink = CountingSink()
+    config = MediaConfig(local_addresses=("127.0.0.1",), codecs=codecs)
+    b = MediaSession(config, open_source("tone:700"), sink)
+    try:
+        await connect(a, b)
+        a.events.send("123456")
+        await wait_until(lambda: a.events.events_sent == 6, 10)
+        sent_at = (await b.stats()).packets_received
+        await wait_until(lambda: sink.samples >= (sent_at + 10) * 960)
+        stats = await b.stats()
+    finally:
+        await a.close()
+        await b.close()
+    frames = sink.samples / 960  # 20 ms at 48 kHz
+    assert stats.packets_received - frames <= 3
     assert stats.packets_lost == 0
 
 
