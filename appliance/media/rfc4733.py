@@ -7,25 +7,25 @@ audio stream; a ``dtmf`` signaling frame never reaches it.
 Sending (:class:`EventSender`) works by *replacing* outgoing audio packets:
 while a digit plays, each audio packet the sender produces is turned into an
 event packet with the same SSRC and sequence number, so the stream stays one
-gap-free sequence and events are paced by the audio clock (as libwebrtc does).
+gap-free sequence and events are paced by the audio clock.
 The rules followed:
 
 * payload: event code, E bit, volume, duration (RFC 4733 §2.3); volume 10
-  (-10 dBm0, §2.5.2.1's typical level);
-* every packet of one event carries the RTP timestamp of the event's start and
-  a duration that grows by one packet each time (§2.5.1.2, §2.5.1.3);
-* the first packet of an event has the RTP marker bit set (§2.5.1.2);
+  (-10 dBm0), a usual sender level;
+* every packet of one event carries the RTP timestamp of the event's start
+  (§2.2.1) and a duration that grows by one packet each time (§2.5.1.2);
+* the first packet of an event has the RTP marker bit set (§2.2.2);
 * the final packet has the E bit and is sent three times in all, with new
   sequence numbers and the same duration (§2.5.1.4);
-* the event clock is the audio clock (the telephone-event rate negotiated must
-  match the audio codec's, §2.1), so a digit of :data:`TONE_S` lasts
-  ``TONE_S * rate`` units and the gap before the next is at least
-  :data:`GAP_S` of ordinary audio.
+* the event clock is the audio clock (the payload type chosen is the
+  telephone-event negotiated at the audio codec's rate), so a digit of
+  ``TONE_S`` lasts ``TONE_S * rate`` units and the gap before the next is
+  at least ``GAP_S`` of ordinary audio.
 
 Receiving (:class:`EventReceiver`) reports each event once, on its first
-packet: packets with the timestamp of an event already reported (the updates
-and the three end packets) are duplicates (§2.5.2.2); zero-duration packets are
-ignored (§2.5.2.3 allows this).
+packet: the updates and the three end packets carry the timestamp of an event
+already reported and are duplicates (§2.5.2); packets with a duration of zero
+carry no tone and are skipped.
 
 This module only builds and parses bytes; timing comes from the RTP packets
 handed to it. ``appliance.media.telephone_event`` connects it to aiortc.

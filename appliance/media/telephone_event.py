@@ -22,8 +22,8 @@ small hooks add it, each guarded so that a changed aiortc only loses RFC 4733
    packets of a telephone-event payload type to an
    :class:`~appliance.media.rfc4733.EventReceiver` and passes aiortc a packet
    of *silence* in the negotiated audio codec instead, with the same sequence
-   number and the timestamp the audio would have had (senders replace audio
-   packets by events, RFC 4733 §2.5.1). Dropping them instead would leave a
+   number and the timestamp the audio would have had (our sender replaces
+   audio packets by events one for one). Dropping them instead would leave a
    hole in the sequence: aiortc's jitter buffer releases nothing across a
    hole until 16 newer packets have arrived, and then only one frame per
    packet, so each digit would add about 120 ms of delay for the rest of the
