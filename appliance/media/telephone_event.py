@@ -67,6 +67,7 @@ _OPUS_SILENCE = b"\xf8\xff\xfe"
 _G711_SILENCE = {"pcmu": 0xFF, "pcma": 0xD5}
 
 _DEFAULT_PACKET_S = 0.020
+_SEQ_TS = struct.Struct("!HI")
 
 #: Our telephone-event payload types by clock rate.
 EVENT_PAYLOAD_TYPES = {48000: 110, 8000: 126}
@@ -211,10 +212,14 @@ class EventTap:
         await self._send_original(data)
 
     async def _handle_rtp_data(self, data: bytes, arrival_time_ms: int) -> None:
-        header = parse_rtp_header(data)
-        if header is not None:
-            receiver = self._receivers.get(header.payload_type)
-            if receiver is not None:
+        if len(data) >= 12:
+            receiver = self._receivers.get(data[1] & 0x7F)
+            if receiver is None:
+                self._note_audio(data)  # the usual case: kept cheap
+            else:
+                header = parse_rtp_header(data)
+                if header is None:
+                    return
                 digit = receiver.add(header, data[header.header_length :])
                 if digit is not None and self.on_digit is not None:
                     # Outside aiortc's receive loop, as the session's handlers.
@@ -223,18 +228,17 @@ class EventTap:
                 if silence is None:
                     return
                 data = silence
-            else:
-                self._note_audio(header, data)
         await self._handle_original(data, arrival_time_ms=arrival_time_ms)
 
-    def _note_audio(self, header: RtpHeader, data: bytes) -> None:
-        self.received_audio_pt = header.payload_type
+    def _note_audio(self, data: bytes) -> None:
+        self.received_audio_pt = data[1] & 0x7F
+        sequence, timestamp = _SEQ_TS.unpack_from(data, 2)
         last = self._last_audio
-        if last is not None and (header.sequence - last[0]) & 0xFFFF == 1:
-            step = (header.timestamp - last[1]) & 0xFFFFFFFF
+        if last is not None and (sequence - last[0]) & 0xFFFF == 1:
+            step = (timestamp - last[1]) & 0xFFFFFFFF
             if 0 < step <= 0xFFFF:
                 self._step = step
-        self._last_audio = (header.sequence, header.timestamp, data[:12])
+        self._last_audio = (sequence, timestamp, data[:12])
 
     def _silence_for(self, header: RtpHeader) -> bytes | None:
         """A silent audio packet in place of the event packet ``header``."""
