@@ -16,7 +16,7 @@ The rules followed:
   (§2.2.1) and a duration that grows by one packet each time (§2.5.1.2);
 * the first packet of an event has the RTP marker bit set (§2.2.2);
 * the final packet has the E bit and is sent three times in all, with new
-  sequence numbers and the same duration (§2.5.1.4);
+  sequence numbers and the same duration (§2.5.1.4), within the gap;
 * the event clock is the audio clock (the payload type chosen is the
   telephone-event negotiated at the audio codec's rate), so a digit of
   ``TONE_S`` lasts ``TONE_S * rate`` units and the gap before the next is
@@ -183,8 +183,11 @@ class EventSender:
             if playing.ends_left == 0:
                 self._playing = None
                 self.events_sent += 1
+                # The gap runs from the end of the tone; the repeated end
+                # packets go out within it.
                 gap = round(dtmf.GAP_S * self.clock_rate)
-                self._resume_ts = (ts + self._step + gap) & 0xFFFFFFFF
+                end_ts = playing.start_ts + playing.length + gap
+                self._resume_ts = end_ts & 0xFFFFFFFF
         payload = build_event_payload(playing.code, end=end, duration=duration)
         head = _rewrite(packet, header, self.payload_type, first, playing.start_ts)
         return head + payload
