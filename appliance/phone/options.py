@@ -60,6 +60,8 @@ OPTION_STATUS: dict[str, str] = {
     "signaling_url": "complete",
     "sounds": "complete: WAV/MP3 paths or http(s) URLs, fetched once and cached; "
     "a bad one logs an error and the default plays",
+    "telephone_event": "complete: false stops offering and accepting RFC 4733 "
+    "telephone-event, so digits go as signaling frames (not an SDK option)",
     "warnings": "complete: quality warnings and deprecation log lines",
 }
 
@@ -95,6 +97,7 @@ class DeviceOptions:
     signaling_dscp: int = 26
     signaling_url: str | tuple[str, ...] | None = None
     sounds: Mapping[str, str] | None = None
+    telephone_event: bool = True
     warnings: bool = True
 
     def urls(self) -> list[str]:
