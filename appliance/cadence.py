@@ -85,11 +85,13 @@ class CountryTones:
         country: ISO 3166 alpha-2 code (``"EU"`` stands for the CEPT tones).
         ring: the cadence of the ringer (bell, LED, buzzer) for incoming calls.
         ringback: what the caller hears while the far end rings.
+        dial: what the user hears with the handset lifted and nothing dialled.
     """
 
     country: str
     ring: Cadence
     ringback: ToneSpec
+    dial: ToneSpec
 
 
 _US_RING = Cadence((2000, 4000))
@@ -98,17 +100,31 @@ _CEPT_RING = Cadence((1000, 4000))
 _FR_RING = Cadence((1500, 3500))
 _JP_RING = Cadence((1000, 2000))
 
+_CONTINUOUS = Cadence((1000, 0))
+
+
+def _country(
+    code: str, ring: Cadence, ringback: tuple[float, ...], dial: tuple[float, ...]
+) -> CountryTones:
+    return CountryTones(
+        code, ring, ToneSpec(ringback, ring), ToneSpec(dial, _CONTINUOUS)
+    )
+
+
 #: Tones by country code. ``CA`` shares the North American plan; ``AU`` uses
 #: the same double ring as the UK with a 400+450 Hz ringback (AS/ACIF S002).
+#: Dial tones are continuous: 350+440 Hz (North America), 350+450 Hz (UK),
+#: 425 Hz (CEPT; also AU, whose 25 Hz modulation is left out), 440 Hz (FR),
+#: 400 Hz (JP).
 COUNTRIES: dict[str, CountryTones] = {
-    "US": CountryTones("US", _US_RING, ToneSpec((440.0, 480.0), _US_RING)),
-    "CA": CountryTones("CA", _US_RING, ToneSpec((440.0, 480.0), _US_RING)),
-    "GB": CountryTones("GB", _UK_RING, ToneSpec((400.0, 450.0), _UK_RING)),
-    "AU": CountryTones("AU", _UK_RING, ToneSpec((400.0, 450.0), _UK_RING)),
-    "DE": CountryTones("DE", _CEPT_RING, ToneSpec((425.0,), _CEPT_RING)),
-    "EU": CountryTones("EU", _CEPT_RING, ToneSpec((425.0,), _CEPT_RING)),
-    "FR": CountryTones("FR", _FR_RING, ToneSpec((440.0,), _FR_RING)),
-    "JP": CountryTones("JP", _JP_RING, ToneSpec((400.0,), _JP_RING)),
+    "US": _country("US", _US_RING, (440.0, 480.0), (350.0, 440.0)),
+    "CA": _country("CA", _US_RING, (440.0, 480.0), (350.0, 440.0)),
+    "GB": _country("GB", _UK_RING, (400.0, 450.0), (350.0, 450.0)),
+    "AU": _country("AU", _UK_RING, (400.0, 450.0), (425.0,)),
+    "DE": _country("DE", _CEPT_RING, (425.0,), (425.0,)),
+    "EU": _country("EU", _CEPT_RING, (425.0,), (425.0,)),
+    "FR": _country("FR", _FR_RING, (440.0,), (440.0,)),
+    "JP": _country("JP", _JP_RING, (400.0,), (400.0,)),
 }
 # "UK" is not an ISO code but it is what people type.
 COUNTRIES["UK"] = COUNTRIES["GB"]

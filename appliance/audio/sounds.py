@@ -56,6 +56,7 @@ __all__ = [
     "default_sound",
     "digit_sound_name",
     "dtmf_sound",
+    "progress_sound",
     "ring_sound",
 ]
 
@@ -102,6 +103,8 @@ FAKE_DTMF_GAIN = 0.1
 #: and must stay well below the far end's voice.
 DTMF_AMPLITUDE = 0.1
 RING_AMPLITUDE = 0.2
+#: Dial tone and ringback in the earpiece: -20 dBFS per tone, a sidetone level.
+PROGRESS_AMPLITUDE = 0.1
 CHIME_AMPLITUDE = 0.3
 #: Raised-cosine edges on every tone burst: hard edges click.
 RAMP_S = 0.005
@@ -200,6 +203,38 @@ def ring_sound(country: str = "US") -> Sound:
         else:
             parts.append(np.zeros(round(seconds * SAMPLE_RATE)))
     return Sound("incoming", _to_int16(np.concatenate(parts)), loop=True)
+
+
+def progress_sound(name: str, country: str = "US") -> Sound:
+    """A local call-progress tone, looping: ``dialtone`` or ``ringback``.
+
+    Not one of the seed's sounds: Twilio's gateway plays ringback as early
+    media and has no dial tone; a desk phone makes both itself, from the
+    country's table (appliance.cadence). A continuous tone is one second of
+    whole cycles (the tables use whole hertz), so the loop joins without a
+    click; a cadenced one is one period of bursts and silences.
+
+    Raises:
+        KeyError: another name.
+        ConfigError: unknown country.
+    """
+    tones = tones_for(country)
+    spec = {"dialtone": tones.dial, "ringback": tones.ringback}[name]
+    if spec.cadence.is_constant:
+        t = np.arange(SAMPLE_RATE, dtype=np.float64) / SAMPLE_RATE
+        signal = sum(
+            (np.sin(2 * np.pi * f * t) for f in spec.frequencies_hz),
+            np.zeros(SAMPLE_RATE),
+        )
+        return Sound(name, _to_int16(signal * PROGRESS_AMPLITUDE), loop=True)
+    parts = []
+    for index, ms in enumerate(spec.cadence.on_off_ms):
+        seconds = ms / 1000.0
+        if index % 2 == 0 and ms > 0:
+            parts.append(_burst(spec.frequencies_hz, seconds, PROGRESS_AMPLITUDE))
+        else:
+            parts.append(np.zeros(round(seconds * SAMPLE_RATE)))
+    return Sound(name, _to_int16(np.concatenate(parts)), loop=True)
 
 
 def _chime(name: str, notes: tuple[tuple[float, float], ...]) -> Sound:

@@ -26,10 +26,13 @@ What this module adds to aiortc 1.16 / aioice 0.13:
 
 What aiortc lacks, and where the fix goes (anchors.md §6):
 
-* **No DTMF sender**: no ``telephone-event`` codec (RFC 4733) and no
-  RTCDTMFSender. Digits go by signaling (Twilio's own fallback, the ``dtmf``
-  message) outside this module; in-band Q.23 tones (``appliance.media.tones``)
-  will be mixed into the send track *here*.
+* **No telephone-event** (RFC 4733): added by
+  ``appliance.media.telephone_event``; when the far side does not accept it,
+  digits go by signaling (Twilio's own fallback, the ``dtmf`` message).
+* **aiortc sends its own first choice** where the far side (the Twilio SDK
+  in Chromium) sends its own, so the two directions differed: the far side's
+  order now wins on both sides (``appliance.media.codecs``), and the codecs
+  reported are those actually sent and received.
 * **No AEC/NS/AGC**: not fixed here. Echo cancellation needs the far-end
   reference next to the capture, so it belongs in the audio backend (WebRTC
   APM or the handset codec's DSP), before the source.
@@ -74,12 +77,12 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
-    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from appliance.errors import AudioDeviceError, ConfigError, NegotiationError
+from appliance.media import codecs as sdp_codecs
 from appliance.media.devices import FramePacer
 from appliance.media.frames import (
     FRAME_SAMPLES,
@@ -89,6 +92,11 @@ from appliance.media.frames import (
     Samples,
 )
 from appliance.media.levels import level_from_dbfs, rms_dbfs
+from appliance.media.telephone_event import (
+    EventTap,
+    audio_capabilities,
+    codec_preferences,
+)
 from appliance.tasks import TaskSet
 
 __all__ = [
@@ -145,10 +153,8 @@ def _install_host_address_hook() -> None:
 
 def supported_codecs() -> tuple[str, ...]:
     """Return the audio codec names aiortc can negotiate (mime subtypes)."""
-    return tuple(
-        codec.mimeType.split("/", 1)[1]
-        for codec in RTCRtpSender.getCapabilities("audio").codecs
-    )
+    names = (c.mimeType.split("/", 1)[1] for c in audio_capabilities())
+    return tuple(name for name in names if name != sdp_codecs.TELEPHONE_EVENT)
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,8 @@ class MediaConfig:
         codecs: offered codecs in preference order, by mime subtype,
             case-insensitive ("opus", "PCMU", "PCMA", "G722").
         dscp: mark the media socket EF (DSCP 46) after gathering.
+        telephone_event: offer and accept RFC 4733 telephone-event, so that
+            digits go in the media when the far side accepts it too.
 
     Raises:
         ConfigError: an address is not an IP address, or a codec is unknown.
@@ -186,6 +194,7 @@ class MediaConfig:
     local_addresses: tuple[str, ...] | None = None
     codecs: tuple[str, ...] = ("opus", "PCMU")
     dscp: bool = True
+    telephone_event: bool = True
 
     def __post_init__(self) -> None:
         for address in self.local_addresses or ():
@@ -282,26 +291,6 @@ class _SourceTrack(MediaStreamTrack):
 
 
 _CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) \d+ ", re.MULTILINE)
-_AUDIO_MLINE = re.compile(r"^m=audio \d+ \S+ (\d+)", re.MULTILINE)
-_STATIC_PAYLOADS = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 9: ("G722", 8000)}
-
-
-def _first_audio_codec(sdp: str) -> tuple[str, int] | None:
-    """Return (mime subtype, RTP clock rate) of the first audio payload type.
-
-    In an answer the first payload type is the one both sides send
-    (RFC 3264 §6.1), which is also what aiortc's sender picks.
-    """
-    match = _AUDIO_MLINE.search(sdp)
-    if match is None:
-        return None
-    payload_type = int(match.group(1))
-    rtpmap = re.search(
-        rf"^a=rtpmap:{payload_type} ([^/\s]+)/(\d+)", sdp, flags=re.MULTILINE
-    )
-    if rtpmap is not None:
-        return rtpmap.group(1), int(rtpmap.group(2))
-    return _STATIC_PAYLOADS.get(payload_type)
 
 
 class MediaSession:
@@ -347,8 +336,7 @@ class MediaSession:
         self._failed_reported = False
         self._closed = False
         self._close_done = asyncio.Event()
-        self._codec: str | None = None
-        self._clock_rate = SAMPLE_RATE
+        self._negotiated = sdp_codecs.Negotiated((), None)
         self._last_stats = MediaStats()
 
         servers = [
@@ -365,6 +353,8 @@ class MediaSession:
         self._track = _SourceTrack(source, self._meters)
         self._transceiver = self._pc.addTransceiver(self._track, direction="sendrecv")
         self._transceiver.setCodecPreferences(self._codec_preferences(config.codecs))
+        #: RFC 4733 digits in the media (``appliance.media.telephone_event``).
+        self.events = EventTap(self._transceiver.sender.transport)
         self._shorten_jitter_buffers()
         self._pc.on("track", self._on_track)
         self._pc.on("connectionstatechange", self._on_connection_state)
@@ -396,6 +386,13 @@ class MediaSession:
                 codec, or does not fit the current state.
         """
         self._check_open(code=53402)
+        answer = sdp_codecs.audio_codecs(sdp)
+        order = sdp_codecs.sdp_order(answer, self._order)
+        if not order:
+            raise NegotiationError(53402, "the answer accepts none of our codecs")
+        # Send the answer's first codec, as the far side does (see
+        # appliance.media.codecs): aiortc's sender follows the preferences.
+        self._transceiver.setCodecPreferences(self._codec_preferences(order))
         try:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
         except Exception as exc:
@@ -403,7 +400,7 @@ class MediaSession:
             # provokes (ValueError, KeyError, IndexError...), plus its own
             # W3C-named errors: all of them mean "cannot apply".
             raise NegotiationError(53402, f"cannot apply answer: {exc}") from exc
-        self._remember_codec(sdp)
+        self._negotiated_as(answer, sdp_codecs.first_audio(answer))
 
     async def accept_offer(self, sdp: str) -> str:
         """Apply a remote offer and return our complete answer SDP.
@@ -413,6 +410,12 @@ class MediaSession:
                 no common codec), 53400 if the answer cannot be created.
         """
         self._check_open(code=53402)
+        order = sdp_codecs.sdp_order(sdp_codecs.audio_codecs(sdp), self._order)
+        if not order:
+            # aiortc would answer with telephone-event alone.
+            raise NegotiationError(53402, "the offer has none of our codecs")
+        # Answer in the offer's order and send its first (appliance.media.codecs).
+        self._transceiver.setCodecPreferences(self._codec_preferences(order))
         try:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
         except Exception as exc:  # see apply_answer
@@ -423,7 +426,8 @@ class MediaSession:
         except Exception as exc:  # see apply_answer
             raise NegotiationError(53400, f"cannot create answer: {exc}") from exc
         local = self._local_sdp()
-        self._remember_codec(local)
+        ours = sdp_codecs.audio_codecs(local)
+        self._negotiated_as(ours, sdp_codecs.first_audio(ours))
         return local
 
     async def _set_local(self, description: RTCSessionDescription) -> None:
@@ -445,25 +449,25 @@ class MediaSession:
             raise NegotiationError(53400, "no local description")
         return description.sdp
 
-    def _remember_codec(self, answer_sdp: str) -> None:
-        found = _first_audio_codec(answer_sdp)
-        if found is not None:
-            self._codec, self._clock_rate = found
-            logger.debug("negotiated %s/%d", self._codec, self._clock_rate)
+    @property
+    def _order(self) -> tuple[str, ...]:
+        return tuple(name.lower() for name in self.config.codecs)
+
+    def _negotiated_as(
+        self, answer: list[sdp_codecs.RtpCodec], send: sdp_codecs.RtpCodec | None
+    ) -> None:
+        if not self.config.telephone_event:
+            answer = [codec for codec in answer if not codec.is_event]
+        self._negotiated = sdp_codecs.Negotiated(tuple(answer), send)
+        self.events.configure(self._negotiated)
+        logger.debug("sending %s, events %s", send, self._negotiated.send_event())
 
     def _check_open(self, code: int = 53400) -> None:
         if self._closed:
             raise NegotiationError(code, "the media session is closed")
 
-    @staticmethod
-    def _codec_preferences(names: tuple[str, ...]) -> list[Any]:
-        capabilities = RTCRtpSender.getCapabilities("audio").codecs
-        preferred = []
-        for name in names:
-            for codec in capabilities:
-                if codec.mimeType.split("/", 1)[1].lower() == name.lower():
-                    preferred.append(codec)
-        return preferred
+    def _codec_preferences(self, names: tuple[str, ...] | list[str]) -> list[Any]:
+        return codec_preferences(names, events=self.config.telephone_event)
 
     # -- DSCP --------------------------------------------------------------
 
@@ -594,8 +598,14 @@ class MediaSession:
 
     @property
     def codec(self) -> str | None:
-        """The negotiated codec's mime subtype (e.g. ``"opus"``), once known."""
-        return self._codec
+        """The codec we send, by mime subtype (e.g. ``"opus"``), once negotiated."""
+        send = self._negotiated.send
+        return send.name if send is not None else None
+
+    @property
+    def receive_codec(self) -> str | None:
+        """The codec of the audio received so far (None before the first packet)."""
+        return self._negotiated.name_of(self.events.received_audio_pt)
 
     @property
     def connection_state(self) -> str:
@@ -625,11 +635,13 @@ class MediaSession:
                 value = getattr(entry, "roundTripTime", None)
                 if value is not None:
                     rtt = float(value)
+        send = self._negotiated.send
+        clock_rate = send.clock_rate if send is not None else SAMPLE_RATE
         self._last_stats = MediaStats(
             packets_sent=sent,
             packets_received=received,
             packets_lost=lost,
-            jitter_s=jitter_units / self._clock_rate,
+            jitter_s=jitter_units / clock_rate,
             rtt_s=rtt,
         )
         return self._last_stats

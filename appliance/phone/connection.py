@@ -11,6 +11,7 @@ change goes through the pure :class:`~appliance.phone.call.CallMachine`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -178,7 +179,7 @@ class Connection(EventSource):
             if self._machine.state is not CallState.CONNECTING:
                 return  # cancelled while the other call was being hung up
             try:
-                self._media = self._host.new_media(self)
+                self._media = self._new_media()
                 assert self._offer_sdp is not None
                 answer = await self._media.accept_offer(self._offer_sdp)
             except TwilioError as exc:
@@ -239,8 +240,10 @@ class Connection(EventSource):
     def send_digits(self, digits: str) -> None:
         """Send DTMF: 0-9, ``*``, ``#``, and ``w`` for a 500 ms pause.
 
-        The digits go out as the protocol's ``dtmf`` message, as Twilio.Device does
-        when it has no RTP DTMF sender (signaling-protocol.md §2.2).
+        The digits go in the media as RFC 4733 telephone-events when the far
+        side accepted them, otherwise as the protocol's ``dtmf`` message, as
+        Twilio.Device does when it has no RTP DTMF sender
+        (signaling-protocol.md §2.2).
 
         Raises:
             InvalidArgumentError: illegal characters.
@@ -253,24 +256,38 @@ class Connection(EventSource):
             CallState.OPEN,
         ):
             raise InvalidStateError(message=f"cannot send digits while {self.status()}")
-        self._host.send(
-            Message(MessageType.DTMF, {"callsid": self.call_sid, "dtmf": digits})
-        )
+        if self._media is not None and self._media.events.can_send:
+            self._media.events.send(digits)
+        else:
+            self._host.send(
+                Message(MessageType.DTMF, {"callsid": self.call_sid, "dtmf": digits})
+            )
         # Local feedback tones, timed like the digits and queued after any
         # earlier string (the far phone replays them with the same schedule).
         self._schedule_digits(digits, "_local_dtmf_free_at", self._host.digit_feedback)
 
     @property
     def codec(self) -> str | None:
-        """The negotiated audio codec, once the call is open."""
+        """The audio codec we send, once negotiated."""
         return self._media.codec if self._media is not None else None
 
+    @property
+    def receive_codec(self) -> str | None:
+        """The audio codec of the packets received (None before the first)."""
+        return self._media.receive_codec if self._media is not None else None
+
     # ---- engine side (the Device calls these; not part of the Twilio API) ---------
+
+    def _new_media(self) -> MediaSession:
+        media = self._host.new_media(self)
+        # RFC 4733 digits arrive in real time: no replay schedule.
+        media.events.on_digit = functools.partial(self._if_live, self._emit_digit)
+        return media
 
     async def start_outgoing(self, invite_payload: dict[str, Any]) -> None:
         """Create the offer and send the invite (Device.connect)."""
         try:
-            self._media = self._host.new_media(self)
+            self._media = self._new_media()
             offer = await self._media.create_offer()
         except TwilioError as exc:
             await self._fail(exc, send_hangup=False)

@@ -95,4 +95,5 @@ def media_config(options: DeviceOptions) -> MediaConfig:
         local_addresses=options.local_addresses,
         codecs=tuple("PCMU" if c == "pcmu" else c for c in options.codec_preferences),
         dscp=options.dscp,
+        telephone_event=options.telephone_event,
     )

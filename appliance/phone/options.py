@@ -38,7 +38,8 @@ OPTION_STATUS: dict[str, str] = {
     "backoff_max_ms": "complete",
     "close_protection": "complete: stopping the service during a call logs the "
     "message and ends the call cleanly",
-    "codec_preferences": "complete",
+    "codec_preferences": "complete: the order we offer; among common codecs "
+    "the far side's order decides, the same codec both ways",
     "debug": "complete: DEBUG logging for the engine",
     "dscp": "complete: media socket marked EF (DSCP 46), signaling with "
     "signaling_dscp; false marks neither",
@@ -59,6 +60,8 @@ OPTION_STATUS: dict[str, str] = {
     "signaling_url": "complete",
     "sounds": "complete: WAV/MP3 paths or http(s) URLs, fetched once and cached; "
     "a bad one logs an error and the default plays",
+    "telephone_event": "complete: false stops offering and accepting RFC 4733 "
+    "telephone-event, so digits go as signaling frames (not an SDK option)",
     "warnings": "complete: quality warnings and deprecation log lines",
 }
 
@@ -94,6 +97,7 @@ class DeviceOptions:
     signaling_dscp: int = 26
     signaling_url: str | tuple[str, ...] | None = None
     sounds: Mapping[str, str] | None = None
+    telephone_event: bool = True
     warnings: bool = True
 
     def urls(self) -> list[str]:

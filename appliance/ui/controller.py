@@ -51,6 +51,8 @@ from typing import Any
 
 from PIL import Image
 
+from appliance.audio.mixer import Playback
+from appliance.audio.sounds import progress_sound
 from appliance.errors import ApplianceError, ConfigError, TwilioError
 from appliance.hardware.ports import (
     ButtonHeld,
@@ -90,6 +92,7 @@ from appliance.ui.panel import (
     SetVolume,
     volume_gain,
 )
+from appliance.ui.progress import local_tone
 from appliance.ui.screens import render
 from appliance.ui.settings import PanelSettings, UiConfig, parse_ui_config
 
@@ -175,6 +178,7 @@ class PanelController:
         self._handlers: list[tuple[str, Callable[..., None]]] = []
         self._unsubscribe: Callable[[], None] | None = None
         self._last_frame: bytes | None = None
+        self._tone: tuple[str, Playback] | None = None  # dial tone or ringback
         self._closed = False
         self.command_listeners: list[CommandListener] = []
         """Observers of issued commands (benchmarks, the simulator's log)."""
@@ -243,6 +247,7 @@ class PanelController:
         if self._closed:
             return
         self._closed = True
+        self._play_tone(None)
         for name, handler in self._handlers:
             self._device.off(name, handler)
         self._handlers.clear()
@@ -566,6 +571,25 @@ class PanelController:
         except ApplianceError as exc:
             logger.warning("local DTMF %s not played: %s", digit, exc)
 
+    @property
+    def progress_tone(self) -> str | None:
+        """The local tone playing: ``dialtone``, ``ringback`` or None."""
+        return self._tone[0] if self._tone and self._tone[1].playing else None
+
+    def _play_tone(self, name: str | None) -> None:
+        """Play the local progress tone ``name`` (None: silence) if it changed."""
+        if (self._tone[0] if self._tone else None) == name:
+            return
+        if self._tone is not None:
+            self._tone[1].stop()
+            self._tone = None
+        if name is not None:
+            audio = self._device.audio
+            try:
+                self._tone = (name, audio.play(progress_sound(name, audio.country)))
+            except ApplianceError as exc:
+                logger.warning("%s not played: %s", name, exc)
+
     # --- outputs -------------------------------------------------------------
 
     def _after_input(self, *, wake: bool = True) -> None:
@@ -578,6 +602,7 @@ class PanelController:
         if self._io is not None:
             self._io.set_ringer(self._panel.ringer_pattern())
             self._io.set_status_led(self._panel.status_led().value)
+        self._play_tone(local_tone(self._panel.view()))
         self._redraw()
         self._changed.set()
         if wake:

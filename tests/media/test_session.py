@@ -246,7 +246,8 @@ async def test_offer_without_a_common_codec_raises_53402():
     await offerer.close()
     await answerer.close()
     assert info.value.code == 53402
-    assert re.search(r"^m=audio \d+ \S+ 0\r?$", offer, re.MULTILINE)  # PCMU only
+    # PCMU only, and telephone-event at PCMU's clock (RFC 4733).
+    assert re.search(r"^m=audio \d+ \S+ 0 126\r?$", offer, re.MULTILINE)
 
 
 async def test_answer_before_offer_raises_53402():

@@ -353,6 +353,50 @@ async def test_dtmf_arrives_in_order_on_the_far_connection(phones: PhoneFactory)
         conn.send_digits("1")
 
 
+async def test_sdk_codec_order_gives_one_codec_and_digits_in_the_media(
+    phones: PhoneFactory,
+):
+    # The official SDK's default order on one side, ours on the other: both
+    # directions run the caller's first choice, and each side reports it.
+    alice = await phones("alice", tone=523, codec_preferences=["pcmu", "opus"])
+    bob = await phones("bob", tone=1100)
+    conn, events, incoming, far = await connect_call(alice, bob)
+    await audio_flowing(events, 0.3)
+    await audio_flowing(far, 0.3)
+    assert conn.codec == conn.receive_codec == "PCMU"
+    assert incoming.codec == incoming.receive_codec == "PCMU"
+
+    conn.send_digits("42#")
+    await far.wait("dtmf", count=3)
+    assert [a[0] for a in far.all("dtmf")] == list("42#")
+    # They came as RFC 4733 events (8 updates + 2 end repeats each; a digit
+    # is reported on its first packet), not as signaling frames.
+    media = incoming._media
+    assert media is not None and media.events.packets_received >= 2 * 10 + 1
+    await conn.disconnect()
+
+
+async def test_digits_fall_back_to_signaling_without_telephone_event(
+    phones: PhoneFactory,
+):
+    # A caller that does not offer telephone-event (as a far side without
+    # RFC 4733): both sides send their digits as dtmf frames, as the SDK does.
+    alice = await phones("alice", telephone_event=False)
+    bob = await phones("bob")
+    conn, events, incoming, far = await connect_call(alice, bob)
+    conn.send_digits("24")
+    incoming.send_digits("6#")
+    await far.wait("dtmf", count=2)
+    await events.wait("dtmf", count=2)
+    assert [a[0] for a in far.all("dtmf")] == ["2", "4"]
+    assert [a[0] for a in events.all("dtmf")] == ["6", "#"]
+    for call in (conn, incoming):
+        media = call._media
+        assert media is not None and not media.events.can_send
+        assert media.events.packets_received == 0
+    await conn.disconnect()
+
+
 async def test_reject_gives_the_caller_31603(phones: PhoneFactory):
     alice = await phones("alice")
     bob = await phones("bob")

@@ -126,7 +126,7 @@ class Page:
 
 
 @contextlib.asynccontextmanager
-async def chromium() -> AsyncIterator[Page]:
+async def chromium(*extra_flags: str) -> AsyncIterator[Page]:
     """Start headless chromium in a new profile; yield a blank page."""
     binary = shutil.which("chromium")
     assert binary, (
@@ -136,6 +136,7 @@ async def chromium() -> AsyncIterator[Page]:
         process = await asyncio.create_subprocess_exec(
             binary,
             *FLAGS,
+            *extra_flags,
             f"--user-data-dir={profile}",
             "about:blank",
             stdin=asyncio.subprocess.DEVNULL,
