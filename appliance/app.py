@@ -55,8 +55,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FrontPanel",
+    "PanelParts",
     "build_device",
     "open_front_panel",
+    "open_panel_parts",
     "provision_phone",
     "run_service",
 ]
@@ -298,6 +300,75 @@ def _pin_factory(name: str, pinmap: PinMap) -> tuple[Any, MockPanelHardware | No
     return NativeFactory(), None
 
 
+@dataclass
+class PanelParts:
+    """The front panel's hardware, as :func:`open_panel_parts` opened it."""
+
+    io: FrontPanelIO
+    display: Display | None
+    pinmap: PinMap
+    #: The finger on the keys, with ``pin_factory = "mock"``; else None.
+    mock: MockPanelHardware | None = None
+    #: Why there is no display (the OLED could not be opened), if so.
+    display_problem: str = ""
+
+
+async def open_panel_parts(
+    ui: UiConfig,
+    stack: contextlib.AsyncExitStack,
+    *,
+    pinmap: PinMap | None = None,
+) -> PanelParts:
+    """Open the pins and the OLED named in ``[ui]``; they close with ``stack``.
+
+    An OLED that cannot be opened leaves ``display`` None (and says why in
+    ``display_problem``); the pins are needed.
+
+    Raises:
+        ConfigError: an invalid pin map.
+        HardwareError: the GPIO pins cannot be opened (no chip, no library).
+    """
+    from gpiozero import GPIOZeroError
+
+    from appliance.hardware.display import Display
+    from appliance.hardware.gpio import FrontPanelIO
+    from appliance.hardware.pinmap import load_pinmap
+
+    pinmap = pinmap or load_pinmap(ui.pinmap)
+    try:
+        factory, mock = _pin_factory(ui.pin_factory, pinmap)
+        io = FrontPanelIO(pinmap, pin_factory=factory)
+    except (GPIOZeroError, ImportError, OSError) as exc:  # no chip, no library
+        raise HardwareError(f"cannot open the GPIO pins: {exc}") from exc
+    await stack.enter_async_context(io)
+    display: Display | None = None
+    problem = ""
+    try:
+        oled = _open_oled(ui, pinmap)
+    except HardwareError as exc:
+        problem = str(exc)
+    else:
+        display = await stack.enter_async_context(Display(oled, max_fps=ui.max_fps))
+    return PanelParts(io, display, pinmap, mock, problem)
+
+
+def _open_oled(ui: UiConfig, pinmap: PinMap) -> Any:
+    """The luma device of the pin map's display (driver as ``ui`` says).
+
+    Raises:
+        HardwareError: the OLED cannot be opened.
+    """
+    from appliance.hardware.display import MirroredDevice, create_device
+
+    spec = pinmap.display
+    if ui.display_driver:
+        spec = dataclasses.replace(spec, driver=ui.display_driver)
+    oled = create_device(spec)
+    if ui.screen_file:
+        oled = MirroredDevice(oled, Path(ui.screen_file))
+    return oled
+
+
 async def open_front_panel(
     ui: UiConfig,
     device: Device,
@@ -324,48 +395,32 @@ async def open_front_panel(
     Raises:
         ConfigError: an invalid pin map.
     """
-    from gpiozero import GPIOZeroError
-
-    from appliance.hardware.display import Display, create_device
-    from appliance.hardware.gpio import FrontPanelIO
-    from appliance.hardware.pinmap import load_pinmap
     from appliance.ui.controller import PanelController
     from appliance.ui.settings import PanelSettings
 
     if not ui.enabled:
         return None
-    pinmap = pinmap or load_pinmap(ui.pinmap)
-    spec = pinmap.display
-    if ui.display_driver:
-        spec = dataclasses.replace(spec, driver=ui.display_driver)
     try:
-        factory, mock = _pin_factory(ui.pin_factory, pinmap)
-        io = FrontPanelIO(pinmap, pin_factory=factory)
-    except (GPIOZeroError, ImportError, OSError) as exc:  # no chip, no library
-        logger.error("front panel disabled: cannot open the GPIO pins: %s", exc)
-        return None
-    await stack.enter_async_context(io)
-    display: Display | None = None
-    try:
-        oled = create_device(spec)
+        parts = await open_panel_parts(ui, stack, pinmap=pinmap)
     except HardwareError as exc:
-        logger.error("OLED disabled: %s", exc)
-    else:
-        display = await stack.enter_async_context(Display(oled, max_fps=ui.max_fps))
+        logger.error("front panel disabled: %s", exc)
+        return None
+    if parts.display_problem:
+        logger.error("OLED disabled: %s", parts.display_problem)
     settings = PanelSettings(ui.state_file or None)
     volume = await asyncio.to_thread(settings.load_volume)
     controller = PanelController(
         device,
         ui.make_panel(volume),
-        io=io,
-        display=display,
+        io=parts.io,
+        display=parts.display,
         token=token,
         settings=settings,
         address_map=address_map,
     )
     await stack.enter_async_context(controller)
-    logger.info("front panel %r started", pinmap.name)
-    return FrontPanel(controller, io, display, pinmap, mock)
+    logger.info("front panel %r started", parts.pinmap.name)
+    return FrontPanel(controller, parts.io, parts.display, parts.pinmap, parts.mock)
 
 
 def _log_incoming(conn: Connection) -> None:
