@@ -28,14 +28,14 @@ import contextlib
 import dataclasses
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from appliance.audio.helper import AudioHelper
 from appliance.config import AppConfig, Secret, environ_token, read_token
-from appliance.errors import ConfigError, HardwareError, TwilioError
+from appliance.errors import AudioDeviceError, ConfigError, HardwareError, TwilioError
 from appliance.log import configure_logging
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
@@ -50,13 +50,16 @@ if TYPE_CHECKING:
     from appliance.hardware.mock import MockPanelHardware
     from appliance.hardware.pinmap import PinMap
     from appliance.provisioning.phone import PhoneProvisioning
+    from appliance.selftest.runner import CheckRunner
     from appliance.ui.controller import PanelController
     from appliance.ui.settings import UiConfig
 
 __all__ = [
     "FrontPanel",
+    "HardwareCheck",
     "PanelParts",
     "build_device",
+    "open_check",
     "open_front_panel",
     "open_panel_parts",
     "provision_phone",
@@ -421,6 +424,77 @@ async def open_front_panel(
     await stack.enter_async_context(controller)
     logger.info("front panel %r started", parts.pinmap.name)
     return FrontPanel(controller, parts.io, parts.display, parts.pinmap, parts.mock)
+
+
+@dataclass
+class HardwareCheck:
+    """What :func:`open_check` built: the runner, and the panel it tests."""
+
+    runner: CheckRunner
+    panel: PanelParts | None
+
+
+async def open_check(
+    config: AppConfig,
+    stack: contextlib.AsyncExitStack,
+    *,
+    out: TextIO,
+    outputs: Sequence[str] | None = None,
+    inputs: Sequence[str] | None = None,
+    key_timeout_s: float | None = None,
+    commands: AsyncIterator[str] | None = None,
+) -> HardwareCheck:
+    """Build ``appliance check`` (the self-test) on this phone's hardware.
+
+    Sound devices are ALSA's listing unless given; the panel is the one
+    ``[ui]`` describes, opened as the service opens it
+    (:func:`~appliance.selftest.plan.plan_check` decides what to test).
+
+    Raises:
+        ConfigError: an invalid pin map.
+    """
+    from appliance.hardware.alsa_devices import list_pcm_devices
+    from appliance.media.devices import open_sink, open_source
+    from appliance.selftest.plan import SelfTest, plan_check
+    from appliance.selftest.runner import CheckRunner
+
+    listed: list[tuple[str, str]] | None = None
+    listing_problem = ""
+    if outputs is None or inputs is None:
+        try:
+            devices = await asyncio.to_thread(list_pcm_devices)
+            listed = [(d.id, d.direction) for d in devices]
+        except AudioDeviceError as exc:
+            listing_problem = exc.message
+    panel: PanelParts | None = None
+    panel_problem = ""
+    if config.ui.enabled:
+        try:
+            panel = await open_panel_parts(config.ui, stack)
+        except HardwareError as exc:
+            panel_problem = str(exc)
+    steps, notes = plan_check(
+        listed=listed or [],
+        outputs=outputs,
+        inputs=inputs,
+        listing_problem=listing_problem,
+        panel_enabled=config.ui.enabled,
+        panel_problem=panel_problem,
+        display_problem=panel.display_problem if panel is not None else "",
+        keys="".join(panel.pinmap.keypad.layout) if panel is not None else "",
+        buttons=list(panel.pinmap.buttons.fitted()) if panel is not None else [],
+    )
+    test = SelfTest(steps, notes=notes, key_timeout_s=key_timeout_s)
+    runner = CheckRunner(
+        test,
+        io=panel.io if panel is not None else None,
+        screen=panel.display if panel is not None else None,
+        open_sink=open_sink,
+        open_source=open_source,
+        out=out,
+        commands=commands,
+    )
+    return HardwareCheck(runner, panel)
 
 
 def _log_incoming(conn: Connection) -> None:

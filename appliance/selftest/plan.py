@@ -205,10 +205,10 @@ def prompt_for(step: Step, timeout_s: float = DEFAULT_KEY_TIMEOUT_S) -> Prompt:
     if isinstance(step, BlinkLed):
         return Prompt("LED", step.led.capitalize(), "should blink now")
     if isinstance(step, DrawTestScreen):
-        return Prompt("Screen", "", "")
+        return Prompt("Screen", "test pattern", "a lit border, squares top left")
     wait = f"{timeout_s:g} s"
     if step.kind == "hook":
-        return Prompt("Hook switch", "Handset", f"lift or replace it ({wait})")
+        return Prompt("Hook switch", "Handset", f"lift or replace it, {wait}")
     if step.kind == "button":
         word = _BUTTON_WORDS.get(step.name, step.name)
         return Prompt("Press button", word, f"within {wait}")

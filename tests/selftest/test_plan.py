@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from appliance.errors import InvalidStateError
@@ -14,6 +16,7 @@ from appliance.selftest.plan import (
     PlayTone,
     RecordInput,
     SelfTest,
+    Step,
     StepFinished,
     StepStarted,
     build_plan,
@@ -92,7 +95,7 @@ def test_performed_steps_then_asks_in_order_with_timeouts_and_strays() -> None:
 
 
 def test_silence_fails_an_input_and_skip_rest_skips_every_later_ask() -> None:
-    steps = [
+    steps: list[Step] = [
         RecordInput("alsa:mic"),
         AskInput("key", "1"),
         AskInput("key", "2"),
@@ -160,7 +163,7 @@ def test_one_device_per_card_as_the_firmware_opens_it() -> None:
 
 
 def test_plan_check_notes_what_cannot_be_tested() -> None:
-    common = {
+    common: dict[str, Any] = {
         "listed": [("alsa:A_spk", "output")],
         "outputs": None,
         "inputs": None,
