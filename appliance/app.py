@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,11 +60,13 @@ __all__ = [
     "HardwareCheck",
     "PanelParts",
     "build_device",
+    "config_failed",
     "open_check",
     "open_front_panel",
     "open_panel_parts",
     "provision_phone",
     "run_service",
+    "show_config_error",
 ]
 
 logger = logging.getLogger(__name__)
@@ -146,6 +149,7 @@ async def run_service(config: AppConfig) -> int:
             token = tokens.read()
         except ConfigError as exc:
             logger.error("%s", exc)
+            await asyncio.to_thread(show_config_error, config.ui, exc)
             return 2
         current.append(token.reveal())
     # The front panel attaches before setup so it sees the first "ready".
@@ -162,6 +166,8 @@ async def run_service(config: AppConfig) -> int:
     except ConfigError as exc:
         logger.error("%s", exc)
         await panel.aclose()
+        # The pin map is at fault, and it says where the OLED is: journal only.
+        logger.error("not shown on the display: the pin map (ui.pinmap) is at fault")
         return 2
     provisioning = (
         provision_phone(config, device, notifier, front, current)
@@ -424,6 +430,65 @@ async def open_front_panel(
     await stack.enter_async_context(controller)
     logger.info("front panel %r started", parts.pinmap.name)
     return FrontPanel(controller, parts.io, parts.display, parts.pinmap, parts.mock)
+
+
+def show_config_error(ui: UiConfig, error: ConfigError) -> bool:
+    """Put a fatal configuration error on the OLED, if ``[ui]`` has one.
+
+    The person at the desk does not read the journal: the screen names the
+    ``section.key`` at fault and stays lit after the service exits (luma's
+    ``persist``), so the phone does not look merely dead. Blocking (I2C).
+
+    Returns:
+        Whether the error is on the screen (False: no panel, or no OLED).
+    """
+    from appliance.hardware.pinmap import load_pinmap
+    from appliance.ui.notices import render_config_error
+
+    if not ui.enabled:
+        return False
+    image = render_config_error(error.key, error.reason, len(error.problems) - 1)
+    try:
+        oled = _open_oled(ui, load_pinmap(ui.pinmap))
+        if tuple(oled.size) != image.size:
+            raise HardwareError(f"the screen is {oled.size}, not {image.size}")
+        oled.display(image)
+    except (ConfigError, HardwareError, OSError) as exc:
+        logger.error("the error is not shown on the display: %s", exc)
+        return False
+    oled.persist = True  # luma would blank the panel at exit
+    return True
+
+
+def config_failed(paths: Sequence[Path] | None, error: ConfigError) -> int:
+    """``appliance run`` with a configuration that does not validate.
+
+    Says so on stderr (the journal), then on the OLED when the ``[ui]``
+    section of the same layers is usable by itself; when ``[ui]`` (or a whole
+    file) is what is broken, the journal says that the screen was not used.
+
+    Returns:
+        2, the exit status systemd does not restart (RestartPreventExitStatus).
+    """
+    from appliance.config import merge_layers
+    from appliance.ui.settings import parse_ui_config
+
+    sys.stderr.write(f"appliance: error: {error}\n")
+    try:
+        merged, _sources = merge_layers(paths)
+        raw = merged.get("ui", {})
+        if not isinstance(raw, dict):
+            raise ConfigError("ui", "must be a table")
+        ui = parse_ui_config(raw, "ui")
+    except ConfigError:
+        sys.stderr.write(
+            "appliance: the error is not shown on the display: "
+            "the [ui] section cannot be used\n"
+        )
+        return 2
+    if ui.enabled and show_config_error(ui, error):
+        sys.stderr.write("appliance: the error is shown on the display\n")
+    return 2
 
 
 @dataclass

@@ -249,7 +249,7 @@ def run_run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        return fail(str(exc))
+        return app.config_failed(args.config, exc)  # stderr, and the OLED
     return app.main(config)  # configures logging at log.level
 
 
