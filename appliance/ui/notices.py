@@ -132,6 +132,9 @@ def render_check_summary(
 def render_config_error(key: str, reason: str, more: int = 0) -> Image.Image:
     """A fatal configuration error: the ``section.key`` at fault and why.
 
+    The key gets two lines when it needs them (split after its section), the
+    reason the lines left above the footer, which says the phone stopped.
+
     Args:
         key: the first problem's key (``device.edge``), or a file name.
         reason: what is wrong with it.
@@ -139,14 +142,16 @@ def render_config_error(key: str, reason: str, more: int = 0) -> Image.Image:
     """
     image = Image.new("1", (WIDTH, HEIGHT), 0)
     draw = ImageDraw.Draw(image)
-    _heading(draw, "Setup error")
-    _center(draw, 11, key.rsplit("/", 1)[-1] if "/" in key else key)
-    lines = _wrap(reason)[:2]
+    _heading(draw, "Config error")
+    key = key.rsplit("/", 1)[-1]
+    section, dot, rest = key.partition(".")
+    lines = [key] if len(key) <= _COLS or not dot else [section + dot, _fit(rest)]
+    body = 4 - len(lines)
+    reasons = _wrap(reason)
     if more:
-        lines = [*lines[:1], f"(+{more} more problem{'s' if more > 1 else ''})"]
-    for i, line in enumerate(lines):
-        _center(draw, 23 + i * 10, line)
-    draw.line((0, 45, WIDTH - 1, 45), fill=1)
-    _center(draw, 45, "Phone stopped; run")
-    _center(draw, 54, "appliance show-config")
+        reasons = [*reasons[: body - 1], f"(+{more} more in the log)"]
+    for i, line in enumerate(lines + reasons[:body]):
+        _center(draw, 10 + i * 10, line)
+    draw.line((0, 53, WIDTH - 1, 53), fill=1)
+    _center(draw, 53, "Phone stopped")
     return image
