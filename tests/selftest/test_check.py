@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import io
 import math
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -202,3 +203,40 @@ async def test_check_plays_records_blinks_draws_and_asks_every_key(
     assert same(frames[0], render_test_pattern())
     assert same(frames[-1], render_check_summary(23, 1, 2, "input alsa:B_mic"))
     assert "1 part failed" in report and "-120.0 dBFS" in report
+
+
+async def test_the_check_command_skips_from_the_terminal_and_fails_on_silence(
+    tmp_path: Path,
+) -> None:
+    # `appliance check` as a person runs it: a process reading the terminal.
+    config = tmp_path / "appliance.toml"
+    config.write_text(
+        f'[ui]\nenabled = true\npinmap = "{HW / "pinmap-reference.toml"}"\n'
+        'pin_factory = "mock"\ndisplay_driver = "dummy"\n'
+        f'screen_file = "{tmp_path / "screen.png"}"\n'
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "appliance",
+        "check",
+        "--config",
+        str(config),
+        "--output",
+        "null",
+        "--input",
+        "null",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    # "q": skip every key and button (typed before they are asked for).
+    stdout, stderr = await asyncio.wait_for(process.communicate(b"q\n"), scaled(60))
+    report = stdout.decode()
+    assert process.returncode == 1, report + stderr.decode()
+    assert "fail    input null: -120.0 dBFS" in report
+    assert "pass    output null" in report and "pass    LED status" in report
+    assert "skipped key 5" in report and "skipped hook switch" in report
+    assert report.endswith("1 part failed\n")
+    with Image.open(tmp_path / "screen.png") as shown:
+        assert same(shown, render_check_summary(4, 1, 19, "input null"))
