@@ -68,8 +68,9 @@ __all__ = ["CheckRunner", "CheckScreen", "format_summary", "terminal_lines"]
 
 logger = logging.getLogger(__name__)
 
-#: Frames written ahead of the schedule (a sink buffers about 120 ms).
-LEAD_FRAMES = 3
+#: Frames written ahead of the schedule: 100 ms against a stalled loop (a
+#: sink keeps at most 120 ms waiting for the device).
+LEAD_FRAMES = 5
 #: Start of a recording that is not measured.
 SETTLE_FRAMES = 5
 
@@ -152,8 +153,6 @@ class CheckRunner:
         self._out = out
         self._commands = commands
         self._wake = asyncio.Event()
-        self.frames: list[str] = []
-        """What the OLED was asked to show, step by step (``pattern``, ...)."""
 
     async def run(self) -> CheckFinished:
         """Run every step; return the verdicts."""
@@ -202,7 +201,7 @@ class CheckRunner:
             line += " -- Enter skips, q skips the rest"
         self._say(line)
         if isinstance(step, DrawTestScreen):
-            self._show("pattern", render_test_pattern())
+            self._show(render_test_pattern())
         else:
             image = render_check_step(
                 prompt.title,
@@ -211,7 +210,7 @@ class CheckRunner:
                 index=event.index,
                 total=event.total,
             )
-            self._show(f"step {event.index + 1}", image)
+            self._show(image)
         if isinstance(step, AskInput):
             return  # ends by input, skip or timeout (the main loop)
         loop = asyncio.get_running_loop()
@@ -299,7 +298,6 @@ class CheckRunner:
         counts = {o: sum(r.outcome is o for r in results) for o in Outcome}
         failures = [r.part for r in results if r.outcome is Outcome.FAIL]
         self._show(
-            "summary",
             render_check_summary(
                 counts[Outcome.PASS],
                 counts[Outcome.FAIL],
@@ -335,8 +333,7 @@ class CheckRunner:
 
     # --- output -------------------------------------------------------------
 
-    def _show(self, name: str, image: Image.Image) -> None:
-        self.frames.append(name)
+    def _show(self, image: Image.Image) -> None:
         if self._screen is not None:
             self._screen.show(image)
 
