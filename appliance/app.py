@@ -8,7 +8,9 @@ the GPIO pins (``lgpio`` on a Pi, ``mock`` for the simulator and tests, with
 ``ui.display_driver`` the OLED (``ssd1306``/``sh1106`` through luma,
 ``dummy``, or a registered one such as the simulator's ``terminal``). The
 service (``appliance run``), the simulator and the demo all build through
-them.
+them; the hardware self-test (:func:`open_check`) opens the same panel parts.
+A configuration error that stops the service is also drawn on the OLED
+(:func:`config_failed`, :func:`show_config_error`).
 
 :func:`run_service` is the phone service. Start-up order: config and
 logging, token, Device, signal handlers, setup (register), then READY to
