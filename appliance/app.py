@@ -8,7 +8,9 @@ the GPIO pins (``lgpio`` on a Pi, ``mock`` for the simulator and tests, with
 ``ui.display_driver`` the OLED (``ssd1306``/``sh1106`` through luma,
 ``dummy``, or a registered one such as the simulator's ``terminal``). The
 service (``appliance run``), the simulator and the demo all build through
-them.
+them; the hardware self-test (:func:`open_check`) opens the same panel parts.
+A configuration error that stops the service is also drawn on the OLED
+(:func:`config_failed`, :func:`show_config_error`).
 
 :func:`run_service` is the phone service. Start-up order: config and
 logging, token, Device, signal handlers, setup (register), then READY to
@@ -29,14 +31,15 @@ import dataclasses
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from appliance.audio.helper import AudioHelper
 from appliance.config import AppConfig, Secret, environ_token, read_token
-from appliance.errors import ConfigError, HardwareError, TwilioError
+from appliance.errors import AudioDeviceError, ConfigError, HardwareError, TwilioError
 from appliance.log import configure_logging
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
@@ -51,15 +54,22 @@ if TYPE_CHECKING:
     from appliance.hardware.mock import MockPanelHardware
     from appliance.hardware.pinmap import PinMap
     from appliance.provisioning.phone import PhoneProvisioning
+    from appliance.selftest.runner import CheckRunner
     from appliance.ui.controller import PanelController
     from appliance.ui.settings import UiConfig
 
 __all__ = [
     "FrontPanel",
+    "HardwareCheck",
+    "PanelParts",
     "build_device",
+    "config_failed",
+    "open_check",
     "open_front_panel",
+    "open_panel_parts",
     "provision_phone",
     "run_service",
+    "show_config_error",
 ]
 
 logger = logging.getLogger(__name__)
@@ -148,6 +158,7 @@ async def run_service(
             token = tokens.read()
         except ConfigError as exc:
             logger.error("%s", exc)
+            await asyncio.to_thread(show_config_error, config.ui, exc)
             return 2
         current.append(token.reveal())
     # The front panel attaches before setup so it sees the first "ready".
@@ -164,6 +175,8 @@ async def run_service(
     except ConfigError as exc:
         logger.error("%s", exc)
         await panel.aclose()
+        # The pin map is at fault, and it says where the OLED is: journal only.
+        logger.error("not shown on the display: the pin map (ui.pinmap) is at fault")
         return 2
     if front is not None and on_panel is not None:
         on_panel(front)
@@ -331,6 +344,75 @@ def _pin_factory(name: str, pinmap: PinMap) -> tuple[Any, MockPanelHardware | No
     return NativeFactory(), None
 
 
+@dataclass
+class PanelParts:
+    """The front panel's hardware, as :func:`open_panel_parts` opened it."""
+
+    io: FrontPanelIO
+    display: Display | None
+    pinmap: PinMap
+    #: The finger on the keys, with ``pin_factory = "mock"``; else None.
+    mock: MockPanelHardware | None = None
+    #: Why there is no display (the OLED could not be opened), if so.
+    display_problem: str = ""
+
+
+async def open_panel_parts(
+    ui: UiConfig,
+    stack: contextlib.AsyncExitStack,
+    *,
+    pinmap: PinMap | None = None,
+) -> PanelParts:
+    """Open the pins and the OLED named in ``[ui]``; they close with ``stack``.
+
+    An OLED that cannot be opened leaves ``display`` None (and says why in
+    ``display_problem``); the pins are needed.
+
+    Raises:
+        ConfigError: an invalid pin map.
+        HardwareError: the GPIO pins cannot be opened (no chip, no library).
+    """
+    from gpiozero import GPIOZeroError
+
+    from appliance.hardware.display import Display
+    from appliance.hardware.gpio import FrontPanelIO
+    from appliance.hardware.pinmap import load_pinmap
+
+    pinmap = pinmap or load_pinmap(ui.pinmap)
+    try:
+        factory, mock = _pin_factory(ui.pin_factory, pinmap)
+        io = FrontPanelIO(pinmap, pin_factory=factory)
+    except (GPIOZeroError, ImportError, OSError) as exc:  # no chip, no library
+        raise HardwareError(f"cannot open the GPIO pins: {exc}") from exc
+    await stack.enter_async_context(io)
+    display: Display | None = None
+    problem = ""
+    try:
+        oled = _open_oled(ui, pinmap)
+    except HardwareError as exc:
+        problem = str(exc)
+    else:
+        display = await stack.enter_async_context(Display(oled, max_fps=ui.max_fps))
+    return PanelParts(io, display, pinmap, mock, problem)
+
+
+def _open_oled(ui: UiConfig, pinmap: PinMap) -> Any:
+    """The luma device of the pin map's display (driver as ``ui`` says).
+
+    Raises:
+        HardwareError: the OLED cannot be opened.
+    """
+    from appliance.hardware.display import MirroredDevice, create_device
+
+    spec = pinmap.display
+    if ui.display_driver:
+        spec = dataclasses.replace(spec, driver=ui.display_driver)
+    oled = create_device(spec)
+    if ui.screen_file:
+        oled = MirroredDevice(oled, Path(ui.screen_file))
+    return oled
+
+
 async def open_front_panel(
     ui: UiConfig,
     device: Device,
@@ -357,48 +439,162 @@ async def open_front_panel(
     Raises:
         ConfigError: an invalid pin map.
     """
-    from gpiozero import GPIOZeroError
-
-    from appliance.hardware.display import Display, create_device
-    from appliance.hardware.gpio import FrontPanelIO
-    from appliance.hardware.pinmap import load_pinmap
     from appliance.ui.controller import PanelController
     from appliance.ui.settings import PanelSettings
 
     if not ui.enabled:
         return None
-    pinmap = pinmap or load_pinmap(ui.pinmap)
-    spec = pinmap.display
-    if ui.display_driver:
-        spec = dataclasses.replace(spec, driver=ui.display_driver)
     try:
-        factory, mock = _pin_factory(ui.pin_factory, pinmap)
-        io = FrontPanelIO(pinmap, pin_factory=factory)
-    except (GPIOZeroError, ImportError, OSError) as exc:  # no chip, no library
-        logger.error("front panel disabled: cannot open the GPIO pins: %s", exc)
-        return None
-    await stack.enter_async_context(io)
-    display: Display | None = None
-    try:
-        oled = create_device(spec)
+        parts = await open_panel_parts(ui, stack, pinmap=pinmap)
     except HardwareError as exc:
-        logger.error("OLED disabled: %s", exc)
-    else:
-        display = await stack.enter_async_context(Display(oled, max_fps=ui.max_fps))
+        logger.error("front panel disabled: %s", exc)
+        return None
+    if parts.display_problem:
+        logger.error("OLED disabled: %s", parts.display_problem)
     settings = PanelSettings(ui.state_file or None)
     volume = await asyncio.to_thread(settings.load_volume)
     controller = PanelController(
         device,
         ui.make_panel(volume),
-        io=io,
-        display=display,
+        io=parts.io,
+        display=parts.display,
         token=token,
         settings=settings,
         address_map=address_map,
     )
     await stack.enter_async_context(controller)
-    logger.info("front panel %r started", pinmap.name)
-    return FrontPanel(controller, io, display, pinmap, mock)
+    logger.info("front panel %r started", parts.pinmap.name)
+    return FrontPanel(controller, parts.io, parts.display, parts.pinmap, parts.mock)
+
+
+def show_config_error(ui: UiConfig, error: ConfigError) -> bool:
+    """Put a fatal configuration error on the OLED, if ``[ui]`` has one.
+
+    The person at the desk does not read the journal: the screen names the
+    ``section.key`` at fault and stays lit after the service exits (luma's
+    ``persist``), so the phone does not look merely dead. Blocking (I2C).
+
+    Returns:
+        Whether the error is on the screen (False: no panel, or no OLED).
+    """
+    from appliance.hardware.pinmap import load_pinmap
+    from appliance.ui.notices import render_config_error
+
+    if not ui.enabled:
+        return False
+    image = render_config_error(error.key, error.reason, len(error.problems) - 1)
+    try:
+        oled = _open_oled(ui, load_pinmap(ui.pinmap))
+        if tuple(oled.size) != image.size:
+            raise HardwareError(f"the screen is {oled.size}, not {image.size}")
+        oled.display(image)
+    except (ConfigError, HardwareError, OSError) as exc:
+        logger.error("the error is not shown on the display: %s", exc)
+        return False
+    oled.persist = True  # luma would blank the panel at exit
+    return True
+
+
+def config_failed(paths: Sequence[Path] | None, error: ConfigError) -> int:
+    """``appliance run`` with a configuration that does not validate.
+
+    Says so on stderr (the journal), then on the OLED when the ``[ui]``
+    section of the same layers is usable by itself; when ``[ui]`` (or a whole
+    file) is what is broken, the journal says that the screen was not used.
+
+    Returns:
+        2, the exit status systemd does not restart (RestartPreventExitStatus).
+    """
+    from appliance.config import merge_layers
+    from appliance.ui.settings import parse_ui_config
+
+    sys.stderr.write(f"appliance: error: {error}\n")
+    try:
+        merged, _sources = merge_layers(paths)
+        raw = merged.get("ui", {})
+        if not isinstance(raw, dict):
+            raise ConfigError("ui", "must be a table")
+        ui = parse_ui_config(raw, "ui")
+    except ConfigError:
+        sys.stderr.write(
+            "appliance: the error is not shown on the display: "
+            "the [ui] section cannot be used\n"
+        )
+        return 2
+    if ui.enabled and show_config_error(ui, error):
+        sys.stderr.write("appliance: the error is shown on the display\n")
+    return 2
+
+
+@dataclass
+class HardwareCheck:
+    """What :func:`open_check` built: the runner, and the panel it tests."""
+
+    runner: CheckRunner
+    panel: PanelParts | None
+
+
+async def open_check(
+    config: AppConfig,
+    stack: contextlib.AsyncExitStack,
+    *,
+    out: TextIO,
+    outputs: Sequence[str] | None = None,
+    inputs: Sequence[str] | None = None,
+    key_timeout_s: float | None = None,
+    commands: AsyncIterator[str] | None = None,
+) -> HardwareCheck:
+    """Build ``appliance check`` (the self-test) on this phone's hardware.
+
+    Sound devices are ALSA's listing unless given; the panel is the one
+    ``[ui]`` describes, opened as the service opens it
+    (:func:`~appliance.selftest.plan.plan_check` decides what to test).
+
+    Raises:
+        ConfigError: an invalid pin map.
+    """
+    from appliance.hardware.alsa_devices import list_pcm_devices
+    from appliance.media.devices import open_sink, open_source
+    from appliance.selftest.plan import SelfTest, plan_check
+    from appliance.selftest.runner import CheckRunner
+
+    listed: list[tuple[str, str]] | None = None
+    listing_problem = ""
+    if outputs is None or inputs is None:
+        try:
+            devices = await asyncio.to_thread(list_pcm_devices)
+            listed = [(d.id, d.direction) for d in devices]
+        except AudioDeviceError as exc:
+            listing_problem = exc.message
+    panel: PanelParts | None = None
+    panel_problem = ""
+    if config.ui.enabled:
+        try:
+            panel = await open_panel_parts(config.ui, stack)
+        except HardwareError as exc:
+            panel_problem = str(exc)
+    steps, notes = plan_check(
+        listed=listed or [],
+        outputs=outputs,
+        inputs=inputs,
+        listing_problem=listing_problem,
+        panel_enabled=config.ui.enabled,
+        panel_problem=panel_problem,
+        display_problem=panel.display_problem if panel is not None else "",
+        keys="".join(panel.pinmap.keypad.layout) if panel is not None else "",
+        buttons=list(panel.pinmap.buttons.fitted()) if panel is not None else [],
+    )
+    test = SelfTest(steps, notes=notes, key_timeout_s=key_timeout_s)
+    runner = CheckRunner(
+        test,
+        io=panel.io if panel is not None else None,
+        screen=panel.display if panel is not None else None,
+        open_sink=open_sink,
+        open_source=open_source,
+        out=out,
+        commands=commands,
+    )
+    return HardwareCheck(runner, panel)
 
 
 def _log_incoming(conn: Connection) -> None:

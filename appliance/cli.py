@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.metadata
 import logging
 import signal
@@ -30,10 +31,12 @@ from appliance.update.release_cli import add_release_parser
 from appliance.update.update_cli import add_update_parser
 
 if TYPE_CHECKING:
+    from appliance.config import AppConfig
     from appliance.exchange.config import ExchangeConfig
 
 __all__ = [
     "COMMANDS_GROUP",
+    "add_check_parser",
     "add_exchange_parser",
     "add_log_level",
     "add_run_parser",
@@ -246,7 +249,7 @@ def run_run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        return fail(str(exc))
+        return app.config_failed(args.config, exc)  # stderr, and the OLED
     return app.main(config)  # configures logging at log.level
 
 
@@ -276,6 +279,71 @@ def run_show_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_check_parser(subparsers: _Subparsers) -> None:
+    """Add ``appliance check``: the hardware self-test (appliance/selftest/)."""
+    parser = subparsers.add_parser(
+        "check",
+        help="hardware self-test: sound devices, LEDs, screen, keys and buttons",
+        description="Play a tone on each playback device, record a second from "
+        "each capture device and print its level, blink the LEDs, draw a test "
+        "screen, then ask for each key and button in turn (Enter skips one, q "
+        "the rest). Prints a summary; exit status 1 when a part failed.",
+    )
+    parser.add_argument("--config", action="append", type=Path, metavar="FILE")
+    parser.add_argument(
+        "--output",
+        action="append",
+        metavar="ID",
+        help="test this playback device, e.g. alsa:plughw:CARD=Headset,DEV=0 "
+        "(repeatable; default: each one ALSA lists)",
+    )
+    parser.add_argument(
+        "--input", action="append", metavar="ID", help="the same for capture"
+    )
+    parser.add_argument(
+        "--key-timeout", type=float, metavar="S", help="wait per key (default 10)"
+    )
+    add_log_level(parser, "WARNING")
+    parser.set_defaults(handler=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Handler of ``appliance check``."""
+    from appliance.config import load_config
+
+    try:
+        config = load_config(args.config)
+        if args.key_timeout is not None and args.key_timeout <= 0:
+            raise ConfigError("--key-timeout", "must be positive")
+    except ConfigError as exc:
+        return fail(str(exc))
+    configure_logging(args.log_level)
+    try:
+        return asyncio.run(_check(args, config))
+    except ConfigError as exc:  # the pin map
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        return 1
+
+
+async def _check(args: argparse.Namespace, config: AppConfig) -> int:
+    from appliance import app
+    from appliance.selftest.runner import terminal_lines
+
+    async with contextlib.AsyncExitStack() as stack:
+        check = await app.open_check(
+            config,
+            stack,
+            out=sys.stdout,
+            outputs=args.output,
+            inputs=args.input,
+            key_timeout_s=args.key_timeout,
+            commands=terminal_lines(sys.stdin.fileno()),
+        )
+        finished = await check.runner.run()
+    return 0 if finished.passed else 1
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -297,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     installer.add_install_parser(subparsers)
     installer.add_uninstall_parser(subparsers)
     add_devices_parser(subparsers)
+    add_check_parser(subparsers)
     # Development tools (the simulator, the demo, the JSON phone agent) live
     # in the appliance-devtools distribution, which is not installed on a
     # phone; installed, it adds its commands through this entry-point group.

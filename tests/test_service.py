@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from PIL import Image, ImageChops
 
 from appliance.config import load_config, read_token
 from appliance.errors import ConfigError
 from appliance.exchange.server import ExchangeServer
+from appliance.ui.notices import render_config_error
 from appliance_dev.exchange_process import stop_process
 from tests.conftest import local_device, make_token, scaled, wait_until
 
@@ -252,3 +254,101 @@ def test_token_file_checks_and_the_secret_never_shows(tmp_path: Path) -> None:
     assert secret.reveal() == "eyJ.secret.value"
     assert "secret" not in f"{secret} {secret!r} {[secret]}"
     assert repr(secret) == str([secret])[1:-1] == "Secret('********')"
+
+
+# --- a fatal configuration error -------------------------------------------
+
+
+def panel_config(tmp_path: Path, extra: str) -> Path:
+    """A phone with the mock panel whose OLED is mirrored to screen.png."""
+    config = tmp_path / "appliance.toml"
+    config.write_text(
+        f"""
+[phone]
+token_file = "{tmp_path / "token"}"
+
+[ui]
+enabled = true
+pinmap = "{HW / "pinmap-reference.toml"}"
+pin_factory = "mock"
+display_driver = "dummy"
+screen_file = "{tmp_path / "screen.png"}"
+"""
+        + extra
+    )
+    return config
+
+
+def shows(path: Path, expected: Image.Image) -> bool:
+    with Image.open(path) as shown:
+        diff = ImageChops.difference(shown.convert("L"), expected.convert("L"))
+    return diff.getbbox() is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "reason", "more"),
+    [
+        (
+            "[device]\nbackoff_max_ms = 100\n",
+            "device.backoff_max_ms",
+            "",
+            0,
+        ),
+        (
+            '[devise]\nedge = "dublin"\n[log]\nlevel = "loud"\n',
+            "devise",
+            "did you mean 'device'",
+            1,
+        ),
+    ],
+)
+async def test_a_config_error_stops_the_service_and_says_why_on_the_screen(
+    service, tmp_path: Path, extra: str, key: str, reason: str, more: int
+) -> None:
+    write_token(tmp_path / "token", make_token("desk-1"))
+    svc: Service = await service(panel_config(tmp_path, extra))
+    # 2 is the unit's RestartPreventExitStatus: systemd does not restart it.
+    # (30 s: the start-up imports alone take 12 s on a machine at load 12.)
+    assert await asyncio.wait_for(svc.process.wait(), scaled(30)) == 2
+    log = await svc.whole_log()
+    assert f"appliance: error: {key}" in log
+    assert "the error is shown on the display" in log
+    assert not svc.saw("READY=1")
+    error = load_config_error(panel_config(tmp_path, extra))
+    assert error.key == key and len(error.problems) == more + 1
+    assert reason in error.reason and reason in log
+    expected = render_config_error(error.key, error.reason, more)
+    assert shows(tmp_path / "screen.png", expected)
+
+
+async def test_a_broken_ui_section_is_reported_in_the_journal_only(
+    service, tmp_path: Path
+) -> None:
+    write_token(tmp_path / "token", make_token("desk-1"))
+    svc: Service = await service(panel_config(tmp_path, "max_fps = 0\n"))
+    assert await asyncio.wait_for(svc.process.wait(), scaled(30)) == 2
+    log = await svc.whole_log()
+    assert "appliance: error: ui.max_fps" in log
+    assert "not shown on the display: the [ui] section cannot be used" in log
+    assert not (tmp_path / "screen.png").exists()
+
+
+async def test_a_token_file_others_can_read_is_shown_on_the_screen(
+    service, tmp_path: Path
+) -> None:
+    (tmp_path / "token").write_text(make_token("desk-1"))
+    (tmp_path / "token").chmod(0o644)
+    svc: Service = await service(panel_config(tmp_path, ""))
+    assert await asyncio.wait_for(svc.process.wait(), scaled(30)) == 2
+    log = await svc.whole_log()
+    assert "phone.token_file" in log and "chmod 600" in log
+    with pytest.raises(ConfigError) as info:
+        read_token(tmp_path / "token")
+    expected = render_config_error(info.value.key, info.value.reason)
+    assert shows(tmp_path / "screen.png", expected)
+
+
+def load_config_error(path: Path) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_config([path])
+    return info.value

@@ -21,19 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
 from PIL import Image
 
 from appliance.errors import ConfigError, HardwareError
+from appliance.files import write_atomic
 from appliance.hardware.pinmap import DisplaySpec
 
 __all__ = [
     "Display",
     "LumaDevice",
+    "MirroredDevice",
     "create_device",
     "register_display_driver",
 ]
@@ -102,6 +106,48 @@ def create_device(spec: DisplaySpec) -> Any:
             f"cannot open {spec.driver} on I2C bus {spec.i2c_port} "
             f"at 0x{spec.address:02X}: {exc}"
         ) from exc
+
+
+class MirroredDevice:
+    """A luma device whose every frame is also saved as a PNG (``ui.screen_file``).
+
+    Support staff (and tests of the service as a process) see what the OLED
+    shows without looking at it. The file is replaced atomically after each
+    frame, from the display's writer thread; the wrapped device's own
+    ``image`` is saved when it keeps one (luma's ``dummy``), else the frame.
+    A frame that cannot be saved is logged and shown anyway.
+    """
+
+    def __init__(self, device: Any, path: Path) -> None:
+        self.device = device
+        self.path = path
+        self.mode: str = device.mode
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The wrapped device's size."""
+        width, height = self.device.size
+        return int(width), int(height)
+
+    @property
+    def persist(self) -> bool:
+        """Whether luma leaves the last frame lit at exit (luma's flag)."""
+        return bool(getattr(self.device, "persist", False))
+
+    @persist.setter
+    def persist(self, value: bool) -> None:
+        self.device.persist = value
+
+    def display(self, image: Image.Image) -> None:
+        """Show ``image``, then save what the device shows."""
+        self.device.display(image)
+        shown = getattr(self.device, "image", None)
+        png = io.BytesIO()
+        (shown if isinstance(shown, Image.Image) else image).save(png, format="PNG")
+        try:
+            write_atomic(self.path, png.getvalue(), mode=0o644)
+        except OSError as exc:
+            logger.warning("cannot save the screen to %s: %s", self.path, exc)
 
 
 class Display:

@@ -74,6 +74,8 @@ class UiConfig:
             ``max_dial_length`` and ``error_display_s``.
         state_file: where the panel keeps the user's volume levels
             (:class:`PanelSettings`); "" keeps none.
+        screen_file: a PNG that every OLED frame is also written to, to see
+            the screen from a shell (support, tests); "" writes none.
     """
 
     enabled: bool = False
@@ -87,6 +89,7 @@ class UiConfig:
     max_dial_length: int = 20
     error_display_s: float = 4.0
     state_file: str = ""
+    screen_file: str = ""
 
     def make_panel(self, volume: Mapping[str, int] | None = None) -> Panel:
         """Build the Panel these settings describe, at the saved ``volume``.
@@ -180,6 +183,7 @@ def ui_config_to_mapping(config: UiConfig) -> dict[str, Any]:
         "max_dial_length": config.max_dial_length,
         "error_display_s": config.error_display_s,
         "state_file": config.state_file,
+        "screen_file": config.screen_file,
         "directory": dict(config.directory),
     }
 

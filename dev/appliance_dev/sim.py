@@ -73,6 +73,12 @@ from appliance.phone.connection import Connection
 from appliance.phone.device import Device
 from appliance.phone.options import parse_options
 from appliance.ui.controller import PanelController, UiConfig
+from appliance.ui.notices import (
+    render_check_step,
+    render_check_summary,
+    render_config_error,
+    render_test_pattern,
+)
 from appliance.ui.panel import PanelState, PanelView, Screen
 from appliance.ui.screens import HEIGHT, WIDTH, render
 
@@ -262,6 +268,21 @@ def sample_views(now: float = 1000.0) -> dict[str, PanelView]:
     }
 
 
+def notice_samples() -> dict[str, Image.Image]:
+    """The screens outside the panel (``ui/notices.py``) with sample data."""
+    return {
+        "check_pattern": render_test_pattern(),
+        "check_key": render_check_step(
+            "Press key", "5", "within 10 s", index=11, total=26
+        ),
+        "check_summary": render_check_summary(23, 1, 2, "input alsa:B_mic"),
+        "config_error": render_config_error(
+            "device.codec_preferences",
+            "unsupported codec(s): g729; use opus and/or pcmu",
+        ),
+    }
+
+
 def export_screens(directory: Path, *, scale: int = 4) -> list[Path]:
     """Render :func:`sample_views` to ``screen_NAME.png`` in ``directory``.
 
@@ -273,8 +294,8 @@ def export_screens(directory: Path, *, scale: int = 4) -> list[Path]:
     """
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, view in sample_views().items():
-        image = render(view)
+    images = {name: render(view) for name, view in sample_views().items()}
+    for name, image in {**images, **notice_samples()}.items():
         big = image.resize((WIDTH * scale, HEIGHT * scale), Image.Resampling.NEAREST)
         colour = Image.new("RGB", big.size, (8, 12, 24))
         colour.paste((170, 220, 255), (0, 0), big)

@@ -95,9 +95,11 @@ def test_export_screens(tmp_path: Path) -> None:
     result = run_sim("", "--export-screens", str(tmp_path))
     assert result.returncode == 0, result.stderr
     files = sorted(p.name for p in tmp_path.glob("*.png"))
-    from appliance_dev.sim import sample_views
+    from appliance_dev.sim import notice_samples, sample_views
 
-    assert files == sorted(f"screen_{name}.png" for name in sample_views())
+    names = [*sample_views(), *notice_samples()]
+    assert files == sorted(f"screen_{name}.png" for name in names)
+    assert "screen_config_error.png" in files
     assert "screen_ringing.png" in files and "screen_in_call_volume.png" in files
     with Image.open(tmp_path / "screen_idle.png") as image:
         assert image.size == (512, 256)

@@ -1,0 +1,1 @@
+"""``appliance check``: the hardware self-test (pure plan, asyncio runner)."""
