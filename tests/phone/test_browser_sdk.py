@@ -121,7 +121,7 @@ def install_sdk() -> Path:
     """The SDK's browser bundle, installed with npm on first use."""
     if not SDK_FILE.exists():
         npm = shutil.which("npm")
-        assert npm, "npm missing: the browser test needs Node.js with npm (see image/packages-build.txt)"
+        assert npm, "npm missing: the test needs Node.js npm (image/packages-build.txt)"
         SDK_DIR.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [
