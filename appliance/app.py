@@ -35,7 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.audio.helper import AudioHelper
 from appliance.config import AppConfig, Secret, environ_token, read_token
-from appliance.errors import ConfigError, HardwareError, TwilioError
+from appliance.errors import (
+    ApplianceError,
+    AudioDeviceError,
+    ConfigError,
+    HardwareError,
+    TwilioError,
+)
 from appliance.log import configure_logging
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
@@ -52,6 +58,7 @@ if TYPE_CHECKING:
     from appliance.provisioning.phone import PhoneProvisioning
     from appliance.ui.controller import PanelController
     from appliance.ui.settings import UiConfig
+    from appliance.update.phone_updater import PhoneUpdater
 
 __all__ = [
     "FrontPanel",
@@ -59,6 +66,7 @@ __all__ = [
     "open_front_panel",
     "provision_phone",
     "run_service",
+    "start_updater",
 ]
 
 logger = logging.getLogger(__name__)
@@ -163,6 +171,8 @@ async def run_service(config: AppConfig) -> int:
         if provisioned
         else None
     )
+    status: list[int] = []  # the exit status of a restart into another release
+    updater = start_updater(config, device, front, stop, status)
     if provisioning is None:
         try:
             await device.setup(current[0])
@@ -174,6 +184,14 @@ async def run_service(config: AppConfig) -> int:
         # Never exit for want of credentials: the provisioning task brings
         # the phone up once someone approves it.
         notifier.ready("waiting for provisioning")
+    if updater is not None:
+        updater.health("ready")
+        try:
+            device.audio.check_devices()
+            updater.health("audio")
+        except AudioDeviceError as exc:
+            logger.error("cannot open the audio devices: %s", exc)
+            updater.health_failed(f"cannot open audio: {exc.message}")
     logger.info("phone service started (%s)", ", ".join(config.sources))
 
     async with asyncio.TaskGroup() as group:
@@ -185,6 +203,8 @@ async def run_service(config: AppConfig) -> int:
             ),
             group.create_task(_ping_watchdog(notifier)),
         ]
+        if updater is not None:
+            watchers.append(group.create_task(updater.run()))
         await stop.wait()
         for task in watchers:
             task.cancel()
@@ -197,8 +217,52 @@ async def run_service(config: AppConfig) -> int:
         )
     await panel.aclose()
     await device.destroy()
+    if updater is not None:
+        updater.close()
     logger.info("phone service stopped")
-    return 0
+    return status[0] if status else 0
+
+
+def start_updater(
+    config: AppConfig,
+    device: Device,
+    front: FrontPanel | None,
+    stop: asyncio.Event,
+    status: list[int],
+) -> PhoneUpdater | None:
+    """The remote updater, if ``[update] url`` is set (docs/updates.md).
+
+    It resumes before the Device registers, so that a release on trial sees
+    its health facts; it hears the Device's calls and the panel's keys, and
+    shows its steps on the panel. Its restart stops the service with
+    ``RESTART_EXIT_STATUS`` in ``status``; systemd starts the unit again. An
+    updater that cannot start (no trust anchor, ``appliance update`` holding
+    the lock) is logged and left out: the phone still takes calls.
+    """
+    if not config.update.enabled:
+        return None
+    from appliance.update.phone_updater import RESTART_EXIT_STATUS, PhoneUpdater
+
+    async def restart() -> None:
+        logger.warning("restarting into another release")
+        status[:] = [RESTART_EXIT_STATUS]
+        stop.set()
+        await asyncio.Event().wait()  # cancelled as the service stops
+
+    try:
+        updater = PhoneUpdater(
+            config.update,
+            restart=restart,
+            show=front.controller.show_update if front is not None else None,
+        )
+        updater.open()
+    except ApplianceError as exc:
+        logger.error("updates disabled: %s", exc)
+        return None
+    updater.attach(device)
+    if front is not None:
+        front.controller.input_listeners.append(updater.key_pressed)
+    return updater
 
 
 def provision_phone(
