@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from appliance import __version__
 from appliance.errors import ConfigError
 from appliance.phone.device import Device
 from appliance.phone.ports import CallsChanged, EngineEvent
@@ -145,9 +146,10 @@ class PhoneUpdater:
         self.updater.start()
         state = self.updater.machine.state
         logger.info(
-            "update: %s, running %s%s",
+            "update: %s, current -> %s, running %s%s",
             state.phase,
             self.updater.running or "-",
+            __version__,
             f" ({state.reason})" if state.reason else "",
         )
 

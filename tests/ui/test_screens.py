@@ -98,7 +98,20 @@ VIEWS = {
         provisioning_message="This phone was revoked by the administrator",
     ),
     "updating": PanelView(
-        Screen.UPDATING, update_progress=0.42, update_version="v1.2.3", **_BASE
+        Screen.UPDATING,
+        update_status="Downloading",
+        update_progress=0.42,
+        update_version="1.2.3",
+        **_BASE,
+    ),
+    "update_installing": PanelView(
+        Screen.UPDATING, update_status="Installing", update_version="1.2.3", **_BASE
+    ),
+    "update_rolled_back": PanelView(
+        Screen.UPDATING,
+        update_status="Rolled back",
+        update_reason="not registered within the health check",
+        **_BASE,
     ),
 }
 

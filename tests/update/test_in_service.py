@@ -1,0 +1,276 @@
+"""Remote updates of the real phone service, restarted the way systemd would.
+
+The phone is ``python -m appliance run`` (mock pins, dummy OLED) on a local
+exchange, its root a temp dir with release 1.0.0 current, run by
+:class:`~tests.update.supervisor.Supervisor` under the unit's rules (boot
+check, ``PYTHONPATH`` on ``current``, restart on failure). Releases hold this
+repository's own code, published with ``appliance release`` to a TUF
+repository served on 127.0.0.1. A broken release is the same code with one
+patch: it crashes at start, never registers, or cannot open its audio
+devices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.exchange.config import ExchangeConfig
+from appliance.exchange.server import ExchangeServer
+from appliance.update.artifact import build_artifact
+from appliance.update.releases import Releases
+from appliance.update.service import StateFile
+from tests.conftest import local_device, make_token, new_keyring, scaled
+from tests.update.helpers import Publisher, release
+from tests.update.server import RepositoryServer
+from tests.update.supervisor import Event, Supervisor, appliance_wheel
+
+pytestmark = pytest.mark.slow  # real service processes, restarted
+
+HW = Path(__file__).resolve().parents[2] / "hw"
+PHONE = "desk-1"
+
+#: A release on trial must be healthy within this (scaled for the machine).
+HEALTH_S = scaled(12.0)
+
+BROKEN = {
+    "crashes": {
+        "app.py": ("    notifier = Notifier()\n", '    raise RuntimeError("broken")\n')
+    },
+    "never-registers": {
+        "app.py": ("await device.setup(current[0])", "await asyncio.sleep(0)")
+    },
+    "no-audio": {
+        "audio/helper.py": (
+            "checked = []",
+            "from appliance.errors import AudioDeviceError as E; "
+            "raise E(message='no sound card')",
+        )
+    },
+}
+
+
+@pytest.fixture
+async def long_ring_exchange() -> AsyncIterator[ExchangeServer]:
+    """An exchange whose calls ring for a minute (the update must wait)."""
+    config = ExchangeConfig(
+        keyring=new_keyring(), host="127.0.0.1", port=0, ring_timeout=scaled(60)
+    )
+    async with ExchangeServer(config) as server:
+        yield server
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Iterator[tuple[Publisher, RepositoryServer]]:
+    publisher = Publisher(tmp_path / "publisher")
+    with RepositoryServer(publisher.repo) as server:
+        yield publisher, server
+
+
+def publish(publisher: Publisher, version: str, broken: str = "") -> None:
+    wheel = appliance_wheel(
+        publisher.base / "wheels" / version, version, BROKEN.get(broken)
+    )
+    release("add", "--repo", publisher.repo, "--keys", publisher.keys, "--wheel", wheel)
+
+
+def phone_root(tmp_path: Path, publisher: Publisher, exchange_url: str) -> Path:
+    """The phone's disk: release 1.0.0 current, config, token, trust anchor."""
+    root = tmp_path / "phone"
+    wheel = appliance_wheel(tmp_path / "factory", "1.0.0")
+    artifact = build_artifact(
+        [wheel], tmp_path / "factory", complete=False, platform="any"
+    )
+    releases = Releases(root)
+    releases.install(artifact.path, "1.0.0")
+    releases.switch("1.0.0")
+    etc = root / "etc/appliance"
+    etc.mkdir(parents=True)
+    (etc / "update-root.json").write_bytes(publisher.root)
+    token = root / "var/lib/appliance/token"
+    token.parent.mkdir(parents=True, exist_ok=True)
+    token.write_text(make_token(PHONE) + "\n")
+    token.chmod(0o600)
+    return root
+
+
+def write_config(root: Path, exchange_url: str, repo_url: str) -> Path:
+    config = root / "etc/appliance/appliance.toml"
+    config.write_text(f"""
+[phone]
+token_file = "{root / "var/lib/appliance/token"}"
+
+[device]
+signaling_url = "{exchange_url}"
+local_addresses = ["127.0.0.1"]
+input_device = "null"
+output_device = "null"
+
+[ui]
+enabled = true
+pinmap = "{HW / "pinmap-reference.toml"}"
+pin_factory = "mock"
+display_driver = "dummy"
+state_file = "{root / "var/lib/appliance/panel.json"}"
+
+[update]
+url = "{repo_url}"
+trust_root = "{root / "etc/appliance/update-root.json"}"
+root = "{root}"
+platform = "any"
+idle_after_s = 1
+health_timeout_s = {HEALTH_S}
+""")
+    return config
+
+
+def state(root: Path) -> dict[str, object]:
+    path = root / "var/lib/appliance/update/state.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def running(version: str, after: int = 0) -> Callable[[Event], bool]:
+    """The updater of a service started after generation ``after`` runs ``version``."""
+    return lambda e: (
+        e.what == "log"
+        and e.generation > after
+        and "update: " in e.detail
+        and f"running {version}" in e.detail
+    )
+
+
+def registered(e: Event) -> bool:
+    return e.what == "notify" and e.detail == f"STATUS=registered as {PHONE}"
+
+
+async def rings(exchange_url: str) -> bool:
+    """Whether the phone rings when called (it is registered and answers)."""
+    caller = local_device(exchange_url, enable_ringing_state=True)
+    try:
+        await caller.setup(make_token(f"caller-{id(caller)}"))
+        rang = asyncio.Event()
+        call = await caller.connect({"To": PHONE})
+        call.on("ringing", lambda _early: rang.set())
+        await asyncio.wait_for(rang.wait(), scaled(10))
+        await call.disconnect()
+        return True
+    finally:
+        await caller.destroy()
+
+
+@pytest.fixture
+async def unit(tmp_path: Path) -> AsyncIterator[list[Supervisor]]:
+    units: list[Supervisor] = []
+    yield units
+    for supervisor in units:
+        await supervisor.stop()
+        print(supervisor.log_text())  # shown when the test failed
+
+
+async def test_update_waits_for_the_call_then_restarts_and_commits(
+    tmp_path, repo, long_ring_exchange, unit
+):
+    publisher, server = repo
+    exchange = long_ring_exchange
+    publish(publisher, "1.1.0")
+    (artifact,) = (publisher.repo / "targets/releases/1.1.0").glob("*.tar.gz")
+    data = artifact.read_bytes()
+    go_on = threading.Event()
+    half_sent = threading.Event()
+
+    def stall() -> Iterator[bytes]:  # the download is under way during the call
+        yield data[: len(data) // 2]
+        half_sent.set()
+        go_on.wait(scaled(60))
+        yield data[len(data) // 2 :]
+
+    server.overrides[f"/targets/releases/1.1.0/{artifact.name}"] = stall
+    root = phone_root(tmp_path, publisher, exchange.url)
+    supervisor = Supervisor(root, write_config(root, exchange.url, server.url))
+    unit.append(supervisor)
+    supervisor.start()
+    await supervisor.wait_for(registered, scaled(30))
+    first_pid = supervisor.process.pid  # type: ignore[union-attr]
+    await asyncio.wait_for(asyncio.to_thread(half_sent.wait), scaled(30))
+
+    # A call rings the phone while the release downloads and is verified.
+    caller = local_device(exchange.url, enable_ringing_state=True)
+    try:
+        await caller.setup(make_token("caller"))
+        rang = asyncio.Event()
+        call = await caller.connect({"To": PHONE})
+        call.on("ringing", lambda _early: rang.set())
+        await asyncio.wait_for(rang.wait(), scaled(10))
+        go_on.set()
+        await _until(lambda: state(root).get("phase") == "verified", 30)
+        await asyncio.sleep(scaled(1.5))  # longer than idle_after_s: still waits
+        assert state(root)["phase"] == "verified"
+        assert call.status() == "ringing"  # undisturbed
+        assert Releases(root).current == "1.0.0"
+        assert supervisor.process.pid == first_pid  # type: ignore[union-attr]
+        await call.disconnect()
+    finally:
+        await caller.destroy()
+
+    # Idle now: install, switch, restart into 1.1.0, health check, commit.
+    await supervisor.wait_for(
+        lambda e: e.what == "exit" and e.detail == "75", scaled(60)
+    )
+    await supervisor.wait_for(running("1.1.0"), scaled(30))
+    await supervisor.wait_for(registered, scaled(30))
+    await _until(lambda: state(root).get("phase") in ("committed", "idle"), HEALTH_S)
+    saved = state(root)
+    assert (saved["current"], saved["previous"]) == ("1.1.0", "1.0.0")
+    assert Releases(root).current == "1.1.0"
+    assert await rings(exchange.url)
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN))
+async def test_a_broken_release_is_rolled_back_and_the_phone_registers_again(
+    tmp_path, repo, exchange, unit, broken
+):
+    publisher, server = repo
+    publish(publisher, "1.1.0", broken)
+    root = phone_root(tmp_path, publisher, exchange.url)
+    supervisor = Supervisor(root, write_config(root, exchange.url, server.url))
+    unit.append(supervisor)
+    supervisor.start()
+    exited = await supervisor.wait_for(
+        lambda e: e.what == "exit" and e.detail == "75", scaled(60)
+    )
+    if broken == "never-registers":
+        # kill -9 of the release on trial: the start counts, the trial goes on
+        await supervisor.wait_for(running("1.1.0"), scaled(30))
+        supervisor.kill9()
+    await _until(lambda: state(root).get("phase") == "rolled-back", 4 * HEALTH_S)
+    await supervisor.wait_for(running("1.0.0", exited.generation), scaled(30))
+    await supervisor.wait_for(
+        lambda e: registered(e) and e.generation == supervisor.generation, scaled(30)
+    )
+    saved = state(root)
+    assert saved["current"] == "1.0.0"
+    assert saved["refused"] == ["1.1.0"]
+    reason = str(saved["reason"])
+    expected = {
+        "crashes": "1.1.0 restarted 3 times",
+        "never-registers": "not registered within the health check",
+        "no-audio": "cannot open audio: no sound card",
+    }[broken]
+    assert reason == expected, supervisor.log_text()
+    assert Releases(root).current == "1.0.0"
+    assert (
+        StateFile(root / "var/lib/appliance/update/state.json").load().current
+        == "1.0.0"
+    )
+    assert await rings(exchange.url)
+
+
+async def _until(predicate: Callable[[], bool], limit_s: float) -> None:
+    async with asyncio.timeout(scaled(limit_s)):
+        while not predicate():  # noqa: ASYNC110  (a file the service writes)
+            await asyncio.sleep(0.05)
