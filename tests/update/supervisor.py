@@ -21,6 +21,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -31,6 +32,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+
+from appliance.update.artifact import build_artifact
+from appliance.update.releases import Releases
+from tests.conftest import local_device, make_token, scaled
+from tests.update.helpers import Publisher, release
 
 SOURCE = Path(__file__).resolve().parents[2] / "appliance"
 
@@ -212,3 +218,119 @@ class Supervisor:
         status = await process.wait()
         self._log("exit", str(status))
         return status
+
+
+# --- a phone root, its config and releases ------------------------------------
+
+HW = Path(__file__).resolve().parents[2] / "hw"
+PHONE = "desk-1"
+
+
+BROKEN = {
+    "crashes": {
+        "app.py": ("    notifier = Notifier()\n", '    raise RuntimeError("broken")\n')
+    },
+    "never-registers": {
+        "app.py": ("await device.setup(current[0])", "await asyncio.sleep(0)")
+    },
+    "no-audio": {
+        "audio/helper.py": (
+            "checked = []",
+            "from appliance.errors import AudioDeviceError as E; "
+            "raise E(message='no sound card')",
+        )
+    },
+}
+
+
+def publish(publisher: Publisher, version: str, broken: str = "") -> None:
+    wheel = appliance_wheel(
+        publisher.base / "wheels" / version, version, BROKEN.get(broken)
+    )
+    release("add", "--repo", publisher.repo, "--keys", publisher.keys, "--wheel", wheel)
+
+
+def phone_root(tmp_path: Path, publisher: Publisher) -> Path:
+    """The phone's disk: release 1.0.0 current, config, token, trust anchor."""
+    root = tmp_path / "phone"
+    wheel = appliance_wheel(tmp_path / "factory", "1.0.0")
+    artifact = build_artifact(
+        [wheel], tmp_path / "factory", complete=False, platform="any"
+    )
+    releases = Releases(root)
+    releases.install(artifact.path, "1.0.0")
+    releases.switch("1.0.0")
+    etc = root / "etc/appliance"
+    etc.mkdir(parents=True)
+    (etc / "update-root.json").write_bytes(publisher.root)
+    token = root / "var/lib/appliance/token"
+    token.parent.mkdir(parents=True, exist_ok=True)
+    token.write_text(make_token(PHONE) + "\n")
+    token.chmod(0o600)
+    return root
+
+
+def write_config(
+    root: Path, exchange_url: str, repo_url: str, health_s: float = 12.0
+) -> Path:
+    config = root / "etc/appliance/appliance.toml"
+    config.write_text(f"""
+[phone]
+token_file = "{root / "var/lib/appliance/token"}"
+
+[device]
+signaling_url = "{exchange_url}"
+local_addresses = ["127.0.0.1"]
+input_device = "null"
+output_device = "null"
+
+[ui]
+enabled = true
+pinmap = "{HW / "pinmap-reference.toml"}"
+pin_factory = "mock"
+display_driver = "dummy"
+state_file = "{root / "var/lib/appliance/panel.json"}"
+
+[update]
+url = "{repo_url}"
+trust_root = "{root / "etc/appliance/update-root.json"}"
+root = "{root}"
+platform = "any"
+idle_after_s = 1
+health_timeout_s = {health_s}
+""")
+    return config
+
+
+def state(root: Path) -> dict[str, object]:
+    path = root / "var/lib/appliance/update/state.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def running(version: str, after: int = 0) -> Callable[[Event], bool]:
+    """The updater of a service started after generation ``after`` runs ``version``."""
+    return lambda e: (
+        e.what == "log"
+        and e.generation > after
+        and "update: " in e.detail
+        and f"running {version}" in e.detail
+    )
+
+
+def registered(e: Event) -> bool:
+    return e.what == "notify" and e.detail == f"STATUS=registered as {PHONE}"
+
+
+async def rings(exchange_url: str) -> bool:
+    """Whether the phone rings when called (it is registered and answers)."""
+    caller = local_device(exchange_url, enable_ringing_state=True)
+    try:
+        await caller.setup(make_token(f"caller-{id(caller)}"))
+        rang = asyncio.Event()
+        call = await caller.connect({"To": PHONE})
+        call.on("ringing", lambda _early: rang.set())
+        await asyncio.wait_for(rang.wait(), scaled(10))
+        await call.disconnect()
+        return True
+    finally:
+        await caller.destroy()

@@ -13,7 +13,6 @@ devices.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -22,37 +21,28 @@ import pytest
 
 from appliance.exchange.config import ExchangeConfig
 from appliance.exchange.server import ExchangeServer
-from appliance.update.artifact import build_artifact
 from appliance.update.releases import Releases
 from appliance.update.service import StateFile
 from tests.conftest import local_device, make_token, new_keyring, scaled
-from tests.update.helpers import Publisher, release
+from tests.update.helpers import Publisher
 from tests.update.server import RepositoryServer
-from tests.update.supervisor import Event, Supervisor, appliance_wheel
+from tests.update.supervisor import (
+    BROKEN,
+    PHONE,
+    Supervisor,
+    phone_root,
+    publish,
+    registered,
+    rings,
+    running,
+    state,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow  # real service processes, restarted
 
-HW = Path(__file__).resolve().parents[2] / "hw"
-PHONE = "desk-1"
-
 #: A release on trial must be healthy within this (scaled for the machine).
 HEALTH_S = scaled(12.0)
-
-BROKEN = {
-    "crashes": {
-        "app.py": ("    notifier = Notifier()\n", '    raise RuntimeError("broken")\n')
-    },
-    "never-registers": {
-        "app.py": ("await device.setup(current[0])", "await asyncio.sleep(0)")
-    },
-    "no-audio": {
-        "audio/helper.py": (
-            "checked = []",
-            "from appliance.errors import AudioDeviceError as E; "
-            "raise E(message='no sound card')",
-        )
-    },
-}
 
 
 @pytest.fixture
@@ -70,97 +60,6 @@ def repo(tmp_path: Path) -> Iterator[tuple[Publisher, RepositoryServer]]:
     publisher = Publisher(tmp_path / "publisher")
     with RepositoryServer(publisher.repo) as server:
         yield publisher, server
-
-
-def publish(publisher: Publisher, version: str, broken: str = "") -> None:
-    wheel = appliance_wheel(
-        publisher.base / "wheels" / version, version, BROKEN.get(broken)
-    )
-    release("add", "--repo", publisher.repo, "--keys", publisher.keys, "--wheel", wheel)
-
-
-def phone_root(tmp_path: Path, publisher: Publisher, exchange_url: str) -> Path:
-    """The phone's disk: release 1.0.0 current, config, token, trust anchor."""
-    root = tmp_path / "phone"
-    wheel = appliance_wheel(tmp_path / "factory", "1.0.0")
-    artifact = build_artifact(
-        [wheel], tmp_path / "factory", complete=False, platform="any"
-    )
-    releases = Releases(root)
-    releases.install(artifact.path, "1.0.0")
-    releases.switch("1.0.0")
-    etc = root / "etc/appliance"
-    etc.mkdir(parents=True)
-    (etc / "update-root.json").write_bytes(publisher.root)
-    token = root / "var/lib/appliance/token"
-    token.parent.mkdir(parents=True, exist_ok=True)
-    token.write_text(make_token(PHONE) + "\n")
-    token.chmod(0o600)
-    return root
-
-
-def write_config(root: Path, exchange_url: str, repo_url: str) -> Path:
-    config = root / "etc/appliance/appliance.toml"
-    config.write_text(f"""
-[phone]
-token_file = "{root / "var/lib/appliance/token"}"
-
-[device]
-signaling_url = "{exchange_url}"
-local_addresses = ["127.0.0.1"]
-input_device = "null"
-output_device = "null"
-
-[ui]
-enabled = true
-pinmap = "{HW / "pinmap-reference.toml"}"
-pin_factory = "mock"
-display_driver = "dummy"
-state_file = "{root / "var/lib/appliance/panel.json"}"
-
-[update]
-url = "{repo_url}"
-trust_root = "{root / "etc/appliance/update-root.json"}"
-root = "{root}"
-platform = "any"
-idle_after_s = 1
-health_timeout_s = {HEALTH_S}
-""")
-    return config
-
-
-def state(root: Path) -> dict[str, object]:
-    path = root / "var/lib/appliance/update/state.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def running(version: str, after: int = 0) -> Callable[[Event], bool]:
-    """The updater of a service started after generation ``after`` runs ``version``."""
-    return lambda e: (
-        e.what == "log"
-        and e.generation > after
-        and "update: " in e.detail
-        and f"running {version}" in e.detail
-    )
-
-
-def registered(e: Event) -> bool:
-    return e.what == "notify" and e.detail == f"STATUS=registered as {PHONE}"
-
-
-async def rings(exchange_url: str) -> bool:
-    """Whether the phone rings when called (it is registered and answers)."""
-    caller = local_device(exchange_url, enable_ringing_state=True)
-    try:
-        await caller.setup(make_token(f"caller-{id(caller)}"))
-        rang = asyncio.Event()
-        call = await caller.connect({"To": PHONE})
-        call.on("ringing", lambda _early: rang.set())
-        await asyncio.wait_for(rang.wait(), scaled(10))
-        await call.disconnect()
-        return True
-    finally:
-        await caller.destroy()
 
 
 @pytest.fixture
@@ -190,8 +89,10 @@ async def test_update_waits_for_the_call_then_restarts_and_commits(
         yield data[len(data) // 2 :]
 
     server.overrides[f"/targets/releases/1.1.0/{artifact.name}"] = stall
-    root = phone_root(tmp_path, publisher, exchange.url)
-    supervisor = Supervisor(root, write_config(root, exchange.url, server.url))
+    root = phone_root(tmp_path, publisher)
+    supervisor = Supervisor(
+        root, write_config(root, exchange.url, server.url, HEALTH_S)
+    )
     unit.append(supervisor)
     supervisor.start()
     await supervisor.wait_for(registered, scaled(30))
@@ -236,8 +137,10 @@ async def test_a_broken_release_is_rolled_back_and_the_phone_registers_again(
 ):
     publisher, server = repo
     publish(publisher, "1.1.0", broken)
-    root = phone_root(tmp_path, publisher, exchange.url)
-    supervisor = Supervisor(root, write_config(root, exchange.url, server.url))
+    root = phone_root(tmp_path, publisher)
+    supervisor = Supervisor(
+        root, write_config(root, exchange.url, server.url, HEALTH_S)
+    )
     unit.append(supervisor)
     supervisor.start()
     exited = await supervisor.wait_for(
