@@ -55,6 +55,9 @@ logger = logging.getLogger(__name__)
 #: Called with (bytes received, bytes expected) while an artifact downloads.
 Progress = Callable[[int, int], None]
 
+#: Bytes read at a time into a resumable download: a cut loses less than this.
+RESUME_CHUNK = 64 * 1024
+
 #: Largest channel pointer accepted (it is a few hundred bytes).
 POINTER_MAX_BYTES = 4096
 
@@ -154,7 +157,7 @@ class StreamingFetcher(Urllib3Fetcher):
             else:
                 logger.info("update: resuming %s at byte %d", url, have)
             received = have
-            for chunk in response.stream(self.chunk_size):
+            for chunk in response.stream(RESUME_CHUNK):
                 received += len(chunk)
                 if received > length:
                     spool.truncate(0)

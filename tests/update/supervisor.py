@@ -136,9 +136,10 @@ class Supervisor:
                 await self._task
 
     def kill9(self) -> None:
-        """SIGKILL the service process now (a crash, or the power cut of one)."""
+        """SIGKILL the service now, with its children (pip), as systemd kills
+        the unit's control group: a crash, or the power cut of one."""
         assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
+        os.killpg(self.process.pid, signal.SIGKILL)
 
     async def wait_for(
         self, predicate: Callable[[Event], bool], limit_s: float
@@ -209,7 +210,7 @@ class Supervisor:
         self.process = process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "appliance", "run", "--config", str(self.config),
             stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            env=env, cwd=cwd,
+            env=env, cwd=cwd, start_new_session=True,  # its own group, as a unit
         )  # fmt: skip
         self._log("start", str(process.pid))
         assert process.stderr is not None

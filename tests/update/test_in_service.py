@@ -177,3 +177,48 @@ async def _until(predicate: Callable[[], bool], limit_s: float) -> None:
     async with asyncio.timeout(scaled(limit_s)):
         while not predicate():  # noqa: ASYNC110  (a file the service writes)
             await asyncio.sleep(0.05)
+
+
+async def test_kill_9_of_the_service_while_it_downloads_then_installs(
+    tmp_path, repo, exchange, unit
+):
+    publisher, server = repo
+    publish(publisher, "1.1.0")
+    (artifact,) = (publisher.repo / "targets/releases/1.1.0").glob("*.tar.gz")
+    path = f"/targets/releases/1.1.0/{artifact.name}"
+    data = artifact.read_bytes()
+    go_on = threading.Event()
+    half_sent = threading.Event()
+
+    def stall() -> Iterator[bytes]:  # once: half, then nothing until killed
+        server.overrides.pop(path)
+        yield data[: len(data) // 2]
+        half_sent.set()
+        go_on.wait(scaled(60))
+
+    server.overrides[path] = stall
+    root = phone_root(tmp_path, publisher)
+    supervisor = Supervisor(
+        root, write_config(root, exchange.url, server.url, HEALTH_S)
+    )
+    unit.append(supervisor)
+    supervisor.start()
+    await asyncio.wait_for(asyncio.to_thread(half_sent.wait), scaled(60))
+    spool = root / "var/lib/appliance/update/downloads/.spool"
+    await _until(lambda: any(p.stat().st_size for p in spool.glob("resume-*")), 10)
+    supervisor.kill9()  # while it downloads
+    go_on.set()
+    await supervisor.wait_for(lambda e: e.what == "exit" and e.detail == "-9", 10)
+    partial = root / "opt/appliance/releases/.1.1.0.partial"
+    await _until(partial.exists, 60)
+    supervisor.kill9()  # while it installs (the new service resumed the download)
+    killed = await supervisor.wait_for(
+        lambda e: e.what == "exit" and e.detail == "-9" and e.generation > 1, 10
+    )
+    assert Releases(root).current == "1.0.0"
+    await supervisor.wait_for(running("1.1.0", killed.generation), scaled(60))
+    await _until(lambda: state(root).get("current") == "1.1.0", HEALTH_S)
+    assert Releases(root).current == "1.1.0" and not partial.exists()
+    ((asked, wanted),) = server.ranges  # the second start fetched only the rest
+    assert asked == path and wanted != "bytes=0-"
+    assert server.sent < len(data)
