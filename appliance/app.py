@@ -11,10 +11,14 @@ service (``appliance run``), the simulator and the demo all build through
 them.
 
 :func:`run_service` is the phone service. Start-up order: config and
-logging, token, Device, signal handlers, setup (register), then READY to
-systemd, then the long-lived tasks (watchdog ping, token-file watch). Shutdown
-order is the reverse: stop the tasks, end calls (``close_protection`` logs its
-message when a call is cut by the stop), destroy the Device, STOPPING.
+logging, token, Device, signal handlers, front panel, the updater (with
+``[update] url``; it resumes before setup so a release on trial sees its
+health facts), setup (register), then READY to systemd and the audio check,
+then the long-lived tasks (watchdog ping, token-file watch, updater).
+Shutdown order is the reverse: stop the tasks, end calls
+(``close_protection`` logs its message when a call is cut by the stop),
+destroy the Device, STOPPING. A restart into another release exits with the
+updater's status (75) for systemd to start the unit again.
 
 The token is re-read when the gateway says it will expire and whenever the
 token file changes, so that provisioning (USB stick, QR code, refresh service)
