@@ -3,11 +3,11 @@
 A release on trial may crash before its updater runs (a broken import, a
 missing dependency): then nothing in it can count its starts or switch
 back. So the unit runs ``appliance update boot`` first (``ExecStartPre``,
-with ``python -E`` so that ``PYTHONPATH`` does not point it at the release
-under test): it resumes the persisted state with the release ``current``
-names, which counts a start on trial, and past ``max_starts`` switches
-``current`` back to the last committed release. The service that starts
-next runs whichever release ``current`` names.
+with ``python -I`` so that neither ``PYTHONPATH`` nor the working
+directory points it at the release under test): it resumes the persisted
+state with the release ``current`` names, which counts a start on trial, and
+past ``max_starts`` switches ``current`` back to the last committed release.
+The service that starts next runs whichever release ``current`` names.
 
 It leaves a mark (``boot-checked`` beside the state) telling the service's
 updater that this start was counted already

@@ -2,7 +2,7 @@
 
 :class:`Supervisor` does what ``systemd/appliance.service`` says, with the
 phone's root in a temp dir: before each start the boot check
-(``python -E -m appliance update boot``: the test environment's own code,
+(``python -I -m appliance update boot``: the test environment's own code,
 as the unit runs the image's), then ``python -m appliance run`` with
 ``PYTHONPATH=ROOT/opt/appliance/current/lib`` (the release ``current``
 names), a notify socket, and a restart after ``restart_s`` whenever the
@@ -198,7 +198,7 @@ class Supervisor:
         env.pop("PYTHONPATH", None)
         env.pop("APPLIANCE_TOKEN", None)
         boot = await asyncio.create_subprocess_exec(
-            sys.executable, "-E", "-m", "appliance", "update",
+            sys.executable, "-I", "-m", "appliance", "update",
             "--root", str(self.root), "boot",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             env=env, cwd=cwd,
