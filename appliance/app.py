@@ -13,10 +13,14 @@ A configuration error that stops the service is also drawn on the OLED
 (:func:`config_failed`, :func:`show_config_error`).
 
 :func:`run_service` is the phone service. Start-up order: config and
-logging, token, Device, signal handlers, setup (register), then READY to
-systemd, then the long-lived tasks (watchdog ping, token-file watch). Shutdown
-order is the reverse: stop the tasks, end calls (``close_protection`` logs its
-message when a call is cut by the stop), destroy the Device, STOPPING.
+logging, token, Device, signal handlers, front panel, the updater (with
+``[update] url``; it resumes before setup so a release on trial sees its
+health facts), setup (register), then READY to systemd and the audio check,
+then the long-lived tasks (watchdog ping, token-file watch, updater).
+Shutdown order is the reverse: stop the tasks, end calls
+(``close_protection`` logs its message when a call is cut by the stop),
+destroy the Device, STOPPING. A restart into another release exits with the
+updater's status (75) for systemd to start the unit again.
 
 The token is re-read when the gateway says it will expire and whenever the
 token file changes, so that provisioning (USB stick, QR code, refresh service)
@@ -39,7 +43,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from appliance.audio.helper import AudioHelper
 from appliance.config import AppConfig, Secret, environ_token, read_token
-from appliance.errors import AudioDeviceError, ConfigError, HardwareError, TwilioError
+from appliance.errors import (
+    ApplianceError,
+    AudioDeviceError,
+    ConfigError,
+    HardwareError,
+    TwilioError,
+)
 from appliance.log import configure_logging
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
@@ -57,6 +67,7 @@ if TYPE_CHECKING:
     from appliance.selftest.runner import CheckRunner
     from appliance.ui.controller import PanelController
     from appliance.ui.settings import UiConfig
+    from appliance.update.phone_updater import PhoneUpdater
 
 __all__ = [
     "FrontPanel",
@@ -70,6 +81,7 @@ __all__ = [
     "provision_phone",
     "run_service",
     "show_config_error",
+    "start_updater",
 ]
 
 logger = logging.getLogger(__name__)
@@ -185,6 +197,8 @@ async def run_service(
         if provisioned
         else None
     )
+    status: list[int] = []  # the exit status of a restart into another release
+    updater = start_updater(config, device, front, stop, status)
     if provisioning is None:
         try:
             await device.setup(current[0])
@@ -196,6 +210,14 @@ async def run_service(
         # Never exit for want of credentials: the provisioning task brings
         # the phone up once someone approves it.
         notifier.ready("waiting for provisioning")
+    if updater is not None:
+        updater.health("ready")
+        try:
+            device.audio.check_devices()
+            updater.health("audio")
+        except AudioDeviceError as exc:
+            logger.error("cannot open the audio devices: %s", exc)
+            updater.health_failed(f"cannot open audio: {exc.message}")
     logger.info("phone service started (%s)", ", ".join(config.sources))
 
     async with asyncio.TaskGroup() as group:
@@ -207,6 +229,8 @@ async def run_service(
             ),
             group.create_task(_ping_watchdog(notifier)),
         ]
+        if updater is not None:
+            watchers.append(group.create_task(updater.run()))
         await stop.wait()
         for task in watchers:
             task.cancel()
@@ -219,8 +243,52 @@ async def run_service(
         )
     await panel.aclose()
     await device.destroy()
+    if updater is not None:
+        updater.close()
     logger.info("phone service stopped")
-    return 0
+    return status[0] if status else 0
+
+
+def start_updater(
+    config: AppConfig,
+    device: Device,
+    front: FrontPanel | None,
+    stop: asyncio.Event,
+    status: list[int],
+) -> PhoneUpdater | None:
+    """The remote updater, if ``[update] url`` is set (docs/updates.md).
+
+    It resumes before the Device registers, so that a release on trial sees
+    its health facts; it hears the Device's calls and the panel's keys, and
+    shows its steps on the panel. Its restart stops the service with
+    ``RESTART_EXIT_STATUS`` in ``status``; systemd starts the unit again. An
+    updater that cannot start (no trust anchor, ``appliance update`` holding
+    the lock) is logged and left out: the phone still takes calls.
+    """
+    if not config.update.enabled:
+        return None
+    from appliance.update.phone_updater import RESTART_EXIT_STATUS, PhoneUpdater
+
+    async def restart() -> None:
+        logger.warning("restarting into another release")
+        status[:] = [RESTART_EXIT_STATUS]
+        stop.set()
+        await asyncio.Event().wait()  # cancelled as the service stops
+
+    try:
+        updater = PhoneUpdater(
+            config.update,
+            restart=restart,
+            show=front.controller.show_update if front is not None else None,
+        )
+        updater.open()
+    except ApplianceError as exc:
+        logger.error("updates disabled: %s", exc)
+        return None
+    updater.attach(device)
+    if front is not None:
+        front.controller.input_listeners.append(updater.key_pressed)
+    return updater
 
 
 def provision_phone(

@@ -6,7 +6,7 @@ Layers, lowest first (style guide 4.8): the package's ``default.toml``, then
 override earlier ones key by key.
 
 Every section (``[phone]``, ``[device]`` = every Device option, ``[log]``,
-``[ui]`` with ``[ui.directory]``) goes through the one schema mechanism of
+``[ui]`` with ``[ui.directory]``, ``[update]``) goes through the one schema mechanism of
 :mod:`appliance.schema`, so one run reports *every* problem, each naming
 ``section.key``, unknown keys with a "did you mean" hint. The result holds
 parsed values only; :func:`dump_config` writes them back as TOML for
@@ -32,6 +32,11 @@ from appliance.errors import ConfigError
 from appliance.phone.options import DeviceOptions, options_to_mapping, parse_options
 from appliance.schema import Problems, did_you_mean, dumps, register, structure
 from appliance.ui.settings import UiConfig, parse_ui_config, ui_config_to_mapping
+from appliance.update.settings import (
+    UpdateConfig,
+    parse_update_config,
+    update_config_to_mapping,
+)
 
 __all__ = [
     "DEFAULT_LAYERS",
@@ -54,7 +59,7 @@ DEFAULT_LAYERS = (
 
 #: Values of ``log.level``.
 LOG_LEVELS = ("debug", "info", "warning", "error")
-_SECTIONS = ("phone", "device", "log", "ui")
+_SECTIONS = ("phone", "device", "log", "ui", "update")
 #: Shown instead of a secret value (TURN credentials) by :func:`dump_config`.
 MASK = "********"
 
@@ -144,6 +149,7 @@ class AppConfig:
         usb_dir / usb_public_key_file: where the image mounts USB sticks,
             and the provisioner's Ed25519 public key their provisioning
             files must be signed with (both, or no USB provisioning).
+        update: remote updates (``[update]``; off without ``update.url``).
     """
 
     token_file: Path | None = None
@@ -156,6 +162,7 @@ class AppConfig:
     provisioner_ca_file: Path | None = None
     usb_dir: Path | None = None
     usb_public_key_file: Path | None = None
+    update: UpdateConfig = field(default_factory=UpdateConfig)
 
 
 def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> None:
@@ -215,6 +222,7 @@ def parse_config(merged: Mapping[str, Any], sources: Sequence[str] = ()) -> AppC
         "device": parse_options,
         "log": lambda raw: structure(raw, _LogSection, "log"),
         "ui": lambda raw: parse_ui_config(raw, "ui"),
+        "update": lambda raw: parse_update_config(raw, "update"),
     }
     for section, step in steps.items():
         raw = merged.get(section, {})
@@ -243,6 +251,7 @@ def parse_config(merged: Mapping[str, Any], sources: Sequence[str] = ()) -> AppC
         log_level=parsed["log"].level,
         sources=tuple(sources),
         ui=parsed["ui"],
+        update=parsed["update"],
     )
 
 
@@ -284,6 +293,7 @@ def config_to_mapping(
         "device": device,
         "log": {"level": config.log_level},
         "ui": ui_config_to_mapping(config.ui),
+        "update": update_config_to_mapping(config.update),
     }
 
 

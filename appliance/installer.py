@@ -9,6 +9,12 @@ install`` on Raspberry Pi OS or Debian) and by the SD-card image
                                           wheel with the ``hardware`` extra
                                           (lgpio, pyalsaaudio, gpiozero, luma),
                                           never the development tools of dev/
+``/opt/appliance/releases/<version>``     the same wheel as the first release
+                                          (``lib/``), ``current`` pointing at
+                                          it: the unit runs what ``current``
+                                          names, remote updates add releases
+                                          beside it (docs/updates.md); owned
+                                          by the ``appliance`` user
 ``/opt/appliance/{hw,docs}``              pin maps and the docs the unit names
 ``/etc/systemd/system/appliance.service`` the hardened unit, enabled
 ``/etc/sysusers.d/appliance.conf``        the ``appliance`` user in the audio,
@@ -237,8 +243,11 @@ def _install_venv(
         recorded = json.loads(stamp.read_text()).get("wheel_sha256")
     except (OSError, ValueError, AttributeError):
         recorded = None
-    if recorded == digest and venv_python.exists():
+    version = wheel.name.split("-")[1]
+    release_lib = layout(f"{PREFIX}/releases/{version}/lib")
+    if recorded == digest and venv_python.exists() and release_lib.is_dir():
         report(f"{VENV} is up to date")
+        _install_release(layout, wheel, version, chroot=chroot, fresh=False)
         return
 
     def inside(*argv: str) -> list[str]:
@@ -258,7 +267,7 @@ def _install_venv(
         # number did not change (a rebuilt checkout).
         _run(inside(*pip, f"{target}[hardware]"), "install the dependencies")
         _run(inside(*pip, "--force-reinstall", "--no-deps", target), "install")
-    version = wheel.name.split("-")[1]
+        _install_release(layout, staged, version, chroot=chroot, fresh=True)
     _write(
         stamp,
         json.dumps({"version": version, "wheel_sha256": digest}, indent=1).encode(),
@@ -266,6 +275,44 @@ def _install_venv(
         report,
     )
     report(f"installed appliance {version} in {VENV}")
+
+
+def _install_release(
+    layout: Layout, wheel: Path, version: str, *, chroot: bool, fresh: bool
+) -> None:
+    """``releases/<version>/lib`` from ``wheel``, and ``current`` if unset.
+
+    ``fresh``: the wheel changed, so a release directory of the same version
+    is installed again (a rebuilt checkout; ``current/lib`` comes first on
+    the service's path). The release tree and ``/opt/appliance`` itself
+    belong to the service user, whose updater adds releases and renames the
+    links (the venv stays root's).
+    """
+    base = layout(PREFIX)
+    release = base / "releases" / version
+    if fresh or not (release / "lib").is_dir():
+        partial = base / "releases" / f".{version}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        inner = f"/{partial.relative_to(layout.root)}" if chroot else str(partial)
+        staged = f"/{wheel.relative_to(layout.root)}" if chroot else str(wheel)
+        argv = [f"{VENV if chroot else layout(VENV)}/bin/python", "-m", "pip"]
+        argv += ["install", "--quiet", "--no-deps", "--no-compile"]
+        argv += ["--disable-pip-version-check", "--target", f"{inner}/lib", staged]
+        _run(["chroot", str(layout.root), *argv] if chroot else argv, "install")
+        shutil.rmtree(release, ignore_errors=True)
+        partial.rename(release)
+    current = base / "current"
+    if not current.is_symlink():
+        link = base / ".current.new"
+        link.unlink(missing_ok=True)
+        link.symlink_to(Path("releases") / version)
+        link.replace(current)
+    uid, gid = _ids(layout, USER)
+    releases = base / "releases"
+    for path in (base, current, releases, *releases.rglob("*")):
+        if path.lstat().st_uid != uid:
+            os.chown(path, uid, gid, follow_symlinks=False)
 
 
 # ----------------------------------------------------------------- uninstall

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import audio_bench
 import call_bench  # the bench directory is not a package
 import panel_bench
+import update_bench
 
 from appliance_dev.rig import RigUnavailableError
 
@@ -135,8 +137,13 @@ async def main_async(args: argparse.Namespace) -> int:
     except RigUnavailableError as exc:
         audio, reason = None, str(exc)
     print(json.dumps(audio), flush=True)
+    print("remote updates of the service...", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        update = await update_bench.measure_service(Path(tmp), 3)
+    print(json.dumps(update), flush=True)
     text = render(setup, cpu, "make bench") + render_panel(panel)
-    return _write(text + audio_bench.render(audio, reason), args.out)
+    text += audio_bench.render(audio, reason) + update_bench.render(update)
+    return _write(text, args.out)
 
 
 def _write(text: str, out: str | None) -> int:

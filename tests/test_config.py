@@ -184,3 +184,27 @@ def test_show_config_refuses_a_bad_ui_key_like_run(
     assert "device.debug" in err  # both sections reported at once
     assert main(["run", "--config", str(path)]) == 2
     assert "ui.pin_factori" in capsys.readouterr().err
+
+
+def test_update_section_is_off_without_a_url_and_names_bad_keys(tmp_path):
+    assert parse_config({}).update.enabled is False
+    good = tmp_path / "good.toml"
+    good.write_text(
+        '[update]\nurl = "https://updates.example/phone/"\npolicy = "window"\n'
+        'window = "22:30-04:00"\n'
+    )
+    config = load_config([good])
+    assert config.update.enabled and config.update.url.endswith("/phone")
+    policy = config.update.machine_policy()
+    assert policy.window == (22 * 60 + 30, 4 * 60)
+    assert parse_config(tomllib.loads(dump_config(config))).update == config.update
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[update]\nurl = "ftp://x"\npolicy = "sometimes"\nwindow = "25:00-01:00"\n'
+        "check_interval_s = 0\nrepo = 1\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config([bad])
+    text = str(info.value)
+    for key in ("url", "policy", "window", "check_interval_s", "repo"):
+        assert f"update.{key}" in text, text

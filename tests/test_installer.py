@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from appliance import __version__
+
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(
@@ -93,6 +95,13 @@ def test_install_twice_then_uninstall_keeps_then_purges(root: Path) -> None:
     assert {"appliance", "lgpio", "pyalsaaudio", "gpiozero", "luma_oled"} <= installed
     assert not installed & {"pytest", "mypy", "ruff", "pesq", "appliance_devtools"}
     assert not (site / "appliance_dev").exists()
+    # The same code as the first release, `current`, the updater's to replace.
+    opt = root / "opt/appliance"
+    assert str((opt / "current").readlink()) == f"releases/{__version__}"
+    assert (opt / "current/lib/appliance/__init__.py").is_file()
+    uid = int(passwd.split("\nappliance:")[1].split(":")[1])
+    assert {p.lstat().st_uid for p in (opt, opt / "current", opt / "releases")} == {uid}
+    assert (opt / "venv").stat().st_uid == 0
     # State for the service user only; the config is valid for the venv's own
     # command (its entry point names the venv's Python).
     state = root / "var/lib/appliance"

@@ -99,6 +99,8 @@ class AudioHelper(EventSource):
     ) -> None:
         self._host = host
         self._events = Emitter(AUDIO_EVENTS)
+        self._open_source = source_opener
+        self._open_sink = sink_opener
         self._listing = DeviceListing(
             monitor if monitor is not None else backend_monitor(), self._options
         )
@@ -153,6 +155,28 @@ class AudioHelper(EventSource):
         await self._inputs.close()
         self._outputs.close()
         await self._events.drain()
+
+    def check_devices(self) -> list[str]:
+        """Open the input device and each speaker device once, then close them.
+
+        A phone that cannot open its sound card cannot carry a call: the
+        service checks at start (the ``audio`` fact of an update's health
+        check). A device open now (a call, a ring) counts as opened. Returns
+        the ids checked.
+
+        Raises:
+            AudioDeviceError: a device cannot be opened.
+        """
+        checked = []
+        if self._inputs.current_id is None:
+            input_id = self._options().input_device
+            self._open_source(input_id).close()
+            checked.append(input_id)
+        for device_id in self._outputs.role_devices("speaker"):
+            if device_id not in self._outputs.mixers:
+                self._open_sink(device_id).close()
+            checked.append(device_id)
+        return checked
 
     # ---- device lists -----------------------------------------------------------
 

@@ -10,6 +10,8 @@ the line: the outgoing call being placed, or the incoming call accepted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from appliance.phone.call import CallDirection, CallState
 from appliance.phone.connection import Connection
 
@@ -22,10 +24,12 @@ _LINE_HELD = (CallState.CONNECTING, CallState.RINGING, CallState.OPEN)
 class CallBook:
     """Calls by CallSid and the active call (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[int], None] | None = None) -> None:
         self._by_sid: dict[str, Connection] = {}
         #: The call that holds the line, if any.
         self.active: Connection | None = None
+        #: Told the number of calls when a call is added or removed.
+        self._on_change = on_change
 
     def __contains__(self, sid: str) -> bool:
         return sid in self._by_sid
@@ -36,14 +40,20 @@ class CallBook:
 
     def add(self, connection: Connection, sid: str | None = None) -> None:
         """Know ``connection`` by ``sid`` too (by default its current CallSid)."""
+        new = connection not in self._by_sid.values()
         self._by_sid[sid or connection.call_sid] = connection
+        if new and self._on_change is not None:
+            self._on_change(len(self.all()))
 
     def remove(self, connection: Connection) -> None:
         """Forget ``connection`` under every id; it no longer holds the line."""
-        for sid in [s for s, c in self._by_sid.items() if c is connection]:
+        sids = [s for s, c in self._by_sid.items() if c is connection]
+        for sid in sids:
             del self._by_sid[sid]
         if self.active is connection:
             self.active = None
+        if sids and self._on_change is not None:
+            self._on_change(len(self.all()))
 
     def all(self) -> list[Connection]:
         """Every call not ended, once each."""

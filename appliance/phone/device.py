@@ -61,6 +61,7 @@ from appliance.phone.options import DeviceOptions, parse_options
 from appliance.phone.ports import (
     CallAudio,
     CallOffered,
+    CallsChanged,
     EngineEvent,
     EngineListener,
     MediaFactory,
@@ -161,7 +162,7 @@ class Device(EventSource):
         self._client: SignalingClient | None = None
         self._client_options: tuple[object, ...] = ()
         self._reconnect_at: float | None = None
-        self._calls = CallBook()
+        self._calls = CallBook(lambda n: self._publish(CallsChanged(n)))
         self._ready = False
         self._connected = False
         self._reported: str | None = None  # last of "ready"/"offline" emitted

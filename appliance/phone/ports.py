@@ -35,6 +35,7 @@ from appliance.signaling.protocol import ClientProtocol, Event
 __all__ = [
     "CallAudio",
     "CallOffered",
+    "CallsChanged",
     "EngineEvent",
     "EngineListener",
     "MediaFactory",
@@ -110,9 +111,18 @@ class CallOffered:
     connection: Connection
 
 
+@dataclass(frozen=True)
+class CallsChanged:
+    """A call began or ended: ``calls`` are not ended now (ringing, being
+    placed or in progress). The updater waits for zero before it installs.
+    """
+
+    calls: int
+
+
 #: Typed facts for the firmware's own parts; the Twilio API stays the string
 #: events of :meth:`Device.on` (style 4.14: typed inside, Twilio outside).
-EngineEvent = CallOffered
+EngineEvent = CallOffered | CallsChanged
 EngineListener = Callable[[EngineEvent], None]
 
 

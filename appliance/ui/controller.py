@@ -186,6 +186,8 @@ class PanelController:
         """Observers of new frames (the simulator saves them as PNG)."""
         self._reset: Callable[[], Awaitable[object]] | None = None
         self._reset_waiters: list[asyncio.Future[str]] = []
+        self.input_listeners: list[Callable[[], None]] = []
+        """Told of every key and button (the updater waits for a quiet phone)."""
 
     # --- queries -------------------------------------------------------------
 
@@ -278,10 +280,30 @@ class PanelController:
         """Feed a keypad press (as the keypad would)."""
         self._panel.key(key, self._now())
         self._after_input()
+        self._tell_input()
 
     def button(self, button: PanelButton | str) -> None:
         """Feed a button gesture (see :class:`~appliance.ui.panel.PanelButton`)."""
         self._panel.button(button, self._now())
+        self._after_input()
+        self._tell_input()
+
+    def _tell_input(self) -> None:
+        for listener in list(self.input_listeners):
+            try:
+                listener()
+            except Exception:  # supervision boundary: an observer, not the panel
+                logger.exception("input listener failed")
+
+    def show_update(
+        self,
+        status: str,
+        version: str = "",
+        progress: float | None = None,
+        reason: str = "",
+    ) -> None:
+        """Show a remote update's step over the idle screen ("" hides it)."""
+        self._panel.update_shown(status, version, progress, reason, now=self._now())
         self._after_input()
 
     def show_provisioning(self, user_code: str, uri: str, message: str) -> None:

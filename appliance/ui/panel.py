@@ -114,7 +114,7 @@ class PanelState(StrEnum):
 
 
 class Screen(StrEnum):
-    """Which screen to draw. The last one is a placeholder (OTA)."""
+    """Which screen to draw (``updating`` shows over offline and idle only)."""
 
     OFFLINE = "offline"
     CONNECTING = "connecting"
@@ -283,7 +283,11 @@ class PanelView:
         provisioning_message: what provisioning is doing or why it stopped.
         reset_hold_until: on the reset confirmation, when the Hangup being
             held confirms it (None = not held).
-        update_progress / update_version: placeholders.
+        update_status: what a remote update is doing ("" = nothing to show):
+            ``Downloading``, ``Installing``, ``Restarting``, ``Rolled back``...
+        update_version: the release it concerns.
+        update_progress: the download's fraction done, or None.
+        update_reason: why it was rolled back.
     """
 
     screen: Screen
@@ -309,8 +313,10 @@ class PanelView:
     provisioning_uri: str = ""
     provisioning_message: str = ""
     reset_hold_until: float | None = None
-    update_progress: float | None = None
+    update_status: str = ""
     update_version: str = ""
+    update_progress: float | None = None
+    update_reason: str = ""
 
 
 @dataclass
@@ -412,6 +418,7 @@ class Panel:
         self.reset_enabled = False
         self._reset_until = 0.0
         self._reset_hold_until: float | None = None
+        self._update: tuple[str, str, float | None, str] | None = None
 
     # --- queries ------------------------------------------------------------
 
@@ -423,8 +430,12 @@ class Panel:
     def view(self) -> PanelView:
         """Return what the screens should show now."""
         call = self._call
+        update = self._update or ("", "", None, "")
+        screen = Screen(self._state.value)
+        if self._update is not None and self._state in _UPDATE_OVER:
+            screen = Screen.UPDATING
         return PanelView(
-            screen=Screen(self._state.value),
+            screen=screen,
             now=self._now,
             identity=self._identity,
             registered=self._registered,
@@ -447,6 +458,10 @@ class Panel:
             provisioning_uri=self._provisioning[1] if self._provisioning else "",
             provisioning_message=self._provisioning[2] if self._provisioning else "",
             reset_hold_until=self._reset_hold_until,
+            update_status=update[0],
+            update_version=update[1],
+            update_progress=update[2],
+            update_reason=update[3],
         )
 
     def volume_levels(self) -> dict[str, int]:
@@ -671,6 +686,23 @@ class Panel:
             self._dial = ""
             self._state = PanelState.PROVISIONING
 
+    def update_shown(
+        self,
+        status: str,
+        version: str = "",
+        progress: float | None = None,
+        reason: str = "",
+        *,
+        now: float,
+    ) -> None:
+        """Show what a remote update does (``status`` "" hides it).
+
+        The update screen replaces only the offline and idle screens: dialling,
+        a ringing phone and a call keep theirs (an update never takes over).
+        """
+        self._now = now
+        self._update = (status, version, progress, reason) if status else None
+
     def provisioned(self, now: float) -> None:
         """The phone has its identity and a token: leave the provisioning screen."""
         self._now = now
@@ -868,6 +900,8 @@ _B = PanelButton
 
 #: Where holding Hangup (or ``provision reset``) offers to reset provisioning.
 _RESET_FROM = frozenset({_S.IDLE, _S.OFFLINE, _S.PROVISIONING, _S.ERROR})
+#: The states whose screen an update in progress replaces.
+_UPDATE_OVER = (_S.OFFLINE, _S.CONNECTING, _S.IDLE)
 
 #: Keypad: one handler per state (states not listed ignore keys).
 _KEY_TABLE: dict[PanelState, _Handler] = {

@@ -315,16 +315,24 @@ def _confirm_reset(image: Image.Image, draw: _Draw, view: PanelView) -> None:
 
 
 def _updating(image: Image.Image, draw: _Draw, view: PanelView) -> None:
-    # Placeholder for OTA progress (issue: updates).
-    _center(draw, _BODY_Y, "Updating")
-    if view.update_version:
-        _center(draw, _BODY_Y + 10, view.update_version)
-    progress = min(max(view.update_progress or 0.0, 0.0), 1.0)
-    draw.rectangle((4, 36, WIDTH - 5, 44), outline=1)
-    inner = int((WIDTH - 12) * progress)
-    if inner:
-        draw.rectangle((6, 38, 6 + inner - 1, 42), fill=1)
-    _center(draw, 50, f"{round(progress * 100)}%  do not unplug")
+    """A remote update: what it does, the version, a bar while downloading,
+    and why an update was rolled back."""
+    status = view.update_status or "Updating"
+    heading = f"{status} {view.update_version}".strip()
+    _heading(draw, _BODY_Y, _fit(heading, _COLS))
+    if view.update_progress is not None:
+        progress = min(max(view.update_progress, 0.0), 1.0)
+        draw.rectangle((4, 30, WIDTH - 5, 38), outline=1)
+        inner = int((WIDTH - 12) * progress)
+        if inner:
+            draw.rectangle((6, 32, 6 + inner - 1, 36), fill=1)
+        _center(draw, 44, f"{round(progress * 100)}%")
+        return
+    lines = _wrap(view.update_reason, _COLS) if view.update_reason else []
+    if not lines:
+        lines = ["Do not unplug"] if status != "Rolled back" else []
+    for i, text in enumerate(lines[:3]):
+        _center(draw, 28 + i * _LINE_H, text)
 
 
 def _volume_box(draw: _Draw, view: PanelView) -> None:

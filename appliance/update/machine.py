@@ -318,6 +318,22 @@ class UpdateMachine:
             else:  # cut before the switch back: do it again
                 self._queue_rollback()
 
+    def attach(self, now: float, running: str) -> None:
+        """Like :meth:`resume`, after the boot check resumed for this start.
+
+        Under systemd the boot check (``appliance update boot``, run from the
+        image's own code before the service) has already called
+        :meth:`resume` and so counted this start of a release on trial; the
+        service only arms its own health deadline.
+        """
+        state = self.state
+        if state.phase is Phase.HEALTH_CHECK and running == state.candidate:
+            self.adopt(running)
+            self._rt = _Runtime(next_check=now, last_tick=now)
+            self._rt.health_deadline = now + self.policy.health_timeout_s
+            return
+        self.resume(now, running)
+
     def adopt(self, running: str) -> None:
         """Take ``running`` as the committed release if none is recorded yet.
 

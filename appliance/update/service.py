@@ -103,6 +103,8 @@ class Updater:
         restart: restarts the service (awaited; in the service it does not
             return).
         clock: monotonic seconds; minute: local minute of the day.
+        boot_mark: the boot check's mark (:mod:`appliance.update.boot`);
+            when it exists, this start was counted already.
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class Updater:
         restart: Callable[[], Awaitable[None]],
         clock: Callable[[], float] = time.monotonic,
         minute: Callable[[], int] = local_minute,
+        boot_mark: Path | None = None,
     ) -> None:
         self.source = source
         self.releases = releases
@@ -124,6 +127,7 @@ class Updater:
         self._restart = restart
         self._clock = clock
         self._minute = minute
+        self._boot_mark = boot_mark
         self.machine = UpdateMachine(policy, state_file.load())
         self.machine.adopt(running)
         self._release: Release | None = None
@@ -134,7 +138,12 @@ class Updater:
 
     def start(self) -> None:
         """Resume after a (re)start; queue what must happen next."""
-        self.machine.resume(self._clock(), self.running)
+        mark = self._boot_mark
+        if mark is not None and mark.exists():
+            self.machine.attach(self._clock(), self.running)
+            mark.unlink()
+        else:
+            self.machine.resume(self._clock(), self.running)
         self._commit_state()
 
     def check_now(self) -> None:
@@ -167,6 +176,11 @@ class Updater:
         self.machine.health(self._clock(), fact)
         self._commit_state()
 
+    def health_failed(self, reason: str) -> None:
+        """The release on trial failed a check before the deadline."""
+        self.machine.health_failed(reason)
+        self._commit_state()
+
     def status(self) -> dict[str, Any]:
         """The state and download progress, for the screen and the CLI."""
         return {**self.machine.state.to_dict(), "progress": self.machine.progress}
@@ -179,12 +193,14 @@ class Updater:
         self.changed.set()
 
     async def run(self) -> None:
-        """Carry out actions and ticks until cancelled (holds the lock)."""
+        """Resume, then carry out actions and ticks until cancelled (holds the
+        lock)."""
         with self.state_file.lock():
-            await self._run()
+            self.start()
+            await self.serve()
 
-    async def _run(self) -> None:
-        self.start()
+    async def serve(self) -> None:
+        """:meth:`run` for a caller that holds the lock and called :meth:`start`."""
         while True:
             await self.run_once()
             deadline = self.machine.next_deadline()

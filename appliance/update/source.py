@@ -9,6 +9,14 @@ channel pointer, itself a signed target), enforces our own limits first (the
 artifact's size, free disk space) and streams the download into the release
 disk rather than into ``/tmp`` (a RAM disk on the image).
 
+Resumable: an artifact download that is cut (network, power, kill -9) keeps
+what arrived in ``downloads/.spool/resume-<hash of the URL>``, and the next
+attempt asks only for the rest (an HTTP ``Range`` request; a server that
+ignores it sends the whole file again, which is fine). Consistent snapshots
+put the artifact's hash in its URL, so a partial file can only continue the
+same content. The joined file is verified by TUF like any other; a file
+TUF refuses is deleted, so a bad partial never sticks.
+
 Anti-rollback state is TUF's trusted metadata directory
 (``var/lib/appliance/update/tuf`` under the root): the newest root,
 timestamp, snapshot and targets the phone has accepted. It lives on the
@@ -20,8 +28,10 @@ Blocking code (sockets, disk); the asyncio service runs it in a thread.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -29,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import urllib3
 from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import TargetFile
 from tuf.ngclient import Updater, UpdaterConfig
@@ -43,6 +54,9 @@ logger = logging.getLogger(__name__)
 
 #: Called with (bytes received, bytes expected) while an artifact downloads.
 Progress = Callable[[int, int], None]
+
+#: Bytes read at a time into a resumable download: a cut loses less than this.
+RESUME_CHUNK = 64 * 1024
 
 #: Largest channel pointer accepted (it is a few hundred bytes).
 POINTER_MAX_BYTES = 4096
@@ -60,11 +74,19 @@ class StreamingFetcher(Urllib3Fetcher):
         super().__init__(socket_timeout=socket_timeout, app_user_agent="appliance")
         self.spool_dir = spool_dir
         self.progress: Progress | None = None
+        #: Set while an artifact downloads: ``max_length`` is then its exact
+        #: signed length, and a cut download is kept to be resumed.
+        self.resumable = False
+        self._pool = urllib3.PoolManager(headers={"User-Agent": "appliance"})
 
     @contextlib.contextmanager
     def download_file(self, url: str, max_length: int) -> Iterator[IO[bytes]]:
         """Download ``url`` into a spool file; at most ``max_length`` bytes."""
         self.spool_dir.mkdir(parents=True, exist_ok=True)
+        if self.resumable:
+            with self._resumed(url, max_length) as spool:
+                yield spool
+            return
         received = 0
         with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
             for chunk in self.fetch(url):
@@ -78,6 +100,82 @@ class StreamingFetcher(Urllib3Fetcher):
                     self.progress(received, max_length)
             spool.seek(0)
             yield spool
+
+    @contextlib.contextmanager
+    def _resumed(self, url: str, length: int) -> Iterator[IO[bytes]]:
+        name = hashlib.sha256(url.encode()).hexdigest()[:24]
+        partial = self.spool_dir / f"resume-{name}"
+        with open(partial, "a+b") as spool:
+            try:
+                self._fill(url, spool, length)
+            except tuf_errors.DownloadError:
+                if not spool.seek(0, os.SEEK_END):  # nothing worth keeping
+                    partial.unlink(missing_ok=True)
+                raise  # else kept: the next attempt goes on from here
+            except Exception as exc:
+                raise tuf_errors.DownloadError(f"Failed to download {url}") from exc
+            spool.seek(0)
+            try:
+                yield spool  # TUF verifies it, then copies it out
+            finally:
+                partial.unlink(missing_ok=True)  # done, or refused: never resumed
+
+    def _fill(self, url: str, spool: IO[bytes], length: int) -> None:
+        """Append the rest of ``url`` to ``spool``, to ``length`` bytes exactly."""
+        have = spool.seek(0, os.SEEK_END)
+        if have >= length:  # complete already, or too long: fetch it all
+            spool.truncate(0)
+            have = 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        try:
+            response = self._pool.request(
+                "GET",
+                url,
+                headers=headers,
+                preload_content=False,
+                timeout=urllib3.Timeout(self.socket_timeout),
+            )
+        except urllib3.exceptions.MaxRetryError as exc:
+            if isinstance(exc.reason, urllib3.exceptions.TimeoutError):
+                raise tuf_errors.SlowRetrievalError from exc
+            raise
+        try:
+            if response.status >= 400:
+                raise tuf_errors.DownloadHTTPError(
+                    f"HTTP error occurred with status {response.status}",
+                    response.status,
+                )
+            resumed = response.status == 206
+            if resumed and not str(
+                response.headers.get("Content-Range", "")
+            ).startswith(f"bytes {have}-"):
+                spool.truncate(0)
+                raise tuf_errors.DownloadError(f"{url}: answered another range")
+            if not resumed:  # the whole file: start again
+                spool.truncate(0)
+                have = 0
+            else:
+                logger.info("update: resuming %s at byte %d", url, have)
+            received = have
+            for chunk in response.stream(RESUME_CHUNK):
+                received += len(chunk)
+                if received > length:
+                    spool.truncate(0)
+                    raise tuf_errors.DownloadLengthMismatchError(
+                        f"{url}: more than the {length} bytes expected"
+                    )
+                spool.write(chunk)
+                if self.progress is not None:
+                    self.progress(received, length)
+        except urllib3.exceptions.TimeoutError as exc:
+            raise tuf_errors.SlowRetrievalError from exc
+        finally:
+            spool.flush()
+            response.release_conn()
+        if received < length:
+            raise tuf_errors.DownloadError(
+                f"{url}: cut after {received} of {length} bytes (kept to resume)"
+            )
 
 
 @dataclass(frozen=True)
@@ -207,12 +305,16 @@ class ReleaseSource:
                     f"not enough disk space: {free} bytes free, {needed} needed"
                 )
             self._fetcher.progress = progress
+            self._fetcher.resumable = True
             try:
                 partial = dest.with_suffix(".partial")
                 updater.download_target(release.info, str(partial))
                 partial.replace(dest)
+                for stale in self._fetcher.spool_dir.glob("resume-*"):
+                    stale.unlink(missing_ok=True)  # cut downloads of older releases
             finally:
                 self._fetcher.progress = None
+                self._fetcher.resumable = False
         return dest
 
 

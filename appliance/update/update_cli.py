@@ -1,5 +1,7 @@
 """``appliance update status|check|install|rollback``: the updater by hand.
 
+``appliance update boot`` is the unit's boot check (:mod:`appliance.update.boot`).
+
 Each command works on the persisted state (``var/lib/appliance/update`` under
 ``--root``), through the same machine and adapter as the service, holding
 the updater's lock so that two updaters never act at once. ``install`` is
@@ -58,6 +60,13 @@ def add_update_parser(subparsers: Any) -> None:
         ("rollback", "switch back to the previous release now"),
     ):
         sub.add_parser(name, help=text).set_defaults(handler=_run)
+    boot = sub.add_parser(
+        "boot",
+        help="before the service starts: count a start on trial, switch back "
+        "a release that keeps failing (the unit's ExecStartPre)",
+    )
+    boot.add_argument("--max-starts", type=int, default=3, help="default 3")
+    boot.set_defaults(handler=_boot)
 
 
 def _updater(args: argparse.Namespace) -> Updater:
@@ -117,6 +126,18 @@ async def _act(updater: Updater, step: str) -> None:
         elif step == "rollback":
             updater.rollback("rolled back by hand")
         await updater.run_once()
+
+
+def _boot(args: argparse.Namespace) -> int:
+    from appliance.update.boot import boot_check
+
+    try:
+        print(f"update: {boot_check(args.root, max_starts=args.max_starts)}")
+    except (ApplianceError, OSError) as exc:
+        # Never keep the phone from starting: the service runs what `current`
+        # names, and its own updater resumes without the mark.
+        print(f"appliance: boot check failed: {exc}", file=sys.stderr)
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

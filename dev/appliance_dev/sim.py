@@ -262,8 +262,27 @@ def sample_views(now: float = 1000.0) -> dict[str, PanelView]:
         "updating": replace(
             bar,
             screen=Screen.UPDATING,
+            update_status="Downloading",
             update_progress=0.42,
-            update_version="v1.3.0",
+            update_version="1.3.0",
+        ),
+        "update_installing": replace(
+            bar,
+            screen=Screen.UPDATING,
+            update_status="Installing",
+            update_version="1.3.0",
+        ),
+        "update_restarting": replace(
+            bar,
+            screen=Screen.UPDATING,
+            update_status="Restarting",
+            update_version="1.3.0",
+        ),
+        "update_rolled_back": replace(
+            bar,
+            screen=Screen.UPDATING,
+            update_status="Rolled back",
+            update_reason="cannot open audio: no sound card",
         ),
     }
 

@@ -656,3 +656,33 @@ def test_a_new_identity_forgets_the_last_number():
     panel.commands_to_send()
     panel.button("accept", 10.0)
     assert panel.commands_to_send() == []
+
+
+# --- remote updates -------------------------------------------------------------
+
+
+def test_an_update_shows_over_idle_but_never_over_a_call():
+    panel = registered_panel()
+    panel.update_shown("Downloading", "1.2.0", 0.25, now=2.0)
+    view = panel.view()
+    assert view.screen is Screen.UPDATING
+    assert (view.update_status, view.update_version, view.update_progress) == (
+        "Downloading",
+        "1.2.0",
+        0.25,
+    )
+    panel.key("5", 3.0)  # dialling keeps its screen
+    assert panel.view().screen is Screen.DIALING
+    panel.button("hangup_held", 3.5)
+    assert panel.view().screen is Screen.UPDATING
+    panel.incoming("client:dave", {}, 4.0)
+    assert panel.view().screen is Screen.RINGING
+    panel.button("accept", 5.0)
+    panel.accepted(5.5)
+    assert panel.view().screen is Screen.IN_CALL
+    assert panel.state is PanelState.IN_CALL  # the panel itself is unchanged
+    panel.update_shown("", now=6.0)
+    panel.button("hangup", 7.0)
+    panel.disconnected(7.5)
+    view = panel.view()
+    assert view.screen is Screen.IDLE and view.update_status == ""

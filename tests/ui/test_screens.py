@@ -102,7 +102,20 @@ VIEWS = {
         Screen.CONFIRM_RESET, reset_hold_until=101.8, **_BASE
     ),
     "updating": PanelView(
-        Screen.UPDATING, update_progress=0.42, update_version="v1.2.3", **_BASE
+        Screen.UPDATING,
+        update_status="Downloading",
+        update_progress=0.42,
+        update_version="1.2.3",
+        **_BASE,
+    ),
+    "update_installing": PanelView(
+        Screen.UPDATING, update_status="Installing", update_version="1.2.3", **_BASE
+    ),
+    "update_rolled_back": PanelView(
+        Screen.UPDATING,
+        update_status="Rolled back",
+        update_reason="not registered within the health check",
+        **_BASE,
     ),
 }
 

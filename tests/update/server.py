@@ -1,6 +1,7 @@
 """A TUF repository served over HTTP on 127.0.0.1, as a CDN would serve it.
 
-Plain files (http.server) in a thread, plus ``overrides``: a request path
+Plain files (http.server) in a thread, answering ``Range: bytes=N-`` as a
+CDN does (206, for the resumable downloads), plus ``overrides``: a request path
 mapped to a function giving the bytes to send instead, which is how the
 security tests play a malicious server or network. ``requests`` records
 every path asked for.
@@ -23,6 +24,11 @@ class _Handler(SimpleHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.requests.append(self.path)
         body = self.server.overrides.get(self.path)
+        wanted = self.headers.get("Range", "")
+        if body is None and wanted.startswith("bytes=") and wanted.endswith("-"):
+            self.server.ranges.append((self.path, wanted))
+            self._send_from(int(wanted[len("bytes=") : -1]))
+            return
         if body is None:
             super().do_GET()
             return
@@ -35,6 +41,23 @@ class _Handler(SimpleHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client stopped reading: what the test wants
 
+    def _send_from(self, start: int) -> None:
+        """A ``206 Partial Content`` answer from byte ``start`` to the end."""
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        if start >= len(data):
+            self.send_error(416)
+            return
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+        self.server.sent += len(data) - start
+
     def log_message(self, format: str, *args: object) -> None:
         pass
 
@@ -46,6 +69,10 @@ class RepositoryServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), partial(_Handler, directory=str(directory)))
         self.requests: list[str] = []
         self.overrides: dict[str, Body] = {}
+        #: (path, Range header) of each range request answered (206).
+        self.ranges: list[tuple[str, str]] = []
+        #: Bytes sent in 206 answers.
+        self.sent = 0
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     @property

@@ -110,3 +110,58 @@ async def test_nothing_new_when_current(phone, publisher):
     await new.run_once()
     assert new.machine.state.phase is Phase.IDLE
     assert phone.restarts == 1
+
+
+def _artifact(publisher) -> tuple[str, bytes]:
+    (artifact,) = (publisher.repo / "targets/releases/1.1.0").glob("*.tar.gz")
+    return f"/targets/releases/1.1.0/{artifact.name}", artifact.read_bytes()
+
+
+async def test_a_cut_download_resumes_where_it_stopped(phone, server, publisher):
+    path, data = _artifact(publisher)
+    half = len(data) // 2
+
+    def cut():  # the connection drops half-way, once
+        server.overrides.pop(path)
+        yield data[:half]
+
+    server.overrides[path] = cut
+    updater = phone.updater()
+    updater.check_now()
+    await updater.run_once()
+    state = updater.machine.state
+    assert state.phase is Phase.IDLE and "kept to resume" in state.reason
+    assert phone.releases.current == "1.0.0"
+    updater.check_now()
+    await updater.run_once()
+    assert phone.releases.current == "1.1.0"
+    assert server.ranges == [(path, f"bytes={half}-")]
+    assert server.sent == len(data) - half  # only the rest came again
+    assert not list((phone.state_dir / "downloads/.spool").glob("resume-*"))
+
+
+async def test_a_tampered_partial_download_is_refused_then_fetched_whole(
+    phone, server, publisher
+):
+    path, data = _artifact(publisher)
+    half = len(data) // 2
+
+    def cut():
+        server.overrides.pop(path)
+        yield data[:half]
+
+    server.overrides[path] = cut
+    updater = phone.updater()
+    updater.check_now()
+    await updater.run_once()
+    (partial,) = (phone.state_dir / "downloads/.spool").glob("resume-*")
+    partial.write_bytes(b"\0" * half)  # what arrived is not what was signed
+    updater.check_now()
+    await updater.run_once()
+    state = updater.machine.state
+    assert state.phase is Phase.IDLE and state.reason.startswith("refused:")
+    assert not partial.exists()  # never resumed again
+    assert phone.releases.current == "1.0.0"
+    updater.check_now()
+    await updater.run_once()
+    assert phone.releases.current == "1.1.0"
