@@ -279,12 +279,6 @@ class Exchange:
             return
         try:
             message = decode(text)
-        except RecursionError:
-            # json nests by recursion: a few KB of "[[[…" exhaust the stack.
-            # That is a malformed frame like any other, not a crash.
-            logger.debug("! session %d: bad frame: nested too deeply", sid)
-            self._error(sid, 31400, "frame is not JSON")
-            return
         except RemoteProtocolError as exc:
             code = 31102 if _frame_type(text) == MessageType.LISTEN else 31400
             logger.debug("! session %d: bad frame: %s", sid, exc.message)
