@@ -75,6 +75,20 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from appliance.errors import RemoteProtocolError
+from appliance.exchange.fields import (
+    Refusal,
+    check_content,
+    check_identity,
+    check_params,
+    check_sdp,
+    check_short,
+    check_token,
+)
+from appliance.signaling.limits import (
+    EXCHANGE_MAX_FRAME_BYTES,
+    RELAY_MAX_FRAME_BYTES,
+    text_size,
+)
 from appliance.signaling.messages import (
     GATEWAY_VERSION,
     HEARTBEAT,
@@ -277,12 +291,27 @@ class Exchange:
         session.last_seen = now
         if text == HEARTBEAT:
             return
+        if (
+            len(text) > EXCHANGE_MAX_FRAME_BYTES // 4
+            and text_size(text) > EXCHANGE_MAX_FRAME_BYTES
+        ):
+            # The adapter's WebSocket limit stops these first; the core states
+            # the same limit so that it holds whatever the transport.
+            self._error(sid, 31100, f"frame exceeds {EXCHANGE_MAX_FRAME_BYTES} bytes")
+            return
         try:
             message = decode(text)
         except RemoteProtocolError as exc:
             code = 31102 if _frame_type(text) == MessageType.LISTEN else 31400
             logger.debug("! session %d: bad frame: %s", sid, exc.message)
-            self._error(sid, code, exc.message, callsid=exc.call_sid)
+            callsid = exc.call_sid
+            if check_short("frame", "callsid", callsid) is not None:
+                callsid = None  # not echoed back: it would be relayed unbounded
+            self._error(sid, code, exc.message, callsid=callsid)
+            return
+        refused = check_short(message.type, "callsid", message.payload.get("callsid"))
+        if refused is not None:
+            self._refuse(sid, refused)
             return
         # Never log payloads here: listen carries the token.
         logger.debug("< session %d: %s %s", sid, message.type, message.callsid or "")
@@ -413,7 +442,22 @@ class Exchange:
         if sid not in self._sessions:
             return
         logger.debug("> session %d: %s %s", sid, kind, payload.get("callsid", ""))
-        self._frames.append((sid, encode(Message(kind, payload, GATEWAY_VERSION))))
+        text = encode(Message(kind, payload, GATEWAY_VERSION))
+        if (
+            len(text) > RELAY_MAX_FRAME_BYTES // 4
+            and text_size(text) > RELAY_MAX_FRAME_BYTES
+        ):
+            # The field caps make this unreachable (limits.check_consistency);
+            # a phone would drop its signaling over a frame this large.
+            logger.error("! session %d: %s frame too large to send: dropped", sid, kind)
+            return
+        self._frames.append((sid, text))
+
+    def _refuse(
+        self, sid: int, refusal: Refusal, *, callsid: str | None = None
+    ) -> None:
+        """Answer a refused field with ``error`` (the frame is not acted on)."""
+        self._error(sid, refusal.code, refusal.message, callsid=callsid)
 
     def _error(
         self,
@@ -540,11 +584,16 @@ class Exchange:
         self, session: _Session, message: Message, now: float, wall: float
     ) -> None:
         token = message.payload["token"]
+        claims: TokenClaims | None = None
         try:
             if not isinstance(token, str):
                 raise InvalidTokenError(31204, "token is not a string")
-            claims = verify_token(token, self._keyring, wall)
+            refused = check_token(token)
+            if refused is None:
+                claims = verify_token(token, self._keyring, wall)
+                refused = check_identity(claims.identity)
         except InvalidTokenError as exc:
+            refused = Refusal(exc.code, exc.message)
             logger.info(
                 "session %d: token rejected: %d %s (%s)",
                 session.sid,
@@ -552,11 +601,17 @@ class Exchange:
                 exc.message,
                 exc.detail,
             )
-            self._error(session.sid, exc.code, exc.message)
+        if refused is not None:
+            if claims is not None:
+                logger.info(
+                    "session %d: identity refused: %s", session.sid, refused.message
+                )
+            self._refuse(session.sid, refused)
             self._send(session.sid, MessageType.CLOSE, {})
             self._to_close.append(session.sid)
             self._drop(session.sid, now)
             return
+        assert claims is not None  # verify_token returned
         old = session.claims
         session.claims = claims
         # From here on the token's life is timed on the monotonic clock.
@@ -627,6 +682,10 @@ class Exchange:
         if not isinstance(params_text, str):
             self._hangup(session.sid, temp, 31400, "invite: twilio.params is not text")
             return
+        refused = check_sdp("invite", sdp) or check_params(params_text)
+        if refused is not None:
+            self._hangup(session.sid, temp, refused.code, refused.message)
+            return
         claims = session.claims
         assert claims is not None
         if message.payload.get("reconnect"):
@@ -646,6 +705,14 @@ class Exchange:
         if not to:
             self._hangup(session.sid, temp, 31100, "invite has no To parameter")
             return
+        target = None if to == ECHO_DESTINATION else to.removeprefix(_CLIENT_PREFIX)
+        relayed_params = encode_params(params) if params else ""
+        refused = (check_identity(target) if target is not None else None) or (
+            check_params(relayed_params)
+        )
+        if refused is not None:
+            self._hangup(session.sid, temp, refused.code, refused.message)
+            return
         if self._lookup(session, temp) is not None:
             self._error(
                 session.sid, 31400, "invite: callsid already in use", callsid=temp
@@ -662,7 +729,7 @@ class Exchange:
             caller_identity=claims.identity,
             offer_sdp=sdp,
             ring_deadline=now + self._ring_timeout,
-            target=None if to == ECHO_DESTINATION else to.removeprefix(_CLIENT_PREFIX),
+            target=target,
         )
         self._calls[call.parent_sid] = call
         logger.info("call %s: %s -> %s", call.parent_sid, claims.identity, to)
@@ -690,12 +757,12 @@ class Exchange:
             "To": f"{_CLIENT_PREFIX}{call.target}",
             "ApiVersion": API_VERSION,
         }
-        if params:
-            parameters["Params"] = encode_params(params)
-        for target in eligible:
-            call.forks.add(target.sid)
+        if relayed_params:
+            parameters["Params"] = relayed_params
+        for fork in eligible:
+            call.forks.add(fork.sid)
             self._send(
-                target.sid,
+                fork.sid,
                 MessageType.INVITE,
                 {"callsid": call.child_sid, "sdp": sdp, "parameters": dict(parameters)},
             )
@@ -711,6 +778,13 @@ class Exchange:
             self._hangup(session.sid, callsid)
             return
         call = found[0]
+        refused = check_sdp("answer", sdp)
+        if refused is not None:
+            # The answer cannot be relayed: end this leg; the caller hears
+            # 31480 unless another session still rings.
+            self._hangup(session.sid, callsid, refused.code, refused.message)
+            self._leave_fork(call, session.sid, notify=False)
+            return
         call.state = _CallState.ACTIVE
         call.callee = session.sid
         call.forks.discard(session.sid)
@@ -784,6 +858,10 @@ class Exchange:
                 session.sid, 31400, "dtmf: dtmf must be a string", callsid=callsid
             )
             return
+        refused = check_short("dtmf", "dtmf", digits)
+        if refused is not None:
+            self._refuse(session.sid, refused, callsid=callsid)
+            return
         found = self._active(session, callsid, "dtmf")
         if found is None:
             return
@@ -802,6 +880,32 @@ class Exchange:
     def _on_message(self, session: _Session, message: Message, now: float) -> None:
         callsid = message.callsid or ""
         event_sid = message.payload.get("voiceeventsid")
+        refused = next(
+            (
+                r
+                for r in (
+                    check_short("message", key, message.payload.get(key))
+                    for key in ("voiceeventsid", "contenttype", "messagetype")
+                )
+                if r is not None
+            ),
+            None,
+        )
+        if refused is not None:
+            self._refuse(session.sid, refused, callsid=callsid)
+            return
+        refused = check_content(message.payload.get("content"))
+        if refused is not None:
+            # The SDK routes an error with voiceeventsid to its Call.
+            extra = {"voiceeventsid": event_sid} if event_sid is not None else None
+            self._error(
+                session.sid,
+                refused.code,
+                refused.message,
+                callsid=callsid,
+                extra=extra,
+            )
+            return
         found = self._active(session, callsid, "message")
         if found is None:
             return

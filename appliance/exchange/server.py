@@ -46,6 +46,7 @@ from appliance.exchange.core import EchoHangup, EchoOffer, Exchange, RandomSourc
 
 if TYPE_CHECKING:
     from appliance.media.session import MediaSession
+from appliance.signaling.limits import EXCHANGE_MAX_FRAME_BYTES
 from appliance.tasks import TaskSet
 
 __all__ = ["SIGNAL_PATH", "ExchangeServer"]
@@ -151,6 +152,7 @@ class ExchangeServer:
             self.config.port,
             process_request=self._check_path,
             logger=_ws_logger,
+            max_size=EXCHANGE_MAX_FRAME_BYTES,
         )
         self._port = self._server.sockets[0].getsockname()[1]
         self._timer = asyncio.get_running_loop().create_task(self._run_timer())

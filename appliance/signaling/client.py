@@ -33,6 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketException
 from websockets.uri import parse_uri
 
+from appliance.signaling.limits import PHONE_MAX_FRAME_BYTES
 from appliance.signaling.messages import HEARTBEAT, Message, redact
 from appliance.signaling.protocol import (
     ClientProtocol,
@@ -221,7 +222,11 @@ class SignalingClient:
             # the gateway sends heartbeats, so no WebSocket pings (a browser
             # sends none either).
             ws = await connect(
-                url, open_timeout=None, ping_interval=None, max_size=2**20, sock=sock
+                url,
+                open_timeout=None,
+                ping_interval=None,
+                max_size=PHONE_MAX_FRAME_BYTES,
+                sock=sock,
             )
         except (OSError, WebSocketException, InvalidURI, TimeoutError) as exc:
             if sock is not None:

@@ -48,6 +48,7 @@ from appliance.errors import (
     error_from_payload,
 )
 from appliance.signaling.backoff import BackoffPolicy
+from appliance.signaling.limits import EXCHANGE_MAX_FRAME_BYTES, text_size
 from appliance.signaling.messages import (
     HEARTBEAT,
     Message,
@@ -350,8 +351,18 @@ class ClientProtocol:
             which case an :class:`ErrorReceived` with 31009 was emitted, as the
             SDK does (signaling-protocol.md §2.1). A queued message may still
             go out, so its error names no call; a dropped one names its call,
-            which cannot go on.
+            which cannot go on. A frame larger than the gateway accepts is
+            never sent (the gateway would close the socket): it is dropped
+            with 31212 for a call message, 31100 otherwise.
         """
+        text = encode(message)
+        if text_size(text) > EXCHANGE_MAX_FRAME_BYTES:
+            code = 31212 if message.type is MessageType.MESSAGE else 31100
+            reason = f"{message.type} exceeds {EXCHANGE_MAX_FRAME_BYTES} bytes"
+            self._out.events.append(
+                ErrorReceived(error_for_code(code, reason, call_sid=message.callsid))
+            )
+            return False
         if self._state in (TransportState.OPEN, TransportState.CONNECTED):
             self._frame(message)
             return True

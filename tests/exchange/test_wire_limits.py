@@ -17,6 +17,13 @@ from websockets.asyncio.client import ClientConnection
 
 from appliance.errors import RemoteProtocolError
 from appliance.exchange.server import ExchangeServer
+from appliance.signaling.backoff import BackoffPolicy
+from appliance.signaling.client import SignalingClient
+from appliance.signaling.limits import (
+    EXCHANGE_MAX_FRAME_BYTES,
+    PARAMS_MAX_BYTES,
+    SDP_MAX_BYTES,
+)
 from appliance.signaling.messages import (
     HEARTBEAT,
     Message,
@@ -25,8 +32,23 @@ from appliance.signaling.messages import (
     encode,
     encode_params,
 )
+from appliance.signaling.protocol import (
+    ClientProtocol,
+    Connected,
+    ErrorReceived,
+    Event,
+    MessageReceived,
+    Ready,
+    TransportLost,
+    TransportState,
+)
 from tests.conftest import scaled
-from tests.exchange.test_server import in_process_config, login, send
+from tests.exchange.test_server import in_process_config, login, token
+
+
+async def send(ws: ClientConnection, kind: str, **payload: Any) -> None:
+    """Send as a phone does: UTF-8, not ASCII escapes."""
+    await ws.send(encode(Message(MessageType(kind), payload)))
 
 
 def strict(text: str) -> dict[str, Any]:
@@ -43,6 +65,7 @@ def strict(text: str) -> dict[str, Any]:
 async def next_frame(ws: ClientConnection) -> dict[str, Any]:
     while True:
         text = await asyncio.wait_for(ws.recv(), scaled(5))
+        assert isinstance(text, str)
         if text != HEARTBEAT:
             return strict(text)
 
@@ -114,3 +137,113 @@ async def test_exchange_refuses_nan_and_relays_nothing(server, literal):
     assert relayed["type"] == "message" and relayed["payload"]["content"] == {"n": 1.5}
     await alice.close()
     await bob.close()
+
+
+# ------------------------------------------------------------- size limits
+
+
+def wide(total_bytes: int) -> str:
+    """Non-ASCII text of ``total_bytes`` UTF-8 bytes (3-byte characters)."""
+    return "語" * (total_bytes // 3)
+
+
+async def still_connected(url: str, caller: ClientConnection, temp: str) -> None:
+    """``caller`` can still place a call: its session is alive."""
+    await send(
+        caller,
+        "invite",
+        callsid=temp,
+        sdp="offer",
+        twilio={"params": encode_params({"To": "client:nobody"})},
+    )
+    assert (await next_frame(caller))["type"] == "ringing"
+    assert (await next_frame(caller))["payload"]["error"]["code"] == 31480
+
+
+async def test_large_non_ascii_invite_sdp_is_refused_and_nobody_drops(server):
+    alice = await login(server.url, "alice")
+    bob = await login(server.url, "bob")
+    await send(
+        alice,
+        "invite",
+        callsid="TJS-big",
+        sdp=wide(900_000),
+        twilio={"params": encode_params({"To": "client:bob"})},
+    )
+    hangup = await next_frame(alice)
+    assert hangup["type"] == "hangup"
+    assert hangup["payload"]["error"]["code"] == 31100
+    await still_connected(server.url, alice, "TJS-2")
+    await still_connected(server.url, bob, "TJS-3")  # bob got nothing before
+    await alice.close()
+    await bob.close()
+
+
+async def test_large_non_ascii_message_is_31212_and_the_call_goes_on(server):
+    alice, bob, parent, child = await answered_call(server.url)
+    await send(
+        alice, "message", callsid=parent, content=wide(680_000), voiceeventsid="KX1"
+    )
+    error = await next_frame(alice)
+    assert error["payload"]["error"]["code"] == 31212
+    assert error["payload"]["voiceeventsid"] == "KX1"
+    await send(bob, "message", callsid=child, content="日本", voiceeventsid="KX2")
+    assert (await next_frame(bob))["type"] == "ack"
+    relayed = await next_frame(alice)
+    assert relayed["payload"]["content"] == "日本"
+    assert server.core.call_count == 1
+    await alice.close()
+    await bob.close()
+
+
+async def test_phone_keeps_signaling_through_the_largest_relayed_frame(server):
+    events: asyncio.Queue[Event] = asyncio.Queue()
+    protocol = ClientProtocol(
+        urls=[server.url],
+        token=token("bob"),
+        backoff=BackoffPolicy(),
+        random=lambda: 0.0,
+    )
+    phone = SignalingClient(protocol, on_event=events.put_nowait)
+    phone.start()
+
+    async def next_of(kind: type[Any]) -> Any:
+        while True:
+            event = await asyncio.wait_for(events.get(), scaled(5))
+            assert not isinstance(event, TransportLost), event
+            if isinstance(event, kind):
+                return event
+
+    try:
+        await next_of(Connected)
+        phone.register()
+        await next_of(Ready)
+        alice = await login(server.url, "alice")
+        sdp = wide(SDP_MAX_BYTES - 2)
+        params = {"To": "client:bob", "note": "x" * (PARAMS_MAX_BYTES // 2)}
+        await send(
+            alice,
+            "invite",
+            callsid="TJS-1",
+            sdp=sdp,
+            twilio={"params": encode_params(params)},
+        )
+        invite = (await next_of(MessageReceived)).message
+        assert invite.type is MessageType.INVITE and invite.payload["sdp"] == sdp
+        # A message too large for the exchange is refused by the phone itself
+        # instead of getting its socket closed.
+        oversize = Message(
+            MessageType.MESSAGE,
+            {"callsid": invite.callsid, "content": wide(EXCHANGE_MAX_FRAME_BYTES)},
+        )
+        assert phone.send(oversize) is False
+        refused = await next_of(ErrorReceived)
+        assert refused.error.code == 31212
+        phone.send(Message(MessageType.REJECT, {"callsid": invite.callsid}))
+        assert (await next_frame(alice))["type"] == "ringing"
+        hangup = await next_frame(alice)
+        assert hangup["payload"]["error"]["code"] == 31603
+        assert protocol.state is TransportState.CONNECTED
+        await alice.close()
+    finally:
+        await phone.close()
