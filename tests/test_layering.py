@@ -34,6 +34,8 @@ PURE = [
     "cadence.py",
     "exchange/core.py",
     "exchange/fields.py",
+    "exchange/model.py",
+    "exchange/timers.py",
     "update/machine.py",
     "tokens.py",
     "provisioning/grant.py",

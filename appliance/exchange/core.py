@@ -70,9 +70,7 @@ import json
 import logging
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from appliance.errors import RemoteProtocolError
 from appliance.exchange.fields import (
@@ -84,6 +82,16 @@ from appliance.exchange.fields import (
     check_short,
     check_token,
 )
+from appliance.exchange.model import (
+    Call,
+    CallState,
+    EchoHangup,
+    EchoOffer,
+    EchoRequest,
+    RandomSource,
+    Session,
+)
+from appliance.exchange.timers import TimerHeap
 from appliance.signaling.limits import (
     EXCHANGE_MAX_FRAME_BYTES,
     RELAY_MAX_FRAME_BYTES,
@@ -128,72 +136,16 @@ LISTEN_DEADLINE_S = 10.0
 MAX_OUTGOING_CALLS = 4
 
 
-class RandomSource(Protocol):
-    """What the core needs from ``random.Random`` (for CallSids)."""
+# Timer kinds (the first part of a TimerHeap key).
+_HEARTBEAT, _LISTEN, _TOKEN, _IDLE, _RING = (
+    "heartbeat",
+    "listen",
+    "token",
+    "idle",
+    "ring",
+)
 
-    def getrandbits(self, k: int, /) -> int:
-        """Return an int with ``k`` random bits."""
-        ...
-
-
-@dataclass(frozen=True)
-class EchoOffer:
-    """Answer this SDP offer with echo media, then call ``echo_answered``."""
-
-    call_sid: str
-    sdp: str
-
-
-@dataclass(frozen=True)
-class EchoHangup:
-    """The echo call ended: stop its media (it may still be being answered)."""
-
-    call_sid: str
-
-
-EchoRequest = EchoOffer | EchoHangup
-
-
-class _CallState(StrEnum):
-    RINGING = "ringing"
-    ACTIVE = "active"
-
-
-@dataclass
-class _Session:
-    sid: int
-    last_seen: float
-    next_heartbeat: float
-    listen_deadline: float = 0.0
-    claims: TokenClaims | None = None
-    #: ``claims.expires_at`` on the monotonic clock (set with ``claims``).
-    token_deadline: float = 0.0
-    registered: bool = False
-    call_waiting: bool = False
-    expiry_reported: bool = False
-
-
-@dataclass
-class _Call:
-    parent_sid: str
-    temp_sid: str
-    caller: int
-    caller_identity: str
-    offer_sdp: str
-    ring_deadline: float
-    target: str | None  # identity; None = echo destination
-    child_sid: str | None = None
-    state: _CallState = _CallState.RINGING
-    forks: set[int] = field(default_factory=set)  # sessions still ringing
-    cancelled: set[int] = field(default_factory=set)  # got cancel (late answers)
-    callee: int | None = None
-
-    @property
-    def is_echo(self) -> bool:
-        return self.target is None
-
-
-_Handler = Callable[[_Session, Message, float], None]
+_Handler = Callable[[Session, Message, float], None]
 
 
 def _frame_type(text: str) -> object:
@@ -240,8 +192,10 @@ class Exchange:
         self._heartbeat_interval = heartbeat_interval
         self._idle_timeout = idle_timeout
         self._rng: RandomSource = rng if rng is not None else random.SystemRandom()
-        self._sessions: dict[int, _Session] = {}
-        self._calls: dict[str, _Call] = {}  # by parent sid
+        self._sessions: dict[int, Session] = {}
+        #: Every deadline: (what, session id or call sid); see tick().
+        self._timers: TimerHeap[tuple[str, int | str]] = TimerHeap()
+        self._calls: dict[str, Call] = {}  # by parent sid
         self._frames: list[tuple[int, str]] = []
         self._to_close: list[int] = []
         self._echo: list[EchoRequest] = []
@@ -262,12 +216,13 @@ class Exchange:
         """A WebSocket was accepted; ``sid`` must be new."""
         if sid in self._sessions:
             raise ValueError(f"session {sid} is already open")
-        self._sessions[sid] = _Session(
-            sid=sid,
-            last_seen=now,
-            next_heartbeat=now + self._heartbeat_interval,
-            listen_deadline=now + LISTEN_DEADLINE_S,
+        self._sessions[sid] = Session(
+            sid=sid, last_seen=now, next_heartbeat=now + self._heartbeat_interval
         )
+        self._timers.set((_HEARTBEAT, sid), now + self._heartbeat_interval)
+        self._timers.set((_LISTEN, sid), now + LISTEN_DEADLINE_S)
+        if self._idle_timeout is not None:
+            self._timers.set((_IDLE, sid), now + self._idle_timeout)
         logger.debug("= session %d opened", sid)
 
     def receive(
@@ -335,50 +290,56 @@ class Exchange:
 
     def tick(self, now: float) -> None:
         """Run the timers due at ``now``: heartbeats, token expiry, ring timeouts."""
-        for session in list(self._sessions.values()):
-            if session.claims is None and session.listen_deadline <= now:
-                logger.info("session %d sent no listen: closing", session.sid)
-                self._error(session.sid, 31102, "Missing access token")
-                self._to_close.append(session.sid)
-                self._drop(session.sid, now)
+        for kind, key in self._timers.pop_due(now):
+            if kind == _RING:
+                call = self._calls.get(str(key))
+                if call is not None and call.state is CallState.RINGING:
+                    logger.info(
+                        "call %s: no answer after %.0f s",
+                        call.parent_sid,
+                        self._ring_timeout,
+                    )
+                    self._fail_ringing(call, 31480, "Temporarily unavailable")
                 continue
-            if session.next_heartbeat <= now:
-                self._frames.append((session.sid, HEARTBEAT))
-                session.next_heartbeat += self._heartbeat_interval
-                if session.next_heartbeat <= now:  # we were late; don't burst
-                    session.next_heartbeat = now + self._heartbeat_interval
-            if (
-                session.claims is not None
-                and not session.expiry_reported
-                and session.token_deadline <= now
-            ):
+            session = self._sessions.get(int(key))
+            if session is not None:
+                self._session_timer(session, kind, now)
+
+    def _session_timer(self, session: Session, kind: str, now: float) -> None:
+        if kind == _LISTEN and session.claims is None:
+            logger.info("session %d sent no listen: closing", session.sid)
+            self._error(session.sid, 31102, "Missing access token")
+            self._to_close.append(session.sid)
+            self._drop(session.sid, now)
+        elif kind == _HEARTBEAT:
+            self._frames.append((session.sid, HEARTBEAT))
+            session.next_heartbeat += self._heartbeat_interval
+            if session.next_heartbeat <= now:  # we were late; don't burst
+                session.next_heartbeat = now + self._heartbeat_interval
+            self._timers.set((_HEARTBEAT, session.sid), session.next_heartbeat)
+        elif kind == _TOKEN and session.claims is not None:
+            if not session.expiry_reported and session.token_deadline <= now:
                 self._expire(session)
-            if (
-                self._idle_timeout is not None
-                and session.last_seen + self._idle_timeout <= now
-            ):
-                logger.info(
-                    "session %d idle for %.0f s: closing",
-                    session.sid,
-                    now - session.last_seen,
-                )
-                self._to_close.append(session.sid)
-                self._drop(session.sid, now)
-        for call in list(self._calls.values()):
-            if call.state is _CallState.RINGING and call.ring_deadline <= now:
-                logger.info(
-                    "call %s: no answer after %.0f s",
-                    call.parent_sid,
-                    self._ring_timeout,
-                )
-                self._fail_ringing(call, 31480, "Temporarily unavailable")
+        elif kind == _IDLE and self._idle_timeout is not None:
+            # Frames only move last_seen (O(1)); the timer catches up here.
+            idle_at = session.last_seen + self._idle_timeout
+            if idle_at > now:
+                self._timers.set((_IDLE, session.sid), idle_at)
+                return
+            logger.info(
+                "session %d idle for %.0f s: closing",
+                session.sid,
+                now - session.last_seen,
+            )
+            self._to_close.append(session.sid)
+            self._drop(session.sid, now)
 
     def echo_answered(self, call_sid: str, sdp: str) -> None:
         """The adapter's echo media answered the offer of ``call_sid``."""
         call = self._calls.get(call_sid)
-        if call is None or not call.is_echo or call.state is not _CallState.RINGING:
+        if call is None or not call.is_echo or call.state is not CallState.RINGING:
             return
-        call.state = _CallState.ACTIVE
+        call.state = CallState.ACTIVE
         logger.info("call %s: echo answered", call_sid)
         self._send(call.caller, MessageType.ANSWER, {"callsid": call_sid, "sdp": sdp})
 
@@ -409,21 +370,7 @@ class Exchange:
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` must next be called (monotonic seconds), if ever."""
-        deadlines: list[float] = []
-        for session in self._sessions.values():
-            deadlines.append(session.next_heartbeat)
-            if session.claims is None:
-                deadlines.append(session.listen_deadline)
-            if session.claims is not None and not session.expiry_reported:
-                deadlines.append(session.token_deadline)
-            if self._idle_timeout is not None:
-                deadlines.append(session.last_seen + self._idle_timeout)
-        deadlines.extend(
-            call.ring_deadline
-            for call in self._calls.values()
-            if call.state is _CallState.RINGING
-        )
-        return min(deadlines, default=None)
+        return self._timers.next_deadline()
 
     # ------------------------------------------------------------ inspection
 
@@ -486,7 +433,7 @@ class Exchange:
     def _new_call_sid(self) -> str:
         return f"CA{self._rng.getrandbits(128):032x}"
 
-    def _registered(self, account_sid: str, identity: str) -> list[_Session]:
+    def _registered(self, account_sid: str, identity: str) -> list[Session]:
         return [
             s
             for s in self._sessions.values()
@@ -499,7 +446,7 @@ class Exchange:
     def _is_busy(self, sid: int) -> bool:
         return any(c.caller == sid or c.callee == sid for c in self._calls.values())
 
-    def _lookup(self, session: _Session, callsid: str) -> tuple[_Call, bool] | None:
+    def _lookup(self, session: Session, callsid: str) -> tuple[Call, bool] | None:
         """Find the call ``callsid`` names for this session; bool = is caller."""
         for call in self._calls.values():
             if call.caller == session.sid and callsid in (
@@ -515,16 +462,17 @@ class Exchange:
                 return call, False
         return None
 
-    def _end(self, call: _Call) -> None:
+    def _end(self, call: Call) -> None:
         self._calls.pop(call.parent_sid, None)
+        self._timers.cancel((_RING, call.parent_sid))
         logger.info("call %s ended", call.parent_sid)
 
-    def _cancel_forks(self, call: _Call, forks: Iterable[int]) -> None:
+    def _cancel_forks(self, call: Call, forks: Iterable[int]) -> None:
         for sid in sorted(forks):
             call.cancelled.add(sid)
             self._send(sid, MessageType.CANCEL, {"callsid": call.child_sid})
 
-    def _fail_ringing(self, call: _Call, code: int, message: str) -> None:
+    def _fail_ringing(self, call: Call, code: int, message: str) -> None:
         """End a ringing call: caller gets hangup with error, forks get cancel."""
         self._end(call)
         self._hangup(call.caller, call.parent_sid, code, message)
@@ -533,7 +481,7 @@ class Exchange:
         if call.is_echo:
             self._echo.append(EchoHangup(call.parent_sid))
 
-    def _leave_fork(self, call: _Call, sid: int, *, notify: bool) -> None:
+    def _leave_fork(self, call: Call, sid: int, *, notify: bool) -> None:
         """Stop ringing ``sid``; the call fails with 31480 if nobody else rings.
 
         ``notify``: send ``cancel`` (the session stays, so a late ``answer``
@@ -545,7 +493,7 @@ class Exchange:
         if not call.forks:
             self._fail_ringing(call, 31480, "Temporarily unavailable")
 
-    def _expire(self, session: _Session) -> None:
+    def _expire(self, session: Session) -> None:
         """The session's token expired: report it and unregister (§3)."""
         session.expiry_reported = True
         logger.info("session %d: token expired", session.sid)
@@ -554,7 +502,7 @@ class Exchange:
             session.registered = False
             self._send(session.sid, MessageType.OFFLINE, {})
 
-    def _expired(self, session: _Session, now: float) -> bool:
+    def _expired(self, session: Session, now: float) -> bool:
         return session.claims is None or session.token_deadline <= now
 
     def _drop(self, sid: int, now: float) -> None:
@@ -562,7 +510,7 @@ class Exchange:
         for call in list(self._calls.values()):
             if call.caller == sid:
                 self._end(call)
-                if call.state is _CallState.RINGING:
+                if call.state is CallState.RINGING:
                     self._cancel_forks(call, call.forks)
                 elif call.callee is not None:
                     self._hangup(
@@ -577,11 +525,13 @@ class Exchange:
                 self._leave_fork(call, sid, notify=False)
             call.cancelled.discard(sid)
         self._sessions.pop(sid, None)
+        for kind in (_HEARTBEAT, _LISTEN, _TOKEN, _IDLE):
+            self._timers.cancel((kind, sid))
 
     # ------------------------------------------------------------- handlers
 
     def _on_listen(
-        self, session: _Session, message: Message, now: float, wall: float
+        self, session: Session, message: Message, now: float, wall: float
     ) -> None:
         token = message.payload["token"]
         claims: TokenClaims | None = None
@@ -617,6 +567,8 @@ class Exchange:
         # From here on the token's life is timed on the monotonic clock.
         session.token_deadline = now + (claims.expires_at - wall)
         session.expiry_reported = False
+        self._timers.cancel((_LISTEN, session.sid))
+        self._timers.set((_TOKEN, session.sid), session.token_deadline)
         if (
             old is None
             or (old.account_sid, old.identity) != (claims.account_sid, claims.identity)
@@ -648,7 +600,7 @@ class Exchange:
             },
         )
 
-    def _on_register(self, session: _Session, message: Message, now: float) -> None:
+    def _on_register(self, session: Session, message: Message, now: float) -> None:
         media = message.payload["media"]
         if not isinstance(media, dict):
             self._error(session.sid, 31400, "register: media is not an object")
@@ -672,7 +624,7 @@ class Exchange:
         session.call_waiting = message.payload.get("callWaiting") is True
         self._send(session.sid, MessageType.READY, {})
 
-    def _on_invite(self, session: _Session, message: Message, now: float) -> None:
+    def _on_invite(self, session: Session, message: Message, now: float) -> None:
         temp, sdp = message.payload["callsid"], message.payload["sdp"]
         twilio = message.payload.get("twilio") or {}
         params_text = (twilio.get("params") or "") if isinstance(twilio, dict) else None
@@ -722,16 +674,16 @@ class Exchange:
         if going_out >= MAX_OUTGOING_CALLS:
             self._hangup(session.sid, temp, 31206, "Rate exceeded: too many calls")
             return
-        call = _Call(
+        call = Call(
             parent_sid=self._new_call_sid(),
             temp_sid=temp,
             caller=session.sid,
             caller_identity=claims.identity,
             offer_sdp=sdp,
-            ring_deadline=now + self._ring_timeout,
             target=target,
         )
         self._calls[call.parent_sid] = call
+        self._timers.set((_RING, call.parent_sid), now + self._ring_timeout)
         logger.info("call %s: %s -> %s", call.parent_sid, claims.identity, to)
         self._send(session.sid, MessageType.RINGING, {"callsid": call.parent_sid})
         if call.target is None:
@@ -767,7 +719,7 @@ class Exchange:
                 {"callsid": call.child_sid, "sdp": sdp, "parameters": dict(parameters)},
             )
 
-    def _on_answer(self, session: _Session, message: Message, now: float) -> None:
+    def _on_answer(self, session: Session, message: Message, now: float) -> None:
         callsid, sdp = message.payload["callsid"], message.payload["sdp"]
         if not isinstance(callsid, str) or not isinstance(sdp, str):
             self._error(session.sid, 31400, "answer: callsid and sdp must be strings")
@@ -785,7 +737,7 @@ class Exchange:
             self._hangup(session.sid, callsid, refused.code, refused.message)
             self._leave_fork(call, session.sid, notify=False)
             return
-        call.state = _CallState.ACTIVE
+        call.state = CallState.ACTIVE
         call.callee = session.sid
         call.forks.discard(session.sid)
         logger.info("call %s: answered by session %d", call.parent_sid, session.sid)
@@ -795,7 +747,7 @@ class Exchange:
         self._cancel_forks(call, call.forks)
         call.forks.clear()
 
-    def _on_reject(self, session: _Session, message: Message, now: float) -> None:
+    def _on_reject(self, session: Session, message: Message, now: float) -> None:
         callsid = message.callsid or ""
         found = self._lookup(session, callsid)
         if found is None or found[1] or session.sid not in found[0].forks:
@@ -805,7 +757,7 @@ class Exchange:
         call.forks.discard(session.sid)
         self._fail_ringing(call, 31603, "Call declined")
 
-    def _on_hangup(self, session: _Session, message: Message, now: float) -> None:
+    def _on_hangup(self, session: Session, message: Message, now: float) -> None:
         callsid = message.callsid or ""
         found = self._lookup(session, callsid)
         if found is None:
@@ -814,7 +766,7 @@ class Exchange:
         call, is_caller = found
         if is_caller:
             self._end(call)
-            if call.state is _CallState.RINGING:
+            if call.state is CallState.RINGING:
                 self._cancel_forks(call, call.forks)
             elif call.callee is not None:
                 self._hangup(call.callee, call.child_sid or "")
@@ -827,7 +779,7 @@ class Exchange:
             call.forks.discard(session.sid)
             self._fail_ringing(call, 31603, "Call declined")
 
-    def _peer(self, call: _Call, is_caller: bool) -> tuple[int, str] | None:
+    def _peer(self, call: Call, is_caller: bool) -> tuple[int, str] | None:
         """The other leg of an answered call: (session, its callsid)."""
         if is_caller:
             if call.callee is None or call.child_sid is None:
@@ -836,13 +788,13 @@ class Exchange:
         return call.caller, call.parent_sid
 
     def _active(
-        self, session: _Session, callsid: str, kind: str
-    ) -> tuple[_Call, bool] | None:
+        self, session: Session, callsid: str, kind: str
+    ) -> tuple[Call, bool] | None:
         found = self._lookup(session, callsid)
         if found is None:
             self._error(session.sid, 31400, f"{kind}: no such call", callsid=callsid)
             return None
-        if found[0].state is not _CallState.ACTIVE or (
+        if found[0].state is not CallState.ACTIVE or (
             not found[1] and found[0].callee != session.sid
         ):
             self._error(
@@ -851,7 +803,7 @@ class Exchange:
             return None
         return found
 
-    def _on_dtmf(self, session: _Session, message: Message, now: float) -> None:
+    def _on_dtmf(self, session: Session, message: Message, now: float) -> None:
         callsid, digits = message.callsid or "", message.payload["dtmf"]
         if not isinstance(digits, str):
             self._error(
@@ -877,7 +829,7 @@ class Exchange:
         if peer is not None:
             self._send(peer[0], MessageType.DTMF, {"callsid": peer[1], "dtmf": digits})
 
-    def _on_message(self, session: _Session, message: Message, now: float) -> None:
+    def _on_message(self, session: Session, message: Message, now: float) -> None:
         callsid = message.callsid or ""
         event_sid = message.payload.get("voiceeventsid")
         refused = next(
@@ -927,7 +879,7 @@ class Exchange:
             ack["voiceeventsid"] = event_sid
         self._send(session.sid, MessageType.ACK, ack)
 
-    def _on_reinvite(self, session: _Session, message: Message, now: float) -> None:
+    def _on_reinvite(self, session: Session, message: Message, now: float) -> None:
         # aiortc cannot ICE-restart (anchors.md, aiortc#211), so neither do we.
         self._error(
             session.sid, 31100, "reinvite is not supported", callsid=message.callsid
