@@ -36,6 +36,8 @@ PURE = [
     "exchange/fields.py",
     "exchange/model.py",
     "exchange/timers.py",
+    "exchange/calls.py",
+    "exchange/outbox.py",
     "update/machine.py",
     "tokens.py",
     "provisioning/grant.py",

@@ -78,6 +78,10 @@ class Session:
     call_waiting: bool = False
     expiry_reported: bool = False
 
+    def expired(self, now: float) -> bool:
+        """Whether the session has no token, or its token has expired."""
+        return self.claims is None or self.token_deadline <= now
+
 
 @dataclass
 class Call:
