@@ -65,6 +65,7 @@ from appliance.exchange.model import (
 )
 from appliance.exchange.outbox import Outbox
 from appliance.exchange.timers import TimerHeap
+from appliance.log import wire
 from appliance.signaling.messages import (
     Message,
     MessageType,
@@ -247,6 +248,7 @@ class CallRouter:
             return
         refused = check_sdp("invite", sdp) or check_params(params_text)
         if refused is not None:
+            self._out.complain(session.sid, now, refused)
             self._out.hangup(session.sid, temp, refused.code, refused.message)
             return
         claims = session.claims
@@ -274,6 +276,7 @@ class CallRouter:
             check_params(relayed_params)
         )
         if refused is not None:
+            self._out.complain(session.sid, now, refused)
             self._out.hangup(session.sid, temp, refused.code, refused.message)
             return
         if self._lookup(session, temp) is not None:
@@ -295,7 +298,9 @@ class CallRouter:
         )
         self._calls[call.parent_sid] = call
         self._timers.set((RING_TIMER, call.parent_sid), now + self._ring_timeout)
-        logger.info("call %s: %s -> %s", call.parent_sid, claims.identity, to)
+        logger.info(
+            "call %s: %s -> %s", call.parent_sid, wire(claims.identity), wire(to)
+        )
         self._out.send(session.sid, MessageType.RINGING, {"callsid": call.parent_sid})
         if call.target is None:
             self._out.echo(EchoOffer(call.parent_sid, sdp))
@@ -348,6 +353,7 @@ class CallRouter:
         if refused is not None:
             # The answer cannot be relayed: end this leg; the caller hears
             # 31480 unless another session still rings.
+            self._out.complain(session.sid, now, refused)
             self._out.hangup(session.sid, callsid, refused.code, refused.message)
             self._leave_fork(call, session.sid, notify=False)
             return
@@ -431,6 +437,7 @@ class CallRouter:
             return
         refused = check_short("dtmf", "dtmf", digits)
         if refused is not None:
+            self._out.complain(session.sid, now, refused)
             self._out.refuse(session.sid, refused, callsid=callsid)
             return
         found = self._active(session, callsid, "dtmf")
@@ -439,9 +446,9 @@ class CallRouter:
         call, is_caller = found
         if call.is_echo:
             logger.info(
-                "call %s: dtmf %r to the echo destination ignored",
+                "call %s: dtmf %s to the echo destination ignored",
                 call.parent_sid,
-                digits,
+                wire(digits),
             )
             return
         peer = self._peer(call, is_caller)
@@ -466,10 +473,12 @@ class CallRouter:
             None,
         )
         if refused is not None:
+            self._out.complain(session.sid, now, refused)
             self._out.refuse(session.sid, refused, callsid=callsid)
             return
         refused = check_content(message.payload.get("content"))
         if refused is not None:
+            self._out.complain(session.sid, now, refused)
             # The SDK routes an error with voiceeventsid to its Call.
             extra = {"voiceeventsid": event_sid} if event_sid is not None else None
             self._out.error(

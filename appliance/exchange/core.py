@@ -68,6 +68,7 @@ from appliance.exchange.model import (
 )
 from appliance.exchange.outbox import Outbox
 from appliance.exchange.timers import TimerHeap
+from appliance.log import wire
 from appliance.signaling.limits import (
     EXCHANGE_MAX_FRAME_BYTES,
     text_size,
@@ -211,37 +212,46 @@ class Exchange:
         ):
             # The adapter's WebSocket limit stops these first; the core states
             # the same limit so that it holds whatever the transport.
-            self._out.error(
-                sid, 31100, f"frame exceeds {EXCHANGE_MAX_FRAME_BYTES} bytes"
-            )
+            limit = EXCHANGE_MAX_FRAME_BYTES
+            self._refuse(sid, now, Refusal(31100, f"frame exceeds {limit} bytes"))
             return
         try:
             message = decode(text)
         except RemoteProtocolError as exc:
             code = 31102 if _frame_type(text) == MessageType.LISTEN else 31400
-            logger.debug("! session %d: bad frame: %s", sid, exc.message)
             callsid = exc.call_sid
             if check_short("frame", "callsid", callsid) is not None:
                 callsid = None  # not echoed back: it would be relayed unbounded
-            self._out.error(sid, code, exc.message, callsid=callsid)
+            self._refuse(sid, now, Refusal(code, exc.message), callsid=callsid)
             return
         refused = check_short(message.type, "callsid", message.payload.get("callsid"))
         if refused is not None:
-            self._out.refuse(sid, refused)
+            self._refuse(sid, now, refused)
             return
         # Never log payloads here: listen carries the token.
-        logger.debug("< session %d: %s %s", sid, message.type, message.callsid or "")
+        logger.debug(
+            "< session %d: %s %s", sid, message.type, wire(message.callsid or "")
+        )
         if message.type is MessageType.LISTEN:
             self._on_listen(session, message, now, now if wall is None else wall)
             return
         if session.claims is None:
-            self._out.error(sid, 31102, "Missing access token: send listen first")
+            missing = Refusal(31102, "Missing access token: send listen first")
+            self._refuse(sid, now, missing)
             return
         handler = self._handlers.get(message.type)
         if handler is None:
-            self._out.error(sid, 31400, f"unexpected {message.type} from a client")
+            unexpected = Refusal(31400, f"unexpected {message.type} from a client")
+            self._refuse(sid, now, unexpected)
             return
         handler(session, message, now)
+
+    def _refuse(
+        self, sid: int, now: float, refusal: Refusal, *, callsid: str | None = None
+    ) -> None:
+        """Answer a frame that is not acted on; log it (rate-limited)."""
+        self._out.complain(sid, now, refusal)
+        self._out.refuse(sid, refusal, callsid=callsid)
 
     def session_closed(self, sid: int, now: float) -> None:
         """The socket closed (either side); ends its calls and registration."""
@@ -350,6 +360,7 @@ class Exchange:
         """Forget a session whose socket is gone, ending its calls (§2.3)."""
         self._router.session_gone(sid)
         self._sessions.pop(sid, None)
+        self._out.forget(sid)
         for kind in (_HEARTBEAT, _LISTEN, _TOKEN, _IDLE):
             self._timers.cancel((kind, sid))
 
@@ -374,12 +385,15 @@ class Exchange:
                 session.sid,
                 exc.code,
                 exc.message,
-                exc.detail,
+                wire(exc.detail),
             )
         if refused is not None:
             if claims is not None:
                 logger.info(
-                    "session %d: identity refused: %s", session.sid, refused.message
+                    "session %d: identity %s refused: %s",
+                    session.sid,
+                    wire(claims.identity),
+                    refused.message,
                 )
             self._out.refuse(session.sid, refused)
             self._out.send(session.sid, MessageType.CLOSE, {})
@@ -407,7 +421,7 @@ class Exchange:
             if session.registered:
                 session.registered = False
                 self._out.send(session.sid, MessageType.OFFLINE, {})
-        logger.info("session %d: connected as %s", session.sid, claims.identity)
+        logger.info("session %d: connected as %s", session.sid, wire(claims.identity))
         self._out.send(
             session.sid,
             MessageType.CONNECTED,
@@ -442,7 +456,9 @@ class Exchange:
             self._out.error(session.sid, 31201, "token does not allow incoming calls")
             return
         if not session.registered:
-            logger.info("session %d: registered as %s", session.sid, claims.identity)
+            logger.info(
+                "session %d: registered as %s", session.sid, wire(claims.identity)
+            )
         session.registered = True
         session.call_waiting = message.payload.get("callWaiting") is True
         self._out.send(session.sid, MessageType.READY, {})

@@ -17,6 +17,7 @@ from typing import Any
 
 from appliance.exchange.fields import Refusal
 from appliance.exchange.model import EchoRequest
+from appliance.log import LogLimiter, wire
 from appliance.signaling.limits import RELAY_MAX_FRAME_BYTES, text_size
 from appliance.signaling.messages import GATEWAY_VERSION, Message, MessageType, encode
 
@@ -38,6 +39,7 @@ class Outbox:
         self._frames: list[tuple[int, str]] = []
         self._to_close: list[int] = []
         self._echo: list[EchoRequest] = []
+        self._complaints = LogLimiter()
 
     # ---- queueing ----------------------------------------------------------
 
@@ -49,7 +51,7 @@ class Outbox:
         """Queue ``kind`` with ``payload`` for ``sid`` (gateway version ``""``)."""
         if sid not in self._sessions:
             return
-        logger.debug("> session %d: %s %s", sid, kind, payload.get("callsid", ""))
+        logger.debug("> session %d: %s %s", sid, kind, wire(payload.get("callsid", "")))
         text = encode(Message(kind, payload, GATEWAY_VERSION))
         if (
             len(text) > RELAY_MAX_FRAME_BYTES // 4
@@ -90,6 +92,28 @@ class Outbox:
         if code is not None:
             payload["error"] = {"code": code, "message": message}
         self.send(sid, MessageType.HANGUP, payload)
+
+    def complain(self, sid: int, now: float, refusal: Refusal) -> None:
+        """Log that ``sid`` sent something refused: INFO, rate-limited per session.
+
+        A client that floods bad frames gets each one answered but writes a
+        few lines per minute to the log, then a count of those not logged.
+        """
+        suppressed = self._complaints.allow(sid, now)
+        if suppressed is not None:
+            logger.info(
+                "session %d: refused (%d): %s%s",
+                sid,
+                refusal.code,
+                wire(refusal.message),
+                LogLimiter.note(suppressed),
+            )
+
+    def forget(self, sid: int) -> None:
+        """``sid`` is gone: report the complaints about it never logged."""
+        suppressed = self._complaints.forget(sid)
+        if suppressed:
+            logger.info("session %d: %d refusals were not logged", sid, suppressed)
 
     def close(self, sid: int) -> None:
         """Close ``sid`` once the frames queued before this are written."""

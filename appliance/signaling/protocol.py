@@ -47,6 +47,7 @@ from appliance.errors import (
     error_for_code,
     error_from_payload,
 )
+from appliance.log import LogLimiter, wire
 from appliance.signaling.backoff import BackoffPolicy
 from appliance.signaling.limits import EXCHANGE_MAX_FRAME_BYTES, text_size
 from appliance.signaling.messages import (
@@ -263,6 +264,8 @@ class ClientProtocol:
         self._want_registered = False
         self._registered = False
         self._queue: list[Message] = []
+        #: Rate limit of the warnings about malformed gateway frames.
+        self._complaints = LogLimiter()
         self._warned_token: str | None = None
 
     # ---- queries ------------------------------------------------------------
@@ -450,10 +453,16 @@ class ClientProtocol:
         except UnknownMessageTypeError as exc:
             # New gateway message types must not break old phones (the SDK
             # emits them as events nobody listens to).
-            logger.debug("< dropped: %s", exc.message)
+            logger.debug("< dropped: %s", wire(exc.message))
             return
         except RemoteProtocolError as exc:
-            logger.warning("! malformed frame from the gateway: %s", exc.message)
+            suppressed = self._complaints.allow("gateway", now)
+            if suppressed is not None:
+                logger.warning(
+                    "! malformed frame from the gateway: %s%s",
+                    wire(exc.message),
+                    LogLimiter.note(suppressed),
+                )
             self._out.events.append(ErrorReceived(exc))
             return
         self._dispatch(message, now)
