@@ -18,8 +18,14 @@ File format (every key optional; unknown keys are errors)::
     sid = "SK0123…"                    # SK + 32 hex
     secret = "…"
 
-Command-line values override the file's ``[exchange]`` values; command-line
-credentials are added to the file's accounts. The file goes through the same
+Command-line values override the file's ``[exchange]`` values; credentials
+given beside the file (``--api-key`` with its secret from a file or the
+environment) are added to the file's accounts.
+
+Secrets never come from the command line, where every user sees them in
+``ps``: a file with ``[[accounts]]`` holds secrets, so it must be private to
+its owner (mode 0600) or it is refused, as is a secret file
+(:func:`appliance.files.read_private`). The file goes through the same
 schema mechanism as the phone's configuration (:mod:`appliance.schema`): one
 :class:`~appliance.errors.ConfigError` lists every problem, each naming its key
 (``exchange.ring_timeout``, ``accounts[0].sid``), unknown keys with a "did you
@@ -29,6 +35,7 @@ mean" hint, and values are strictly typed.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -36,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import ConfigError
+from appliance.files import check_private
 from appliance.schema import Problems, register, structure
 from appliance.tokens import Keyring
 
@@ -255,15 +263,19 @@ def load_config_file(path: Path) -> ExchangeConfig:
     """Read an exchange TOML file (format in the module docstring).
 
     Raises:
-        ConfigError: unreadable file or bad TOML (key ``config``), or every
-            invalid key of the file.
+        ConfigError: unreadable file, bad TOML or accounts in a file others
+            may read (key ``config``), or every invalid key of the file.
     """
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open(encoding="utf-8") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            data = tomllib.loads(file.read())
     except OSError as exc:
         raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("config", f"{path}: {exc}") from exc
+    if data.get("accounts"):
+        check_private(path, "config", mode)
     parsed = structure(data, _ExchangeFile)
     keyring = Keyring()
     problems = Problems()
@@ -309,8 +321,10 @@ def build_config(
 ) -> ExchangeConfig:
     """Merge an optional file with command-line values (these win).
 
-    ``--api-key`` needs ``--api-secret`` and ``--account-sid``; ``--auth-token``
-    needs ``--account-sid``. At least one credential must be configured.
+    ``api_key`` needs ``api_secret`` and ``account_sid``; ``auth_token``
+    needs ``account_sid``. At least one credential must be configured. The
+    CLI reads both secrets from files or the environment, never from its
+    command line.
 
     Raises:
         ConfigError: naming the offending option or key.
@@ -323,18 +337,26 @@ def build_config(
         if account_sid is None:
             raise ConfigError("account_sid", "required with --api-key")
         if api_key is None:
-            raise ConfigError("api_key", "required with --api-secret")
+            raise ConfigError("api_key", "required with an API secret")
         if not api_secret:
-            raise ConfigError("api_secret", "required with --api-key")
+            raise ConfigError(
+                "api_secret",
+                "required with --api-key: --api-secret-file FILE (mode 0600) "
+                "or $APPLIANCE_API_SECRET",
+            )
         keyring.add_api_key(
             account_sid, validate_sid(api_key, "SK", "api_key"), api_secret
         )
     if auth_token is not None:
         if account_sid is None:
-            raise ConfigError("account_sid", "required with --auth-token")
+            raise ConfigError("account_sid", "required with an Auth Token")
         keyring.add_auth_token(account_sid, _string(auth_token, "auth_token"))
     if account_sid is not None and account_sid not in keyring.account_sids:
-        raise ConfigError("api_key", "--account-sid needs --api-key or --auth-token")
+        raise ConfigError(
+            "api_key",
+            "--account-sid needs --api-key or an Auth Token "
+            "(--auth-token-file FILE or $APPLIANCE_AUTH_TOKEN)",
+        )
     if not keyring.account_sids:
         raise ConfigError(
             "account_sid", "no account configured (use --account-sid or --config)"
