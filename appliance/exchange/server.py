@@ -10,8 +10,11 @@ timer task sleeps until the core's next deadline and calls ``tick``.
 The ``echo`` destination answers with a
 :class:`~appliance.media.session.MediaSession` over a
 :class:`~appliance.media.loopback.LoopbackAudio`, so the caller hears itself.
-aiortc is imported only when the first echo call arrives, so the exchange
-starts quickly.
+Importing aiortc (with PyAV and its codecs) takes seconds on a Pi; done when
+the first echo call arrived, it made that call take over 2 s to answer. So
+:meth:`ExchangeServer.start` starts importing it in a worker thread as soon
+as the socket is bound: the exchange listens at once, and an echo call that
+arrives before the import is done waits for it (:func:`load_echo_media`).
 
 Time: the core's timers run on :func:`time.monotonic` (asyncio's own clock), so
 a wall-clock step (NTP on a Pi without RTC) neither closes idle-looking sessions
@@ -45,11 +48,12 @@ from appliance.exchange.config import ExchangeConfig
 from appliance.exchange.core import EchoHangup, EchoOffer, Exchange, RandomSource
 
 if TYPE_CHECKING:
-    from appliance.media.session import MediaSession
+    from appliance.media.loopback import LoopbackAudio
+    from appliance.media.session import MediaConfig, MediaSession
 from appliance.signaling.limits import EXCHANGE_MAX_FRAME_BYTES
 from appliance.tasks import TaskSet
 
-__all__ = ["SIGNAL_PATH", "ExchangeServer"]
+__all__ = ["SIGNAL_PATH", "EchoMedia", "ExchangeServer", "load_echo_media"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +78,23 @@ _ws_logger = logging.getLogger(f"{__name__}.websockets")
 _ws_logger.addFilter(_NoFrameDump())
 #: Frames queued for one client before it is considered stuck and dropped.
 _OUTBOX_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class EchoMedia:
+    """The classes the echo destination is built from (they import aiortc)."""
+
+    loopback: type[LoopbackAudio]
+    session: type[MediaSession]
+    config: type[MediaConfig]
+
+
+def load_echo_media() -> EchoMedia:
+    """Import the echo destination's media (aiortc, PyAV): slow and blocking."""
+    from appliance.media.loopback import LoopbackAudio
+    from appliance.media.session import MediaConfig, MediaSession
+
+    return EchoMedia(LoopbackAudio, MediaSession, MediaConfig)
 
 
 def _where(exc: BaseException) -> str:
@@ -141,6 +162,7 @@ class ExchangeServer:
         self._echo_sessions: dict[str, MediaSession] = {}
         self._background = TaskSet(logger, "exchange")
         self._port = 0
+        self._echo_media: asyncio.Future[EchoMedia] | None = None
 
     # ---------------------------------------------------------------- control
 
@@ -155,7 +177,9 @@ class ExchangeServer:
             max_size=EXCHANGE_MAX_FRAME_BYTES,
         )
         self._port = self._server.sockets[0].getsockname()[1]
-        self._timer = asyncio.get_running_loop().create_task(self._run_timer())
+        loop = asyncio.get_running_loop()
+        self._timer = loop.create_task(self._run_timer())
+        self._echo_media = loop.run_in_executor(None, load_echo_media)
         logger.info("exchange listening on %s", self.url)
 
     async def close(self) -> None:
@@ -172,6 +196,9 @@ class ExchangeServer:
         for call_sid in list(self._echo_sessions):
             self._stop_echo(call_sid)
         await self._background.wait()
+        if self._echo_media is not None:
+            # An import cannot be interrupted: let a slow one finish.
+            await asyncio.gather(self._echo_media, return_exceptions=True)
         logger.info("exchange closed")
 
     async def wait_closed(self) -> None:
@@ -190,6 +217,16 @@ class ExchangeServer:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
+
+    async def echo_media_loaded(self) -> bool:
+        """Wait for the echo media import of :meth:`start`; True if it loaded."""
+        if self._echo_media is None:
+            return False
+        try:
+            await asyncio.shield(self._echo_media)
+        except ImportError:
+            return False
+        return True
 
     @property
     def port(self) -> int:
@@ -327,12 +364,12 @@ class ExchangeServer:
     async def _answer_echo(self, offer: EchoOffer) -> None:
         call_sid = offer.call_sid
         try:
-            from appliance.media.loopback import LoopbackAudio
-            from appliance.media.session import MediaConfig, MediaSession
-
-            loop = LoopbackAudio()
-            session = MediaSession(
-                MediaConfig(local_addresses=self.config.effective_media_addresses),
+            if self._echo_media is None:
+                raise ImportError("the exchange is not started")
+            media = await asyncio.shield(self._echo_media)
+            loop = media.loopback()
+            session = media.session(
+                media.config(local_addresses=self.config.effective_media_addresses),
                 loop.source,
                 loop.sink,
                 on_failed=lambda: self._echo_media_failed(call_sid),
