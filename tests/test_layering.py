@@ -38,6 +38,7 @@ PURE = [
     "exchange/timers.py",
     "exchange/calls.py",
     "exchange/outbox.py",
+    "exchange/quotas.py",
     "update/machine.py",
     "tokens.py",
     "provisioning/grant.py",

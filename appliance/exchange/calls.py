@@ -64,6 +64,7 @@ from appliance.exchange.model import (
     Session,
 )
 from appliance.exchange.outbox import Outbox
+from appliance.exchange.quotas import QUOTA_CODE, QuotaLog, Quotas
 from appliance.exchange.timers import TimerHeap
 from appliance.log import wire
 from appliance.signaling.messages import (
@@ -87,10 +88,10 @@ API_VERSION = "2010-04-01"
 #: The ``To`` value that reaches the echo destination instead of a client.
 ECHO_DESTINATION = "echo"
 _CLIENT_PREFIX = "client:"
-#: Calls one session may have going out at once (a phone has one, two while
-#: it swaps); more is refused with 31206 so that one client cannot ring every
-#: phone or start echo media sessions without end.
-MAX_OUTGOING_CALLS = 4
+#: Calls one session may have going out at once by default (a phone has one,
+#: two while it swaps); more is refused with 31206 so that one client cannot
+#: ring every phone (``Quotas.max_calls_per_session``).
+MAX_OUTGOING_CALLS = Quotas().max_calls_per_session
 #: The timer kind of ring timeouts, keyed by the call's parent sid.
 RING_TIMER = "ring"
 
@@ -113,12 +114,17 @@ class CallRouter:
         registered: Callable[[str, str], list[Session]],
         rng: RandomSource,
         ring_timeout: float,
+        quotas: Quotas,
+        quota_log: QuotaLog,
     ) -> None:
         self._out = out
         self._timers = timers
         self._registered = registered
         self._rng = rng
         self._ring_timeout = ring_timeout
+        self._quotas = quotas
+        self._quota_log = quota_log
+        self._echo_calls = 0
         self._calls: dict[str, Call] = {}  # by parent sid
 
     def __len__(self) -> int:
@@ -201,6 +207,8 @@ class CallRouter:
         return None
 
     def _end(self, call: Call) -> None:
+        if call.parent_sid in self._calls:
+            self._echo_calls -= call.is_echo
         self._calls.pop(call.parent_sid, None)
         self._timers.cancel((RING_TIMER, call.parent_sid))
         logger.info("call %s ended", call.parent_sid)
@@ -285,8 +293,15 @@ class CallRouter:
             )
             return
         going_out = sum(c.caller == session.sid for c in self._calls.values())
-        if going_out >= MAX_OUTGOING_CALLS:
-            self._out.hangup(session.sid, temp, 31206, "Rate exceeded: too many calls")
+        key = None
+        if going_out >= self._quotas.max_calls_per_session:
+            key, party = "max_calls_per_session", f"session {session.sid}"
+        elif target is None and self._echo_calls >= self._quotas.max_echo_calls:
+            key, party = "max_echo_calls", "the echo destination"
+        if key is not None:
+            self._quota_log.reached(key, wire(party), getattr(self._quotas, key))
+            refusal = self._quotas.message(key)
+            self._out.hangup(session.sid, temp, QUOTA_CODE, refusal)
             return
         call = Call(
             parent_sid=self._new_call_sid(),
@@ -297,6 +312,7 @@ class CallRouter:
             target=target,
         )
         self._calls[call.parent_sid] = call
+        self._echo_calls += call.is_echo
         self._timers.set((RING_TIMER, call.parent_sid), now + self._ring_timeout)
         logger.info(
             "call %s: %s -> %s", call.parent_sid, wire(claims.identity), wire(to)

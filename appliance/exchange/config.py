@@ -9,6 +9,11 @@ File format (every key optional; unknown keys are errors)::
     idle_timeout = 60                  # seconds; omit to disable
     media_addresses = ["127.0.0.1"]    # addresses echo media may use
     gateway_name = "local-exchange"
+    max_sessions_per_account = 10000   # capacity limits, each answered with
+    max_sessions_per_identity = 20     # 31206 and logged once per party
+    max_calls_per_session = 4          # (appliance/exchange/quotas.py)
+    max_echo_calls = 8
+    max_pending_per_address = 64       # sockets not yet past listen
 
     [[accounts]]
     sid = "AC0123…"                    # AC + 32 hex
@@ -38,11 +43,12 @@ import ipaddress
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from appliance.errors import ConfigError
+from appliance.exchange.quotas import Quotas
 from appliance.files import check_private
 from appliance.schema import Problems, register, structure
 from appliance.tokens import Keyring
@@ -75,6 +81,7 @@ class ExchangeConfig:
             heartbeat, so 30 s is six missed echoes); ``None`` = never.
         media_addresses: local addresses for echo media; ``None`` = all.
         gateway_name: reported in ``connected.gateway``.
+        quotas: capacity limits (:class:`~appliance.exchange.quotas.Quotas`).
     """
 
     host: str = "127.0.0.1"
@@ -85,6 +92,7 @@ class ExchangeConfig:
     idle_timeout: float | None = 30.0
     media_addresses: tuple[str, ...] | None = None
     gateway_name: str = DEFAULT_GATEWAY_NAME
+    quotas: Quotas = field(default_factory=Quotas)
 
     def __post_init__(self) -> None:
         problems = Problems()
@@ -201,6 +209,12 @@ def _string(value: object, key: str = "") -> str:
     return value
 
 
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a whole number >= 1, got {value!r}")
+    return value
+
+
 def _listen(value: object) -> tuple[str, int]:
     return parse_listen(_string(value), "")
 
@@ -216,6 +230,14 @@ class _ExchangeSection:
     idle_timeout: float | None = None
     media_addresses: tuple[str, ...] | None = None
     gateway_name: str | None = None
+    max_sessions_per_account: int | None = None
+    max_sessions_per_identity: int | None = None
+    max_calls_per_session: int | None = None
+    max_echo_calls: int | None = None
+    max_pending_per_address: int | None = None
+
+
+_QUOTA_KEYS = tuple(f.name for f in fields(Quotas))
 
 
 @dataclass(frozen=True)
@@ -246,6 +268,7 @@ register(
         "idle_timeout": _optional_positive,
         "media_addresses": _addresses,
         "gateway_name": _string,
+        **dict.fromkeys(_QUOTA_KEYS, _count),
     },
 )
 register(
@@ -303,6 +326,8 @@ def load_config_file(path: Path) -> ExchangeConfig:
     ):
         if getattr(section, key) is not None:
             values[key] = getattr(section, key)
+    limits = {k: getattr(section, k) for k in _QUOTA_KEYS}
+    values["quotas"] = Quotas(**{k: v for k, v in limits.items() if v is not None})
     return ExchangeConfig(**values)
 
 

@@ -44,6 +44,7 @@ import json
 import logging
 import random
 from collections.abc import Callable
+from typing import TypeVar
 
 from appliance.errors import RemoteProtocolError
 from appliance.exchange.calls import (
@@ -67,6 +68,7 @@ from appliance.exchange.model import (
     Session,
 )
 from appliance.exchange.outbox import Outbox
+from appliance.exchange.quotas import QUOTA_CODE, QuotaLog, Quotas
 from appliance.exchange.timers import TimerHeap
 from appliance.log import wire
 from appliance.signaling.limits import (
@@ -115,6 +117,18 @@ def _frame_type(text: str) -> object:
     return data.get("type") if isinstance(data, dict) else None
 
 
+K = TypeVar("K")
+
+
+def _discard(index: dict[K, set[int]], key: K, sid: int) -> None:
+    """Remove ``sid`` from ``index[key]``, and the key once its set is empty."""
+    members = index.get(key)
+    if members is not None:
+        members.discard(sid)
+        if not members:
+            del index[key]
+
+
 class Exchange:
     """The gateway state machine (sans-I/O).
 
@@ -128,6 +142,7 @@ class Exchange:
             reply) for this many seconds; ``None`` disables it.
         rng: source of CallSid randomness (``random.Random`` works); defaults
             to :class:`random.SystemRandom`.
+        quotas: capacity limits (:mod:`appliance.exchange.quotas`).
     """
 
     def __init__(
@@ -139,6 +154,7 @@ class Exchange:
         heartbeat_interval: float = 5.0,
         idle_timeout: float | None = None,
         rng: RandomSource | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         if not 0 < heartbeat_interval < 15:
             raise ValueError("heartbeat_interval must be in (0, 15) seconds")
@@ -152,12 +168,22 @@ class Exchange:
         #: Every deadline: (what, session id or call sid); see tick().
         self._timers: TimerHeap[tuple[str, int | str]] = TimerHeap()
         self._out = Outbox(self._sessions)
+        self._quotas = quotas if quotas is not None else Quotas()
+        #: Refusals by limit key, each logged once per party.
+        self.quota_log = QuotaLog()
+        #: Sockets that have not sent a good listen yet, by source address.
+        self._pending: dict[str, int] = {}
+        #: Sessions with a good token, by account and by (account, identity).
+        self._by_account: dict[str, set[int]] = {}
+        self._by_identity: dict[tuple[str, str], set[int]] = {}
         self._router = CallRouter(
             self._out,
             self._timers,
             self._registered,
             rng if rng is not None else random.SystemRandom(),
             ring_timeout,
+            self._quotas,
+            self.quota_log,
         )
         self._handlers: dict[MessageType, _Handler] = {
             MessageType.REGISTER: self._on_register,
@@ -172,13 +198,25 @@ class Exchange:
 
     # ------------------------------------------------------------------ inputs
 
-    def session_opened(self, sid: int, now: float) -> None:
-        """A WebSocket was accepted; ``sid`` must be new."""
+    def session_opened(self, sid: int, now: float, *, source: str = "") -> None:
+        """A WebSocket was accepted; ``sid`` must be new.
+
+        ``source`` is the peer's address, for the limit on sockets that have
+        not authenticated yet; a socket over it is answered 31206 and closed.
+        """
         if sid in self._sessions:
             raise ValueError(f"session {sid} is already open")
         self._sessions[sid] = Session(
-            sid=sid, last_seen=now, next_heartbeat=now + self._heartbeat_interval
+            sid=sid,
+            last_seen=now,
+            next_heartbeat=now + self._heartbeat_interval,
+            source=source,
         )
+        pending = self._pending.get(source, 0)
+        if pending >= self._quotas.max_pending_per_address:
+            self._over_quota(sid, now, "max_pending_per_address", source or "?")
+            return
+        self._pending[source] = pending + 1
         self._timers.set((_HEARTBEAT, sid), now + self._heartbeat_interval)
         self._timers.set((_LISTEN, sid), now + LISTEN_DEADLINE_S)
         if self._idle_timeout is not None:
@@ -338,14 +376,43 @@ class Exchange:
     # --------------------------------------------------------------- helpers
 
     def _registered(self, account_sid: str, identity: str) -> list[Session]:
-        return [
-            s
-            for s in self._sessions.values()
-            if s.registered
-            and s.claims is not None
-            and s.claims.account_sid == account_sid
-            and s.claims.identity == identity
-        ]
+        sids = sorted(self._by_identity.get((account_sid, identity), ()))
+        return [s for s in map(self._sessions.__getitem__, sids) if s.registered]
+
+    def _over_quota(self, sid: int, now: float, key: str, party: str) -> None:
+        """Refuse a session over limit ``key``: error 31206, close, forget it."""
+        self.quota_log.reached(key, wire(party), getattr(self._quotas, key))
+        self._out.error(sid, QUOTA_CODE, self._quotas.message(key))
+        self._out.send(sid, MessageType.CLOSE, {})
+        self._out.close(sid)
+        self._drop(sid, now)
+
+    def _move(self, session: Session, claims: TokenClaims | None) -> None:
+        """Count ``session`` under the account and identity of ``claims``."""
+        old = session.claims
+        if old is None:
+            left = self._pending.get(session.source, 0) - 1
+            if left > 0:
+                self._pending[session.source] = left
+            else:
+                self._pending.pop(session.source, None)
+        else:
+            _discard(self._by_account, old.account_sid, session.sid)
+            _discard(self._by_identity, (old.account_sid, old.identity), session.sid)
+        if claims is not None:
+            self._by_account.setdefault(claims.account_sid, set()).add(session.sid)
+            identity = (claims.account_sid, claims.identity)
+            self._by_identity.setdefault(identity, set()).add(session.sid)
+
+    def _quota_for(self, sid: int, claims: TokenClaims) -> tuple[str, str] | None:
+        """The limit ``sid`` would exceed as ``claims``: (key, party), if any."""
+        account = self._by_account.get(claims.account_sid, set())
+        if len(account - {sid}) >= self._quotas.max_sessions_per_account:
+            return "max_sessions_per_account", claims.account_sid
+        identity = self._by_identity.get((claims.account_sid, claims.identity), set())
+        if len(identity - {sid}) >= self._quotas.max_sessions_per_identity:
+            return "max_sessions_per_identity", claims.identity
+        return None
 
     def _expire(self, session: Session) -> None:
         """The session's token expired: report it and unregister (§3)."""
@@ -359,7 +426,9 @@ class Exchange:
     def _drop(self, sid: int, now: float) -> None:
         """Forget a session whose socket is gone, ending its calls (§2.3)."""
         self._router.session_gone(sid)
-        self._sessions.pop(sid, None)
+        session = self._sessions.pop(sid, None)
+        if session is not None:
+            self._move(session, None)
         self._out.forget(sid)
         for kind in (_HEARTBEAT, _LISTEN, _TOKEN, _IDLE):
             self._timers.cancel((kind, sid))
@@ -402,6 +471,15 @@ class Exchange:
             return
         assert claims is not None  # verify_token returned
         old = session.claims
+        if old is None or (old.account_sid, old.identity) != (
+            claims.account_sid,
+            claims.identity,
+        ):
+            over = self._quota_for(session.sid, claims)
+            if over is not None:
+                self._over_quota(session.sid, now, over[0], over[1])
+                return
+            self._move(session, claims)
         session.claims = claims
         # From here on the token's life is timed on the monotonic clock.
         session.token_deadline = now + (claims.expires_at - wall)

@@ -151,6 +151,7 @@ class ExchangeServer:
             heartbeat_interval=config.heartbeat_interval,
             idle_timeout=config.idle_timeout,
             rng=rng,
+            quotas=config.quotas,
         )
         self._ids = itertools.count(1)
         self._connections: dict[int, _Connection] = {}
@@ -257,7 +258,9 @@ class ExchangeServer:
         conn.writer = writer
         self._connections[sid] = conn
         logger.info("session %d: connected from %s", sid, ws.remote_address)
-        self.core.session_opened(sid, self._clock())
+        address = ws.remote_address
+        source = str(address[0]) if isinstance(address, tuple) and address else ""
+        self.core.session_opened(sid, self._clock(), source=source)
         self._pump()
         try:
             async for data in ws:
