@@ -76,6 +76,8 @@ class _NoFrameDump(logging.Filter):
 #: The logger websockets uses for our server and its connections.
 _ws_logger = logging.getLogger(f"{__name__}.websockets")
 _ws_logger.addFilter(_NoFrameDump())
+#: How late a timer may run so that deadlines close together share a wake-up.
+_TIMER_SLACK_S = 0.02
 #: Frames queued for one client before it is considered stuck and dropped.
 _OUTBOX_LIMIT = 1000
 
@@ -158,6 +160,9 @@ class ExchangeServer:
         self._server: Server | None = None
         self._timer: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
+        #: The deadline the timer task sleeps until (None: no deadline, or
+        #: awake), so that _pump wakes it only for an earlier one.
+        self._sleeping_until: float | None = None
         self._stopping = False
         self._echo_tasks: dict[str, asyncio.Task[None]] = {}
         self._echo_sessions: dict[str, MediaSession] = {}
@@ -181,6 +186,17 @@ class ExchangeServer:
         loop = asyncio.get_running_loop()
         self._timer = loop.create_task(self._run_timer())
         self._echo_media = loop.run_in_executor(None, load_echo_media)
+        started = self._clock()
+        self._echo_media.add_done_callback(
+            lambda done: (
+                None
+                if done.cancelled() or done.exception() is not None
+                else logger.info(
+                    "echo media ready (aiortc loaded in %.0f ms)",
+                    1000 * (self._clock() - started),
+                )
+            )
+        )
         logger.info("exchange listening on %s", self.url)
 
     async def close(self) -> None:
@@ -329,7 +345,15 @@ class ExchangeServer:
                 self._start_echo(request)
             elif isinstance(request, EchoHangup):
                 self._stop_echo(request.call_sid)
-        self._wakeup.set()
+        # Wake the timer only when the core's next deadline moved earlier:
+        # most frames (heartbeat replies) move none, and a wake-up per frame
+        # costs more than the frame.
+        deadline = self.core.next_deadline()
+        sleeping_until = self._sleeping_until
+        if deadline is not None and (
+            sleeping_until is None or deadline < sleeping_until
+        ):
+            self._wakeup.set()
 
     def _close(self, conn: _Connection) -> None:
         if not conn.closing:
@@ -342,9 +366,17 @@ class ExchangeServer:
         while not self._stopping:
             self._wakeup.clear()
             deadline = self.core.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - self._clock())
+            # Deadlines a few ms apart (thousands of phones' heartbeats) are
+            # served by one wake-up: every timer may run _TIMER_SLACK_S late.
+            self._sleeping_until = None if deadline is None else deadline
+            timeout = (
+                None
+                if deadline is None
+                else max(0.0, deadline - self._clock()) + _TIMER_SLACK_S
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
+            self._sleeping_until = None
             if self._stopping:
                 return
             now = self._clock()
