@@ -212,11 +212,10 @@ class Exchange:
             next_heartbeat=now + self._heartbeat_interval,
             source=source,
         )
-        pending = self._pending.get(source, 0)
-        if pending >= self._quotas.max_pending_per_address:
+        # Counted at once; _drop uncounts it, whether refused here or later.
+        self._pending[source] = self._pending.get(source, 0) + 1
+        if self._pending[source] > self._quotas.max_pending_per_address:
             self._over_quota(sid, now, "max_pending_per_address", source or "?")
-            return
-        self._pending[source] = pending + 1
         self._timers.set((_HEARTBEAT, sid), now + self._heartbeat_interval)
         self._timers.set((_LISTEN, sid), now + LISTEN_DEADLINE_S)
         if self._idle_timeout is not None:

@@ -121,6 +121,11 @@ def test_pending_sockets_per_address_count_only_until_listen():
     error, _close = h.clients[103].expect("error", "close")
     assert error["error"]["code"] == 31206
     assert 103 in h.closed
+    # A refused socket frees no place it never had.
+    h.clients[106] = Client(h, 106)
+    h.exchange.session_opened(106, h.now, source="10.0.0.9")
+    h.pump()
+    assert h.clients[106].expect("error", "close")[0]["error"]["code"] == 31206
     # Another address is not affected; a socket that logs in frees its place.
     h.clients[104] = Client(h, 104)
     h.exchange.session_opened(104, h.now, source="10.0.0.8")
