@@ -266,9 +266,9 @@ class Exchange:
             self._refuse(sid, now, refused)
             return
         # Never log payloads here: listen carries the token.
-        logger.debug(
-            "< session %d: %s %s", sid, message.type, wire(message.callsid or "")
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            callsid = wire(message.callsid or "")
+            logger.debug("< session %d: %s %s", sid, message.type, callsid)
         if message.type is MessageType.LISTEN:
             self._on_listen(session, message, now, now if wall is None else wall)
             return

@@ -51,7 +51,9 @@ class Outbox:
         """Queue ``kind`` with ``payload`` for ``sid`` (gateway version ``""``)."""
         if sid not in self._sessions:
             return
-        logger.debug("> session %d: %s %s", sid, kind, wire(payload.get("callsid", "")))
+        if logger.isEnabledFor(logging.DEBUG):
+            callsid = wire(payload.get("callsid", ""))
+            logger.debug("> session %d: %s %s", sid, kind, callsid)
         text = encode(Message(kind, payload, GATEWAY_VERSION))
         if (
             len(text) > RELAY_MAX_FRAME_BYTES // 4
