@@ -141,10 +141,24 @@ async def run_service(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    device.on("ready", lambda d: notifier.status(f"registered as {d.identity}"))
-    device.on("offline", lambda _d: notifier.status("offline, reconnecting"))
+    # STATUS tells the truth: registered, or why not (the last error).
+    last_error: list[str] = []
+
+    def on_error(error: TwilioError) -> None:
+        logger.warning("device error %s", error)
+        last_error[:] = [str(error)]
+
+    def why_not(default: str) -> str:
+        return f"not registered: {last_error[0] if last_error else default}"
+
+    def on_ready(ready: Device) -> None:
+        last_error.clear()
+        notifier.status(f"registered as {ready.identity}")
+
+    device.on("ready", on_ready)
+    device.on("offline", lambda _d: notifier.status(why_not("offline, reconnecting")))
     device.on("incoming", _log_incoming)
-    device.on("error", lambda e: logger.warning("device error %s", e))
+    device.on("error", on_error)
 
     current: list[str] = []
 
@@ -205,11 +219,16 @@ async def run_service(
         except TwilioError as exc:
             # Keep running: a new token file (provisioning) brings the phone up.
             logger.error("the gateway refused the token: %s", exc)
-        notifier.ready(f"phone {device.status()}")
+            last_error[:] = [f"the gateway refused the token: {exc}"]
+        notifier.ready(
+            f"registered as {device.identity}"
+            if device.status() != "offline"
+            else why_not("connecting to the gateway")
+        )
     else:
         # Never exit for want of credentials: the provisioning task brings
         # the phone up once someone approves it.
-        notifier.ready("waiting for provisioning")
+        notifier.ready("not registered: waiting for provisioning")
     if updater is not None:
         updater.health("ready")
         try:

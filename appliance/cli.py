@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import importlib.metadata
 import logging
+import os
 import signal
 import sys
 import time
@@ -38,13 +39,17 @@ __all__ = [
     "COMMANDS_GROUP",
     "add_check_parser",
     "add_exchange_parser",
+    "add_layer_options",
     "add_log_level",
     "add_run_parser",
+    "add_secret_options",
     "add_show_config_parser",
     "add_token_parser",
     "build_parser",
     "fail",
+    "load_layers",
     "main",
+    "read_secret",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,6 +68,68 @@ def add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help=f"log level on stderr (default {default})",
     )
+
+
+#: Environment variables that may carry the exchange's and the token
+#: minter's secrets (the process environment is private to its user).
+API_SECRET_ENV = "APPLIANCE_API_SECRET"
+AUTH_TOKEN_ENV = "APPLIANCE_AUTH_TOKEN"
+
+
+class _RefuseSecret(argparse.Action):
+    """An option that would put a secret on the command line: refused.
+
+    Every user of the machine reads command lines in ``ps``; the message
+    names the file option and the environment variable to use instead.
+    """
+
+    def __init__(self, *args: Any, instead: str = "", **kwargs: Any) -> None:
+        self.instead = instead
+        super().__init__(*args, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(
+            f"{option_string}: secrets on the command line are visible to every "
+            f"user (ps); use {self.instead}"
+        )
+
+
+def add_secret_options(
+    parser: argparse.ArgumentParser, name: str, env: str, what: str, extra: str = ""
+) -> None:
+    """``--NAME-file FILE`` (mode 0600) for a secret, and ``--NAME`` refusing."""
+    instead = f"--{name}-file FILE (mode 0600) or ${env}{extra}"
+    parser.add_argument(
+        f"--{name}-file",
+        type=Path,
+        metavar="FILE",
+        help=f"file holding the {what} (mode 0600; default ${env})",
+    )
+    parser.add_argument(
+        f"--{name}",
+        action=_RefuseSecret,
+        instead=instead,
+        help=argparse.SUPPRESS,
+    )
+
+
+def read_secret(path: Path | None, option: str, env: str) -> str | None:
+    """The secret from ``path`` (checked private), else from ``$env``, else None.
+
+    Raises:
+        ConfigError: the file is missing, empty or open to group or others.
+    """
+    from appliance.files import read_private
+
+    if path is not None:
+        return read_private(path, option)
+    return os.environ.get(env) or None
 
 
 def fail(message: str) -> int:
@@ -84,7 +151,7 @@ def add_token_parser(subparsers: _Subparsers) -> None:
     )
     parser.add_argument("--account-sid", required=True, help="AC + 32 hex")
     parser.add_argument("--api-key", required=True, help="API key SID, SK + 32 hex")
-    parser.add_argument("--api-secret", required=True, help="API key secret")
+    add_secret_options(parser, "api-secret", API_SECRET_ENV, "API key secret")
     parser.add_argument("--identity", required=True, help="client name")
     parser.add_argument(
         "--ttl", type=int, default=3600, help="lifetime in seconds (max 86400)"
@@ -114,8 +181,13 @@ def run_token(args: argparse.Namespace) -> int:
             if args.outgoing_app is not None
             else None
         )
-        if not args.api_secret:
-            raise ConfigError("--api-secret", "must not be empty")
+        api_secret = read_secret(
+            args.api_secret_file, "--api-secret-file", API_SECRET_ENV
+        )
+        if api_secret is None:
+            raise ConfigError(
+                "--api-secret-file", f"required (or set ${API_SECRET_ENV})"
+            )
         if not args.identity:
             raise ConfigError("--identity", "must not be empty")
         if not 0 < args.ttl <= MAX_LIFETIME_S:
@@ -126,7 +198,7 @@ def run_token(args: argparse.Namespace) -> int:
         create_access_token(
             account_sid=account_sid,
             api_key_sid=api_key,
-            api_secret=args.api_secret,
+            api_secret=api_secret,
             identity=args.identity,
             ttl=args.ttl,
             now=time.time(),
@@ -157,9 +229,22 @@ def add_exchange_parser(subparsers: _Subparsers) -> None:
     )
     parser.add_argument("--account-sid", help="AC + 32 hex")
     parser.add_argument("--api-key", help="API key SID, SK + 32 hex")
-    parser.add_argument("--api-secret", help="API key secret")
-    parser.add_argument("--auth-token", help="account Auth Token (Capability Tokens)")
-    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML file")
+    add_secret_options(
+        parser, "api-secret", API_SECRET_ENV, "API key secret", " or --config"
+    )
+    add_secret_options(
+        parser,
+        "auth-token",
+        AUTH_TOKEN_ENV,
+        "account Auth Token (Capability Tokens)",
+        " or --config",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML file; with [[accounts]] it holds secrets and must be mode 0600",
+    )
     parser.add_argument("--ring-timeout", type=float, metavar="S", help="default 30")
     parser.add_argument(
         "--heartbeat-interval", type=float, metavar="S", help="default 5 (< 15)"
@@ -182,13 +267,25 @@ def run_exchange(args: argparse.Namespace) -> int:
     from appliance.exchange.config import build_config
 
     try:
+        # Secrets from the environment go with the account and key named on
+        # the command line; a --config file carries its own.
+        api_secret = (
+            read_secret(args.api_secret_file, "--api-secret-file", API_SECRET_ENV)
+            if args.api_key is not None or args.api_secret_file is not None
+            else None
+        )
+        auth_token = (
+            read_secret(args.auth_token_file, "--auth-token-file", AUTH_TOKEN_ENV)
+            if args.account_sid is not None or args.auth_token_file is not None
+            else None
+        )
         config = build_config(
             config_file=args.config,
             listen=args.listen,
             account_sid=args.account_sid,
             api_key=args.api_key,
-            api_secret=args.api_secret,
-            auth_token=args.auth_token,
+            api_secret=api_secret,
+            auth_token=auth_token,
             ring_timeout=args.ring_timeout,
             heartbeat_interval=args.heartbeat_interval,
             idle_timeout=args.idle_timeout,
@@ -228,26 +325,55 @@ def add_run_parser(subparsers: _Subparsers) -> None:
         help="run the phone service",
         description="Register with the token from phone.token_file (or "
         "$APPLIANCE_TOKEN) and run until SIGTERM. Config layers are read in "
-        "order after the shipped defaults; missing files are skipped.",
+        "order after the shipped defaults; a --config file must exist.",
     )
+    add_layer_options(parser)
+    parser.set_defaults(handler=run_run)
+
+
+def add_layer_options(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` (must exist) and ``--config-if-exists FILE`` layers."""
     parser.add_argument(
         "--config",
         action="append",
-        type=Path,
+        dest="layers",
+        type=lambda text: (Path(text), True),
         metavar="FILE",
         help="a TOML config layer (repeatable; default: /etc/appliance/"
-        "appliance.toml then /var/lib/appliance/provisioned.toml)",
+        "appliance.toml then /var/lib/appliance/provisioned.toml, if they exist)",
     )
-    parser.set_defaults(handler=run_run)
+    parser.add_argument(
+        "--config-if-exists",
+        action="append",
+        dest="layers",
+        type=lambda text: (Path(text), False),
+        metavar="FILE",
+        help="a layer read only if the file exists (the provisioned one)",
+    )
+
+
+def load_layers(args: argparse.Namespace) -> AppConfig:
+    """The configuration of :func:`add_layer_options`' layers.
+
+    Raises:
+        ConfigError: a ``--config`` file is missing, or what ``load_config``
+            raises.
+    """
+    from appliance.config import load_config
+
+    layers: list[tuple[Path, bool]] | None = args.layers
+    for path, required in layers or ():
+        if required and not path.exists():
+            raise ConfigError("--config", f"{path}: no such file")
+    return load_config(None if layers is None else [p for p, _ in layers])
 
 
 def run_run(args: argparse.Namespace) -> int:
     """Handler of ``appliance run``."""
     from appliance import app
-    from appliance.config import load_config
 
     try:
-        config = load_config(args.config)
+        config = load_layers(args)
     except ConfigError as exc:
         return app.config_failed(args.config, exc)  # stderr, and the OLED
     return app.main(config)  # configures logging at log.level
@@ -263,16 +389,16 @@ def add_show_config_parser(subparsers: _Subparsers) -> None:
         "values in force as TOML, defaults included. The access token is never "
         "shown; TURN credentials read '********'.",
     )
-    parser.add_argument("--config", action="append", type=Path, metavar="FILE")
+    add_layer_options(parser)
     parser.set_defaults(handler=run_show_config)
 
 
 def run_show_config(args: argparse.Namespace) -> int:
     """Handler of ``appliance show-config``."""
-    from appliance.config import dump_config, load_config
+    from appliance.config import dump_config
 
     try:
-        config = load_config(args.config)
+        config = load_layers(args)
     except ConfigError as exc:
         return fail(str(exc))
     print(dump_config(config), end="")

@@ -14,7 +14,10 @@ parsed values only; :func:`dump_config` writes them back as TOML for
 
 The access token never lives in these files: ``phone.token_file`` points at a
 separate 0600 file, and the token is held as a :class:`Secret` that prints as
-``********``.
+``********``. A layer that holds a TURN credential must be mode 0600 as well,
+or it is refused. A layer named with ``--config`` must exist; the service's
+provisioned layer, absent until provisioning, is named with
+``--config-if-exists``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import ConfigError
+from appliance.files import check_private
 from appliance.phone.options import DeviceOptions, options_to_mapping, parse_options
 from appliance.schema import Problems, did_you_mean, dumps, register, structure
 from appliance.ui.settings import UiConfig, parse_ui_config, ui_config_to_mapping
@@ -173,10 +177,24 @@ def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> None:
             base[key] = dict(value) if isinstance(value, Mapping) else value
 
 
+def _holds_secret(layer: Mapping[str, Any]) -> bool:
+    """Whether a layer carries a secret value (a TURN credential)."""
+    device = layer.get("device")
+    rtc = device.get("rtc_configuration") if isinstance(device, Mapping) else None
+    servers = rtc.get("ice_servers") if isinstance(rtc, Mapping) else None
+    return isinstance(servers, list) and any(
+        isinstance(server, Mapping) and "credential" in server for server in servers
+    )
+
+
 def _read_layer(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
-            return tomllib.load(f)
+            mode = os.fstat(f.fileno()).st_mode
+            layer = tomllib.load(f)
+        if _holds_secret(layer):
+            check_private(path, str(path), mode)
+        return layer
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
     except OSError as exc:

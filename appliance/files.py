@@ -12,10 +12,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["fsync_dir", "write_atomic"]
+from appliance.errors import ConfigError
+
+__all__ = ["PRIVATE_MODE", "check_private", "fsync_dir", "read_private", "write_atomic"]
+
+#: The mode a file holding a secret needs: read and write for its owner only.
+PRIVATE_MODE = 0o600
 
 
 def fsync_dir(path: Path) -> None:
@@ -51,3 +57,44 @@ def write_atomic(path: Path, data: bytes | Path, *, mode: int = 0o600) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def check_private(path: Path, key: str, mode: int) -> None:
+    """Refuse a secret-holding file that its group or other users may open.
+
+    Args:
+        path: the file (for the message).
+        key: the option or config key that named it (for the message).
+        mode: its ``st_mode``.
+
+    Raises:
+        ConfigError: naming ``key``, the file's mode and the one it needs.
+    """
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            key,
+            f"{path} holds a secret and its mode is {stat.S_IMODE(mode):04o}: "
+            f"it needs mode {PRIVATE_MODE:04o}, no access for group or others "
+            f"(chmod {PRIVATE_MODE:o} {path})",
+        )
+
+
+def read_private(path: Path, key: str) -> str:
+    """Read a secret (one line, stripped) from a file only its owner may open.
+
+    Secrets are read from files (or the environment), never taken on a
+    command line, where every user sees them in ``ps``.
+
+    Raises:
+        ConfigError: naming ``key``: missing or unreadable, open to group or
+            others (:func:`check_private`), or empty.
+    """
+    try:
+        with path.open(encoding="utf-8") as file:
+            check_private(path, key, os.fstat(file.fileno()).st_mode)
+            text = file.read().strip()
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror}") from exc
+    if not text:
+        raise ConfigError(key, f"{path} is empty")
+    return text

@@ -43,6 +43,15 @@ any handler formats it. :class:`appliance.config.Secret` already prints as
 ``********``; this catches the strings that never were a Secret (a signaling
 payload at DEBUG, an exception quoting a request).
 
+Values from the network. A field a client or gateway sent (a ``To``, an
+identity, a frame's type, a whole frame at DEBUG) goes through :func:`wire`
+before it reaches a log call: control and non-ASCII characters are escaped, so
+a newline cannot forge a log line nor a bidi override hide one, and the value
+is cut to a stated length, so a 900 kB field writes a short line, not 900 kB.
+Complaints about one peer (malformed frames, refused fields) go through a
+:class:`LogLimiter`, so a socket sending a flood of bad frames writes a few
+lines and then a count, not a line per frame.
+
 Debug on demand. Twilio.Device's ``debug`` option turns on DEBUG for the
 engine alone; :func:`enable_debug` does that for one logger and returns the
 function that undoes it, so the global level is never changed for good and two
@@ -62,8 +71,10 @@ from typing import TextIO
 
 __all__ = [
     "QUIET_LOGGERS",
+    "WIRE_LIMIT",
     "CallSidFilter",
     "LineFormatter",
+    "LogLimiter",
     "RedactionFilter",
     "configure_logging",
     "debug_enabled",
@@ -71,6 +82,7 @@ __all__ = [
     "journal_stream",
     "redact",
     "syslog_priority",
+    "wire",
 ]
 
 #: Libraries that log every packet at DEBUG (aiortc: RTP/RTCP, aioice: STUN,
@@ -115,6 +127,76 @@ def redact(text: str) -> str:
         lambda m: f"{m['head']}{m['q']}{MASK}{m['q']}" if m["value"] else m[0], text
     )
     return _BARE_FIELD.sub(lambda m: f"{m['head']}{MASK}", text)
+
+
+#: Characters of a network value shown in a log line (:func:`wire`).
+WIRE_LIMIT = 80
+
+
+def wire(value: object, limit: int = WIRE_LIMIT) -> str:
+    """A value received from the network, fit for one log line.
+
+    Strings are shown as they are but with every control or other
+    non-printable character, and the backslash, escaped (``\\n``,
+    ``\\u202e``, ``\\\\``); other values by
+    their ``repr``; the result is cut after ``limit`` characters of the value
+    with a note of how many more there were. Secrets are still masked by
+    :class:`RedactionFilter` afterwards.
+    """
+    text = value if isinstance(value, str) else repr(value)
+    shown = "".join(
+        c if c.isprintable() and c != "\\" else c.encode("unicode_escape").decode()
+        for c in text[:limit]
+    )
+    more = len(text) - limit
+    return f"{shown}...(+{more} chars)" if more > 0 else shown
+
+
+class LogLimiter:
+    """Rate limit for complaints about one peer: ``burst`` lines per window.
+
+    Pure (the caller passes ``now``), so sans-I/O cores can use it. Each
+    ``key`` (a session) may log ``burst`` times per ``window`` seconds; the
+    records beyond that are counted, and the next record allowed reports the
+    count (:meth:`allow`), as does :meth:`forget` when the peer goes away.
+
+    Example::
+
+        limiter = LogLimiter()
+        suppressed = limiter.allow(sid, now)
+        if suppressed is not None:
+            logger.info("session %d: bad frame%s", sid, LogLimiter.note(suppressed))
+    """
+
+    def __init__(self, *, burst: int = 5, window: float = 60.0) -> None:
+        self.burst = burst
+        self.window = window
+        # key -> [window start, lines in window, suppressed since last line]
+        self._state: dict[object, list[float]] = {}
+
+    def allow(self, key: object, now: float) -> int | None:
+        """``None``: do not log. Else log, noting this many suppressed before."""
+        state = self._state.get(key)
+        if state is None or now - state[0] >= self.window:
+            suppressed = int(state[2]) if state is not None else 0
+            self._state[key] = [now, 1, 0]
+            return suppressed
+        if state[1] < self.burst:
+            state[1] += 1
+            suppressed, state[2] = int(state[2]), 0
+            return suppressed
+        state[2] += 1
+        return None
+
+    def forget(self, key: object) -> int:
+        """Drop ``key``; return how many of its records were never reported."""
+        state = self._state.pop(key, None)
+        return int(state[2]) if state is not None else 0
+
+    @staticmethod
+    def note(suppressed: int) -> str:
+        """`` (N similar not logged)`` or ``""``."""
+        return f" ({suppressed} similar not logged)" if suppressed else ""
 
 
 class RedactionFilter(logging.Filter):

@@ -138,8 +138,6 @@ async def _agent(
         "phone",
         "--signaling-url",
         url,
-        "--token",
-        token,
         "--input",
         tone,
         "--output",
@@ -149,12 +147,13 @@ async def _agent(
     ]
     if auto_answer:
         args.append("--auto-answer")
+    # The token goes through the environment, never the command line (ps).
     return await asyncio.create_subprocess_exec(
         *args,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=stderr,
-        env=env,
+        env={**(os.environ if env is None else env), "APPLIANCE_TOKEN": token},
     )
 
 

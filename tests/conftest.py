@@ -34,7 +34,9 @@ API_KEY = "SK" + "2" * 32
 API_SECRET = "x" * 32
 APP_SID = "AP" + "3" * 32
 CREDENTIALS = ["--account-sid", ACCOUNT_SID, "--api-key", API_KEY]
-CREDENTIALS += ["--api-secret", API_SECRET]
+#: The API secret reaches an exchange process through its environment (a
+#: command line is visible to every user).
+SECRET_ENV = {"APPLIANCE_API_SECRET": API_SECRET}
 
 #: Ring timeout of the exchanges started here: short, so that an ignored call
 #: ends (31480) quickly, yet far longer than an accept takes on loopback.
@@ -175,6 +177,7 @@ async def start_exchange_process(port: int = 0, *extra: str) -> ExchangeProcess:
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **SECRET_ENV},
     )
     assert process.stdout is not None and process.stderr is not None
     stderr: list[str] = []
@@ -312,7 +315,9 @@ async def start_phone_process(
 
     With ``token`` None, ``args`` must give ``--token-file``.
     """
-    token_args = ["--token", token] if token is not None else []
+    # The token goes through the environment: a command line is visible to
+    # every user in ps.
+    env = {**os.environ, "APPLIANCE_TOKEN": token} if token is not None else None
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -320,7 +325,6 @@ async def start_phone_process(
         "phone",
         "--signaling-url",
         url,
-        *token_args,
         "--local-address",
         "127.0.0.1",
         "--log-level",
@@ -329,6 +333,7 @@ async def start_phone_process(
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=env,
     )
     return PhoneProcess(name, process)
 

@@ -205,6 +205,30 @@ async def test_service_runs_on_when_the_gateway_refuses_the_token(
     await wait_until(lambda: svc.saw("STATUS=registered as desk-1"), 15.0)
 
 
+async def test_service_status_tells_the_truth_and_nothing_follows_stopping(
+    exchange: ExchangeServer, service, tmp_path: Path
+) -> None:
+    write_token(tmp_path / "token", make_token("desk-1", now=time.time() - 7200))
+    svc: Service = await service(service_config(tmp_path, exchange.url, ui=False))
+    await wait_until(lambda: svc.saw("READY=1"), 15.0)
+    ready = next(n for n in svc.notices if "READY=1" in n)
+    # Started, but not registered, and the status says why.
+    assert "STATUS=not registered: " in ready, ready
+    assert "refused the token" in ready and "expired" in ready.lower(), ready
+    write_token(tmp_path / "token", make_token("desk-1"))
+    await wait_until(lambda: svc.saw("STATUS=registered as desk-1"), 15.0)
+
+    svc.process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(svc.process.wait(), scaled(10)) == 0
+    # Datagrams arrive in order: once this one is read, every notice the
+    # service sent before it exited has been read too.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"END-OF-TEST", str(tmp_path / "notify.sock"))
+    await wait_until(lambda: svc.saw("END-OF-TEST"), 5.0)
+    stopping = next(i for i, n in enumerate(svc.notices) if "STOPPING=1" in n)
+    assert svc.notices[stopping + 1 :] == ["END-OF-TEST"], svc.notices
+
+
 # --- the config layers -------------------------------------------------------
 
 

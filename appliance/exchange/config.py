@@ -9,6 +9,11 @@ File format (every key optional; unknown keys are errors)::
     idle_timeout = 60                  # seconds; omit to disable
     media_addresses = ["127.0.0.1"]    # addresses echo media may use
     gateway_name = "local-exchange"
+    max_sessions_per_account = 10000   # capacity limits, each answered with
+    max_sessions_per_identity = 20     # 31206 and logged once per party
+    max_calls_per_session = 4          # (appliance/exchange/quotas.py)
+    max_echo_calls = 8
+    max_pending_per_address = 64       # sockets not yet past listen
 
     [[accounts]]
     sid = "AC0123…"                    # AC + 32 hex
@@ -18,8 +23,14 @@ File format (every key optional; unknown keys are errors)::
     sid = "SK0123…"                    # SK + 32 hex
     secret = "…"
 
-Command-line values override the file's ``[exchange]`` values; command-line
-credentials are added to the file's accounts. The file goes through the same
+Command-line values override the file's ``[exchange]`` values; credentials
+given beside the file (``--api-key`` with its secret from a file or the
+environment) are added to the file's accounts.
+
+Secrets never come from the command line, where every user sees them in
+``ps``: a file with ``[[accounts]]`` holds secrets, so it must be private to
+its owner (mode 0600) or it is refused, as is a secret file
+(:func:`appliance.files.read_private`). The file goes through the same
 schema mechanism as the phone's configuration (:mod:`appliance.schema`): one
 :class:`~appliance.errors.ConfigError` lists every problem, each naming its key
 (``exchange.ring_timeout``, ``accounts[0].sid``), unknown keys with a "did you
@@ -29,13 +40,16 @@ mean" hint, and values are strictly typed.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from appliance.errors import ConfigError
+from appliance.exchange.quotas import Quotas
+from appliance.files import check_private
 from appliance.schema import Problems, register, structure
 from appliance.tokens import Keyring
 
@@ -67,6 +81,7 @@ class ExchangeConfig:
             heartbeat, so 30 s is six missed echoes); ``None`` = never.
         media_addresses: local addresses for echo media; ``None`` = all.
         gateway_name: reported in ``connected.gateway``.
+        quotas: capacity limits (:class:`~appliance.exchange.quotas.Quotas`).
     """
 
     host: str = "127.0.0.1"
@@ -77,6 +92,7 @@ class ExchangeConfig:
     idle_timeout: float | None = 30.0
     media_addresses: tuple[str, ...] | None = None
     gateway_name: str = DEFAULT_GATEWAY_NAME
+    quotas: Quotas = field(default_factory=Quotas)
 
     def __post_init__(self) -> None:
         problems = Problems()
@@ -193,6 +209,12 @@ def _string(value: object, key: str = "") -> str:
     return value
 
 
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a whole number >= 1, got {value!r}")
+    return value
+
+
 def _listen(value: object) -> tuple[str, int]:
     return parse_listen(_string(value), "")
 
@@ -208,6 +230,14 @@ class _ExchangeSection:
     idle_timeout: float | None = None
     media_addresses: tuple[str, ...] | None = None
     gateway_name: str | None = None
+    max_sessions_per_account: int | None = None
+    max_sessions_per_identity: int | None = None
+    max_calls_per_session: int | None = None
+    max_echo_calls: int | None = None
+    max_pending_per_address: int | None = None
+
+
+_QUOTA_KEYS = tuple(f.name for f in fields(Quotas))
 
 
 @dataclass(frozen=True)
@@ -238,6 +268,7 @@ register(
         "idle_timeout": _optional_positive,
         "media_addresses": _addresses,
         "gateway_name": _string,
+        **dict.fromkeys(_QUOTA_KEYS, _count),
     },
 )
 register(
@@ -255,15 +286,19 @@ def load_config_file(path: Path) -> ExchangeConfig:
     """Read an exchange TOML file (format in the module docstring).
 
     Raises:
-        ConfigError: unreadable file or bad TOML (key ``config``), or every
-            invalid key of the file.
+        ConfigError: unreadable file, bad TOML or accounts in a file others
+            may read (key ``config``), or every invalid key of the file.
     """
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open(encoding="utf-8") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            data = tomllib.loads(file.read())
     except OSError as exc:
         raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("config", f"{path}: {exc}") from exc
+    if data.get("accounts"):
+        check_private(path, "config", mode)
     parsed = structure(data, _ExchangeFile)
     keyring = Keyring()
     problems = Problems()
@@ -291,6 +326,8 @@ def load_config_file(path: Path) -> ExchangeConfig:
     ):
         if getattr(section, key) is not None:
             values[key] = getattr(section, key)
+    limits = {k: getattr(section, k) for k in _QUOTA_KEYS}
+    values["quotas"] = Quotas(**{k: v for k, v in limits.items() if v is not None})
     return ExchangeConfig(**values)
 
 
@@ -309,8 +346,10 @@ def build_config(
 ) -> ExchangeConfig:
     """Merge an optional file with command-line values (these win).
 
-    ``--api-key`` needs ``--api-secret`` and ``--account-sid``; ``--auth-token``
-    needs ``--account-sid``. At least one credential must be configured.
+    ``api_key`` needs ``api_secret`` and ``account_sid``; ``auth_token``
+    needs ``account_sid``. At least one credential must be configured. The
+    CLI reads both secrets from files or the environment, never from its
+    command line.
 
     Raises:
         ConfigError: naming the offending option or key.
@@ -323,18 +362,26 @@ def build_config(
         if account_sid is None:
             raise ConfigError("account_sid", "required with --api-key")
         if api_key is None:
-            raise ConfigError("api_key", "required with --api-secret")
+            raise ConfigError("api_key", "required with an API secret")
         if not api_secret:
-            raise ConfigError("api_secret", "required with --api-key")
+            raise ConfigError(
+                "api_secret",
+                "required with --api-key: --api-secret-file FILE (mode 0600) "
+                "or $APPLIANCE_API_SECRET",
+            )
         keyring.add_api_key(
             account_sid, validate_sid(api_key, "SK", "api_key"), api_secret
         )
     if auth_token is not None:
         if account_sid is None:
-            raise ConfigError("account_sid", "required with --auth-token")
+            raise ConfigError("account_sid", "required with an Auth Token")
         keyring.add_auth_token(account_sid, _string(auth_token, "auth_token"))
     if account_sid is not None and account_sid not in keyring.account_sids:
-        raise ConfigError("api_key", "--account-sid needs --api-key or --auth-token")
+        raise ConfigError(
+            "api_key",
+            "--account-sid needs --api-key or an Auth Token "
+            "(--auth-token-file FILE or $APPLIANCE_AUTH_TOKEN)",
+        )
     if not keyring.account_sids:
         raise ConfigError(
             "account_sid", "no account configured (use --account-sid or --config)"

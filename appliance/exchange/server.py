@@ -10,8 +10,11 @@ timer task sleeps until the core's next deadline and calls ``tick``.
 The ``echo`` destination answers with a
 :class:`~appliance.media.session.MediaSession` over a
 :class:`~appliance.media.loopback.LoopbackAudio`, so the caller hears itself.
-aiortc is imported only when the first echo call arrives, so the exchange
-starts quickly.
+Importing aiortc (with PyAV and its codecs) takes seconds on a Pi; done when
+the first echo call arrived, it made that call take over 2 s to answer. So
+:meth:`ExchangeServer.start` starts importing it in a worker thread as soon
+as the socket is bound: the exchange listens at once, and an echo call that
+arrives before the import is done waits for it (:func:`load_echo_media`).
 
 Time: the core's timers run on :func:`time.monotonic` (asyncio's own clock), so
 a wall-clock step (NTP on a Pi without RTC) neither closes idle-looking sessions
@@ -45,10 +48,12 @@ from appliance.exchange.config import ExchangeConfig
 from appliance.exchange.core import EchoHangup, EchoOffer, Exchange, RandomSource
 
 if TYPE_CHECKING:
-    from appliance.media.session import MediaSession
+    from appliance.media.loopback import LoopbackAudio
+    from appliance.media.session import MediaConfig, MediaSession
+from appliance.signaling.limits import EXCHANGE_MAX_FRAME_BYTES
 from appliance.tasks import TaskSet
 
-__all__ = ["SIGNAL_PATH", "ExchangeServer"]
+__all__ = ["SIGNAL_PATH", "EchoMedia", "ExchangeServer", "load_echo_media"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +76,27 @@ class _NoFrameDump(logging.Filter):
 #: The logger websockets uses for our server and its connections.
 _ws_logger = logging.getLogger(f"{__name__}.websockets")
 _ws_logger.addFilter(_NoFrameDump())
+#: How late a timer may run so that deadlines close together share a wake-up.
+_TIMER_SLACK_S = 0.02
 #: Frames queued for one client before it is considered stuck and dropped.
 _OUTBOX_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class EchoMedia:
+    """The classes the echo destination is built from (they import aiortc)."""
+
+    loopback: type[LoopbackAudio]
+    session: type[MediaSession]
+    config: type[MediaConfig]
+
+
+def load_echo_media() -> EchoMedia:
+    """Import the echo destination's media (aiortc, PyAV): slow and blocking."""
+    from appliance.media.loopback import LoopbackAudio
+    from appliance.media.session import MediaConfig, MediaSession
+
+    return EchoMedia(LoopbackAudio, MediaSession, MediaConfig)
 
 
 def _where(exc: BaseException) -> str:
@@ -129,17 +153,22 @@ class ExchangeServer:
             heartbeat_interval=config.heartbeat_interval,
             idle_timeout=config.idle_timeout,
             rng=rng,
+            quotas=config.quotas,
         )
         self._ids = itertools.count(1)
         self._connections: dict[int, _Connection] = {}
         self._server: Server | None = None
         self._timer: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
+        #: The deadline the timer task sleeps until (None: no deadline, or
+        #: awake), so that _pump wakes it only for an earlier one.
+        self._sleeping_until: float | None = None
         self._stopping = False
         self._echo_tasks: dict[str, asyncio.Task[None]] = {}
         self._echo_sessions: dict[str, MediaSession] = {}
         self._background = TaskSet(logger, "exchange")
         self._port = 0
+        self._echo_media: asyncio.Future[EchoMedia] | None = None
 
     # ---------------------------------------------------------------- control
 
@@ -151,9 +180,23 @@ class ExchangeServer:
             self.config.port,
             process_request=self._check_path,
             logger=_ws_logger,
+            max_size=EXCHANGE_MAX_FRAME_BYTES,
         )
         self._port = self._server.sockets[0].getsockname()[1]
-        self._timer = asyncio.get_running_loop().create_task(self._run_timer())
+        loop = asyncio.get_running_loop()
+        self._timer = loop.create_task(self._run_timer())
+        self._echo_media = loop.run_in_executor(None, load_echo_media)
+        started = self._clock()
+        self._echo_media.add_done_callback(
+            lambda done: (
+                None
+                if done.cancelled() or done.exception() is not None
+                else logger.info(
+                    "echo media ready (aiortc loaded in %.0f ms)",
+                    1000 * (self._clock() - started),
+                )
+            )
+        )
         logger.info("exchange listening on %s", self.url)
 
     async def close(self) -> None:
@@ -170,6 +213,9 @@ class ExchangeServer:
         for call_sid in list(self._echo_sessions):
             self._stop_echo(call_sid)
         await self._background.wait()
+        if self._echo_media is not None:
+            # An import cannot be interrupted: let a slow one finish.
+            await asyncio.gather(self._echo_media, return_exceptions=True)
         logger.info("exchange closed")
 
     async def wait_closed(self) -> None:
@@ -188,6 +234,16 @@ class ExchangeServer:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
+
+    async def echo_media_loaded(self) -> bool:
+        """Wait for the echo media import of :meth:`start`; True if it loaded."""
+        if self._echo_media is None:
+            return False
+        try:
+            await asyncio.shield(self._echo_media)
+        except ImportError:
+            return False
+        return True
 
     @property
     def port(self) -> int:
@@ -218,7 +274,9 @@ class ExchangeServer:
         conn.writer = writer
         self._connections[sid] = conn
         logger.info("session %d: connected from %s", sid, ws.remote_address)
-        self.core.session_opened(sid, self._clock())
+        address = ws.remote_address
+        source = str(address[0]) if isinstance(address, tuple) and address else ""
+        self.core.session_opened(sid, self._clock(), source=source)
         self._pump()
         try:
             async for data in ws:
@@ -287,7 +345,15 @@ class ExchangeServer:
                 self._start_echo(request)
             elif isinstance(request, EchoHangup):
                 self._stop_echo(request.call_sid)
-        self._wakeup.set()
+        # Wake the timer only when the core's next deadline moved earlier:
+        # most frames (heartbeat replies) move none, and a wake-up per frame
+        # costs more than the frame.
+        deadline = self.core.next_deadline()
+        sleeping_until = self._sleeping_until
+        if deadline is not None and (
+            sleeping_until is None or deadline < sleeping_until
+        ):
+            self._wakeup.set()
 
     def _close(self, conn: _Connection) -> None:
         if not conn.closing:
@@ -300,9 +366,17 @@ class ExchangeServer:
         while not self._stopping:
             self._wakeup.clear()
             deadline = self.core.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - self._clock())
+            # Deadlines a few ms apart (thousands of phones' heartbeats) are
+            # served by one wake-up: every timer may run _TIMER_SLACK_S late.
+            self._sleeping_until = None if deadline is None else deadline
+            timeout = (
+                None
+                if deadline is None
+                else max(0.0, deadline - self._clock()) + _TIMER_SLACK_S
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
+            self._sleeping_until = None
             if self._stopping:
                 return
             now = self._clock()
@@ -325,12 +399,12 @@ class ExchangeServer:
     async def _answer_echo(self, offer: EchoOffer) -> None:
         call_sid = offer.call_sid
         try:
-            from appliance.media.loopback import LoopbackAudio
-            from appliance.media.session import MediaConfig, MediaSession
-
-            loop = LoopbackAudio()
-            session = MediaSession(
-                MediaConfig(local_addresses=self.config.effective_media_addresses),
+            if self._echo_media is None:
+                raise ImportError("the exchange is not started")
+            media = await asyncio.shield(self._echo_media)
+            loop = media.loopback()
+            session = media.session(
+                media.config(local_addresses=self.config.effective_media_addresses),
                 loop.source,
                 loop.sink,
                 on_failed=lambda: self._echo_media_failed(call_sid),

@@ -33,6 +33,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketException
 from websockets.uri import parse_uri
 
+from appliance.log import wire
+from appliance.signaling.limits import PHONE_MAX_FRAME_BYTES
 from appliance.signaling.messages import HEARTBEAT, Message, redact
 from appliance.signaling.protocol import (
     ClientProtocol,
@@ -49,6 +51,8 @@ logger = logging.getLogger(__name__)
 # and the heartbeat timeout will replace it.
 _WRITE_QUEUE_SIZE = 256
 _CLOSE = object()
+#: Characters of a frame shown at DEBUG (escaped, appliance/log.py ``wire``).
+_FRAME_LOG_LIMIT = 2000
 
 
 class _Socket:
@@ -163,7 +167,7 @@ class SignalingClient:
             else:
                 for frame in frames:
                     if frame != HEARTBEAT and logger.isEnabledFor(logging.DEBUG):
-                        logger.debug("> %s", redact(frame))
+                        logger.debug("> %s", wire(redact(frame), _FRAME_LOG_LIMIT))
                     try:
                         socket.queue.put_nowait(frame)
                     except asyncio.QueueFull:
@@ -221,7 +225,11 @@ class SignalingClient:
             # the gateway sends heartbeats, so no WebSocket pings (a browser
             # sends none either).
             ws = await connect(
-                url, open_timeout=None, ping_interval=None, max_size=2**20, sock=sock
+                url,
+                open_timeout=None,
+                ping_interval=None,
+                max_size=PHONE_MAX_FRAME_BYTES,
+                sock=sock,
             )
         except (OSError, WebSocketException, InvalidURI, TimeoutError) as exc:
             if sock is not None:
@@ -258,7 +266,7 @@ class SignalingClient:
                 if socket is not self._socket:
                     return
                 if data != HEARTBEAT and logger.isEnabledFor(logging.DEBUG):
-                    logger.debug("< %s", redact(data))
+                    logger.debug("< %s", wire(redact(data), _FRAME_LOG_LIMIT))
                 self.protocol.receive_message(data, self._clock())
                 self._pump()
         except ConnectionClosed as exc:

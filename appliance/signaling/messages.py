@@ -5,6 +5,14 @@ Every frame is one JSON text message ``{"type", "version", "payload"}``
 Clients send version ``"1.6"`` (the 2.x dialect); gateways send ``""`` and
 nobody checks the inbound version. Wire names (``callsid``, ``sdp``...) are kept
 as they are here and nowhere else.
+
+Strict JSON both ways (RFC 8259): Python's ``json`` reads and writes ``NaN``,
+``Infinity`` and ``-Infinity`` by default, which are not JSON, and a strict
+parser (the browser SDK's ``JSON.parse``) rejects the whole frame. So
+:func:`decode` refuses them (:func:`loads`) and :func:`encode` never produces
+them. Frames go out as UTF-8 (``ensure_ascii=False``): escaping every
+non-ASCII character as ``\\uXXXX`` would triple a frame of non-Latin text
+(see :mod:`appliance.signaling.limits`).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ __all__ = [
     "decode_params",
     "encode",
     "encode_params",
+    "loads",
     "redact",
 ]
 
@@ -98,15 +107,41 @@ class Message:
         return value if isinstance(value, str) else None
 
 
+class _NotStrictJsonError(ValueError):
+    """A ``NaN``/``Infinity`` literal: valid for Python's parser, not JSON."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotStrictJsonError(f"frame is not strict JSON: {name} is not allowed")
+
+
+def loads(text: str) -> Any:
+    """``json.loads`` that refuses ``NaN``, ``Infinity`` and ``-Infinity``.
+
+    Raises:
+        ValueError: ``text`` is not strict JSON (the message says why).
+        RecursionError: nested too deeply for the parser.
+    """
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def _dumps(data: object) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode(message: Message) -> str:
-    """Serialise a message to the JSON text of one WebSocket frame."""
-    return json.dumps(
+    """Serialise a message to the JSON text of one WebSocket frame.
+
+    Raises:
+        ValueError: the payload holds a float that JSON cannot carry (NaN,
+            infinity); such a frame is never produced.
+    """
+    return _dumps(
         {
             "type": str(message.type),
             "version": message.version,
             "payload": message.payload,
-        },
-        separators=(",", ":"),
+        }
     )
 
 
@@ -114,13 +149,21 @@ def decode(text: str) -> Message:
     """Parse one frame (not a heartbeat) into a :class:`Message`.
 
     Raises:
-        RemoteProtocolError: the frame is not JSON, has an unknown type, or lacks
+        RemoteProtocolError: the frame is not strict JSON (NaN and Infinity are
+            refused), is nested too deeply, has an unknown type, or lacks
             a payload key the type requires.
     """
     try:
-        data = json.loads(text)
+        data = loads(text)
+    except _NotStrictJsonError as exc:
+        raise RemoteProtocolError(message=str(exc)) from exc
     except ValueError as exc:
         raise RemoteProtocolError(message="frame is not JSON") from exc
+    except RecursionError as exc:
+        # json nests by recursion: a few KB of "[[[..." exhaust the stack.
+        raise RemoteProtocolError(
+            message="frame is not JSON: nested too deeply"
+        ) from exc
     if not isinstance(data, dict):
         raise RemoteProtocolError(message="frame is not a JSON object")
     try:
@@ -155,8 +198,8 @@ def redact(text: str) -> str:
     Frames that are not JSON objects are returned unchanged (heartbeats).
     """
     try:
-        data = json.loads(text)
-    except ValueError:
+        data = loads(text)
+    except (ValueError, RecursionError):
         return text
     payload = data.get("payload") if isinstance(data, dict) else None
     if not isinstance(payload, dict) or not _SECRET_KEYS & payload.keys():
@@ -165,7 +208,7 @@ def redact(text: str) -> str:
         k: ("********" if k in _SECRET_KEYS and isinstance(v, str) else v)
         for k, v in payload.items()
     }
-    return json.dumps({**data, "payload": cleaned}, separators=(",", ":"))
+    return _dumps({**data, "payload": cleaned})
 
 
 # encodeURIComponent leaves these unescaped; the SDK builds twilio.params with it

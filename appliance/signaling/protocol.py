@@ -47,7 +47,9 @@ from appliance.errors import (
     error_for_code,
     error_from_payload,
 )
+from appliance.log import LogLimiter, wire
 from appliance.signaling.backoff import BackoffPolicy
+from appliance.signaling.limits import EXCHANGE_MAX_FRAME_BYTES, text_size
 from appliance.signaling.messages import (
     HEARTBEAT,
     Message,
@@ -262,6 +264,8 @@ class ClientProtocol:
         self._want_registered = False
         self._registered = False
         self._queue: list[Message] = []
+        #: Rate limit of the warnings about malformed gateway frames.
+        self._complaints = LogLimiter()
         self._warned_token: str | None = None
 
     # ---- queries ------------------------------------------------------------
@@ -350,8 +354,18 @@ class ClientProtocol:
             which case an :class:`ErrorReceived` with 31009 was emitted, as the
             SDK does (signaling-protocol.md §2.1). A queued message may still
             go out, so its error names no call; a dropped one names its call,
-            which cannot go on.
+            which cannot go on. A frame larger than the gateway accepts is
+            never sent (the gateway would close the socket): it is dropped
+            with 31212 for a call message, 31100 otherwise.
         """
+        text = encode(message)
+        if text_size(text) > EXCHANGE_MAX_FRAME_BYTES:
+            code = 31212 if message.type is MessageType.MESSAGE else 31100
+            reason = f"{message.type} exceeds {EXCHANGE_MAX_FRAME_BYTES} bytes"
+            self._out.events.append(
+                ErrorReceived(error_for_code(code, reason, call_sid=message.callsid))
+            )
+            return False
         if self._state in (TransportState.OPEN, TransportState.CONNECTED):
             self._frame(message)
             return True
@@ -439,10 +453,16 @@ class ClientProtocol:
         except UnknownMessageTypeError as exc:
             # New gateway message types must not break old phones (the SDK
             # emits them as events nobody listens to).
-            logger.debug("< dropped: %s", exc.message)
+            logger.debug("< dropped: %s", wire(exc.message))
             return
         except RemoteProtocolError as exc:
-            logger.warning("! malformed frame from the gateway: %s", exc.message)
+            suppressed = self._complaints.allow("gateway", now)
+            if suppressed is not None:
+                logger.warning(
+                    "! malformed frame from the gateway: %s%s",
+                    wire(exc.message),
+                    LogLimiter.note(suppressed),
+                )
             self._out.events.append(ErrorReceived(exc))
             return
         self._dispatch(message, now)

@@ -33,6 +33,7 @@ class Notifier:
         )
         if self._address and self._address.startswith("@"):
             self._address = "\0" + self._address[1:]
+        self._stopped = False
 
     @property
     def enabled(self) -> bool:
@@ -40,8 +41,13 @@ class Notifier:
         return bool(self._address)
 
     def notify(self, state: str) -> None:
-        """Send ``state`` (e.g. ``"READY=1"``); errors are logged, not raised."""
-        if not self._address:
+        """Send ``state`` (e.g. ``"READY=1"``); errors are logged, not raised.
+
+        Nothing is sent after :meth:`stopping`: a status line from the
+        shutdown itself ("offline" as the Device closes) would tell systemd
+        the service is reconnecting while it is stopping.
+        """
+        if not self._address or self._stopped:
             return
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
@@ -62,5 +68,6 @@ class Notifier:
         self.notify("WATCHDOG=1")
 
     def stopping(self) -> None:
-        """Tell systemd the service is shutting down."""
+        """Tell systemd the service is shutting down; the last notice sent."""
         self.notify("STOPPING=1")
+        self._stopped = True

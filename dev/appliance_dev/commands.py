@@ -13,13 +13,16 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from appliance.cli import add_log_level, fail
+from appliance.cli import add_log_level, add_secret_options, fail, read_secret
 from appliance.errors import ConfigError
 from appliance.log import configure_logging
 
 __all__ = ["add_demo_parser", "add_phone_parser", "add_sim_parser"]
 
 _Subparsers = Any  # argparse's _SubParsersAction is private
+#: Where a phone's Access Token may come from besides --token-file (the same
+#: variable ``appliance run`` reads).
+TOKEN_ENV = "APPLIANCE_TOKEN"
 
 
 # --------------------------------------------------------------------- phone
@@ -37,9 +40,7 @@ def add_phone_parser(subparsers: _Subparsers) -> None:
     parser.add_argument(
         "--signaling-url", required=True, metavar="URL", help="ws:// or wss:// URL"
     )
-    token = parser.add_mutually_exclusive_group(required=True)
-    token.add_argument("--token", help="Access Token (visible to ps; prefer a file)")
-    token.add_argument("--token-file", type=Path, metavar="FILE", help="token file")
+    add_secret_options(parser, "token", TOKEN_ENV, "Access Token")
     parser.add_argument("--input", metavar="DEV", help="input device (tone:440)")
     parser.add_argument(
         "--output", metavar="DEV", help="output device, e.g. file:x.wav"
@@ -72,15 +73,12 @@ def run_phone(args: argparse.Namespace) -> int:
     from appliance.phone.options import parse_options
     from appliance_dev.agent import run_agent
 
-    if args.token_file is not None:
-        try:
-            token = args.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            return fail(f"--token-file: {exc.strerror or exc}")
-    else:
-        token = args.token.strip()
+    try:
+        token = read_secret(args.token_file, "--token-file", TOKEN_ENV)
+    except ConfigError as exc:
+        return fail(str(exc))
     if not token:
-        return fail("the token is empty")
+        return fail(f"--token-file FILE (mode 0600) or ${TOKEN_ENV} is required")
     options: dict[str, Any] = {"signaling_url": args.signaling_url}
     if args.input is not None:
         options["input_device"] = args.input
@@ -145,8 +143,9 @@ def add_sim_parser(subparsers: _Subparsers) -> None:
         "not a terminal, commands are read line by line (see appliance/sim.py).",
     )
     parser.add_argument("--signaling-url", metavar="URL", help="an external exchange")
-    parser.add_argument("--token", help="Access Token (with --signaling-url)")
-    parser.add_argument("--token-file", type=Path, metavar="FILE", help="token file")
+    add_secret_options(
+        parser, "token", TOKEN_ENV, "Access Token (with --signaling-url)"
+    )
     parser.add_argument(
         "--local-address", action="append", metavar="IP", help="ICE host address"
     )

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 
+from appliance.cli import API_SECRET_ENV
 from appliance.errors import ApplianceError
 
 __all__ = ["start_exchange_process", "stop_process"]
@@ -37,11 +39,12 @@ async def start_exchange_process(
         account_sid,
         "--api-key",
         api_key,
-        "--api-secret",
-        api_secret,
         "--log-level",
         "WARNING",
         stdout=asyncio.subprocess.PIPE,
+        # The secret goes through the environment, which only this user can
+        # read; a command line is visible to every user in ps.
+        env={**os.environ, API_SECRET_ENV: api_secret},
     )
     assert proc.stdout is not None
     try:

@@ -58,6 +58,7 @@ from typing import Any, TextIO
 from PIL import Image
 
 from appliance.app import build_device, open_front_panel
+from appliance.cli import read_secret
 from appliance.errors import ApplianceError, ConfigError
 from appliance.hardware.display import register_display_driver
 from appliance.hardware.mock import HOLD_S, TAP_S, MockPanelHardware
@@ -736,14 +737,13 @@ def _default_pinmap() -> PinMap:
 
 
 def _read_token(args: argparse.Namespace) -> str:
-    if args.token:
-        return str(args.token).strip()
-    if args.token_file:
-        try:
-            return Path(args.token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError("--token-file", str(exc.strerror or exc)) from exc
-    raise ConfigError("--token", "required with --signaling-url (or --token-file)")
+    token = read_secret(args.token_file, "--token-file", "APPLIANCE_TOKEN")
+    if token is None:
+        raise ConfigError(
+            "--token-file",
+            "required with --signaling-url: FILE (mode 0600) or $APPLIANCE_TOKEN",
+        )
+    return token
 
 
 def main(args: argparse.Namespace) -> int:

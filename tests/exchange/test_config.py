@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from appliance.errors import ConfigError
@@ -40,9 +42,15 @@ secret = "two"
 """
 
 
+def write_private(path: Path, text: str) -> None:
+    """A config file with secrets, as it must be: mode 0600."""
+    path.write_text(text)
+    path.chmod(0o600)
+
+
 def test_file_with_several_accounts(tmp_path):
     path = tmp_path / "exchange.toml"
-    path.write_text(FILE)
+    write_private(path, FILE)
     config = load_config_file(path)
     assert (config.host, config.port) == ("127.0.0.1", 9000)
     assert config.ring_timeout == 12
@@ -56,7 +64,7 @@ def test_file_with_several_accounts(tmp_path):
 
 def test_command_line_overrides_and_adds_to_file(tmp_path):
     path = tmp_path / "exchange.toml"
-    path.write_text(FILE)
+    write_private(path, FILE)
     key3 = "SK" + "f" * 32
     config = build_config(
         config_file=path,
@@ -89,7 +97,7 @@ def test_command_line_overrides_and_adds_to_file(tmp_path):
 )
 def test_file_errors_name_the_key(tmp_path, text, key):
     path = tmp_path / "bad.toml"
-    path.write_text(text)
+    write_private(path, text)
     with pytest.raises(ConfigError) as info:
         load_config_file(path)
     assert info.value.key == key
@@ -135,11 +143,12 @@ def test_parse_listen_rejects(text):
 
 def test_file_errors_are_all_reported_at_once(tmp_path):
     path = tmp_path / "bad.toml"
-    path.write_text(
+    write_private(
+        path,
         "[exchange]\nring_timout = 3\nheartbeat_interval = 20\nlisten = 8080\n"
         "[[accounts]]\nsid = 'AC12'\nauth_token = ''\n"
         f"[[accounts]]\nsid = '{ACCOUNT}'\n[[accounts.api_keys]]\nsid = '{KEY}'\n"
-        "secret = true\n"
+        "secret = true\n",
     )
     with pytest.raises(ConfigError) as info:
         load_config_file(path)
@@ -157,7 +166,7 @@ def test_file_errors_are_all_reported_at_once(tmp_path):
 
 def test_heartbeat_interval_is_strictly_a_number(tmp_path):
     path = tmp_path / "bad.toml"
-    path.write_text('[exchange]\nheartbeat_interval = "5"\n')
+    write_private(path, '[exchange]\nheartbeat_interval = "5"\n')
     with pytest.raises(ConfigError) as info:
         load_config_file(path)
     assert info.value.key == "exchange.heartbeat_interval"

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import random
 import signal
 import sys
@@ -33,7 +34,9 @@ ACCOUNT = "AC" + "a" * 32
 KEY = "SK" + "b" * 32
 SECRET = "s" * 32
 APP = "AP" + "e" * 32
-CREDENTIALS = ["--account-sid", ACCOUNT, "--api-key", KEY, "--api-secret", SECRET]
+CREDENTIALS = ["--account-sid", ACCOUNT, "--api-key", KEY]
+#: The API secret reaches the CLI through its environment, never its argv.
+SECRET_ENV = {**os.environ, "APPLIANCE_API_SECRET": SECRET}
 
 
 def token(identity: str, secret: str = SECRET) -> str:
@@ -79,6 +82,7 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=SECRET_ENV,
     )
     out, err = await asyncio.wait_for(process.communicate(), scaled(30))
     assert process.returncode is not None
@@ -102,6 +106,7 @@ async def exchange_url() -> AsyncIterator[str]:
         "10",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=SECRET_ENV,
     )
     try:
         stdout = process.stdout  # a pipe: stdout=PIPE above
@@ -345,8 +350,6 @@ async def test_cli_token_prints_a_verifiable_token():
                 "AC123",
                 "--api-key",
                 KEY,
-                "--api-secret",
-                "s",
                 "--identity",
                 "a",
             ],
@@ -364,8 +367,6 @@ async def test_cli_token_prints_a_verifiable_token():
                 ACCOUNT,
                 "--api-key",
                 "SK1",
-                "--api-secret",
-                "s",
             ],
             "api_key",
         ),

@@ -13,6 +13,7 @@ rewrites) the file for each of them.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,7 @@ async def test_call_then_exchange_killed_and_restarted(
     exchange = await exchange_process()
     token_file = tmp_path / "bob.jwt"
     token_file.write_text(make_token("bob") + "\n")
+    token_file.chmod(0o600)  # a token file others can read is refused
     alice, bob = await asyncio.gather(
         phone_process(
             "alice",
@@ -156,7 +158,7 @@ async def test_phone_cli_reports_a_bad_token_and_keeps_running(
     ],
 )
 async def test_phone_cli_rejects_bad_options(args: list[str]):
-    base = {"--signaling-url": "ws://127.0.0.1:1/signal", "--token": "t"}
+    base = {"--signaling-url": "ws://127.0.0.1:1/signal"}
     for key, value in zip(args[::2], args[1::2], strict=True):
         base[key] = value
     argv = [item for pair in base.items() for item in pair]
@@ -169,6 +171,7 @@ async def test_phone_cli_rejects_bad_options(args: list[str]):
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "APPLIANCE_TOKEN": "t"},
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), scaled(20))
     assert process.returncode == 2

@@ -75,7 +75,9 @@ async def test_qr_enrollment_registration_refresh_and_revocation(
         svc = await service(phone_config(tmp_path, exchange.url, prov.url))
         # Unprovisioned: up and saying so, not restart-looping.
         await wait_until(lambda: svc.saw("READY=1"), 15.0)
-        await wait_until(lambda: svc.saw("STATUS=waiting for provisioning"), 5.0)
+        await wait_until(
+            lambda: svc.saw("STATUS=not registered: waiting for provisioning"), 5.0
+        )
 
         async with aiohttp.ClientSession(
             cookie_jar=aiohttp.CookieJar(unsafe=True)
