@@ -375,7 +375,8 @@ def run_run(args: argparse.Namespace) -> int:
     try:
         config = load_layers(args)
     except ConfigError as exc:
-        return app.config_failed(args.config, exc)  # stderr, and the OLED
+        layers = None if args.layers is None else [p for p, _ in args.layers]
+        return app.config_failed(layers, exc)  # stderr, and the OLED
     return app.main(config)  # configures logging at log.level
 
 
@@ -415,7 +416,7 @@ def add_check_parser(subparsers: _Subparsers) -> None:
         "screen, then ask for each key and button in turn (Enter skips one, q "
         "the rest). Prints a summary; exit status 1 when a part failed.",
     )
-    parser.add_argument("--config", action="append", type=Path, metavar="FILE")
+    add_layer_options(parser)
     parser.add_argument(
         "--output",
         action="append",
@@ -435,10 +436,8 @@ def add_check_parser(subparsers: _Subparsers) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     """Handler of ``appliance check``."""
-    from appliance.config import load_config
-
     try:
-        config = load_config(args.config)
+        config = load_layers(args)
         if args.key_timeout is not None and args.key_timeout <= 0:
             raise ConfigError("--key-timeout", "must be positive")
     except ConfigError as exc:
