@@ -167,6 +167,9 @@ def _provision_status(args: argparse.Namespace) -> int:
     from appliance.provisioning.credential import load_credential
 
     try:
+        for path in args.config or ():
+            if not path.exists():  # as ``appliance run --config``
+                raise ConfigError("--config", f"{path}: no such file")
         config = load_config(args.config)
     except ConfigError as exc:
         return _fail(str(exc))

@@ -55,6 +55,8 @@ def test_status_through_the_phone_s_life(tmp_path: Path):
     credential.chmod(0o644)
     code, out = status(config)
     assert code == 1 and "chmod 600" in out
+    code, out = status(tmp_path / "missing.toml")
+    assert code != 0 and "missing.toml: no such file" in out
 
 
 def test_a_garbled_credential_file_is_reported_not_trusted(tmp_path: Path):
