@@ -23,7 +23,9 @@ States
 ``idle``, ``dialing`` (a dial string is being typed), ``calling`` (outgoing,
 before answer), ``ringing`` (incoming), ``in_call``, ``error`` (an error is
 shown for ``error_display_s``, then the panel resumes where it belongs),
-``provisioning`` and ``confirm_reset``: "Reset provisioning?", entered by
+``call_log`` (browsing the log: :mod:`appliance.ui.calllog_view`, which also
+holds the clock, network bars and do-not-disturb), ``provisioning`` and
+``confirm_reset``: "Reset provisioning?", entered by
 holding Hangup when no call is up or by ``appliance provision reset``
 (:meth:`Panel.reset_requested`); only holding Hangup for
 :data:`RESET_HOLD_S` there emits :class:`ResetProvisioning`, any other
@@ -40,6 +42,14 @@ from enum import StrEnum
 
 from appliance.cadence import Cadence, tones_for
 from appliance.errors import ConfigError
+from appliance.ui.calllog_view import (
+    DND_MODES,
+    Decline,
+    DeskState,
+    LogItem,
+    MarkMissedSeen,
+    SetDnd,
+)
 
 __all__ = [
     "DTMF_KEYS",
@@ -50,9 +60,11 @@ __all__ = [
     "VOLUME_ROLES",
     "Accept",
     "Command",
+    "Decline",
     "Dial",
     "Hangup",
     "Ignore",
+    "MarkMissedSeen",
     "Panel",
     "PanelButton",
     "PanelState",
@@ -63,6 +75,7 @@ __all__ = [
     "ResetProvisioning",
     "Screen",
     "SendDigits",
+    "SetDnd",
     "SetMute",
     "SetVolume",
     "Setup",
@@ -111,6 +124,7 @@ class PanelState(StrEnum):
     ERROR = "error"
     PROVISIONING = "provisioning"
     CONFIRM_RESET = "confirm_reset"
+    CALL_LOG = "call_log"
 
 
 class Screen(StrEnum):
@@ -126,6 +140,7 @@ class Screen(StrEnum):
     ERROR = "error"
     PROVISIONING = "provisioning"
     CONFIRM_RESET = "confirm_reset"
+    CALL_LOG = "call_log"
     UPDATING = "updating"
 
 
@@ -142,6 +157,8 @@ class PanelButton(StrEnum):
     VOL_DOWN = "vol_down"
     HOOK_UP = "hook_up"
     HOOK_DOWN = "hook_down"
+    #: Do-not-disturb on/off (holding # on the keypad).
+    DND = "dnd"
 
 
 class StatusLed(StrEnum):
@@ -251,6 +268,9 @@ Command = (
     | SetVolume
     | ResetProvisioning
     | ResetCancelled
+    | Decline
+    | SetDnd
+    | MarkMissedSeen
 )
 
 
@@ -284,6 +304,12 @@ class PanelView:
         reset_hold_until: on the reset confirmation, when the Hangup being
             held confirms it (None = not held).
         update_progress / update_version: placeholders.
+        missed_calls: missed calls not seen yet (idle screen, status LED).
+        dnd: do-not-disturb is on.
+        clock_time / clock_date: the idle screen's clock, as text.
+        network_bars: 0-3 from the last call's quality, None = unknown.
+        log_items / log_selected: the call log, newest first, and the entry
+            Accept calls back.
     """
 
     screen: Screen
@@ -311,6 +337,13 @@ class PanelView:
     reset_hold_until: float | None = None
     update_progress: float | None = None
     update_version: str = ""
+    missed_calls: int = 0
+    dnd: bool = False
+    clock_time: str = ""
+    clock_date: str = ""
+    network_bars: int | None = None
+    log_items: tuple[LogItem, ...] = ()
+    log_selected: int = 0
 
 
 @dataclass
@@ -348,6 +381,7 @@ class Panel:
         error_display_s: how long an error stays on screen.
         volume: starting level per role (``speaker``, ``ringtone``), e.g. as
             saved by the controller; missing roles start at the default.
+        dnd_mode: how do-not-disturb turns calls away (``busy``, ``ignore``).
 
     Raises:
         ConfigError: invalid directory entry or option (the key names it).
@@ -363,6 +397,7 @@ class Panel:
         ignore_after_rings: int | None = None,
         error_display_s: float = 4.0,
         volume: Mapping[str, int] | None = None,
+        dnd_mode: str = "busy",
     ) -> None:
         self._directory = dict(directory or {})
         for code, name in self._directory.items():
@@ -378,6 +413,9 @@ class Panel:
             raise ConfigError("ui.ignore_after_rings", "must be at least 1")
         if error_display_s <= 0:
             raise ConfigError("ui.error_display_s", "must be positive")
+        if dnd_mode not in DND_MODES:
+            raise ConfigError("ui.dnd_mode", f"must be one of {', '.join(DND_MODES)}")
+        self._desk = DeskState(dnd_silent=dnd_mode == "ignore")
         self._ring = ring_cadence or tones_for(country).ring
         self._max_dial = max_dial_length
         self._ignore_after = ignore_after_rings
@@ -447,6 +485,13 @@ class Panel:
             provisioning_uri=self._provisioning[1] if self._provisioning else "",
             provisioning_message=self._provisioning[2] if self._provisioning else "",
             reset_hold_until=self._reset_hold_until,
+            missed_calls=self._desk.unseen_missed,
+            dnd=self._desk.dnd,
+            clock_time=self._desk.clock[0],
+            clock_date=self._desk.clock[1],
+            network_bars=self._desk.bars,
+            log_items=self._desk.items,
+            log_selected=self._desk.selected,
         )
 
     def volume_levels(self) -> dict[str, int]:
@@ -467,7 +512,9 @@ class Panel:
         """Return the status LED mode: fast when ringing, slow when offline."""
         if self._state is PanelState.RINGING:
             return StatusLed.FAST
-        if not self._registered:
+        if not self._registered or self._desk.unseen_missed:
+            # Slow blinking also signals missed calls, as a desk phone's
+            # message-waiting lamp does.
             return StatusLed.SLOW
         return StatusLed.STEADY
 
@@ -578,7 +625,12 @@ class Panel:
         self._now = now
         self._registered = False
         self._next_retry_at = next_retry_at
-        if self._state in (PanelState.IDLE, PanelState.DIALING, PanelState.CONNECTING):
+        if self._state in (
+            PanelState.IDLE,
+            PanelState.DIALING,
+            PanelState.CONNECTING,
+            PanelState.CALL_LOG,
+        ):
             self._dial = ""
             self._state = PanelState.OFFLINE
 
@@ -590,6 +642,10 @@ class Panel:
         """
         self._now = now
         if self._call is not None:
+            return
+        if self._desk.dnd:
+            # Do-not-disturb: turned away without ringing (logged as missed).
+            self._commands.append(Decline(self._desk.dnd_silent))
             return
         if self._state is PanelState.ERROR:
             self._error = None
@@ -693,7 +749,63 @@ class Panel:
         self._on_reset_prompt("", now)
         return True
 
+    @property
+    def dnd(self) -> bool:
+        """Whether do-not-disturb is on."""
+        return self._desk.dnd
+
+    def set_dnd(self, on: bool, now: float) -> None:
+        """Set do-not-disturb as saved (no :class:`SetDnd` is emitted)."""
+        self._now = now
+        self._desk.dnd = on
+
+    def call_log(
+        self, items: tuple[LogItem, ...], unseen_missed: int, now: float
+    ) -> None:
+        """The call log changed (newest first) and has ``unseen_missed`` calls."""
+        self._now = now
+        self._desk.set_items(items, unseen_missed)
+        if self._state is PanelState.CALL_LOG and not items:
+            self._state = PanelState.IDLE
+
+    def clock(self, time_text: str, date_text: str, now: float) -> None:
+        """The idle screen's clock, as text (``format_clock``)."""
+        self._now = now
+        self._desk.clock = (time_text, date_text)
+
+    def network_bars(self, bars: int | None, now: float) -> None:
+        """The network bars to show (0-3, None: unknown)."""
+        self._now = now
+        self._desk.bars = bars
+
     # --- handlers (the table below points here) ---------------------------
+
+    def _on_log_open(self, _: str, now: float) -> None:
+        had_unseen = self._desk.unseen_missed > 0
+        if self._desk.open_log():
+            self._state = PanelState.CALL_LOG
+        if had_unseen:
+            self._commands.append(MarkMissedSeen())
+
+    def _on_log_key(self, key: str, now: float) -> None:
+        step = {"8": 1, "2": -1}.get(key)
+        if step is not None:
+            self._desk.scroll(step)
+
+    def _on_log_next(self, _: str, now: float) -> None:
+        self._desk.scroll(1)
+
+    def _on_log_call(self, _: str, now: float) -> None:
+        remote = self._desk.selected_remote()
+        if remote:
+            self._place_call(remote)
+
+    def _on_log_close(self, _: str, now: float) -> None:
+        self._state = PanelState.IDLE if self._registered else PanelState.OFFLINE
+
+    def _on_dnd_toggle(self, _: str, now: float) -> None:
+        self._desk.dnd = not self._desk.dnd
+        self._commands.append(SetDnd(self._desk.dnd))
 
     def _on_reset_prompt(self, _: str, now: float) -> None:
         if not self.reset_enabled:
@@ -875,6 +987,7 @@ _KEY_TABLE: dict[PanelState, _Handler] = {
     _S.DIALING: Panel._type_digit,
     _S.IN_CALL: Panel._send_dtmf,
     _S.CONFIRM_RESET: Panel._on_reset_cancel,
+    _S.CALL_LOG: Panel._on_log_key,
 }
 
 #: Buttons: (state, button) -> handler. Volume is handled in every state.
@@ -896,6 +1009,15 @@ _BUTTON_TABLE: dict[tuple[PanelState, PanelButton], _Handler] = {
     (_S.IN_CALL, _B.HOOK_DOWN): Panel._on_hangup,
     (_S.IN_CALL, _B.MUTE): Panel._on_mute,
     (_S.ERROR, _B.HANGUP): Panel._on_dismiss_error,
+    # The call log (Mute on the idle screen) and do-not-disturb (hold #).
+    (_S.IDLE, _B.MUTE): Panel._on_log_open,
+    (_S.CALL_LOG, _B.MUTE): Panel._on_log_next,
+    (_S.CALL_LOG, _B.ACCEPT): Panel._on_log_call,
+    (_S.CALL_LOG, _B.HOOK_UP): Panel._on_log_call,
+    (_S.CALL_LOG, _B.HANGUP): Panel._on_log_close,
+    (_S.CALL_LOG, _B.HOOK_DOWN): Panel._on_log_close,
+    (_S.IDLE, _B.DND): Panel._on_dnd_toggle,
+    (_S.OFFLINE, _B.DND): Panel._on_dnd_toggle,
     # Reset provisioning: hold Hangup to be asked, hold it 3 s to confirm.
     (_S.IDLE, _B.HANGUP_HELD): Panel._on_reset_prompt,
     (_S.OFFLINE, _B.HANGUP_HELD): Panel._on_reset_prompt,
