@@ -63,7 +63,9 @@ class CallLogStore:
         self.max_entries = max_entries
         try:
             self._db = self._open()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.OperationalError as exc:  # cannot open: the file may be fine
+            raise CallLogError(f"{path}: cannot open the call log: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # opened, and not a usable log
             self._set_aside(str(exc))
             try:
                 self._db = self._open()
