@@ -491,14 +491,19 @@ class PanelController:
 
     def _decline(self, command: Decline) -> None:
         conn = self._offered
-        if conn is None or conn.state is not CallState.PENDING:
+        if conn is not None and self._loop is not None:
+            # After the offer's other listeners (the call log) have seen it.
+            self._loop.call_soon(self._decline_now, conn, command.silent)
+
+    def _decline_now(self, conn: Connection, silent: bool) -> None:
+        if conn.state is not CallState.PENDING:
             return
         logger.info(
             "do-not-disturb: call from %s %s",
             conn.parameters.get("From", ""),
-            "ignored" if command.silent else "declined",
+            "ignored" if silent else "declined",
         )
-        if command.silent:
+        if silent:
             conn.ignore()
         else:
             conn.reject()

@@ -45,7 +45,9 @@ def test_the_log_keeps_only_the_newest_max_entries(tmp_path: Path) -> None:
     store = CallLogStore(tmp_path / "calls.db", max_entries=5)
     for i in range(12):
         store.add(_entry(i))
-    assert [e.remote for e in store.recent()] == [f"client:n{i}" for i in range(11, 6, -1)]
+    assert [e.remote for e in store.recent()] == [
+        f"client:n{i}" for i in range(11, 6, -1)
+    ]
     store.close()
 
 
@@ -87,7 +89,7 @@ def test_a_log_from_an_unknown_version_is_set_aside(tmp_path: Path) -> None:
 
 def test_a_file_where_the_directory_should_be_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "state").write_text("not a directory")
-    with pytest.raises(CallLogError, match="calls.db"):
+    with pytest.raises(CallLogError, match=r"calls\.db"):
         CallLogStore(tmp_path / "state" / "calls.db")
     assert open_store(tmp_path / "state" / "calls.db") is None
 
@@ -97,7 +99,7 @@ def test_a_directory_in_the_way_is_a_clear_error_not_a_crash(tmp_path: Path) -> 
     path = tmp_path / "calls.db"
     path.mkdir()
     (path / "keep").write_text("x")
-    with pytest.raises(CallLogError, match="calls.db"):
+    with pytest.raises(CallLogError, match=r"calls\.db"):
         CallLogStore(path)
     assert open_store(path) is None
     assert (path / "keep").exists()  # not moved aside: it may be someone's

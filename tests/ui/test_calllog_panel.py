@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -128,7 +128,7 @@ def test_clock_and_bars_reach_the_view() -> None:
 
 def test_format_clock() -> None:
     assert format_clock(None) == ("--:--", "clock not set")
-    when = datetime(2026, 12, 3, 9, 5, tzinfo=timezone.utc)
+    when = datetime(2026, 12, 3, 9, 5, tzinfo=UTC)
     assert format_clock(when) == ("09:05", "Thu 03 Dec 2026")
 
 
@@ -151,7 +151,7 @@ def test_bars_for(mos: float | None, rtt: float | None, bars: int | None) -> Non
 
 
 def test_log_item_shows_time_today_date_before_and_dashes_without_clock() -> None:
-    now = datetime(2026, 12, 3, 10, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
     entry = Entry(0.0, Direction.MISSED, "client:bob", seen=False)
     today = log_item(entry, now - timedelta(minutes=20), now)
     assert today == LogItem("client:bob", "missed", "09:40", 0.0, unseen=True)
