@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     # call log all the same.
     from appliance.ui.controller import PanelController
 
-__all__ = ["DeskLink", "open_call_log"]
+__all__ = ["DeskLink", "call_log_path", "open_call_log"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ async def open_call_log(
 ) -> CallLogRecorder:
     """Start the call log of ``device`` (and show it on ``controller``'s panel).
 
-    ``ui.call_log_file`` names the database ("": memory only); one that cannot
+    :func:`call_log_path` names the database; one that cannot
     be opened leaves the log in memory, said in the journal. Everything
     started here stops with ``stack``.
     """
@@ -62,10 +63,9 @@ async def open_call_log(
         flag = Path(ui.clock_sync_file) if ui.clock_sync_file else None
         synced = lambda: clock_synchronized(flag)  # noqa: E731
     store = None
-    if ui.call_log_file:
-        store = await asyncio.to_thread(
-            open_store, Path(ui.call_log_file), ui.call_log_max
-        )
+    path = call_log_path(ui)
+    if path is not None:
+        store = await asyncio.to_thread(open_store, path, ui.call_log_max)
     recorder = CallLogRecorder(
         device, store, max_entries=ui.call_log_max, wall=wall, clock_known=synced
     )
@@ -77,6 +77,15 @@ async def open_call_log(
         controller.apply(lambda panel, now: panel.set_dnd(dnd, now))
         await stack.enter_async_context(link)
     return recorder
+
+
+def call_log_path(ui: UiConfig) -> Path | None:
+    """Where the call log is kept: ``ui.call_log_file``, else ``calls.db`` in
+    the service's StateDirectory, else nowhere (None: memory only)."""
+    if ui.call_log_file:
+        return Path(ui.call_log_file)
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state) / "calls.db" if state else None
 
 
 class DeskLink:

@@ -80,8 +80,10 @@ class UiConfig:
             the screen from a shell (support, tests); "" writes none.
         dnd_mode: do-not-disturb declines calls as ``busy``, or ``ignore`` lets
             them ring on at the caller; the on/off switch is in ``state_file``.
-        call_log_file: the call log's SQLite database; "" keeps the log in
-            memory only.
+        call_log_file: the call log's SQLite database; "" puts ``calls.db``
+            in systemd's ``STATE_DIRECTORY`` (``/var/lib/appliance``), and
+            keeps the log in memory only when there is none (tests, the
+            simulator).
         call_log_max: the most calls the log keeps (oldest dropped first).
         clock_sync_file: exists once the system clock is synchronised
             (systemd-timesyncd's flag); until then the clock shows as unknown.
