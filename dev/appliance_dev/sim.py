@@ -72,7 +72,9 @@ from appliance.log import configure_logging
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
 from appliance.phone.options import parse_options
+from appliance.ui.calllog_view import LogItem
 from appliance.ui.controller import PanelController, UiConfig
+from appliance.ui.desk import open_call_log
 from appliance.ui.notices import (
     render_check_step,
     render_check_summary,
@@ -194,6 +196,34 @@ def sample_views(now: float = 1000.0) -> dict[str, PanelView]:
         "idle": replace(
             bar,
             screen=Screen.IDLE,
+            clock_time="09:45",
+            clock_date="Thu 03 Dec 2026",
+            network_bars=3,
+        ),
+        "idle_missed": replace(
+            bar,
+            screen=Screen.IDLE,
+            clock_time="09:45",
+            clock_date="Thu 03 Dec 2026",
+            missed_calls=2,
+            network_bars=2,
+        ),
+        "idle_dnd_clock_unknown": replace(
+            bar,
+            screen=Screen.IDLE,
+            clock_time="--:--",
+            clock_date="clock not set",
+            dnd=True,
+        ),
+        "call_log": replace(
+            bar,
+            screen=Screen.CALL_LOG,
+            log_items=(
+                LogItem("client:bob", "missed", "09:41", unseen=True),
+                LogItem("+15551234", "in", "09:02", 75.0),
+                LogItem("client:carol", "out", "02 Dec", 300.0),
+            ),
+            log_selected=1,
         ),
         "dialing": replace(
             bar,
@@ -677,6 +707,8 @@ async def run_sim(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> in
         if front is None or front.mock is None or front.display is None:
             raise ApplianceError("the simulated front panel did not start")
         controller, hardware, display = front.controller, front.mock, front.display
+        # The call log in memory, the clock as the desktop has it.
+        await open_call_log(ui, device, controller, panel_stack, synced=lambda: True)
 
         def note_screen(_image: Image.Image, view: PanelView) -> None:
             oled.screen = view.screen.value
