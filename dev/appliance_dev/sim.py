@@ -13,12 +13,15 @@ Keyboard (the terminal in cbreak mode)::
     H            Hangup held         r            Ready
     m            Mute                + / -        volume
     h            hook (lift/replace) i            bob calls you
-    q            quit
+    D            # held (DND)        q            quit
+
+Mute on the idle screen shows the call log (kept in memory here).
 
 When stdin is not a terminal it is read line by line, so scripts and tests
 can drive the phone. A line is keypad characters (``200#``, pressed in turn),
 one of the keyboard letters above, or a word: ``ready``, ``accept``,
-``hangup``, ``hold-hangup``, ``mute``, ``hook``, ``incoming``, ``quit``,
+``hangup``, ``hold-hangup``, ``mute``, ``hook``, ``dnd`` (hold #),
+``incoming``, ``quit``,
 ``sleep SECONDS``, ``wait STATE [SECONDS]`` (wait for a panel state such as
 ``in_call``; exit status 1 if it does not come). End of input quits.
 
@@ -388,7 +391,7 @@ class _Terminal:
         lines.append(
             " keys: 0-9*# keypad  Enter accept  Bksp/Esc hangup  H hold-hangup"
         )
-        lines.append("       r ready  m mute  h hook  i bob calls  q quit")
+        lines.append("       r ready  m mute/log  h hook  D dnd  i bob calls  q quit")
         lines += list(self._log)
         # Home the cursor and overwrite in place; \x1b[K clears each line's tail.
         text = "\x1b[H" + "".join(f"{line}\x1b[K\r\n" for line in lines) + "\x1b[J"
@@ -469,6 +472,7 @@ class _Sim:
             "vol+": button("vol_up"),
             "vol-": button("vol_down"),
             "hook": self.toggle_hook,
+            "dnd": lambda: self.hw.tap_key("#", HOLD_S),  # hold #
             "incoming": self.bob_calls,
             "quit": self.quit.set,
         }
@@ -486,6 +490,7 @@ class _Sim:
             "+": "vol+",
             "-": "vol-",
             "h": "hook",
+            "D": "dnd",
             "i": "incoming",
             "q": "quit",
         }
