@@ -109,6 +109,7 @@ class DeskLink:
         self._recorder.listeners.append(self.show_log)
         self._controller.command_listeners.append(self._on_command)
         self.show_log()
+        self.show_clock()
         self._task = asyncio.get_running_loop().create_task(
             self._run_clock(), name="panel-clock"
         )
@@ -153,6 +154,6 @@ class DeskLink:
 
     async def _run_clock(self) -> None:
         while True:
-            self.show_clock()
             # Until the next minute starts (a little after, so it has).
             await asyncio.sleep(60.0 - self._wall() % 60.0 + 0.05)
+            self.show_clock()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 
 from appliance.calllog.core import Direction
@@ -33,14 +34,16 @@ async def caller(exchange: ExchangeServer, name: str) -> AsyncIterator[Device]:
         await device.destroy()
 
 
-async def _with_log(phone: PanelPhone, ui: UiConfig) -> CallLogRecorder:
+async def _with_log(
+    phone: PanelPhone, ui: UiConfig, *, synced: bool = True
+) -> CallLogRecorder:
     return await open_call_log(
         ui,
         phone.device,
         phone.controller,
         phone.stack,
         wall=lambda: WALL,
-        synced=lambda: True,
+        synced=lambda: synced,
     )
 
 
@@ -51,8 +54,13 @@ async def test_a_missed_call_is_logged_blinks_and_accept_calls_it_back(
     ui = UiConfig(call_log_file=str(db))
     async with panel_phone(exchange, "bob", Panel()) as bob:
         log = await _with_log(bob, ui)
+        local = datetime.fromtimestamp(WALL).astimezone()
         view = bob.panel.view()
-        assert (view.clock_time, view.missed_calls) != ("--:--", None)
+        assert (view.clock_time, view.clock_date) == (
+            local.strftime("%H:%M"),
+            local.strftime("%a %d %b %Y"),
+        )
+        assert view.missed_calls == 0 and view.network_bars is None
         async with caller(exchange, "carol") as carol:
             call = await carol.connect({"To": "client:bob"})
             await bob.wait_state(PanelState.RINGING)
@@ -127,6 +135,10 @@ async def test_dnd_from_the_keypad_declines_logs_missed_and_is_kept(
         await wait_until(settings.load_dnd, 5.0)
     # The switch survives a restart of the panel.
     async with panel_phone(exchange, "bob", Panel(), settings=settings) as again:
-        await _with_log(again, ui)
+        await _with_log(again, ui, synced=False)
         assert again.panel.dnd
-        assert again.panel.view().missed_calls == 1
+        view = again.panel.view()
+        assert view.missed_calls == 1
+        # Before the clock is synchronised: unknown, and so are today's calls.
+        assert (view.clock_time, view.clock_date) == ("--:--", "clock not set")
+        await again.screen_shows_view()
