@@ -33,6 +33,7 @@ PURE = [
     "hardware/ports.py",
     "ui/panel.py",
     "ui/calllog_view.py",
+    "ui/commands.py",
     "calllog/core.py",
     "ui/screens.py",
     "ui/notices.py",

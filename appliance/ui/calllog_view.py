@@ -27,11 +27,8 @@ from appliance.calllog.core import Direction, Entry
 
 __all__ = [
     "DND_MODES",
-    "Decline",
     "DeskState",
     "LogItem",
-    "MarkMissedSeen",
-    "SetDnd",
     "bars_for",
     "format_clock",
     "log_item",
@@ -142,26 +139,3 @@ class DeskState:
         self.items = items
         self.unseen_missed = unseen_missed
         self.selected = min(self.selected, max(len(items) - 1, 0))
-
-
-# --- commands the panel issues for these extras ------------------------------
-
-
-@dataclass(frozen=True)
-class Decline:
-    """Do-not-disturb turns the offered call away: rejected (busy) or, with
-    ``silent``, ignored (the caller rings on; nothing rings here)."""
-
-    silent: bool
-
-
-@dataclass(frozen=True)
-class SetDnd:
-    """Do-not-disturb was turned on or off on the panel (to be saved)."""
-
-    on: bool
-
-
-@dataclass(frozen=True)
-class MarkMissedSeen:
-    """The log was opened: the missed calls are seen (the LED stops)."""

@@ -6,7 +6,7 @@ Rules of this file
   calls :meth:`Panel.tick` at :meth:`Panel.next_deadline`.
 * Inputs are user gestures (:meth:`Panel.key`, :meth:`Panel.button`) and engine
   facts (:meth:`Panel.registered`, :meth:`Panel.incoming`, ...). Outputs are
-  commands for the engine and audio (drained with
+  commands for the engine and audio (:mod:`appliance.ui.commands`, drained with
   :meth:`Panel.commands_to_send`) plus queries the screens and LEDs read
   (:meth:`Panel.view`, :meth:`Panel.ringer_pattern`, :meth:`Panel.status_led`).
 * Transitions are the table :data:`_KEY_TABLE` / :data:`_BUTTON_TABLE`:
@@ -42,13 +42,24 @@ from enum import StrEnum
 
 from appliance.cadence import Cadence, tones_for
 from appliance.errors import ConfigError
-from appliance.ui.calllog_view import (
-    DND_MODES,
+from appliance.ui.calllog_view import DND_MODES, DeskState, LogItem
+from appliance.ui.commands import (
+    Accept,
+    Command,
     Decline,
-    DeskState,
-    LogItem,
+    Dial,
+    Hangup,
+    Ignore,
     MarkMissedSeen,
+    PlayLocalDtmf,
+    Reject,
+    ResetCancelled,
+    ResetProvisioning,
+    SendDigits,
     SetDnd,
+    SetMute,
+    Setup,
+    SetVolume,
 )
 
 __all__ = [
@@ -170,108 +181,11 @@ class StatusLed(StrEnum):
     FAST = "fast"
 
 
-# --- commands (outputs) -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Setup:
-    """Run the engine's setup: connect and register (the Ready gesture)."""
-
-
-@dataclass(frozen=True)
-class Dial:
-    """Place an outgoing call to ``to`` (``client:NAME`` or a number as typed)."""
-
-    to: str
-
-
-@dataclass(frozen=True)
-class Accept:
-    """Answer the ringing incoming call."""
-
-
-@dataclass(frozen=True)
-class Reject:
-    """Reject the ringing incoming call."""
-
-
-@dataclass(frozen=True)
-class Ignore:
-    """Stop ringing locally without rejecting (the caller keeps hearing ringback)."""
-
-
-@dataclass(frozen=True)
-class Hangup:
-    """End the current call (outgoing before answer, or connected)."""
-
-
-@dataclass(frozen=True)
-class SendDigits:
-    """Send DTMF digits on the current call."""
-
-    digits: str
-
-
-@dataclass(frozen=True)
-class SetMute:
-    """Mute or unmute the microphone."""
-
-    muted: bool
-
-
-@dataclass(frozen=True)
-class PlayLocalDtmf:
-    """Play the DTMF tone locally as key feedback."""
-
-    digit: str
-
-
-@dataclass(frozen=True)
-class ResetProvisioning:
-    """Hangup was held on the confirmation screen: forget the credential."""
-
-
-@dataclass(frozen=True)
-class ResetCancelled:
-    """The confirmation screen was left without the long press."""
-
-
-@dataclass(frozen=True)
-class SetVolume:
-    """Set the gain of ``role`` (``speaker`` or ``ringtone``) to ``level``.
-
-    ``gain`` is the linear factor for the audio mixer (0.0 = silent).
-    """
-
-    role: str
-    level: int
-    gain: float
-
-
 def volume_gain(level: int) -> float:
     """The linear gain of a volume level (0 is silent, then 3 dB steps)."""
     if level <= 0:
         return 0.0
     return float(10 ** ((level - VOLUME_DEFAULT_LEVEL) * _VOLUME_STEP_DB / 20))
-
-
-Command = (
-    Setup
-    | Dial
-    | Accept
-    | Reject
-    | Ignore
-    | Hangup
-    | SendDigits
-    | SetMute
-    | PlayLocalDtmf
-    | SetVolume
-    | ResetProvisioning
-    | ResetCancelled
-    | Decline
-    | SetDnd
-    | MarkMissedSeen
-)
 
 
 @dataclass(frozen=True)

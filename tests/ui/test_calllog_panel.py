@@ -8,15 +8,8 @@ import pytest
 
 from appliance.calllog.core import Direction, Entry
 from appliance.errors import ConfigError
-from appliance.ui.calllog_view import (
-    Decline,
-    LogItem,
-    MarkMissedSeen,
-    SetDnd,
-    bars_for,
-    format_clock,
-    log_item,
-)
+from appliance.ui.calllog_view import LogItem, bars_for, format_clock, log_item
+from appliance.ui.commands import Decline, MarkMissedSeen, SetDnd
 from appliance.ui.panel import Dial, Panel, PanelState, StatusLed
 
 LOG = (
