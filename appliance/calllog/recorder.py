@@ -4,7 +4,7 @@
 (:class:`~appliance.phone.ports.CallOffered`, ``CallPlaced``, ``CallEnded``)
 and each call's ``accept``, lets :class:`~appliance.calllog.core.CallTracker`
 decide what the call was, keeps the newest entries in memory for the panel and
-writes each one to the :class:`~appliance.calls.store.CallLogStore` off the
+writes each one to the :class:`~appliance.calllog.store.CallLogStore` off the
 event loop, one write at a time.
 
 A log that cannot be opened or written is reported in the journal and the
@@ -18,12 +18,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from appliance.calllog.core import CallTracker, Direction, Entry
+from appliance.calllog.core import CallTracker, Entry
 from appliance.calllog.store import DEFAULT_MAX_ENTRIES, CallLogStore
 from appliance.errors import CallLogError
-from appliance.phone.connection import Connection
 from appliance.phone.device import Device
 from appliance.phone.ports import CallEnded, CallOffered, CallPlaced, EngineEvent
 from appliance.tasks import TaskSet
@@ -136,10 +136,7 @@ class CallLogRecorder:
         """The person looked at the log: the missed calls are seen."""
         if not any(not e.seen for e in self._entries):
             return
-        self._entries = [
-            e if e.seen else Entry(**{**e.__dict__, "seen": True})
-            for e in self._entries
-        ]
+        self._entries = [replace(e, seen=True) for e in self._entries]
         self._changed()
         self._write(lambda store: store.mark_missed_seen())
 
@@ -159,17 +156,15 @@ class CallLogRecorder:
         elif isinstance(event, CallEnded):
             entry = self._tracker.ended(key, now=self._now(), mos=conn.last_mos)
             if entry is not None:
-                self._add(entry, conn)
+                self._add(entry)
 
-    def _add(self, entry: Entry, conn: Connection) -> None:
+    def _add(self, entry: Entry) -> None:
         logger.info(
             "call log: %s %s, %.0f s",
             entry.direction.value,
             entry.remote,
             entry.duration_s,
         )
-        if entry.direction is Direction.MISSED:
-            logger.debug("missed call %s", conn.call_sid)
         self._entries.insert(0, entry)
         del self._entries[self._max :]
         self._changed()
