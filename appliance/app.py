@@ -206,6 +206,9 @@ async def run_service(
         return 2
     if front is not None and on_panel is not None:
         on_panel(front)
+    from appliance.ui.desk import open_call_log  # the log, and its panel screens
+
+    await open_call_log(config.ui, device, front.controller if front else None, panel)
     provisioning = (
         provision_phone(config, device, notifier, front, current)
         if provisioned

@@ -40,6 +40,7 @@ __all__ = [
     "AudioDeviceError",
     "AuthenticationError",
     "CallError",
+    "CallLogError",
     "ConfigError",
     "ConnectionLostError",
     "ErrorInfo",
@@ -291,6 +292,10 @@ class AudioDeviceError(MediaError, OSError):
 
 class HardwareError(ApplianceError, OSError):
     """A GPIO or display failure."""
+
+
+class CallLogError(ApplianceError):
+    """The call log's database cannot be opened or written."""
 
 
 class ProvisioningError(ApplianceError):

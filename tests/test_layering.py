@@ -33,6 +33,9 @@ PURE = [
     "hardware/keypad.py",
     "hardware/ports.py",
     "ui/panel.py",
+    "ui/calllog_view.py",
+    "ui/commands.py",
+    "calllog/core.py",
     "ui/screens.py",
     "ui/notices.py",
     "selftest/plan.py",
@@ -101,6 +104,7 @@ FLOORS: list[set[str]] = [
     {"signaling", "media", "tokens"},
     {"hardware", "audio", "exchange"},
     {"phone"},
+    {"calllog"},  # follows the engine's calls; the panel shows it
     {"ui", "update", "installer", "selftest"},
     {"config", "provisioning"},
     {"app"},

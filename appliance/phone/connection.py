@@ -28,7 +28,7 @@ from appliance.errors import (
 from appliance.events import Emitter, EventSource
 from appliance.media import dtmf
 from appliance.phone.call import CallDirection, CallInput, CallMachine, CallState
-from appliance.phone.quality import QualityMonitor, Sample
+from appliance.phone.quality import QualityMonitor, Sample, mos
 from appliance.signaling.messages import Message, MessageType
 from appliance.tasks import TaskSet
 
@@ -132,6 +132,8 @@ class Connection(EventSource):
     ) -> None:
         self._host = host
         self._machine = CallMachine(direction)
+        #: The quality score of the newest stats sample (None: none yet).
+        self.last_mos: float | None = None
         self.direction = direction
         self.call_sid = call_sid
         self.parameters: dict[str, str] = dict(parameters or {})
@@ -559,6 +561,7 @@ class Connection(EventSource):
                 packets_lost=max(0, stats.packets_lost - lost),
             )
             received, lost = stats.packets_received, stats.packets_lost
+            self.last_mos = mos(sample)
             for change in monitor.add(sample):
                 if change.raised:
                     self._events.emit(

@@ -60,7 +60,9 @@ from appliance.phone.gateway import (
 from appliance.phone.options import DeviceOptions, parse_options
 from appliance.phone.ports import (
     CallAudio,
+    CallEnded,
     CallOffered,
+    CallPlaced,
     CallsChanged,
     EngineEvent,
     EngineListener,
@@ -353,6 +355,7 @@ class Device(EventSource):
         )
         self._calls.add(conn)
         self._calls.active = conn
+        self._publish(CallPlaced(conn))
         twilio: dict[str, Any] = (
             {"params": encode_params(all_params)} if all_params else {}
         )
@@ -668,6 +671,7 @@ class _CallHost:
     def call_ended(self, connection: Connection) -> None:
         self._device._calls.remove(connection)
         self._device._call_audio.call_ended(connection)
+        self._device._publish(CallEnded(connection))
 
     def digit_feedback(self, digit: str) -> None:
         try:

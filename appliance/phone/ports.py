@@ -34,7 +34,9 @@ from appliance.signaling.protocol import ClientProtocol, Event
 
 __all__ = [
     "CallAudio",
+    "CallEnded",
     "CallOffered",
+    "CallPlaced",
     "CallsChanged",
     "EngineEvent",
     "EngineListener",
@@ -120,9 +122,27 @@ class CallsChanged:
     calls: int
 
 
+@dataclass(frozen=True)
+class CallPlaced:
+    """We placed an outgoing call (:meth:`Device.connect`); the call log's cue."""
+
+    connection: Connection
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    """A call ended in any way (hung up, rejected, ignored, cancelled, failed).
+
+    Twilio's events name each way differently; the call log needs the one
+    moment the call is over.
+    """
+
+    connection: Connection
+
+
 #: Typed facts for the firmware's own parts; the Twilio API stays the string
 #: events of :meth:`Device.on` (style 4.14: typed inside, Twilio outside).
-EngineEvent = CallOffered | CallsChanged
+EngineEvent = CallOffered | CallsChanged | CallPlaced | CallEnded
 EngineListener = Callable[[EngineEvent], None]
 
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
@@ -61,6 +62,7 @@ from appliance.hardware.ports import (
     FrameSink,
     HookLifted,
     HookReplaced,
+    KeyHeld,
     KeyPressed,
     PanelEvent,
     PanelIO,
@@ -74,9 +76,11 @@ from appliance.ui.panel import (
     DTMF_KEYS,
     Accept,
     Command,
+    Decline,
     Dial,
     Hangup,
     Ignore,
+    MarkMissedSeen,
     Panel,
     PanelButton,
     PanelState,
@@ -87,6 +91,7 @@ from appliance.ui.panel import (
     ResetProvisioning,
     Screen,
     SendDigits,
+    SetDnd,
     SetMute,
     Setup,
     SetVolume,
@@ -171,6 +176,7 @@ class PanelController:
         self._writing: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._call: Connection | None = None
+        self._offered: Connection | None = None  # while Panel.incoming runs
         self._commands: asyncio.Queue[Command] = asyncio.Queue(COMMAND_QUEUE_SIZE)
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
@@ -306,6 +312,13 @@ class PanelController:
         self._panel.update_shown(status, version, progress, reason, now=self._now())
         self._after_input()
 
+    def apply(self, fact: Callable[[Panel, float], object]) -> None:
+        """Give the Panel a fact (``fact(panel, now)``) and show the result.
+
+        For the parts beside the engine (the call log, the clock)."""
+        fact(self._panel, self._now())
+        self._after_input()
+
     def show_provisioning(self, user_code: str, uri: str, message: str) -> None:
         """Show the provisioning screen (``uri`` as a QR code), or leave it
         when all three are empty (the phone has its identity)."""
@@ -369,6 +382,9 @@ class PanelController:
                 self.button(PanelButton(event.button))
             except ValueError:
                 logger.debug("button %s has no panel gesture", event.button)
+        elif isinstance(event, KeyHeld):
+            if event.key == "#":
+                self.button(PanelButton.DND)
         elif isinstance(event, ButtonHeld):
             if event.button == "hangup":
                 self.button(PanelButton.HANGUP_HELD)
@@ -419,12 +435,14 @@ class PanelController:
     def _on_incoming(self, conn: Connection) -> None:
         if self._call is not None:
             return  # busy: the engine's rules apply to the second call
+        self._offered = conn  # what a Decline (do-not-disturb) turns away
         self._panel.incoming(
             conn.parameters.get("From", ""), conn.custom_parameters, self._now()
         )
         if self._panel.state is PanelState.RINGING:
             self._call = conn
         self._after_input()
+        self._offered = None
 
     def _on_connect(self, conn: Connection) -> None:
         if conn is self._call:
@@ -470,6 +488,15 @@ class PanelController:
                 self._save_wanted.set()
         elif isinstance(command, Setup):
             self._spawn(self._setup(), "panel-setup")
+        elif isinstance(command, Decline):
+            self._decline(command)
+        elif isinstance(command, SetDnd):
+            logger.info("do-not-disturb %s", "on" if command.on else "off")
+            if self._settings is not None:
+                self._unsaved = True
+                self._save_wanted.set()
+        elif isinstance(command, MarkMissedSeen):
+            pass  # the call log listens (command_listeners)
         elif isinstance(command, ResetProvisioning):
             logger.warning("provisioning reset confirmed on the panel")
             self._spawn(self._run_reset(), "panel-reset")
@@ -483,6 +510,25 @@ class PanelController:
                 # Only if the engine is stuck (e.g. a Dial that never returns):
                 # a key pressed then is dropped rather than queued for later.
                 logger.warning("front panel busy; %s dropped", command)
+
+    def _decline(self, command: Decline) -> None:
+        conn = self._offered
+        if conn is not None and self._loop is not None:
+            # After the offer's other listeners (the call log) have seen it.
+            self._loop.call_soon(self._decline_now, conn, command.silent)
+
+    def _decline_now(self, conn: Connection, silent: bool) -> None:
+        if conn.state is not CallState.PENDING:
+            return
+        logger.info(
+            "do-not-disturb: call from %s %s",
+            conn.parameters.get("From", ""),
+            "ignored" if silent else "declined",
+        )
+        if silent:
+            conn.ignore()
+        else:
+            conn.reject()
 
     async def _run_commands(self) -> None:
         while True:
@@ -566,7 +612,11 @@ class PanelController:
         levels = self._panel.volume_levels()
         self._unsaved = False
         self._writing = asyncio.ensure_future(
-            asyncio.to_thread(self._settings.save_volume, levels)
+            asyncio.to_thread(
+                functools.partial(
+                    self._settings.save_volume, levels, dnd=self._panel.dnd
+                )
+            )
         )
         # Shielded: cancelling the saver (shutdown) must not leave a write
         # running unseen that could land after the final one.

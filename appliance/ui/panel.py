@@ -6,7 +6,7 @@ Rules of this file
   calls :meth:`Panel.tick` at :meth:`Panel.next_deadline`.
 * Inputs are user gestures (:meth:`Panel.key`, :meth:`Panel.button`) and engine
   facts (:meth:`Panel.registered`, :meth:`Panel.incoming`, ...). Outputs are
-  commands for the engine and audio (drained with
+  commands for the engine and audio (:mod:`appliance.ui.commands`, drained with
   :meth:`Panel.commands_to_send`) plus queries the screens and LEDs read
   (:meth:`Panel.view`, :meth:`Panel.ringer_pattern`, :meth:`Panel.status_led`).
 * Transitions are the table :data:`_KEY_TABLE` / :data:`_BUTTON_TABLE`:
@@ -23,7 +23,9 @@ States
 ``idle``, ``dialing`` (a dial string is being typed), ``calling`` (outgoing,
 before answer), ``ringing`` (incoming), ``in_call``, ``error`` (an error is
 shown for ``error_display_s``, then the panel resumes where it belongs),
-``provisioning`` and ``confirm_reset``: "Reset provisioning?", entered by
+``call_log`` (browsing the log: :mod:`appliance.ui.calllog_view`, which also
+holds the clock, network bars and do-not-disturb), ``provisioning`` and
+``confirm_reset``: "Reset provisioning?", entered by
 holding Hangup when no call is up or by ``appliance provision reset``
 (:meth:`Panel.reset_requested`); only holding Hangup for
 :data:`RESET_HOLD_S` there emits :class:`ResetProvisioning`, any other
@@ -40,6 +42,25 @@ from enum import StrEnum
 
 from appliance.cadence import Cadence, tones_for
 from appliance.errors import ConfigError
+from appliance.ui.calllog_view import DND_MODES, DeskState, LogItem
+from appliance.ui.commands import (
+    Accept,
+    Command,
+    Decline,
+    Dial,
+    Hangup,
+    Ignore,
+    MarkMissedSeen,
+    PlayLocalDtmf,
+    Reject,
+    ResetCancelled,
+    ResetProvisioning,
+    SendDigits,
+    SetDnd,
+    SetMute,
+    Setup,
+    SetVolume,
+)
 
 __all__ = [
     "DTMF_KEYS",
@@ -50,9 +71,11 @@ __all__ = [
     "VOLUME_ROLES",
     "Accept",
     "Command",
+    "Decline",
     "Dial",
     "Hangup",
     "Ignore",
+    "MarkMissedSeen",
     "Panel",
     "PanelButton",
     "PanelState",
@@ -63,6 +86,7 @@ __all__ = [
     "ResetProvisioning",
     "Screen",
     "SendDigits",
+    "SetDnd",
     "SetMute",
     "SetVolume",
     "Setup",
@@ -111,6 +135,7 @@ class PanelState(StrEnum):
     ERROR = "error"
     PROVISIONING = "provisioning"
     CONFIRM_RESET = "confirm_reset"
+    CALL_LOG = "call_log"
 
 
 class Screen(StrEnum):
@@ -126,6 +151,7 @@ class Screen(StrEnum):
     ERROR = "error"
     PROVISIONING = "provisioning"
     CONFIRM_RESET = "confirm_reset"
+    CALL_LOG = "call_log"
     UPDATING = "updating"
 
 
@@ -142,6 +168,8 @@ class PanelButton(StrEnum):
     VOL_DOWN = "vol_down"
     HOOK_UP = "hook_up"
     HOOK_DOWN = "hook_down"
+    #: Do-not-disturb on/off (holding # on the keypad).
+    DND = "dnd"
 
 
 class StatusLed(StrEnum):
@@ -153,105 +181,11 @@ class StatusLed(StrEnum):
     FAST = "fast"
 
 
-# --- commands (outputs) -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Setup:
-    """Run the engine's setup: connect and register (the Ready gesture)."""
-
-
-@dataclass(frozen=True)
-class Dial:
-    """Place an outgoing call to ``to`` (``client:NAME`` or a number as typed)."""
-
-    to: str
-
-
-@dataclass(frozen=True)
-class Accept:
-    """Answer the ringing incoming call."""
-
-
-@dataclass(frozen=True)
-class Reject:
-    """Reject the ringing incoming call."""
-
-
-@dataclass(frozen=True)
-class Ignore:
-    """Stop ringing locally without rejecting (the caller keeps hearing ringback)."""
-
-
-@dataclass(frozen=True)
-class Hangup:
-    """End the current call (outgoing before answer, or connected)."""
-
-
-@dataclass(frozen=True)
-class SendDigits:
-    """Send DTMF digits on the current call."""
-
-    digits: str
-
-
-@dataclass(frozen=True)
-class SetMute:
-    """Mute or unmute the microphone."""
-
-    muted: bool
-
-
-@dataclass(frozen=True)
-class PlayLocalDtmf:
-    """Play the DTMF tone locally as key feedback."""
-
-    digit: str
-
-
-@dataclass(frozen=True)
-class ResetProvisioning:
-    """Hangup was held on the confirmation screen: forget the credential."""
-
-
-@dataclass(frozen=True)
-class ResetCancelled:
-    """The confirmation screen was left without the long press."""
-
-
-@dataclass(frozen=True)
-class SetVolume:
-    """Set the gain of ``role`` (``speaker`` or ``ringtone``) to ``level``.
-
-    ``gain`` is the linear factor for the audio mixer (0.0 = silent).
-    """
-
-    role: str
-    level: int
-    gain: float
-
-
 def volume_gain(level: int) -> float:
     """The linear gain of a volume level (0 is silent, then 3 dB steps)."""
     if level <= 0:
         return 0.0
     return float(10 ** ((level - VOLUME_DEFAULT_LEVEL) * _VOLUME_STEP_DB / 20))
-
-
-Command = (
-    Setup
-    | Dial
-    | Accept
-    | Reject
-    | Ignore
-    | Hangup
-    | SendDigits
-    | SetMute
-    | PlayLocalDtmf
-    | SetVolume
-    | ResetProvisioning
-    | ResetCancelled
-)
 
 
 @dataclass(frozen=True)
@@ -288,6 +222,12 @@ class PanelView:
         update_version: the release it concerns.
         update_progress: the download's fraction done, or None.
         update_reason: why it was rolled back.
+        missed_calls: missed calls not seen yet (idle screen, status LED).
+        dnd: do-not-disturb is on.
+        clock_time / clock_date: the idle screen's clock, as text.
+        network_bars: 0-3 from the last call's quality, None = unknown.
+        log_items / log_selected: the call log, newest first, and the entry
+            Accept calls back.
     """
 
     screen: Screen
@@ -317,6 +257,13 @@ class PanelView:
     update_version: str = ""
     update_progress: float | None = None
     update_reason: str = ""
+    missed_calls: int = 0
+    dnd: bool = False
+    clock_time: str = ""
+    clock_date: str = ""
+    network_bars: int | None = None
+    log_items: tuple[LogItem, ...] = ()
+    log_selected: int = 0
 
 
 @dataclass
@@ -354,6 +301,7 @@ class Panel:
         error_display_s: how long an error stays on screen.
         volume: starting level per role (``speaker``, ``ringtone``), e.g. as
             saved by the controller; missing roles start at the default.
+        dnd_mode: how do-not-disturb turns calls away (``busy``, ``ignore``).
 
     Raises:
         ConfigError: invalid directory entry or option (the key names it).
@@ -369,6 +317,7 @@ class Panel:
         ignore_after_rings: int | None = None,
         error_display_s: float = 4.0,
         volume: Mapping[str, int] | None = None,
+        dnd_mode: str = "busy",
     ) -> None:
         self._directory = dict(directory or {})
         for code, name in self._directory.items():
@@ -384,6 +333,9 @@ class Panel:
             raise ConfigError("ui.ignore_after_rings", "must be at least 1")
         if error_display_s <= 0:
             raise ConfigError("ui.error_display_s", "must be positive")
+        if dnd_mode not in DND_MODES:
+            raise ConfigError("ui.dnd_mode", f"must be one of {', '.join(DND_MODES)}")
+        self._desk = DeskState(dnd_silent=dnd_mode == "ignore")
         self._ring = ring_cadence or tones_for(country).ring
         self._max_dial = max_dial_length
         self._ignore_after = ignore_after_rings
@@ -462,6 +414,13 @@ class Panel:
             update_version=update[1],
             update_progress=update[2],
             update_reason=update[3],
+            missed_calls=self._desk.unseen_missed,
+            dnd=self._desk.dnd,
+            clock_time=self._desk.clock[0],
+            clock_date=self._desk.clock[1],
+            network_bars=self._desk.bars,
+            log_items=self._desk.items,
+            log_selected=self._desk.selected,
         )
 
     def volume_levels(self) -> dict[str, int]:
@@ -482,7 +441,9 @@ class Panel:
         """Return the status LED mode: fast when ringing, slow when offline."""
         if self._state is PanelState.RINGING:
             return StatusLed.FAST
-        if not self._registered:
+        if not self._registered or self._desk.unseen_missed:
+            # Slow blinking also signals missed calls, as a desk phone's
+            # message-waiting lamp does.
             return StatusLed.SLOW
         return StatusLed.STEADY
 
@@ -593,7 +554,12 @@ class Panel:
         self._now = now
         self._registered = False
         self._next_retry_at = next_retry_at
-        if self._state in (PanelState.IDLE, PanelState.DIALING, PanelState.CONNECTING):
+        if self._state in (
+            PanelState.IDLE,
+            PanelState.DIALING,
+            PanelState.CONNECTING,
+            PanelState.CALL_LOG,
+        ):
             self._dial = ""
             self._state = PanelState.OFFLINE
 
@@ -605,6 +571,10 @@ class Panel:
         """
         self._now = now
         if self._call is not None:
+            return
+        if self._desk.dnd:
+            # Do-not-disturb: turned away without ringing (logged as missed).
+            self._commands.append(Decline(self._desk.dnd_silent))
             return
         if self._state is PanelState.ERROR:
             self._error = None
@@ -725,7 +695,63 @@ class Panel:
         self._on_reset_prompt("", now)
         return True
 
+    @property
+    def dnd(self) -> bool:
+        """Whether do-not-disturb is on."""
+        return self._desk.dnd
+
+    def set_dnd(self, on: bool, now: float) -> None:
+        """Set do-not-disturb as saved (no :class:`SetDnd` is emitted)."""
+        self._now = now
+        self._desk.dnd = on
+
+    def call_log(
+        self, items: tuple[LogItem, ...], unseen_missed: int, now: float
+    ) -> None:
+        """The call log changed (newest first) and has ``unseen_missed`` calls."""
+        self._now = now
+        self._desk.set_items(items, unseen_missed)
+        if self._state is PanelState.CALL_LOG and not items:
+            self._state = PanelState.IDLE
+
+    def clock(self, time_text: str, date_text: str, now: float) -> None:
+        """The idle screen's clock, as text (``format_clock``)."""
+        self._now = now
+        self._desk.clock = (time_text, date_text)
+
+    def network_bars(self, bars: int | None, now: float) -> None:
+        """The network bars to show (0-3, None: unknown)."""
+        self._now = now
+        self._desk.bars = bars
+
     # --- handlers (the table below points here) ---------------------------
+
+    def _on_log_open(self, _: str, now: float) -> None:
+        had_unseen = self._desk.unseen_missed > 0
+        if self._desk.open_log():
+            self._state = PanelState.CALL_LOG
+        if had_unseen:
+            self._commands.append(MarkMissedSeen())
+
+    def _on_log_key(self, key: str, now: float) -> None:
+        step = {"8": 1, "2": -1}.get(key)
+        if step is not None:
+            self._desk.scroll(step)
+
+    def _on_log_next(self, _: str, now: float) -> None:
+        self._desk.scroll(1)
+
+    def _on_log_call(self, _: str, now: float) -> None:
+        remote = self._desk.selected_remote()
+        if remote:
+            self._place_call(remote)
+
+    def _on_log_close(self, _: str, now: float) -> None:
+        self._state = PanelState.IDLE if self._registered else PanelState.OFFLINE
+
+    def _on_dnd_toggle(self, _: str, now: float) -> None:
+        self._desk.dnd = not self._desk.dnd
+        self._commands.append(SetDnd(self._desk.dnd))
 
     def _on_reset_prompt(self, _: str, now: float) -> None:
         if not self.reset_enabled:
@@ -909,6 +935,7 @@ _KEY_TABLE: dict[PanelState, _Handler] = {
     _S.DIALING: Panel._type_digit,
     _S.IN_CALL: Panel._send_dtmf,
     _S.CONFIRM_RESET: Panel._on_reset_cancel,
+    _S.CALL_LOG: Panel._on_log_key,
 }
 
 #: Buttons: (state, button) -> handler. Volume is handled in every state.
@@ -930,6 +957,15 @@ _BUTTON_TABLE: dict[tuple[PanelState, PanelButton], _Handler] = {
     (_S.IN_CALL, _B.HOOK_DOWN): Panel._on_hangup,
     (_S.IN_CALL, _B.MUTE): Panel._on_mute,
     (_S.ERROR, _B.HANGUP): Panel._on_dismiss_error,
+    # The call log (Mute on the idle screen) and do-not-disturb (hold #).
+    (_S.IDLE, _B.MUTE): Panel._on_log_open,
+    (_S.CALL_LOG, _B.MUTE): Panel._on_log_next,
+    (_S.CALL_LOG, _B.ACCEPT): Panel._on_log_call,
+    (_S.CALL_LOG, _B.HOOK_UP): Panel._on_log_call,
+    (_S.CALL_LOG, _B.HANGUP): Panel._on_log_close,
+    (_S.CALL_LOG, _B.HOOK_DOWN): Panel._on_log_close,
+    (_S.IDLE, _B.DND): Panel._on_dnd_toggle,
+    (_S.OFFLINE, _B.DND): Panel._on_dnd_toggle,
     # Reset provisioning: hold Hangup to be asked, hold it 3 s to confirm.
     (_S.IDLE, _B.HANGUP_HELD): Panel._on_reset_prompt,
     (_S.OFFLINE, _B.HANGUP_HELD): Panel._on_reset_prompt,

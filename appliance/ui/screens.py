@@ -105,8 +105,15 @@ def _status_bar(draw: _Draw, view: PanelView) -> None:
     draw.ellipse(
         (cx - 3, cy - 3, cx + 3, cy + 3), outline=1, fill=1 if view.registered else 0
     )
-    # Network: three bars when up, a cross when down, nothing when unknown.
-    if view.network_up is True:
+    # Network: three bars when up, a cross when down, nothing when unknown;
+    # with a measured quality (network_bars), that many filled, the rest hollow.
+    if view.network_bars is not None and view.network_up is not False:
+        for i, h in enumerate((3, 5, 8)):
+            x = WIDTH - 21 + i * 4
+            draw.rectangle(
+                (x, 8 - h, x + 2, 8), outline=1, fill=int(i < view.network_bars)
+            )
+    elif view.network_up is True:
         for i, h in enumerate((3, 5, 8)):
             x = WIDTH - 21 + i * 4
             draw.rectangle((x, 8 - h, x + 2, 8), fill=1)
@@ -136,9 +143,47 @@ def _mute_icon(draw: _Draw, x: int, y: int) -> None:
 
 
 def _idle(image: Image.Image, draw: _Draw, view: PanelView) -> None:
-    _big(image, 16, "Ready")
-    _center(draw, 41, "Dial, then # or")
-    _center(draw, 51, "Accept to call")
+    if not view.clock_time:  # a panel that is not told the time
+        _big(image, 16, "Ready")
+        _center(draw, 41, "Dial, then # or")
+        _center(draw, 51, "Accept to call")
+        return
+    _big(image, 14, view.clock_time)
+    _center(draw, 37, view.clock_date)
+    notes = []
+    if view.dnd:
+        notes.append("DND")
+    if view.missed_calls:
+        notes.append(f"{view.missed_calls} missed")
+    _center(draw, 51, "  ".join(notes) or "Ready")
+    if view.dnd:
+        _inverse_box(draw, 51, notes[0], len("  ".join(notes)))
+
+
+def _inverse_box(draw: _Draw, y: int, text: str, line_len: int) -> None:
+    """Draw ``text`` (the start of a centred line of ``line_len``) lit-inverted."""
+    x = (WIDTH - line_len * _CHAR_W) // 2
+    draw.rectangle((x - 1, y, x + len(text) * _CHAR_W, y + _LINE_H - 2), fill=1)
+    _text(draw, x, y - 1, text, fill=0)
+
+
+def _call_log(image: Image.Image, draw: _Draw, view: PanelView) -> None:
+    """Three entries around the selection; the selected one inverted."""
+    items = view.log_items
+    count = len(items)
+    _text(draw, 0, _BODY_Y - 1, f"Calls {view.log_selected + 1}/{count}")
+    _text(draw, WIDTH - 7 * _CHAR_W, _BODY_Y - 1, "Accept")
+    first = min(max(view.log_selected - 1, 0), max(count - 3, 0))
+    for row, index in enumerate(range(first, min(first + 3, count))):
+        item = items[index]
+        mark = {"in": "<", "out": ">"}.get(item.kind, "!" if item.unseen else "x")
+        line = f"{mark}{item.when:>6} {_display_name(item.remote)}"
+        y = _BODY_Y + 12 + row * _LINE_H
+        if index == view.log_selected:
+            draw.rectangle((0, y, WIDTH - 1, y + _LINE_H - 1), fill=1)
+            _text(draw, 1, y - 1, _fit(line, _COLS), fill=0)
+        else:
+            _text(draw, 1, y - 1, _fit(line, _COLS))
 
 
 def _dialing(image: Image.Image, draw: _Draw, view: PanelView) -> None:
@@ -371,6 +416,7 @@ _SCREENS: dict[Screen, _Renderer] = {
     Screen.PROVISIONING: _provisioning,
     Screen.CONFIRM_RESET: _confirm_reset,
     Screen.UPDATING: _updating,
+    Screen.CALL_LOG: _call_log,
 }
 
 

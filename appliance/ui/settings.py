@@ -18,7 +18,8 @@ fsync of the directory, so a power cut leaves the old file or the new one,
 never half of one. A file that cannot be parsed is moved aside to
 ``NAME.bad`` (kept for diagnosis, not overwritten by the next save) and the
 defaults apply; one that cannot be read (permissions, I/O error) is left as it
-is. Either way the phone starts.
+is. Either way the phone starts. The do-not-disturb switch is kept in the same
+file, for the same reason.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 from appliance.errors import ConfigError
 from appliance.files import write_atomic
 from appliance.schema import Problems, register, structure
+from appliance.ui.calllog_view import DND_MODES
 from appliance.ui.panel import VOLUME_ROLES, Panel
 
 __all__ = [
@@ -76,6 +78,16 @@ class UiConfig:
             (:class:`PanelSettings`); "" keeps none.
         screen_file: a PNG that every OLED frame is also written to, to see
             the screen from a shell (support, tests); "" writes none.
+        dnd_mode: do-not-disturb declines calls as ``busy``, or ``ignore`` lets
+            them ring on at the caller; the on/off switch is in ``state_file``.
+        call_log_file: the call log's SQLite database; "" puts ``calls.db``
+            in systemd's ``STATE_DIRECTORY`` (``/var/lib/appliance``), and
+            keeps the log in memory only when there is none (tests, the
+            simulator).
+        call_log_max: the most calls the log keeps (oldest dropped first).
+        clock_sync_file: exists once the system clock is synchronised
+            (systemd-timesyncd's flag); until then the clock shows as unknown.
+            "" trusts the clock at once.
     """
 
     enabled: bool = False
@@ -90,6 +102,10 @@ class UiConfig:
     error_display_s: float = 4.0
     state_file: str = ""
     screen_file: str = ""
+    dnd_mode: str = "busy"
+    call_log_file: str = ""
+    call_log_max: int = 200
+    clock_sync_file: str = "/run/systemd/timesync/synchronized"
 
     def make_panel(self, volume: Mapping[str, int] | None = None) -> Panel:
         """Build the Panel these settings describe, at the saved ``volume``.
@@ -104,6 +120,7 @@ class UiConfig:
             ignore_after_rings=self.ignore_after_rings,
             error_display_s=self.error_display_s,
             volume=volume,
+            dnd_mode=self.dnd_mode,
         )
 
 
@@ -131,6 +148,14 @@ def _country(value: Any) -> str:
     return value.upper()
 
 
+def _call_log_max(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be an integer, not {value!r}")
+    if not 1 <= value <= 100_000:
+        raise ValueError("must be in [1, 100000]")
+    return value
+
+
 def _rings(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"must be an integer, not {value!r}")
@@ -145,6 +170,8 @@ register(
         "max_fps": _max_fps,
         "country": _country,
         "ignore_after_rings": _rings,
+        "dnd_mode": _choice(DND_MODES),
+        "call_log_max": _call_log_max,
     },
 )
 
@@ -184,6 +211,10 @@ def ui_config_to_mapping(config: UiConfig) -> dict[str, Any]:
         "error_display_s": config.error_display_s,
         "state_file": config.state_file,
         "screen_file": config.screen_file,
+        "dnd_mode": config.dnd_mode,
+        "call_log_file": config.call_log_file,
+        "call_log_max": config.call_log_max,
+        "clock_sync_file": config.clock_sync_file,
         "directory": dict(config.directory),
     }
 
@@ -224,8 +255,18 @@ class PanelSettings:
             return {}
         return {k: v for k, v in volume.items() if k in VOLUME_ROLES}
 
-    def save_volume(self, volume: Mapping[str, int]) -> None:
-        """Replace the file atomically with ``volume``.
+    def load_dnd(self) -> bool:
+        """Whether do-not-disturb was left on (False when unknown)."""
+        if self.path is None:
+            return False
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False  # load_volume reports and sets a bad file aside
+        return isinstance(raw, dict) and raw.get("dnd") is True
+
+    def save_volume(self, volume: Mapping[str, int], *, dnd: bool = False) -> None:
+        """Replace the file atomically with ``volume`` and the ``dnd`` switch.
 
         Raises:
             OSError: the directory is not writable or the disk is full (the
@@ -233,7 +274,9 @@ class PanelSettings:
         """
         if self.path is None:
             return
-        data = json.dumps({"format": _FORMAT, "volume": dict(volume)}, indent=1)
+        data = json.dumps(
+            {"format": _FORMAT, "volume": dict(volume), "dnd": dnd}, indent=1
+        )
         write_atomic(self.path, (data + "\n").encode())
 
     def _set_aside(self, why: str) -> None:

@@ -4,7 +4,8 @@ finger on its front panel.
 It runs :func:`appliance.app.run_service` as ``appliance run`` does, with
 ``ui.pin_factory = "mock"``, and reads commands from standard input so a
 test in another process can use the panel of a real service: ``press NAME``
-and ``release NAME`` close and open a button's mock pin, ``tap NAME`` does
+and ``release NAME`` close and open a button's mock pin (or a keypad key's,
+when NAME is one character such as ``#``), ``tap NAME`` does
 both as a finger would (the event travels the real input path: pin edge,
 debouncer, queue, Panel; a press and release closer than the debounce time
 is a bounce and nothing at all). Every new screen is
@@ -41,16 +42,17 @@ async def _fingers(front: FrontPanel) -> None:
     pressed: set[str] = set()
     while line := (await reader.readline()).decode().split():
         verb, name = [*line, ""][:2]
+        key = len(name) == 1  # a keypad key ("0"-"9", "*", "#"), else a button
         if verb == "press":
-            front.mock.press_button(name)
+            (front.mock.press_key if key else front.mock.press_button)(name)
             pressed.add(name)
         elif verb == "release":
-            front.mock.release_button(name)
+            (front.mock.release_key if key else front.mock.release_button)(name)
             pressed.discard(name)
         elif verb == "tap":
-            await front.mock.tap_button(name)
+            await (front.mock.tap_key if key else front.mock.tap_button)(name)
     for name in pressed:
-        front.mock.release_button(name)
+        (front.mock.release_key if len(name) == 1 else front.mock.release_button)(name)
 
 
 async def _main(config: Any) -> int:

@@ -13,12 +13,15 @@ Keyboard (the terminal in cbreak mode)::
     H            Hangup held         r            Ready
     m            Mute                + / -        volume
     h            hook (lift/replace) i            bob calls you
-    q            quit
+    D            # held (DND)        q            quit
+
+Mute on the idle screen shows the call log (kept in memory here).
 
 When stdin is not a terminal it is read line by line, so scripts and tests
 can drive the phone. A line is keypad characters (``200#``, pressed in turn),
 one of the keyboard letters above, or a word: ``ready``, ``accept``,
-``hangup``, ``hold-hangup``, ``mute``, ``hook``, ``incoming``, ``quit``,
+``hangup``, ``hold-hangup``, ``mute``, ``hook``, ``dnd`` (hold #),
+``incoming``, ``quit``,
 ``sleep SECONDS``, ``wait STATE [SECONDS]`` (wait for a panel state such as
 ``in_call``; exit status 1 if it does not come). End of input quits.
 
@@ -73,7 +76,9 @@ from appliance.log import configure_logging
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
 from appliance.phone.options import parse_options
+from appliance.ui.calllog_view import LogItem
 from appliance.ui.controller import PanelController, UiConfig
+from appliance.ui.desk import open_call_log
 from appliance.ui.notices import (
     render_check_step,
     render_check_summary,
@@ -195,6 +200,34 @@ def sample_views(now: float = 1000.0) -> dict[str, PanelView]:
         "idle": replace(
             bar,
             screen=Screen.IDLE,
+            clock_time="09:45",
+            clock_date="Thu 03 Dec 2026",
+            network_bars=3,
+        ),
+        "idle_missed": replace(
+            bar,
+            screen=Screen.IDLE,
+            clock_time="09:45",
+            clock_date="Thu 03 Dec 2026",
+            missed_calls=2,
+            network_bars=2,
+        ),
+        "idle_dnd_clock_unknown": replace(
+            bar,
+            screen=Screen.IDLE,
+            clock_time="--:--",
+            clock_date="clock not set",
+            dnd=True,
+        ),
+        "call_log": replace(
+            bar,
+            screen=Screen.CALL_LOG,
+            log_items=(
+                LogItem("client:bob", "missed", "09:41", unseen=True),
+                LogItem("+15551234", "in", "09:02", 75.0),
+                LogItem("client:carol", "out", "02 Dec", 300.0),
+            ),
+            log_selected=1,
         ),
         "dialing": replace(
             bar,
@@ -378,7 +411,7 @@ class _Terminal:
         lines.append(
             " keys: 0-9*# keypad  Enter accept  Bksp/Esc hangup  H hold-hangup"
         )
-        lines.append("       r ready  m mute  h hook  i bob calls  q quit")
+        lines.append("       r ready  m mute/log  h hook  D dnd  i bob calls  q quit")
         lines += list(self._log)
         # Home the cursor and overwrite in place; \x1b[K clears each line's tail.
         text = "\x1b[H" + "".join(f"{line}\x1b[K\r\n" for line in lines) + "\x1b[J"
@@ -459,6 +492,7 @@ class _Sim:
             "vol+": button("vol_up"),
             "vol-": button("vol_down"),
             "hook": self.toggle_hook,
+            "dnd": lambda: self.hw.tap_key("#", HOLD_S),  # hold #
             "incoming": self.bob_calls,
             "quit": self.quit.set,
         }
@@ -476,6 +510,7 @@ class _Sim:
             "+": "vol+",
             "-": "vol-",
             "h": "hook",
+            "D": "dnd",
             "i": "incoming",
             "q": "quit",
         }
@@ -697,6 +732,8 @@ async def run_sim(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> in
         if front is None or front.mock is None or front.display is None:
             raise ApplianceError("the simulated front panel did not start")
         controller, hardware, display = front.controller, front.mock, front.display
+        # The call log in memory, the clock as the desktop has it.
+        await open_call_log(ui, device, controller, panel_stack, synced=lambda: True)
 
         def note_screen(_image: Image.Image, view: PanelView) -> None:
             oled.screen = view.screen.value

@@ -12,6 +12,7 @@ import pytest
 from luma.core.device import dummy
 from PIL import Image, ImageChops
 
+from appliance.ui.calllog_view import LogItem
 from appliance.ui.panel import Panel, PanelView, Screen
 from appliance.ui.screens import HEIGHT, WIDTH, format_duration, render
 
@@ -25,8 +26,32 @@ _BASE: dict[str, Any] = {
     "network_up": True,
 }
 
+_LOG = (
+    LogItem("client:bob", "missed", "09:41", unseen=True),
+    LogItem("+15551234", "in", "09:02", 75.0),
+    LogItem("client:carol", "out", "02 Dec", 300.0),
+    LogItem("client:dave", "missed", "--"),
+)
+
 VIEWS = {
     "idle": PanelView(Screen.IDLE, **_BASE),
+    "idle_clock": PanelView(
+        Screen.IDLE,
+        clock_time="09:45",
+        clock_date="Thu 03 Dec 2026",
+        missed_calls=2,
+        network_bars=2,
+        **_BASE,
+    ),
+    "idle_clock_unknown_dnd": PanelView(
+        Screen.IDLE,
+        clock_time="--:--",
+        clock_date="clock not set",
+        dnd=True,
+        missed_calls=1,
+        **_BASE,
+    ),
+    "call_log": PanelView(Screen.CALL_LOG, log_items=_LOG, log_selected=1, **_BASE),
     "dialing": PanelView(Screen.DIALING, dial_string="5551234", **_BASE),
     "dialing_directory": PanelView(
         Screen.DIALING, dial_string="100", dial_match="bob", **_BASE

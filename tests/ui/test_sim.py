@@ -130,3 +130,34 @@ def test_terminal_drawing_fits_narrow_terminals():
                 for dy in (0, 1)
             ]
             assert (char != " ") == any(block)
+
+
+def test_sim_missed_call_log_and_dnd() -> None:
+    # bob calls, Hangup rejects: missed. Mute shows the log; Accept would call
+    # bob back, Hangup leaves. Held # turns do-not-disturb on: bob's next call
+    # never rings here.
+    script = "\n".join(
+        [
+            "wait idle 20",
+            "incoming",
+            "wait ringing 10",
+            "hangup",
+            "wait idle 10",
+            "mute",
+            "wait call_log 10",
+            "hangup",
+            "wait idle 10",
+            "dnd",
+            "incoming",
+            "sleep 1",
+            "wait idle 10",
+            "quit",
+        ]
+    )
+    result = run_sim(script + "\n")
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "panel: MarkMissedSeen()" in out, out
+    assert "panel: SetDnd(on=True)" in out, out
+    assert "panel: Decline(silent=False)" in out, out
+    assert "FAILED" not in out
