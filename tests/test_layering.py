@@ -38,6 +38,7 @@ PURE = [
     "calllog/core.py",
     "ui/screens.py",
     "ui/notices.py",
+    "ui/lettering.py",
     "selftest/plan.py",
     "cadence.py",
     "exchange/core.py",

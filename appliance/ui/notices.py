@@ -10,9 +10,10 @@ a 128x64 mode ``"1"`` image out, in the same bitmap font as the panel.
 
 from __future__ import annotations
 
-from functools import cache
+from PIL import Image, ImageDraw
 
-from PIL import Image, ImageDraw, ImageFont
+from appliance.ui import lettering as lt
+from appliance.ui.lettering import HEIGHT, WIDTH
 
 __all__ = [
     "HEIGHT",
@@ -22,61 +23,6 @@ __all__ = [
     "render_config_error",
     "render_test_pattern",
 ]
-
-WIDTH = 128
-HEIGHT = 64
-_CHAR_W = 6
-_LINE_H = 11
-_COLS = WIDTH // _CHAR_W
-
-_Draw = ImageDraw.ImageDraw
-
-
-@cache
-def _font() -> ImageFont.ImageFont:
-    # The bitmap font draws the same pixels with every FreeType (screens.py).
-    return ImageFont.load_default_imagefont()
-
-
-def _fit(text: str, columns: int = _COLS) -> str:
-    return text if len(text) <= columns else text[: max(columns - 2, 0)] + ".."
-
-
-def _wrap(text: str, columns: int = _COLS) -> list[str]:
-    lines: list[str] = []
-    line = ""
-    for word in text.split():
-        candidate = f"{line} {word}".strip()
-        if len(candidate) <= columns:
-            line = candidate
-        else:
-            if line:
-                lines.append(line)
-            line = _fit(word, columns)
-    if line:
-        lines.append(line)
-    return lines
-
-
-def _center(draw: _Draw, y: int, text: str) -> None:
-    text = _fit(text)
-    draw.text(((WIDTH - len(text) * _CHAR_W) // 2, y), text, font=_font(), fill=1)
-
-
-def _heading(draw: _Draw, text: str) -> None:
-    draw.rectangle((0, 0, WIDTH - 1, _LINE_H - 2), fill=1)
-    text = _fit(text)
-    draw.text(((WIDTH - len(text) * _CHAR_W) // 2, -1), text, font=_font(), fill=0)
-
-
-def _big(image: Image.Image, y: int, text: str) -> None:
-    text = _fit(text, WIDTH // (2 * _CHAR_W))
-    if not text:
-        return
-    small = Image.new("1", (len(text) * _CHAR_W, _LINE_H), 0)
-    ImageDraw.Draw(small).text((0, 0), text, font=_font(), fill=1)
-    big = small.resize((small.width * 2, small.height * 2), Image.Resampling.NEAREST)
-    image.paste(1, ((WIDTH - big.width) // 2, y), big)
 
 
 def render_test_pattern() -> Image.Image:
@@ -97,8 +43,8 @@ def render_test_pattern() -> Image.Image:
                 draw.point((x, y), fill=1)
     draw.rectangle((WIDTH - 18, HEIGHT - 18, WIDTH - 3, HEIGHT - 3), fill=1)
     draw.rectangle((38, 22, 89, 43), fill=0)
-    _big(image, 22, "TEST")
-    draw.text((20, 4), "<- top left", font=_font(), fill=1)
+    lt.big(image, 22, "TEST")
+    draw.text((20, 4), "<- top left", font=lt.font(), fill=1)
     return image
 
 
@@ -108,10 +54,10 @@ def render_check_step(
     """One step of the self-test: ``title`` and ``n/total``, a big word, a hint."""
     image = Image.new("1", (WIDTH, HEIGHT), 0)
     draw = ImageDraw.Draw(image)
-    _heading(draw, f"{index + 1}/{total} {title}")
-    _big(image, 18, big)
-    for i, line in enumerate(_wrap(hint)[:2]):
-        _center(draw, 42 + i * 10, line)
+    lt.heading(draw, 0, f"{index + 1}/{total} {title}")
+    lt.big(image, 18, big)
+    for i, line in enumerate(lt.wrap(hint)[:2]):
+        lt.center(draw, 42 + i * 10, line)
     return image
 
 
@@ -121,11 +67,11 @@ def render_check_summary(
     """The self-test's verdict: counts, and the first part that failed."""
     image = Image.new("1", (WIDTH, HEIGHT), 0)
     draw = ImageDraw.Draw(image)
-    _heading(draw, "Check done")
-    _big(image, 14, "FAILED" if failed else "ALL OK")
-    _center(draw, 38, f"ok {passed}  fail {failed}  skip {skipped}")
+    lt.heading(draw, 0, "Check done")
+    lt.big(image, 14, "FAILED" if failed else "ALL OK")
+    lt.center(draw, 38, f"ok {passed}  fail {failed}  skip {skipped}")
     if first_failure:
-        _center(draw, 50, first_failure)
+        lt.center(draw, 50, first_failure)
     return image
 
 
@@ -142,16 +88,16 @@ def render_config_error(key: str, reason: str, more: int = 0) -> Image.Image:
     """
     image = Image.new("1", (WIDTH, HEIGHT), 0)
     draw = ImageDraw.Draw(image)
-    _heading(draw, "Config error")
+    lt.heading(draw, 0, "Config error")
     key = key.rsplit("/", 1)[-1]
     section, dot, rest = key.partition(".")
-    lines = [key] if len(key) <= _COLS or not dot else [section + dot, _fit(rest)]
+    lines = [key] if len(key) <= lt.COLS or not dot else [section + dot, lt.fit(rest)]
     body = 4 - len(lines)
-    reasons = _wrap(reason)
+    reasons = lt.wrap(reason)
     if more:
         reasons = [*reasons[: body - 1], f"(+{more} more in the log)"]
     for i, line in enumerate(lines + reasons[:body]):
-        _center(draw, 10 + i * 10, line)
+        lt.center(draw, 10 + i * 10, line)
     draw.line((0, 53, WIDTH - 1, 53), fill=1)
-    _center(draw, 53, "Phone stopped")
+    lt.center(draw, 53, "Phone stopped")
     return image

@@ -3,12 +3,8 @@
 Pure: no device access and no clock (timers use ``view.now``). The image is
 mode ``"1"`` at 128x64, what luma's SSD1306/SH1106 drivers take directly.
 
-Text uses PIL's built-in bitmap font (``ImageFont.load_default_imagefont()``,
-6x11 px cells, 21 characters per line). We use the bitmap variant rather than
-``load_default()``, which on Pillow >= 10.1 returns a FreeType font whose
-rasterisation can change with the FreeType version; the bitmap font draws the
-same pixels everywhere, so the golden images in ``tests/reference`` stay valid
-on the Pi and in CI. Large text is the same font scaled 2x (nearest neighbour).
+Text is drawn with :mod:`appliance.ui.lettering` (one bitmap font and grid
+for every screen, so golden images in ``tests/reference`` hold everywhere).
 
 Layout: a status bar (identity, registration dot, network bars) on rows 0-9,
 a rule on row 10, and the screen body below it. After a Vol+/Vol- press a
@@ -22,27 +18,16 @@ from collections.abc import Callable
 from functools import cache
 
 import segno
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from appliance.ui import lettering as lt
+from appliance.ui.lettering import HEIGHT, WIDTH
 from appliance.ui.panel import VOLUME_MAX_LEVEL, PanelView, Screen
 
 __all__ = ["HEIGHT", "WIDTH", "format_duration", "render"]
 
-WIDTH = 128
-HEIGHT = 64
-_CHAR_W = 6
-_LINE_H = 11
 _BAR_H = 10
 _BODY_Y = _BAR_H + 2
-_COLS = WIDTH // _CHAR_W
-_BIG_COLS = WIDTH // (2 * _CHAR_W)
-
-_Draw = ImageDraw.ImageDraw
-
-
-@cache
-def _font() -> ImageFont.ImageFont:
-    return ImageFont.load_default_imagefont()
 
 
 def format_duration(seconds: float) -> str:
@@ -55,49 +40,14 @@ def format_duration(seconds: float) -> str:
     return f"{minutes:02d}:{secs:02d}"
 
 
-def _fit(text: str, columns: int) -> str:
-    """Shorten ``text`` to ``columns`` characters, marking the cut with '..'."""
-    if len(text) <= columns:
-        return text
-    return text[: max(columns - 2, 0)] + ".."
-
-
 def _display_name(remote: str) -> str:
     # Twilio addresses clients as "client:NAME"; people just want NAME.
     return remote.removeprefix("client:")
 
 
-def _text(draw: _Draw, x: int, y: int, text: str, *, fill: int = 1) -> None:
-    draw.text((x, y), text, font=_font(), fill=fill)
-
-
-def _center(draw: _Draw, y: int, text: str) -> None:
-    text = _fit(text, _COLS)
-    _text(draw, (WIDTH - len(text) * _CHAR_W) // 2, y, text)
-
-
-def _big(image: Image.Image, y: int, text: str, *, x: int | None = None) -> None:
-    """Draw ``text`` at twice the font size, centred unless ``x`` is given."""
-    text = _fit(text, _BIG_COLS)
-    if not text:
-        return
-    small = Image.new("1", (len(text) * _CHAR_W, _LINE_H), 0)
-    ImageDraw.Draw(small).text((0, 0), text, font=_font(), fill=1)
-    big = small.resize((small.width * 2, small.height * 2), Image.Resampling.NEAREST)
-    left = (WIDTH - big.width) // 2 if x is None else x
-    image.paste(1, (left, y), big)
-
-
-def _heading(draw: _Draw, y: int, text: str) -> None:
-    """An inverted full-width label line."""
-    draw.rectangle((0, y, WIDTH - 1, y + _LINE_H - 2), fill=1)
-    text = _fit(text, _COLS)
-    _text(draw, (WIDTH - len(text) * _CHAR_W) // 2, y - 1, text, fill=0)
-
-
-def _status_bar(draw: _Draw, view: PanelView) -> None:
+def _status_bar(draw: lt.Draw, view: PanelView) -> None:
     identity = view.identity or "not registered"
-    _text(draw, 0, -1, _fit(identity, _COLS - (6 if view.ringer_off else 4)))
+    lt.text(draw, 0, -1, lt.fit(identity, lt.COLS - (6 if view.ringer_off else 4)))
     if view.ringer_off:
         _ringer_off_icon(draw, WIDTH - 32, 0)
     # Registration: a filled dot when registered, a ring when not.
@@ -123,7 +73,7 @@ def _status_bar(draw: _Draw, view: PanelView) -> None:
     draw.line((0, _BAR_H, WIDTH - 1, _BAR_H), fill=1)
 
 
-def _ringer_off_icon(draw: _Draw, x: int, y: int) -> None:
+def _ringer_off_icon(draw: lt.Draw, x: int, y: int) -> None:
     """A 9x9 bell with a slash through it: the ringer is turned off."""
     draw.arc((x + 1, y, x + 7, y + 8), start=180, end=0, fill=1)
     draw.line((x + 1, y + 4, x + 1, y + 6), fill=1)
@@ -133,7 +83,7 @@ def _ringer_off_icon(draw: _Draw, x: int, y: int) -> None:
     draw.line((x, y + 8, x + 8, y), fill=1)
 
 
-def _mute_icon(draw: _Draw, x: int, y: int) -> None:
+def _mute_icon(draw: lt.Draw, x: int, y: int) -> None:
     """A 9x11 microphone with a slash through it."""
     draw.rounded_rectangle((x + 3, y, x + 6, y + 6), radius=1, outline=1)
     draw.arc((x + 1, y + 2, x + 8, y + 8), start=0, end=180, fill=1)
@@ -142,137 +92,137 @@ def _mute_icon(draw: _Draw, x: int, y: int) -> None:
     draw.line((x, y + 10, x + 9, y), fill=1)
 
 
-def _idle(image: Image.Image, draw: _Draw, view: PanelView) -> None:
+def _idle(image: Image.Image, draw: lt.Draw, view: PanelView) -> None:
     if not view.clock_time:  # a panel that is not told the time
-        _big(image, 16, "Ready")
-        _center(draw, 41, "Dial, then # or")
-        _center(draw, 51, "Accept to call")
+        lt.big(image, 16, "Ready")
+        lt.center(draw, 41, "Dial, then # or")
+        lt.center(draw, 51, "Accept to call")
         return
-    _big(image, 14, view.clock_time)
-    _center(draw, 37, view.clock_date)
+    lt.big(image, 14, view.clock_time)
+    lt.center(draw, 37, view.clock_date)
     notes = []
     if view.dnd:
         notes.append("DND")
     if view.missed_calls:
         notes.append(f"{view.missed_calls} missed")
-    _center(draw, 51, "  ".join(notes) or "Ready")
+    lt.center(draw, 51, "  ".join(notes) or "Ready")
     if view.dnd:
         _inverse_box(draw, 51, notes[0], len("  ".join(notes)))
 
 
-def _inverse_box(draw: _Draw, y: int, text: str, line_len: int) -> None:
+def _inverse_box(draw: lt.Draw, y: int, text: str, line_len: int) -> None:
     """Draw ``text`` (the start of a centred line of ``line_len``) lit-inverted."""
-    x = (WIDTH - line_len * _CHAR_W) // 2
-    draw.rectangle((x - 1, y, x + len(text) * _CHAR_W, y + _LINE_H - 2), fill=1)
-    _text(draw, x, y - 1, text, fill=0)
+    x = (WIDTH - line_len * lt.CHAR_W) // 2
+    draw.rectangle((x - 1, y, x + len(text) * lt.CHAR_W, y + lt.LINE_H - 2), fill=1)
+    lt.text(draw, x, y - 1, text, fill=0)
 
 
-def _call_log(image: Image.Image, draw: _Draw, view: PanelView) -> None:
+def _call_log(image: Image.Image, draw: lt.Draw, view: PanelView) -> None:
     """Three entries around the selection; the selected one inverted."""
     items = view.log_items
     count = len(items)
-    _text(draw, 0, _BODY_Y - 1, f"Calls {view.log_selected + 1}/{count}")
-    _text(draw, WIDTH - 7 * _CHAR_W, _BODY_Y - 1, "Accept")
+    lt.text(draw, 0, _BODY_Y - 1, f"Calls {view.log_selected + 1}/{count}")
+    lt.text(draw, WIDTH - 7 * lt.CHAR_W, _BODY_Y - 1, "Accept")
     first = min(max(view.log_selected - 1, 0), max(count - 3, 0))
     for row, index in enumerate(range(first, min(first + 3, count))):
         item = items[index]
         mark = {"in": "<", "out": ">"}.get(item.kind, "!" if item.unseen else "x")
         line = f"{mark}{item.when:>6} {_display_name(item.remote)}"
-        y = _BODY_Y + 12 + row * _LINE_H
+        y = _BODY_Y + 12 + row * lt.LINE_H
         if index == view.log_selected:
-            draw.rectangle((0, y, WIDTH - 1, y + _LINE_H - 1), fill=1)
-            _text(draw, 1, y - 1, _fit(line, _COLS), fill=0)
+            draw.rectangle((0, y, WIDTH - 1, y + lt.LINE_H - 1), fill=1)
+            lt.text(draw, 1, y - 1, lt.fit(line, lt.COLS), fill=0)
         else:
-            _text(draw, 1, y - 1, _fit(line, _COLS))
+            lt.text(draw, 1, y - 1, lt.fit(line, lt.COLS))
 
 
-def _dialing(image: Image.Image, draw: _Draw, view: PanelView) -> None:
-    _text(draw, 0, _BODY_Y - 1, "Dial:")
+def _dialing(image: Image.Image, draw: lt.Draw, view: PanelView) -> None:
+    lt.text(draw, 0, _BODY_Y - 1, "Dial:")
     digits = view.dial_string
-    if len(digits) <= _BIG_COLS:
-        _big(image, 22, digits)
+    if len(digits) <= lt.BIG_COLS:
+        lt.big(image, 22, digits)
     else:
         # Too long for big digits: show the tail in the small font.
-        tail = digits if len(digits) <= _COLS else "<" + digits[-(_COLS - 1) :]
-        _center(draw, 28, tail)
+        tail = digits if len(digits) <= lt.COLS else "<" + digits[-(lt.COLS - 1) :]
+        lt.center(draw, 28, tail)
     if view.dial_match:
-        _center(draw, 44, _fit(f"-> {view.dial_match}", _COLS))
-    _text(draw, 0, 53, "#:call")
-    _text(draw, WIDTH - 10 * _CHAR_W, 53, "Hangup:del")
+        lt.center(draw, 44, lt.fit(f"-> {view.dial_match}", lt.COLS))
+    lt.text(draw, 0, 53, "#:call")
+    lt.text(draw, WIDTH - 10 * lt.CHAR_W, 53, "Hangup:del")
 
 
-def _ringing(image: Image.Image, draw: _Draw, view: PanelView) -> None:
-    _heading(draw, _BODY_Y, "Incoming call")
+def _ringing(image: Image.Image, draw: lt.Draw, view: PanelView) -> None:
+    lt.heading(draw, _BODY_Y, "Incoming call")
     name = _display_name(view.remote) or "Unknown"
-    if len(name) <= _BIG_COLS:
-        _big(image, 23, name)
+    if len(name) <= lt.BIG_COLS:
+        lt.big(image, 23, name)
         y = 45
     else:
-        _center(draw, 25, name)
+        lt.center(draw, 25, name)
         y = 36
     for key, value in view.params:
-        if y > HEIGHT - _LINE_H + 1:
+        if y > HEIGHT - lt.LINE_H + 1:
             break
-        _text(draw, 0, y, _fit(f"{key}: {value}", _COLS))
+        lt.text(draw, 0, y, lt.fit(f"{key}: {value}", lt.COLS))
         y += 9
 
 
-def _calling(image: Image.Image, draw: _Draw, view: PanelView) -> None:
-    _center(draw, _BODY_Y, "Ringing..." if view.remote_ringing else "Calling...")
+def _calling(image: Image.Image, draw: lt.Draw, view: PanelView) -> None:
+    lt.center(draw, _BODY_Y, "Ringing..." if view.remote_ringing else "Calling...")
     name = _display_name(view.remote)
-    if len(name) <= _BIG_COLS:
-        _big(image, 26, name)
+    if len(name) <= lt.BIG_COLS:
+        lt.big(image, 26, name)
     else:
-        _center(draw, 32, name)
-    _center(draw, 53, "Hangup to cancel")
+        lt.center(draw, 32, name)
+    lt.center(draw, 53, "Hangup to cancel")
 
 
-def _in_call(image: Image.Image, draw: _Draw, view: PanelView) -> None:
-    _center(draw, _BODY_Y, _display_name(view.remote))
+def _in_call(image: Image.Image, draw: lt.Draw, view: PanelView) -> None:
+    lt.center(draw, _BODY_Y, _display_name(view.remote))
     started = view.call_started_at
     elapsed = 0.0 if started is None else view.now - started
-    _big(image, 25, format_duration(elapsed))
+    lt.big(image, 25, format_duration(elapsed))
     if view.muted:
         _mute_icon(draw, 0, 52)
-        _text(draw, 12, 52, "MUTED")
+        lt.text(draw, 12, 52, "MUTED")
 
 
-def _error(image: Image.Image, draw: _Draw, view: PanelView) -> None:
-    _heading(draw, _BODY_Y, "Error")
+def _error(image: Image.Image, draw: lt.Draw, view: PanelView) -> None:
+    lt.heading(draw, _BODY_Y, "Error")
     if view.error_code is not None:
-        _big(image, 22, str(view.error_code))
+        lt.big(image, 22, str(view.error_code))
     words = view.error_message.split()
     lines: list[str] = []
     line = ""
     for word in words:
         candidate = f"{line} {word}".strip()
-        if len(candidate) <= _COLS:
+        if len(candidate) <= lt.COLS:
             line = candidate
         else:
             lines.append(line)
-            line = _fit(word, _COLS)
+            line = lt.fit(word, lt.COLS)
     lines.append(line)
     for i, text in enumerate(lines[:2]):
         if i == 1 and len(lines) > 2:
-            text = _fit(text + " " + lines[2], _COLS)
-        _center(draw, 43 + i * 10, text)
+            text = lt.fit(text + " " + lines[2], lt.COLS)
+        lt.center(draw, 43 + i * 10, text)
 
 
-def _offline(image: Image.Image, draw: _Draw, view: PanelView) -> None:
+def _offline(image: Image.Image, draw: lt.Draw, view: PanelView) -> None:
     if not view.setup_requested:
-        _big(image, 16, "Offline")
-        _center(draw, 44, "Press READY to start")
+        lt.big(image, 16, "Offline")
+        lt.center(draw, 44, "Press READY to start")
         return
-    _big(image, 16, "Offline")
-    _center(draw, 40, "Reconnecting...")
+    lt.big(image, 16, "Offline")
+    lt.center(draw, 40, "Reconnecting...")
     if view.next_retry_at is not None:
         wait = math.ceil(view.next_retry_at - view.now)
-        _center(draw, 51, f"next try in {wait} s" if wait > 0 else "trying now")
+        lt.center(draw, 51, f"next try in {wait} s" if wait > 0 else "trying now")
 
 
-def _connecting(image: Image.Image, draw: _Draw, view: PanelView) -> None:
-    _big(image, 20, "Wait")
-    _center(draw, 46, "Connecting...")
+def _connecting(image: Image.Image, draw: lt.Draw, view: PanelView) -> None:
+    lt.big(image, 20, "Wait")
+    lt.center(draw, 46, "Connecting...")
 
 
 def _qr_matrix(data: str) -> tuple[tuple[int, ...], ...]:
@@ -312,75 +262,59 @@ def _draw_qr(image: Image.Image, data: str) -> int:
     return box
 
 
-def _wrap(text: str, columns: int) -> list[str]:
-    lines: list[str] = []
-    line = ""
-    for word in text.split():
-        candidate = f"{line} {word}".strip()
-        if len(candidate) <= columns:
-            line = candidate
-        else:
-            if line:
-                lines.append(line)
-            line = _fit(word, columns)
-    if line:
-        lines.append(line)
-    return lines
-
-
-def _provisioning(image: Image.Image, draw: _Draw, view: PanelView) -> None:
+def _provisioning(image: Image.Image, draw: lt.Draw, view: PanelView) -> None:
     if view.provisioning_uri:
         # Full height for the code: the status bar has nothing to say yet.
         draw.rectangle((0, 0, WIDTH - 1, HEIGHT - 1), fill=0)
         left = _draw_qr(image, view.provisioning_uri) + 3
-        columns = (WIDTH - left) // _CHAR_W
+        columns = (WIDTH - left) // lt.CHAR_W
         for i, text in enumerate(("Scan to", "set up, or", "enter code")):
-            _text(draw, left, i * 10, _fit(text, columns))
-        _text(draw, left, 36, _fit(view.provisioning_code, columns))
+            lt.text(draw, left, i * 10, lt.fit(text, columns))
+        lt.text(draw, left, 36, lt.fit(view.provisioning_code, columns))
         if view.provisioning_message:
-            _text(draw, left, 52, _fit(view.provisioning_message, columns))
+            lt.text(draw, left, 52, lt.fit(view.provisioning_message, columns))
         return
-    _heading(draw, _BODY_Y, "Provisioning")
-    lines = _wrap(view.provisioning_message or "Waiting for provisioning", _COLS)
+    lt.heading(draw, _BODY_Y, "Provisioning")
+    lines = lt.wrap(view.provisioning_message or "Waiting for provisioning", lt.COLS)
     for i, text in enumerate(lines[:3]):
-        _center(draw, 26 + i * 11, text)
+        lt.center(draw, 26 + i * 11, text)
     if view.provisioning_code and len(lines) < 3:
-        _center(draw, 26 + len(lines) * 11, view.provisioning_code)
+        lt.center(draw, 26 + len(lines) * 11, view.provisioning_code)
 
 
-def _confirm_reset(image: Image.Image, draw: _Draw, view: PanelView) -> None:
-    _heading(draw, _BODY_Y, "Reset provisioning?")
-    _center(draw, 26, "Forgets this phone's")
-    _center(draw, 36, "identity.")
+def _confirm_reset(image: Image.Image, draw: lt.Draw, view: PanelView) -> None:
+    lt.heading(draw, _BODY_Y, "Reset provisioning?")
+    lt.center(draw, 26, "Forgets this phone's")
+    lt.center(draw, 36, "identity.")
     if view.reset_hold_until is None:
-        _center(draw, 48, "Hold HANGUP 3 s")
+        lt.center(draw, 48, "Hold HANGUP 3 s")
     else:
         left = max(0, math.ceil(view.reset_hold_until - view.now))
-        _center(draw, 48, f"Keep holding... {left}")
+        lt.center(draw, 48, f"Keep holding... {left}")
 
 
-def _updating(image: Image.Image, draw: _Draw, view: PanelView) -> None:
+def _updating(image: Image.Image, draw: lt.Draw, view: PanelView) -> None:
     """A remote update: what it does, the version, a bar while downloading,
     and why an update was rolled back."""
     status = view.update_status or "Updating"
     heading = f"{status} {view.update_version}".strip()
-    _heading(draw, _BODY_Y, _fit(heading, _COLS))
+    lt.heading(draw, _BODY_Y, lt.fit(heading, lt.COLS))
     if view.update_progress is not None:
         progress = min(max(view.update_progress, 0.0), 1.0)
         draw.rectangle((4, 30, WIDTH - 5, 38), outline=1)
         inner = int((WIDTH - 12) * progress)
         if inner:
             draw.rectangle((6, 32, 6 + inner - 1, 36), fill=1)
-        _center(draw, 44, f"{round(progress * 100)}%")
+        lt.center(draw, 44, f"{round(progress * 100)}%")
         return
-    lines = _wrap(view.update_reason, _COLS) if view.update_reason else []
+    lines = lt.wrap(view.update_reason, lt.COLS) if view.update_reason else []
     if not lines:
         lines = ["Do not unplug"] if status != "Rolled back" else []
     for i, text in enumerate(lines[:3]):
-        _center(draw, 28 + i * _LINE_H, text)
+        lt.center(draw, 28 + i * lt.LINE_H, text)
 
 
-def _volume_box(draw: _Draw, view: PanelView) -> None:
+def _volume_box(draw: lt.Draw, view: PanelView) -> None:
     """Which volume, and its level as rising bars (the rest as outlines)."""
     top = 40
     draw.rectangle((0, top, WIDTH - 1, HEIGHT - 1), outline=1, fill=0)
@@ -389,7 +323,7 @@ def _volume_box(draw: _Draw, view: PanelView) -> None:
         label = "Ringer off"
     else:
         label = "Ringer volume" if ringer else "Call volume"
-    _text(draw, 4, top, label)
+    lt.text(draw, 4, top, label)
     gap = 2
     width = (WIDTH - 8 - gap * (VOLUME_MAX_LEVEL - 1)) // VOLUME_MAX_LEVEL
     bottom = HEIGHT - 3
@@ -402,7 +336,7 @@ def _volume_box(draw: _Draw, view: PanelView) -> None:
             draw.rectangle(box, outline=1)
 
 
-_Renderer = Callable[[Image.Image, _Draw, PanelView], None]
+_Renderer = Callable[[Image.Image, lt.Draw, PanelView], None]
 
 _SCREENS: dict[Screen, _Renderer] = {
     Screen.IDLE: _idle,
