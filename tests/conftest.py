@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from appliance.exchange.server import ExchangeServer
 from appliance.phone.device import Device
 from appliance.tokens import Keyring, create_access_token
 from appliance_dev.exchange_process import stop_process
+from appliance_dev.rig import VirtualCards
 
 TIMEOUT_FACTOR = float(os.environ.get("APPLIANCE_TEST_TIMEOUT_FACTOR", "1"))
 
@@ -354,3 +355,21 @@ async def phone_process() -> AsyncIterator[Callable[..., Awaitable[PhoneProcess]
     yield start
     for phone in started:
         await phone.quit()
+
+
+@contextlib.contextmanager
+def installed_cards(names: Sequence[str]) -> Iterator[VirtualCards]:
+    """The rig's clocked virtual cards, installed as this process's ALSA config."""
+    cards = VirtualCards(list(names)).start()
+    try:
+        cards.install()
+        yield cards
+    finally:
+        cards.stop()
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[VirtualCards]:
+    """Virtual cards for phones A and B (a module shares one set)."""
+    with installed_cards(["A", "B"]) as cards:
+        yield cards

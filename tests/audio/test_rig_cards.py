@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from appliance.media.frames import SAMPLE_RATE
-from appliance_dev.rig import VirtualCards
-from tests.conftest import local_device, make_token, scaled, wait_until
+from tests.conftest import installed_cards, local_device, make_token, scaled, wait_until
 from tests.media.helpers import read_wav
 
 pytestmark = pytest.mark.slow  # virtual sound cards
@@ -24,12 +23,8 @@ pytestmark = pytest.mark.slow  # virtual sound cards
 
 @pytest.fixture(scope="module")
 def rig():
-    cards = VirtualCards(["A", "B", "C"]).start()
-    try:
-        cards.install()
+    with installed_cards(["A", "B", "C"]) as cards:
         yield cards
-    finally:
-        cards.stop()
 
 
 def band_level(samples: np.ndarray, hz: float, width: float = 25.0) -> float:

@@ -32,19 +32,15 @@ from appliance.hardware.alsa_pcm import (
 from appliance.media.frames import FRAME_SAMPLES, SAMPLE_RATE
 from appliance.media.listing import DeviceChange, DeviceSetTracker
 from appliance_dev.rig import VirtualCards
-from tests.conftest import scaled, wait_until
+from tests.conftest import installed_cards, scaled, wait_until
 
 pytestmark = pytest.mark.slow  # virtual sound cards
 
 
 @pytest.fixture(scope="module")
 def rig():
-    cards = VirtualCards(["A", "B", "C"]).start()
-    try:
-        cards.install()
+    with installed_cards(["A", "B", "C"]) as cards:
         yield cards
-    finally:
-        cards.stop()
 
 
 def write_tone(path: Path, freq: float, seconds: float, amplitude=0.3) -> Path:

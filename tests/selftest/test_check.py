@@ -14,7 +14,7 @@ import dataclasses
 import io
 import math
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +51,6 @@ class RecordingDummy(dummy):
     def display(self, image: Image.Image) -> None:
         super().display(image)
         self.frames.append(self.image.copy())
-
-
-@pytest.fixture(scope="module")
-def rig() -> Iterator[VirtualCards]:
-    cards = VirtualCards(["A", "B"]).start()
-    try:
-        cards.install()
-        yield cards
-    finally:
-        cards.stop()
 
 
 def same(a: Image.Image, b: Image.Image) -> bool:
