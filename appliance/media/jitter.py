@@ -40,7 +40,10 @@ packet with extended sequence number ``i``):
   carry a coarser copy of frame ``i``), otherwise by concealment (Opus PLC,
   RFC 6716 §4.4; for G.711, the adapter repeats the last frame fading out).
   A packet arriving after its frame was played is discarded, but its
-  lateness still counts, which is how the target grows under jitter.
+  lateness still counts, which is how the target grows under jitter. While
+  more than 1 % of recent frames were lost and the codec has FEC, the target
+  holds one frame more, so that the packet after a loss is usually there
+  (NetEQ likewise adds delay per percent of loss).
 * **Resynchronisation.** A packet whose transit differs from the path's by
   more than ``resync_s`` (the far side paused, or restarted its stream)
   restarts the buffer from that packet.
@@ -57,6 +60,10 @@ import numpy as np
 __all__ = ["FrameKind", "JitterBuffer", "JitterStats", "Playout"]
 
 _SEQ_MOD = 1 << 16
+# Frames over which the loss rate is smoothed, and the rate above which the
+# buffer waits one more frame so that a lost frame's successor is at hand.
+_LOSS_MEMORY = 100
+_FEC_LOSS = 0.01
 
 
 class FrameKind(enum.Enum):
@@ -149,6 +156,7 @@ class JitterBuffer:
         self._target = start_delay_s
         self._since_drop = 0
         self._run = 0
+        self._loss = 0.0  # recent share of frames lost, smoothed
         self._counts = dict.fromkeys(JitterStats.__dataclass_fields__, 0)
 
     # -- input --------------------------------------------------------------
@@ -240,6 +248,7 @@ class JitterBuffer:
         index = self._next
         self._next += 1
         entry = self._frames.pop(index, None)
+        self._loss += ((entry is None) - self._loss) / _LOSS_MEMORY
         if entry is not None:
             self._run = 0
             self._counts["played"] += 1
@@ -266,6 +275,8 @@ class JitterBuffer:
             return self._target
         transits = np.fromiter((t for _, t in self._history), dtype=np.float64)
         lateness = float(np.quantile(transits - transits.min(), self._quantile))
+        if self.fec and self._loss > _FEC_LOSS:
+            lateness += self.frame_s  # hold the next packet too, for its FEC
         return min(max(lateness, self.min_delay_s), self.max_delay_s)
 
     def delay(self, now: float) -> float | None:

@@ -170,3 +170,19 @@ def test_a_jump_in_transit_restarts_the_buffer():
     assert buffer.stats().resyncs == 1
     assert buffer.pop(6.0) is None  # filling up again
     assert buffer.pop(6.03) == Playout(FrameKind.AUDIO, payload(50))
+
+
+def test_under_loss_a_fec_codec_waits_a_frame_more_so_fec_can_recover():
+    rng = random.Random(5)
+    lossy = JitterBuffer(fec=True)
+    ticks = simulate(
+        lossy, 1000, lambda i: None if rng.random() < 0.05 else rng.uniform(0.03, 0.05)
+    )
+    stats = lossy.stats()
+    assert stats.recovered >= 4 * stats.concealed
+    assert lossy.target_delay >= 0.035  # about 20 ms of jitter plus a frame
+    # Without FEC waiting longer would buy nothing: no extra frame.
+    plain = JitterBuffer()
+    simulate(plain, 1000, lambda i: None if i % 20 == 10 else 0.030)
+    assert plain.target_delay == pytest.approx(0.020)
+    assert all(d <= lossy.max_delay_s + 2 * T for _, _, d in ticks if d is not None)
