@@ -45,8 +45,9 @@ packet with extended sequence number ``i``):
   holds one frame more, so that the packet after a loss is usually there
   (NetEQ likewise adds delay per percent of loss).
 * **Resynchronisation.** A packet whose transit differs from the path's by
-  more than ``resync_s`` (the far side paused, or restarted its stream)
-  restarts the buffer from that packet.
+  more than ``resync_s`` (the far side paused, or restarted its stream), or
+  the tenth late packet in a row (a shorter pause), restarts the buffer from
+  that packet.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ _SEQ_MOD = 1 << 16
 # buffer waits one more frame so that a lost frame's successor is at hand.
 _LOSS_MEMORY = 100
 _FEC_LOSS = 0.01
+# Packets in a row that come too late to play: the stream has fallen behind.
+_LATE_RUN = 10
 
 
 class FrameKind(enum.Enum):
@@ -157,6 +160,7 @@ class JitterBuffer:
         self._since_drop = 0
         self._run = 0
         self._loss = 0.0  # recent share of frames lost, smoothed
+        self._late_run = 0
         self._counts = dict.fromkeys(JitterStats.__dataclass_fields__, 0)
 
     # -- input --------------------------------------------------------------
@@ -186,7 +190,14 @@ class JitterBuffer:
             self._first_arrival = arrival
         if self._next is not None and index < self._next:
             self._counts["late"] += 1
+            self._late_run += 1
+            if self._late_run >= _LATE_RUN:
+                # The stream fell behind for good (a pause shorter than
+                # resync_s): start again from this packet.
+                self._restart()
+                self.push(sequence, payload, arrival, quiet=quiet)
             return
+        self._late_run = 0
         self._frames.setdefault(index, (payload, quiet))
         if len(self._frames) > self._capacity:
             oldest = min(self._frames)
@@ -215,6 +226,7 @@ class JitterBuffer:
         self._last_transit = None
         self._target = self._start_delay
         self._run = 0
+        self._late_run = 0
 
     # -- output -------------------------------------------------------------
 
