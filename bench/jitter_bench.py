@@ -14,7 +14,10 @@ The impairment wraps the sender's RTP seam (aiortc's DTLS transport
 delayed on the event loop, then cross a real UDP socket. This machine has no
 netem; a userspace forwarder between namespaces would delay the same way.
 
-Run: ``.venv/bin/python bench/jitter_bench.py [--seconds 20] [--loss 5]``.
+The speech goes three times in a row: each copy is scored, and the
+alignment of the last copy against the first gives the growth of the delay.
+
+Run: ``.venv/bin/python bench/jitter_bench.py [--loss 5] [--jitter-ms 10]``.
 Needs espeak-ng and the ``pesq`` package (dev extras).
 """
 
@@ -35,7 +38,7 @@ from aiortc.contrib.media import MediaPlayer, MediaRecorder
 
 from appliance.media.devices import open_sink, open_source
 from appliance.media.session import MediaConfig, MediaSession
-from appliance_dev.rig import RATE, align, pesq_wb, read_wav, speech
+from appliance_dev.rig import RATE, align, pesq_wb, read_wav, speech, write_wav
 
 TEXT = (
     "The quick brown fox jumps over the lazy dog near the river bank. "
@@ -43,6 +46,9 @@ TEXT = (
     "Six spoons of fresh snow peas, five thick slabs of blue cheese, "
     "and maybe a snack for her brother Bob."
 )
+
+#: The speech is sent this many times in a row, one PESQ figure each.
+COPIES = 3
 
 
 class Impairment:
@@ -119,32 +125,53 @@ async def aiortc_call(
     return {"dropped": path.dropped / max(path.sent, 1)}
 
 
-def score(reference: np.ndarray, out: Path) -> float | None:
+def score(
+    reference: np.ndarray, out: Path, copies: int
+) -> tuple[list[float], float, float]:
+    """PESQ-WB of each copy of ``reference`` in the recording, how much later
+    (ms) the last copy arrived than the first (the delay's growth), and the
+    seconds recorded (a receiver that loses frames from the timeline records
+    less than the call lasted)."""
     recorded, rate, channels = read_wav(out)
     mono = recorded.reshape(-1, channels).mean(axis=1) if channels > 1 else recorded
     assert rate == RATE
-    lag = align(reference, mono).lag
-    segment = np.asarray(mono[max(lag, 0) : max(lag, 0) + reference.size])
-    return pesq_wb(reference, segment)
+    # The copies are alike: look for the first one within half a copy.
+    first = align(reference, mono[: reference.size * 3 // 2]).lag
+    scores, lags = [], []
+    for k in range(copies):
+        start = max(first + k * reference.size - RATE // 2, 0)
+        window = mono[start : start + reference.size + RATE]
+        if window.size < reference.size:
+            break  # the call ended before this copy was through
+        lag = start + align(reference, window).lag
+        lags.append(lag - k * reference.size)
+        figure = pesq_wb(reference, mono[lag : lag + reference.size])
+        if figure is not None:
+            scores.append(figure)
+    growth = 1000 * (lags[-1] - lags[0]) / RATE if len(lags) > 1 else float("nan")
+    return scores, growth, mono.size / RATE
 
 
 async def main_async(seconds: float, loss: float, jitter: tuple[float, float]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         feed = work / "speech.wav"
-        reference = speech(TEXT, feed, lead_s=0.5, tail_s=0.5)
-        seconds = max(seconds, reference.size / RATE + 2.0)
+        reference = speech(TEXT, work / "once.wav", lead_s=0.5, tail_s=0.5)
+        write_wav(feed, np.tile(reference, COPIES))
+        seconds = max(seconds, COPIES * reference.size / RATE + 8.0)
         rows = []
         for name, call in (("phone", phone_call), ("aiortc", aiortc_call)):
             out = work / f"{name}.wav"
             result = await call(feed, out, seconds, loss, jitter)
-            rows.append((name, score(reference.astype(np.float64), out), result))
+            scores, growth, recorded = score(reference.astype(np.float64), out, COPIES)
+            rows.append((name, scores, growth, recorded, result))
     lo, hi = (1000 * x for x in jitter)
     print(f"## Speech at {100 * loss:.0f} % loss, {lo:.0f}-{hi:.0f} ms delay\n")
-    print("| receiver | PESQ-WB | packets dropped | buffer |")
-    print("|---|---|---|---|")
-    for name, pesq, result in rows:
-        figure = "n/a (no pesq)" if pesq is None else f"{pesq:.2f}"
+    print(f"Call of {seconds:.0f} s, the speech sent {COPIES} times.\n")
+    print("| receiver | PESQ-WB per copy | delay growth | recorded | lost | buffer |")
+    print("|---|---|---|---|---|---|")
+    for name, scores, growth, recorded, result in rows:
+        figure = ", ".join(f"{x:.2f}" for x in scores) or "n/a (no pesq)"
         extra = ""
         if "stats" in result:
             s = result["stats"]
@@ -153,7 +180,10 @@ async def main_async(seconds: float, loss: float, jitter: tuple[float, float]) -
                 f"{s.concealed} PLC, {s.late} late, {s.stretched} stretched, "
                 f"{s.dropped} skipped"
             )
-        print(f"| {name} | {figure} | {100 * result['dropped']:.1f} % | {extra} |")
+        print(
+            f"| {name} | {figure} | {growth:+.0f} ms | {recorded:.1f} s | "
+            f"{100 * result['dropped']:.1f} % | {extra} |"
+        )
     return 0
 
 
