@@ -29,6 +29,7 @@ PURE = [
     "phone/options.py",
     "media/tones.py",
     "media/levels.py",
+    "media/jitter.py",
     "../dev/appliance_dev/dtmf_detect.py",  # a test tool, outside the package
     "hardware/keypad.py",
     "hardware/ports.py",

@@ -11,16 +11,10 @@ candidate, as Twilio's ``invite``/``answer`` messages expect
 
 What this module adds to aiortc 1.16 / aioice 0.13:
 
-* ICE host candidates restricted to configured addresses (aioice has no
-  option; it also never offers 127.0.0.1, which the tests need), by wrapping
-  ``aioice.ice.get_host_addresses`` with a context variable set only while
-  *this* session gathers.
+* ICE host candidates restricted to configured addresses, and DSCP EF on the
+  media socket (``appliance.media.ice``).
 * No default STUN server: aiortc falls back to a public Google STUN server
   when ``iceServers`` is None, so we always pass a list.
-* DSCP EF (46) on the media socket (RFC 8837 §5; RFC 4594 "Telephony"). With
-  BUNDLE and rtcp-mux one UDP socket carries STUN, DTLS, RTP and RTCP, so one
-  ``IP_TOS``/``IPV6_TCLASS`` mark covers the call. aioice keeps its sockets in
-  private attributes; the path is guarded and a miss is only a warning.
 * Codec preference order, mute, input/output levels on Twilio's 0..1 scale
   (``appliance.media.levels``) and a flat :class:`MediaStats`.
 
@@ -36,17 +30,11 @@ What aiortc lacks, and where the fix goes (anchors.md §6):
 * **No AEC/NS/AGC**: not fixed here. Echo cancellation needs the far-end
   reference next to the capture, so it belongs in the audio backend (WebRTC
   APM or the handset codec's DSP), before the source.
-* **Jitter-buffer delay and growth**: aiortc's audio receiver holds every
-  packet until four newer ones have arrived (``prefetch=4``, 80 ms) although it
-  releases on packet arrival and so smooths nothing; here each receiver is set
-  to ``prefetch=1`` (a frame leaves as soon as the next packet shows it is
-  complete), which cut mouth-to-ear delay by about 65 ms on the virtual-card
-  rig (docs/audio.md). Jitter is absorbed after decoding instead, by the
-  bounded call buffer of the output mixer (``appliance.audio.mixer``), which
-  also stops the growth of aiortc's unbounded decoded-frame queue.
-* **No PLC**: lost packets simply vanish from the timeline. The receive pump
-  *here* will watch ``frame.pts`` for gaps and fill them (silence or Opus
-  concealment) so the sink keeps a steady clock.
+* **Jitter buffer and loss concealment**: aiortc's audio buffer releases on
+  packet arrival, smooths nothing, and never recovers from a lost packet
+  (anchors.md §6). It is replaced by an adaptive buffer with Opus PLC and
+  FEC (``appliance.media.jitter``, ``appliance.media.playout``), fed from the
+  telephone-event tap; our Opus encoder sends in-band FEC.
 * **Opus level**: aiortc's Opus encoder upmixes our mono frames to stereo
   with FFmpeg's -3 dB centre mix, so the far end hears us 3 dB quieter
   (measured: -15 dBFS sent, -18 dBFS received aiortc to aiortc; PCMU is
@@ -60,17 +48,15 @@ tasks that :meth:`MediaSession.close` cancels and awaits.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import fractions
 import ipaddress
 import logging
 import re
-import socket
-from collections.abc import Callable, Coroutine, Iterator
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import aioice.ice
 import av
 import numpy as np
 from aiortc import (
@@ -91,7 +77,19 @@ from appliance.media.frames import (
     AudioSource,
     Samples,
 )
+from appliance.media.ice import (
+    DSCP_EF_TOS,
+    HOST_ADDRESSES,
+    install_host_address_hook,
+    mark_sockets,
+)
 from appliance.media.levels import level_from_dbfs, rms_dbfs
+from appliance.media.playout import (
+    PlayoutPath,
+    bypass_aiortc_buffers,
+    install_opus_fec,
+    pump_track,
+)
 from appliance.media.telephone_event import (
     EventTap,
     audio_capabilities,
@@ -108,47 +106,9 @@ __all__ = [
     "supported_codecs",
 ]
 
-# Frames aiortc's audio jitter buffer holds back; see _shorten_jitter_buffers.
-AUDIO_JITTER_PREFETCH = 1
-
 logger = logging.getLogger(__name__)
 
-#: The DS byte for Expedited Forwarding: DSCP 46 << 2 (RFC 3246, RFC 8837 §5).
-DSCP_EF_TOS = 0xB8
-
 _TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
-
-# Addresses the current task may gather host candidates on; None = aioice's own
-# choice. A ContextVar, not a global, so two sessions gathering at the same
-# time (the exchange bridging two legs) cannot see each other's setting.
-_HOST_ADDRESSES: contextvars.ContextVar[tuple[str, ...] | None] = (
-    contextvars.ContextVar("appliance_ice_host_addresses", default=None)
-)
-
-_HOOK_MARK = "_appliance_host_address_hook"
-
-
-def _install_host_address_hook() -> None:
-    """Wrap ``aioice.ice.get_host_addresses`` once (idempotent)."""
-    original = aioice.ice.get_host_addresses
-    if getattr(original, _HOOK_MARK, False):
-        return
-
-    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        wanted = _HOST_ADDRESSES.get()
-        if wanted is None:
-            return original(use_ipv4, use_ipv6)
-        chosen = []
-        for address in wanted:
-            version = ipaddress.ip_address(address).version
-            if (version == 4 and use_ipv4) or (version == 6 and use_ipv6):
-                chosen.append(address)
-        return chosen
-
-    setattr(get_host_addresses, _HOOK_MARK, True)
-    # aioice looks the function up as a module global at gathering time
-    # (Connection.gather_candidates), so replacing the module attribute works.
-    aioice.ice.get_host_addresses = get_host_addresses
 
 
 def supported_codecs() -> tuple[str, ...]:
@@ -325,7 +285,8 @@ class MediaSession:
         *,
         on_failed: Callable[[], None] | None = None,
     ) -> None:
-        _install_host_address_hook()
+        install_host_address_hook()
+        install_opus_fec()
         self.config = config
         self._source = source
         self._sink = sink
@@ -355,7 +316,13 @@ class MediaSession:
         self._transceiver.setCodecPreferences(self._codec_preferences(config.codecs))
         #: RFC 4733 digits in the media (``appliance.media.telephone_event``).
         self.events = EventTap(self._transceiver.sender.transport)
-        self._shorten_jitter_buffers()
+        #: The receive path: jitter buffer, concealment, playout clock.
+        self.playout = PlayoutPath(sink.write_frame, self._metered, time.monotonic)
+        self._bypassed = bypass_aiortc_buffers(self._pc)
+        if self._bypassed:
+            self.events.on_audio = self.playout.feed
+        else:
+            logger.warning("aiortc jitter buffer not found; using aiortc's path")
         self._pc.on("track", self._on_track)
         self._pc.on("connectionstatechange", self._on_connection_state)
 
@@ -431,17 +398,17 @@ class MediaSession:
         return local
 
     async def _set_local(self, description: RTCSessionDescription) -> None:
-        token = _HOST_ADDRESSES.set(self.config.local_addresses)
+        token = HOST_ADDRESSES.set(self.config.local_addresses)
         try:
             # Candidate gathering happens inside setLocalDescription; the
             # tasks aiortc spawns for it copy this context.
             await self._pc.setLocalDescription(description)
         finally:
-            _HOST_ADDRESSES.reset(token)
+            HOST_ADDRESSES.reset(token)
         if self.config.dscp:
             # Sockets exist now, before any connectivity check is sent:
             # aiortc only schedules its connect task, which has not run yet.
-            self._mark_sockets(DSCP_EF_TOS)
+            mark_sockets(self._pc, DSCP_EF_TOS)
 
     def _local_sdp(self) -> str:
         description = self._pc.localDescription
@@ -460,6 +427,7 @@ class MediaSession:
             answer = [codec for codec in answer if not codec.is_event]
         self._negotiated = sdp_codecs.Negotiated(tuple(answer), send)
         self.events.configure(self._negotiated)
+        self.playout.configure(self._negotiated)
         logger.debug("sending %s, events %s", send, self._negotiated.send_event())
 
     def _check_open(self, code: int = 53400) -> None:
@@ -469,77 +437,16 @@ class MediaSession:
     def _codec_preferences(self, names: tuple[str, ...] | list[str]) -> list[Any]:
         return codec_preferences(names, events=self.config.telephone_event)
 
-    # -- DSCP --------------------------------------------------------------
-
-    def _ice_sockets(self) -> Iterator[Any]:
-        """Yield the UDP/TCP sockets of this session's ICE connection(s).
-
-        Walks private attributes of aiortc 1.16 / aioice 0.13
-        (``RTCIceGatherer._connection._protocols``); yields nothing, with a
-        warning, if they have moved.
-        """
-        for transceiver in self._pc.getTransceivers():
-            ice_transport = getattr(transceiver.sender.transport, "transport", None)
-            gatherer = getattr(ice_transport, "iceGatherer", None)
-            connection = getattr(gatherer, "_connection", None)
-            protocols = getattr(connection, "_protocols", None)
-            if protocols is None:
-                logger.warning(
-                    "cannot reach aioice sockets (aiortc internals changed?); "
-                    "media is sent without DSCP marking"
-                )
-                continue
-            for protocol in protocols:
-                transport = getattr(protocol, "transport", None)
-                if transport is None:
-                    continue
-                sock = transport.get_extra_info("socket")
-                if sock is None:
-                    # A TURN relay: the real socket belongs to the inner
-                    # client protocol of aioice's TurnTransport.
-                    inner = getattr(transport, "_TurnTransport__inner_protocol", None)
-                    inner_transport = getattr(inner, "transport", None)
-                    if inner_transport is not None:
-                        sock = inner_transport.get_extra_info("socket")
-                if sock is not None:
-                    yield sock
-
-    def _shorten_jitter_buffers(self) -> None:
-        """Release audio frames one packet after arrival instead of four.
-
-        aiortc 1.16 keeps the buffer in a private attribute of RTCRtpReceiver
-        (``JitterBuffer(capacity=16, prefetch=4)`` for audio); the path is
-        guarded and a miss only costs latency, so it is a warning, not an error.
-        """
-        for transceiver in self._pc.getTransceivers():
-            buffer = getattr(
-                transceiver.receiver, "_RTCRtpReceiver__jitter_buffer", None
-            )
-            if buffer is None or not hasattr(buffer, "_prefetch"):
-                logger.warning("aiortc jitter buffer not found; latency stays +60 ms")
-                continue
-            if transceiver.kind == "audio":
-                buffer._prefetch = AUDIO_JITTER_PREFETCH
-
-    def _mark_sockets(self, tos: int) -> None:
-        for sock in self._ice_sockets():
-            try:
-                if sock.family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
-                else:
-                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
-            except OSError as exc:
-                logger.warning("cannot set DSCP on %s: %s", sock.getsockname(), exc)
-
     # -- aiortc event handlers: translate only -----------------------------
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != "audio" or self._receiving or self._closed:
             return
         self._receiving = True
-        # A transceiver created by a remote offer was not there at __init__.
-        self._shorten_jitter_buffers()
-        self._spawn(self._receive(track))
+        if self._bypassed:
+            self._spawn(self.playout.run())
+        else:
+            self._spawn(pump_track(track, self._sink.write_frame, self._metered))
 
     def _on_connection_state(self) -> None:
         state = self._pc.connectionState
@@ -553,27 +460,8 @@ class MediaSession:
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.spawn(coro, "media-receive")
 
-    # -- receive path ------------------------------------------------------
-
-    async def _receive(self, track: MediaStreamTrack) -> None:
-        """Pump decoded frames from the remote track into the sink."""
-        # Opus decodes to s16 stereo 48 kHz, PCMU/PCMA to s16 mono 8 kHz;
-        # the sink always wants s16 mono 48 kHz.
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-        try:
-            while True:
-                frame = await track.recv()
-                if not isinstance(frame, av.AudioFrame):
-                    continue
-                for converted in resampler.resample(frame):
-                    decoded = converted.to_ndarray().reshape(-1)
-                    samples = decoded.astype(np.int16, copy=False)
-                    self._meters.output_level = level_from_dbfs(rms_dbfs(samples))
-                    await self._sink.write_frame(samples)
-        except MediaStreamError:
-            logger.debug("remote track ended")
-        except AudioDeviceError as exc:
-            logger.warning("audio sink failed, no more playback: %s", exc)
+    def _metered(self, samples: Samples) -> None:
+        self._meters.output_level = level_from_dbfs(rms_dbfs(samples))
 
     # -- controls and readings ---------------------------------------------
 
@@ -671,6 +559,7 @@ class MediaSession:
             await self._pc.close()
         finally:
             await self._tasks.close()
+            self.playout.close()
             # The pump is gone, so nothing writes to the sink any more.
             try:
                 self._sink.close()

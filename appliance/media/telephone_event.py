@@ -24,11 +24,14 @@ small hooks add it, each guarded so that a changed aiortc only loses RFC 4733
    of *silence* in the negotiated audio codec instead, with the same sequence
    number and the timestamp the audio would have had (our sender replaces
    audio packets by events one for one). Dropping them instead would leave a
-   hole in the sequence: aiortc's jitter buffer releases nothing across a
-   hole until 16 newer packets have arrived, and then only one frame per
-   packet, so each digit would add about 120 ms of delay for the rest of the
-   call, and the statistics would count the events as lost. Everything else
-   passes on untouched; the tap notes the payload type of the audio received.
+   hole in the sequence: the receive buffer (``appliance.media.jitter``)
+   would conceal each as a loss (aiortc's own buffer, when it is in use,
+   stalls across a hole), and the statistics would count the events as lost.
+   Everything else
+   passes on untouched; the tap notes the payload type of the audio received
+   and hands every audio packet (the silence in place of events included) to
+   ``on_audio``, the receive path's jitter buffer (``appliance.media.playout``),
+   before aiortc sees it.
 """
 
 from __future__ import annotations
@@ -134,10 +137,12 @@ class EventTap:
 
     Attributes:
         on_digit: called from the event loop with each digit received.
+        on_audio: called with each audio RTP packet received (decrypted).
     """
 
     def __init__(self, transport: Any) -> None:
         self.on_digit: Callable[[str], None] | None = None
+        self.on_audio: Callable[[bytes], None] | None = None
         self._sender: EventSender | None = None
         self._audio_pt: int | None = None
         self._receivers: dict[int, EventReceiver] = {}
@@ -228,6 +233,8 @@ class EventTap:
                 if silence is None:
                     return
                 data = silence
+            if self.on_audio is not None:
+                self.on_audio(data)
         await self._handle_original(data, arrival_time_ms=arrival_time_ms)
 
     def _note_audio(self, data: bytes) -> None:

@@ -121,8 +121,8 @@ class CountingSink:
 @pytest.mark.parametrize("codecs", [("opus",), ("pcmu",)])
 async def test_received_digits_add_no_delay(codecs: tuple[str, ...]):
     # Each received event packet is replaced by a silent audio packet, so
-    # aiortc's jitter buffer sees no hole: it would otherwise hold back about
-    # six frames per digit for the rest of the call.
+    # the jitter buffer sees no hole (aiortc's held back about six frames
+    # per digit for the rest of the call).
     a = session(codecs)
     sink = CountingSink()
     config = MediaConfig(local_addresses=("127.0.0.1",), codecs=codecs)
