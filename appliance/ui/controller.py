@@ -72,8 +72,7 @@ from appliance.phone.connection import Connection
 from appliance.phone.device import Device
 from appliance.phone.ports import CallOffered, EngineEvent
 from appliance.tasks import TaskSet, wait_event
-from appliance.ui.panel import (
-    DTMF_KEYS,
+from appliance.ui.commands import (
     Accept,
     Command,
     Decline,
@@ -81,25 +80,22 @@ from appliance.ui.panel import (
     Hangup,
     Ignore,
     MarkMissedSeen,
-    Panel,
-    PanelButton,
-    PanelState,
-    PanelView,
     PlayLocalDtmf,
     Reject,
     ResetCancelled,
     ResetProvisioning,
-    Screen,
     SendDigits,
     SetDnd,
     SetMute,
     Setup,
     SetVolume,
-    volume_gain,
 )
+from appliance.ui.panel import DTMF_KEYS, Panel
 from appliance.ui.progress import local_tone
 from appliance.ui.screens import render
 from appliance.ui.settings import PanelSettings, UiConfig, parse_ui_config
+from appliance.ui.view import PanelButton, PanelState, PanelView, Screen
+from appliance.ui.volume import volume_gain
 
 __all__ = [
     "CommandListener",

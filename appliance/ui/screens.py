@@ -24,7 +24,8 @@ from functools import cache
 import segno
 from PIL import Image, ImageDraw, ImageFont
 
-from appliance.ui.panel import VOLUME_MAX_LEVEL, PanelView, Screen
+from appliance.ui.view import PanelView, Screen
+from appliance.ui.volume import VOLUME_MAX_LEVEL
 
 __all__ = ["HEIGHT", "WIDTH", "format_duration", "render"]
 

@@ -85,8 +85,8 @@ from appliance.ui.notices import (
     render_config_error,
     render_test_pattern,
 )
-from appliance.ui.panel import PanelState, PanelView, Screen
 from appliance.ui.screens import HEIGHT, WIDTH, render
+from appliance.ui.view import PanelState, PanelView, Screen
 
 __all__ = [
     "export_screens",
