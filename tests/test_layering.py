@@ -37,6 +37,7 @@ PURE = [
     "ui/view.py",
     "ui/volume.py",
     "ui/reset_confirm.py",
+    "ui/gestures.py",
     "ui/calllog_view.py",
     "ui/commands.py",
     "calllog/core.py",

@@ -4,17 +4,26 @@
 display adapter and the simulator read it); the enums are the vocabulary the
 panel, its controller and the screens share. They live apart from the state
 machine in :mod:`appliance.ui.panel` so that the screens depend on what they
-draw, not on how the panel decides it.
+draw, not on how the panel decides it. :func:`refresh_at` says when a view goes
+stale by itself (a running call timer, a countdown), for the adapter's timer.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
 from appliance.ui.calllog_view import LogItem
 
-__all__ = ["PanelButton", "PanelState", "PanelView", "Screen", "StatusLed"]
+__all__ = [
+    "PanelButton",
+    "PanelState",
+    "PanelView",
+    "Screen",
+    "StatusLed",
+    "refresh_at",
+]
 
 
 class PanelState(StrEnum):
@@ -152,3 +161,15 @@ class PanelView:
     network_bars: int | None = None
     log_items: tuple[LogItem, ...] = ()
     log_selected: int = 0
+
+
+def refresh_at(view: PanelView, now: float) -> float | None:
+    """When ``view``'s screen changes by itself (call timer, countdowns)."""
+    if view.screen is Screen.IN_CALL and view.call_started_at is not None:
+        elapsed = now - view.call_started_at
+        return view.call_started_at + math.floor(elapsed) + 1.0
+    if view.screen is Screen.OFFLINE and view.next_retry_at is not None:
+        return now + 1.0
+    if view.screen is Screen.CONFIRM_RESET and view.reset_hold_until is not None:
+        return now + 1.0  # the countdown
+    return None

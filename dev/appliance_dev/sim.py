@@ -77,7 +77,7 @@ from appliance.phone.connection import Connection
 from appliance.phone.device import Device
 from appliance.phone.options import parse_options
 from appliance.ui.calllog_view import LogItem
-from appliance.ui.controller import PanelController, UiConfig
+from appliance.ui.controller import PanelController
 from appliance.ui.desk import open_call_log
 from appliance.ui.notices import (
     render_check_step,
@@ -86,6 +86,7 @@ from appliance.ui.notices import (
     render_test_pattern,
 )
 from appliance.ui.screens import HEIGHT, WIDTH, render
+from appliance.ui.settings import UiConfig
 from appliance.ui.view import PanelState, PanelView, Screen
 
 __all__ = [
