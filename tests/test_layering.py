@@ -112,7 +112,7 @@ FLOORS: list[set[str]] = [
     {"calllog"},  # follows the engine's calls; the panel shows it
     {"ui", "update", "installer", "selftest"},
     {"config", "provisioning"},
-    {"app"},
+    {"app", "service_tasks", "config_error"},  # the root and its helpers
     {"cli", "__main__"},
 ]
 
