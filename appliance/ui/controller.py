@@ -43,7 +43,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
@@ -84,6 +83,7 @@ from appliance.ui.commands import (
 from appliance.ui.effects import PanelEffects
 from appliance.ui.gestures import gesture_for
 from appliance.ui.panel import Panel
+from appliance.ui.reset_requests import ResetRequests
 from appliance.ui.saver import SettingsSaver
 from appliance.ui.screens import render
 from appliance.ui.settings import PanelSettings
@@ -174,8 +174,7 @@ class PanelController:
         """Observers of issued commands (benchmarks, the simulator's log)."""
         self.frame_listeners: list[FrameListener] = []
         """Observers of new frames (the simulator saves them as PNG)."""
-        self._reset: Callable[[], Awaitable[object]] | None = None
-        self._reset_waiters: list[asyncio.Future[str]] = []
+        self._resets = ResetRequests()
         self.input_listeners: list[Callable[[], None]] = []
         """Told of every key and button (the updater waits for a quiet phone)."""
 
@@ -313,7 +312,7 @@ class PanelController:
     def set_reset_handler(self, reset: Callable[[], Awaitable[object]]) -> None:
         """Offer "Reset provisioning?" (hold Hangup); ``reset`` forgets the
         credential once the long press confirmed it."""
-        self._reset = reset
+        self._resets.handler = reset
         self._panel.reset_enabled = True
 
     async def confirm_reset(self) -> str:
@@ -326,33 +325,13 @@ class PanelController:
         """
         if not self._panel.reset_requested(self._now()):
             return "busy"
-        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._reset_waiters.append(waiter)
-        self._after_input()
-        try:
-            return await waiter
-        finally:
-            with contextlib.suppress(ValueError):
-                self._reset_waiters.remove(waiter)
-
-    async def _run_reset(self) -> None:
-        outcome = "failed"
-        try:
-            if self._reset is not None:
-                await self._reset()
-                outcome = "reset"
-        except ApplianceError as exc:
-            logger.error("provisioning reset failed: %s", exc)
-            self._panel.error(31000, str(exc), self._now())
+        with self._resets.waiting() as waiter:
             self._after_input()
-        finally:
-            self._answer_reset(outcome)
+            return await waiter
 
-    def _answer_reset(self, outcome: str) -> None:
-        waiters, self._reset_waiters = self._reset_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(outcome)
+    def _reset_failed(self, exc: ApplianceError) -> None:
+        self._panel.error(31000, str(exc), self._now())
+        self._after_input()
 
     def handle_event(self, event: PanelEvent) -> None:
         """Translate one FrontPanelIO event into a Panel input."""
@@ -464,10 +443,10 @@ class PanelController:
             pass  # the call log listens (command_listeners)
         elif isinstance(command, ResetProvisioning):
             logger.warning("provisioning reset confirmed on the panel")
-            self._spawn(self._run_reset(), "panel-reset")
+            self._spawn(self._resets.run(self._reset_failed), "panel-reset")
         elif isinstance(command, ResetCancelled):
             logger.info("provisioning reset cancelled on the panel")
-            self._answer_reset("cancelled")
+            self._resets.answer("cancelled")
         else:
             try:
                 self._commands.put_nowait(command)
