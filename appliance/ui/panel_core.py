@@ -211,6 +211,8 @@ class PanelCore:
         """Whether do-not-disturb is on."""
         return self._desk.dnd
 
+    # --- moves many transitions share -------------------------------------
+
     def _leave_confirm(self, outcome: ResetProvisioning | ResetCancelled) -> None:
         self._commands.append(outcome)
         self._reset.release()
@@ -223,8 +225,6 @@ class PanelCore:
         self._dial = ""
         self._muted = False
         self._state = PanelState.CALLING
-
-    # --- helpers ------------------------------------------------------------
 
     def _change_volume(self, delta: int, now: float) -> None:
         # Like a desk phone: the keys set the handset/speaker volume while the
