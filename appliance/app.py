@@ -25,6 +25,11 @@ updater's status (75) for systemd to start the unit again.
 The token is re-read when the gateway says it will expire and whenever the
 token file changes, so that provisioning (USB stick, QR code, refresh service)
 only has to write the file.
+
+This stays the one place that wires parts together. Two helpers beside it
+hold what is not wiring: :mod:`appliance.service_tasks` (the service's
+long-lived tasks, its STATUS line and token source) and
+:mod:`appliance.config_error` (the error screen, handed the OLED from here).
 """
 
 from __future__ import annotations
@@ -33,16 +38,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import signal
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from appliance.audio.helper import AudioHelper
-from appliance.config import AppConfig, Secret, environ_token, read_token
+from appliance.config import AppConfig
 from appliance.errors import (
     ApplianceError,
     AudioDeviceError,
@@ -51,10 +54,20 @@ from appliance.errors import (
     TwilioError,
 )
 from appliance.log import configure_logging
-from appliance.phone.connection import Connection
 from appliance.phone.device import Device
 from appliance.phone.options import DeviceOptions
-from appliance.system.notify import Notifier, watchdog_interval_s
+from appliance.service_tasks import (
+    ServiceStatus,
+    TokenRefresh,
+    TokenSource,
+    latest_token,
+    log_call_cut,
+    log_incoming,
+    ping_watchdog,
+    run_provisioning,
+    watch_token,
+)
+from appliance.system.notify import Notifier
 
 if TYPE_CHECKING:
     # The front panel needs gpiozero and luma (the "hardware" extra); they are
@@ -86,44 +99,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TOKEN_POLL_S = 5.0
-DEFAULT_CLOSE_MESSAGE = (
-    "A call is currently in progress. Leaving or reloading this page will end the call."
-)
-
-
-class _TokenSource:
-    """The token file, re-read when its modification time changes."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._mtime: float | None = None
-
-    def read(self) -> Secret:
-        if self.path is None:
-            token = environ_token()
-            if token is None:
-                raise ConfigError(
-                    "phone.token_file",
-                    "no token file configured and APPLIANCE_TOKEN unset",
-                )
-            return token
-        try:
-            mtime = self.path.stat().st_mtime
-        except OSError as exc:
-            raise ConfigError("phone.token_file", f"cannot read {self.path}") from exc
-        token = read_token(self.path)
-        self._mtime = mtime
-        return token
-
-    def changed(self) -> bool:
-        if self.path is None:
-            return False
-        try:
-            return self.path.stat().st_mtime != self._mtime
-        except OSError:
-            return False
-
 
 async def run_service(
     config: AppConfig, *, on_panel: Callable[[FrontPanel], None] | None = None
@@ -134,48 +109,19 @@ async def run_service(
     finger on mock pins); ``appliance run`` passes none.
     """
     notifier = Notifier()
-    tokens = _TokenSource(config.token_file)
+    tokens = TokenSource(config.token_file)
     device = build_device(config.device)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    # STATUS tells the truth: registered, or why not (the last error).
-    last_error: list[str] = []
+    status_line = ServiceStatus(notifier)
+    status_line.attach(device)
+    device.on("incoming", log_incoming)
 
-    def on_error(error: TwilioError) -> None:
-        logger.warning("device error %s", error)
-        last_error[:] = [str(error)]
-
-    def why_not(default: str) -> str:
-        return f"not registered: {last_error[0] if last_error else default}"
-
-    def on_ready(ready: Device) -> None:
-        last_error.clear()
-        notifier.status(f"registered as {ready.identity}")
-
-    device.on("ready", on_ready)
-    device.on("offline", lambda _d: notifier.status(why_not("offline, reconnecting")))
-    device.on("incoming", _log_incoming)
-    device.on("error", on_error)
-
-    current: list[str] = []
-
-    async def refresh_token(_device: Device | None = None) -> None:
-        try:
-            token = tokens.read()
-        except ConfigError as exc:
-            logger.error("cannot refresh the token: %s", exc)
-            return
-        if current and token.reveal() == current[0]:
-            # Nothing new to send; re-sending the same token would not help.
-            logger.warning(
-                "the token is about to expire and no new one was provisioned yet"
-            )
-            return
-        current[:] = [token.reveal()]
-        await device.update_token(token.reveal())
+    current: list[str] = []  # the newest token, for Ready and provisioning
+    refresh_token = TokenRefresh(tokens, device, current).refresh
 
     provisioned = config.provisioner_url is not None
     if not provisioned:
@@ -193,7 +139,7 @@ async def run_service(
         front = await open_front_panel(
             config.ui,
             device,
-            (lambda: _latest(current))
+            (lambda: latest_token(current))
             if provisioned
             else (lambda: tokens.read().reveal()),
             panel,
@@ -222,11 +168,11 @@ async def run_service(
         except TwilioError as exc:
             # Keep running: a new token file (provisioning) brings the phone up.
             logger.error("the gateway refused the token: %s", exc)
-            last_error[:] = [f"the gateway refused the token: {exc}"]
+            status_line.failed(f"the gateway refused the token: {exc}")
         notifier.ready(
             f"registered as {device.identity}"
             if device.status() != "offline"
-            else why_not("connecting to the gateway")
+            else status_line.why_not("connecting to the gateway")
         )
     else:
         # Never exit for want of credentials: the provisioning task brings
@@ -245,11 +191,13 @@ async def run_service(
     async with asyncio.TaskGroup() as group:
         watchers = [
             group.create_task(
-                _run_provisioning(provisioning, front)
+                run_provisioning(
+                    provisioning, front.controller.confirm_reset if front else None
+                )
                 if provisioning is not None
-                else _watch_token(tokens, refresh_token)
+                else watch_token(tokens, refresh_token)
             ),
-            group.create_task(_ping_watchdog(notifier)),
+            group.create_task(ping_watchdog(notifier)),
         ]
         if updater is not None:
             watchers.append(group.create_task(updater.run()))
@@ -258,11 +206,7 @@ async def run_service(
             task.cancel()
 
     notifier.stopping()
-    if device.status() == "busy" and device.options.close_protection:
-        message = device.options.close_protection
-        logger.warning(
-            "%s", message if isinstance(message, str) else DEFAULT_CLOSE_MESSAGE
-        )
+    log_call_cut(device)
     await panel.aclose()
     await device.destroy()
     if updater is not None:
@@ -368,29 +312,6 @@ def provision_phone(
     if front is not None:
         front.controller.set_reset_handler(client.reset)
     return client
-
-
-async def _run_provisioning(
-    client: PhoneProvisioning, front: FrontPanel | None
-) -> None:
-    """The provisioning client and, with a runtime directory (systemd's
-    ``RuntimeDirectory=``), the control socket of ``appliance provision``."""
-    from appliance.provisioning.control import SOCKET_NAME, serve_control
-
-    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
-    async with asyncio.TaskGroup() as group:
-        group.create_task(client.run())
-        if runtime:
-            confirm = front.controller.confirm_reset if front is not None else None
-            group.create_task(
-                serve_control(Path(runtime) / SOCKET_NAME, client.status, confirm)
-            )
-
-
-def _latest(current: list[str]) -> str:
-    if not current:
-        raise ConfigError("phone.provisioner_url", "no token yet: not provisioned")
-    return current[0]
 
 
 def build_device(options: DeviceOptions) -> Device:
@@ -558,62 +479,31 @@ async def open_front_panel(
 
 
 def show_config_error(ui: UiConfig, error: ConfigError) -> bool:
-    """Put a fatal configuration error on the OLED, if ``[ui]`` has one.
+    """Put a fatal configuration error on the OLED ``[ui]`` names, if any.
 
-    The person at the desk does not read the journal: the screen names the
-    ``section.key`` at fault and stays lit after the service exits (luma's
-    ``persist``), so the phone does not look merely dead. Blocking (I2C).
+    Blocking (I2C); see :func:`appliance.config_error.show_config_error`.
 
     Returns:
         Whether the error is on the screen (False: no panel, or no OLED).
     """
+    from appliance import config_error
     from appliance.hardware.pinmap import load_pinmap
-    from appliance.ui.notices import render_config_error
 
-    if not ui.enabled:
-        return False
-    image = render_config_error(error.key, error.reason, len(error.problems) - 1)
-    try:
-        oled = _open_oled(ui, load_pinmap(ui.pinmap))
-        if tuple(oled.size) != image.size:
-            raise HardwareError(f"the screen is {oled.size}, not {image.size}")
-        oled.display(image)
-    except (ConfigError, HardwareError, OSError) as exc:
-        logger.error("the error is not shown on the display: %s", exc)
-        return False
-    oled.persist = True  # luma would blank the panel at exit
-    return True
+    return config_error.show_config_error(
+        ui, error, lambda: _open_oled(ui, load_pinmap(ui.pinmap))
+    )
 
 
 def config_failed(paths: Sequence[Path] | None, error: ConfigError) -> int:
-    """``appliance run`` with a configuration that does not validate.
-
-    Says so on stderr (the journal), then on the OLED when the ``[ui]``
-    section of the same layers is usable by itself; when ``[ui]`` (or a whole
-    file) is what is broken, the journal says that the screen was not used.
+    """``appliance run`` with a configuration that does not validate: stderr,
+    then the OLED (:func:`appliance.config_error.config_failed`).
 
     Returns:
         2, the exit status systemd does not restart (RestartPreventExitStatus).
     """
-    from appliance.config import merge_layers
-    from appliance.ui.settings import parse_ui_config
+    from appliance import config_error
 
-    sys.stderr.write(f"appliance: error: {error}\n")
-    try:
-        merged, _sources = merge_layers(paths)
-        raw = merged.get("ui", {})
-        if not isinstance(raw, dict):
-            raise ConfigError("ui", "must be a table")
-        ui = parse_ui_config(raw, "ui")
-    except ConfigError:
-        sys.stderr.write(
-            "appliance: the error is not shown on the display: "
-            "the [ui] section cannot be used\n"
-        )
-        return 2
-    if ui.enabled and show_config_error(ui, error):
-        sys.stderr.write("appliance: the error is shown on the display\n")
-    return 2
+    return config_error.config_failed(paths, error, show_config_error)
 
 
 @dataclass
@@ -685,29 +575,6 @@ async def open_check(
         commands=commands,
     )
     return HardwareCheck(runner, panel)
-
-
-def _log_incoming(conn: Connection) -> None:
-    logger.info("incoming call from %s", conn.parameters.get("From"))
-
-
-async def _watch_token(
-    tokens: _TokenSource, refresh: Callable[[], Awaitable[None]]
-) -> None:
-    while True:
-        await asyncio.sleep(TOKEN_POLL_S)
-        if tokens.changed():
-            logger.info("token file changed; updating the token")
-            await refresh()
-
-
-async def _ping_watchdog(notifier: Notifier) -> None:
-    interval = watchdog_interval_s()
-    if interval is None or not notifier.enabled:
-        return
-    while True:
-        notifier.watchdog()
-        await asyncio.sleep(interval)
 
 
 def main(config: AppConfig) -> int:

@@ -12,13 +12,15 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-__all__ = ["Emitter", "EventSource", "Handler"]
+__all__ = ["Emitter", "EventSource", "Handler", "Subscribers"]
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[..., Any]
+
+_T = TypeVar("_T")
 
 
 class Emitter:
@@ -119,3 +121,33 @@ class EventSource:
     def off(self, event: str, handler: Handler) -> None:
         """Remove a handler (no error if it was not there)."""
         self._events.off(event, handler)
+
+
+class Subscribers(Generic[_T]):
+    """Listeners of one kind of typed fact, called in order on ``publish``.
+
+    Args:
+        what: names the listeners in the log when one raises.
+    """
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._listeners: list[Callable[[_T], None]] = []
+
+    def subscribe(self, listener: Callable[[_T], None]) -> Callable[[], None]:
+        """Add ``listener``; returns the function that removes it."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def publish(self, fact: _T) -> None:
+        """Call every listener with ``fact``; one that raises is logged."""
+        for listener in list(self._listeners):
+            try:
+                listener(fact)
+            except Exception:  # supervision boundary: a listener, not the source
+                logger.exception("! %s failed on %r", self._what, fact)

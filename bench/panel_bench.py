@@ -47,7 +47,8 @@ from appliance.media.frames import Samples
 from appliance.phone.device import Device
 from appliance.tokens import Keyring, create_access_token
 from appliance.ui.controller import PanelController
-from appliance.ui.panel import Panel, PanelState
+from appliance.ui.panel import Panel
+from appliance.ui.view import PanelState
 from appliance_dev.rig import RigUnavailableError, VirtualCards
 
 ROOT = Path(__file__).resolve().parents[1]

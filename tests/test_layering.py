@@ -34,6 +34,11 @@ PURE = [
     "hardware/keypad.py",
     "hardware/ports.py",
     "ui/panel.py",
+    "ui/panel_core.py",
+    "ui/view.py",
+    "ui/volume.py",
+    "ui/reset_confirm.py",
+    "ui/gestures.py",
     "ui/calllog_view.py",
     "ui/commands.py",
     "calllog/core.py",
@@ -109,7 +114,7 @@ FLOORS: list[set[str]] = [
     {"calllog"},  # follows the engine's calls; the panel shows it
     {"ui", "update", "installer", "selftest"},
     {"config", "provisioning"},
-    {"app"},
+    {"app", "service_tasks", "config_error"},  # the root and its helpers
     {"cli", "__main__"},
 ]
 

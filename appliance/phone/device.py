@@ -16,7 +16,8 @@ The Device owns one signaling session (:class:`SignalingClient` driving the pure
 factory; the composition root (``appliance.app``) builds them, and the plain
 ``Device(**options)`` form takes the defaults. Each Connection talks back to its
 Device through a :class:`~appliance.phone.connection.CallHost`, an object of
-this module, so the Twilio-facing Device keeps only the Twilio API. Signaling
+:mod:`appliance.phone.call_host`, so the Twilio-facing Device keeps only the
+Twilio API. Signaling
 events arrive on the loop and are translated into Device and Connection events;
 nothing here blocks.
 
@@ -35,24 +36,22 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from appliance.audio.collection import AudioOptions
 from appliance.audio.helper import AudioHelper
 from appliance.errors import (
-    ApplianceError,
     AuthenticationError,
     InvalidArgumentError,
     InvalidStateError,
     TwilioError,
     error_for_code,
 )
-from appliance.events import Emitter, EventSource
+from appliance.events import Emitter, EventSource, Subscribers
 from appliance.log import enable_debug
-from appliance.media.session import MediaSession
 from appliance.phone.call import CallDirection, CallState
+from appliance.phone.call_host import DeviceCallHost
 from appliance.phone.calls import CallBook
 from appliance.phone.connection import Connection
 from appliance.phone.gateway import (
-    media_config,
+    invite_parameters,
     new_protocol,
     session_options,
     token_grants,
@@ -60,7 +59,6 @@ from appliance.phone.gateway import (
 from appliance.phone.options import DeviceOptions, parse_options
 from appliance.phone.ports import (
     CallAudio,
-    CallEnded,
     CallOffered,
     CallPlaced,
     CallsChanged,
@@ -75,7 +73,6 @@ from appliance.signaling.client import SignalingClient
 from appliance.signaling.messages import (
     Message,
     MessageType,
-    decode_params,
     encode_params,
 )
 from appliance.signaling.protocol import (
@@ -154,10 +151,9 @@ class Device(EventSource):
     ) -> None:
         self._options = parse_options(kwargs, options)
         self._new_signaling = signaling_factory
-        self._new_media_session = media_factory
         self._events = Emitter(DEVICE_EVENTS)
-        self._listeners: list[EngineListener] = []
-        self._host = _CallHost(self)
+        self._listeners: Subscribers[EngineEvent] = Subscribers("engine listener")
+        self._publish = self._listeners.publish
         self._token: str | None = None
         self._identity: str | None = None
         self._wants_incoming = True
@@ -173,8 +169,18 @@ class Device(EventSource):
         self._tasks = TaskSet(logger, "device")
         #: Device.audio: devices, sounds and their events (appliance.audio).
         self.audio = audio if audio is not None else AudioHelper()
-        self.audio.bind(self._host)
         self._call_audio: CallAudio = self.audio
+        self._host = DeviceCallHost(
+            options=lambda: self._options,
+            calls=self._calls,
+            audio=self._call_audio,
+            new_media=media_factory,
+            send=self._send,
+            tasks=self._tasks,
+            events=self._events,
+            publish=self._publish,
+        )
+        self.audio.bind(self._host)
         self._undo_debug: Callable[[], None] | None = None
         self._apply_debug()
         if token is not None:
@@ -231,20 +237,7 @@ class Device(EventSource):
         Not part of the Twilio API: for the firmware's own parts (the front
         panel). Returns the function that unsubscribes.
         """
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return unsubscribe
-
-    def _publish(self, event: EngineEvent) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:  # supervision boundary: a listener, not the engine
-                logger.exception("! engine listener failed on %r", event)
+        return self._listeners.subscribe(listener)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -469,12 +462,7 @@ class Device(EventSource):
             # Twilio.Device ignores it silently (seed: allowIncomingWhileBusy).
             logger.info("incoming call %s ignored: busy", sid)
             return
-        raw = payload.get("parameters")
-        parameters = (
-            {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
-        )
-        parameters.setdefault("CallSid", sid)
-        custom = decode_params(parameters["Params"]) if "Params" in parameters else {}
+        parameters, custom = invite_parameters(payload, sid)
         conn = Connection(
             self._host,
             CallDirection.INCOMING,
@@ -605,82 +593,3 @@ class Device(EventSource):
     async def _setup_quietly(self, token: str) -> None:
         with contextlib.suppress(TwilioError):  # already emitted as an error event
             await self.setup(token)
-
-
-class _CallHost:
-    """The Device as its Connections and its Device.audio see it: what it does
-    for its calls (media, the active call, aliases, chimes) lives here.
-
-    A CallHost (``appliance.phone.connection``) and an AudioHost
-    (``appliance.audio.collection``): public names for what the Device does
-    for its parts, kept off the Twilio-facing Device.
-    """
-
-    def __init__(self, device: Device) -> None:
-        self._device = device
-
-    @property
-    def enable_ringing_state(self) -> bool:
-        return self._device.options.enable_ringing_state
-
-    @property
-    def options(self) -> AudioOptions:
-        return self._device.options
-
-    def send(self, message: Message) -> bool:
-        return self._device._send(message)
-
-    def new_media(self, connection: Connection) -> MediaSession:
-        device = self._device
-        audio = device._call_audio
-        # The call plays on the speaker devices and records from the audio
-        # helper's input (selected device, else options.input_device).
-        sink = audio.call_sink()
-        source = audio.call_source()
-        audio.stop_ring(connection)  # after the sink holds the device
-        return device._new_media_session(
-            media_config(device.options), source, sink, connection.media_failed
-        )
-
-    async def before_accept(self, connection: Connection) -> None:
-        calls = self._device._calls
-        other = calls.active
-        if other is not None and other is not connection:
-            # allow_incoming_while_busy: the new call replaces the active one.
-            # Shielded: a cancelled accept() must not stop that hang-up halfway
-            # (closed, yet still the active call).
-            await asyncio.shield(
-                self._device._tasks.spawn(other.disconnect(), "device-replace-call")
-            )
-        # The caller may have given up while the other call was hung up: then
-        # call_ended has run already, and a closed call must not become active.
-        if connection.state is CallState.CONNECTING:
-            calls.active = connection
-
-    def call_opened(self, connection: Connection) -> None:
-        self._device._calls.active = connection
-        self._device._call_audio.call_opened(
-            connection, outgoing=connection.direction is CallDirection.OUTGOING
-        )
-
-    def call_sid_changed(self, connection: Connection, old: str) -> None:
-        # Keep the temporary TJS id as an alias: a hangup may still carry it
-        # (signaling-protocol.md §2.3); call_ended removes every alias.
-        self._device._calls.add(connection)
-
-    def call_ended(self, connection: Connection) -> None:
-        self._device._calls.remove(connection)
-        self._device._call_audio.call_ended(connection)
-        self._device._publish(CallEnded(connection))
-
-    def digit_feedback(self, digit: str) -> None:
-        try:
-            self._device._call_audio.play_dtmf(digit)
-        except ApplianceError as exc:  # a sound problem must not break the call
-            logger.warning("local DTMF %s not played: %s", digit, exc)
-
-    def emit(self, event: str, *args: Any) -> None:
-        self._device._events.emit(event, *args)
-
-    def report_error(self, error: TwilioError) -> None:
-        self._device._events.emit("error", error)

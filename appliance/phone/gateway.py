@@ -4,7 +4,8 @@ Pure helpers of :class:`~appliance.phone.device.Device`: which identity a
 token names and whether it allows incoming calls (the Device registers only
 then), the signaling protocol core a session is opened with (URLs, backoff,
 the ``browserinfo`` of the ``listen`` message, signaling-protocol.md §2.1),
-which options make a new session necessary, and the media settings of a call.
+which options make a new session necessary, the media settings of a call,
+and the parameters an incoming call's invite carries.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import platform
 import random
 import sys
+from collections.abc import Mapping
 
 import jwt
 
@@ -20,9 +22,16 @@ from appliance import __version__
 from appliance.media.session import IceServer, MediaConfig
 from appliance.phone.options import DeviceOptions
 from appliance.signaling.backoff import BackoffPolicy
+from appliance.signaling.messages import decode_params
 from appliance.signaling.protocol import ClientProtocol
 
-__all__ = ["media_config", "new_protocol", "session_options", "token_grants"]
+__all__ = [
+    "invite_parameters",
+    "media_config",
+    "new_protocol",
+    "session_options",
+    "token_grants",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -97,3 +106,16 @@ def media_config(options: DeviceOptions) -> MediaConfig:
         dscp=options.dscp,
         telephone_event=options.telephone_event,
     )
+
+
+def invite_parameters(
+    payload: Mapping[str, object], sid: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """An invite's call parameters (with ``CallSid``) and custom parameters."""
+    raw = payload.get("parameters")
+    parameters = (
+        {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+    )
+    parameters.setdefault("CallSid", sid)
+    custom = decode_params(parameters["Params"]) if "Params" in parameters else {}
+    return parameters, custom

@@ -4,21 +4,22 @@ The hardware is seen only through :mod:`appliance.hardware.ports` (the
 ``PanelIO`` and ``FrameSink`` Protocols and the input events); the
 composition root hands in the real ones.
 
-
 :class:`~appliance.ui.panel.Panel` decides; this module only moves facts and
 commands between it and the world, all on the event loop:
 
 * **Inputs.** Debounced events from :class:`~appliance.hardware.gpio.FrontPanelIO`
   (already bridged from gpiozero's thread into an asyncio queue) become
-  :meth:`Panel.key` / :meth:`Panel.button` calls. Device and Connection events
+  :meth:`Panel.key` / :meth:`Panel.button` calls
+  (:func:`appliance.ui.gestures.gesture_for` says which). Device and Connection events
   become Panel facts (``registered``, ``incoming``, ``accepted``, ...).
 * **Commands.** What the Panel asks for is executed on the Device in order, by
   one worker task: a Hangup typed while a Dial is still creating its offer
   waits for that Dial and then ends the call it placed. Setup runs in its own
   task because :meth:`Device.setup` may wait seconds for an unreachable gateway.
   Local key feedback (:class:`PlayLocalDtmf`) and volume changes
-  (:class:`SetVolume`) take effect at once, not queued; volume levels are
-  saved to the settings file a second after the last press, off the loop.
+  (:class:`SetVolume`) take effect at once, not queued
+  (:mod:`appliance.ui.effects`); volume levels are saved to the settings file
+  a second after the last press, off the loop (:mod:`appliance.ui.saver`).
 * **Outputs.** After every input the ringer and status LED patterns are set
   (FrontPanelIO ignores a pattern that is already running) and the screen is
   rendered; a frame that differs from the last one goes to the
@@ -42,28 +43,17 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
-import math
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
 from PIL import Image
 
-from appliance.audio.mixer import Playback
-from appliance.audio.sounds import progress_sound
 from appliance.errors import ApplianceError, ConfigError, TwilioError
 from appliance.hardware.ports import (
-    ButtonHeld,
     ButtonPressed,
-    ButtonReleased,
     FrameSink,
-    HookLifted,
-    HookReplaced,
-    KeyHeld,
-    KeyPressed,
     PanelEvent,
     PanelIO,
 )
@@ -72,8 +62,7 @@ from appliance.phone.connection import Connection
 from appliance.phone.device import Device
 from appliance.phone.ports import CallOffered, EngineEvent
 from appliance.tasks import TaskSet, wait_event
-from appliance.ui.panel import (
-    DTMF_KEYS,
+from appliance.ui.commands import (
     Accept,
     Command,
     Decline,
@@ -81,32 +70,30 @@ from appliance.ui.panel import (
     Hangup,
     Ignore,
     MarkMissedSeen,
-    Panel,
-    PanelButton,
-    PanelState,
-    PanelView,
     PlayLocalDtmf,
     Reject,
     ResetCancelled,
     ResetProvisioning,
-    Screen,
     SendDigits,
     SetDnd,
     SetMute,
     Setup,
     SetVolume,
-    volume_gain,
 )
-from appliance.ui.progress import local_tone
+from appliance.ui.effects import PanelEffects
+from appliance.ui.gestures import gesture_for
+from appliance.ui.panel import Panel
+from appliance.ui.reset_requests import ResetRequests
+from appliance.ui.saver import SettingsSaver
 from appliance.ui.screens import render
-from appliance.ui.settings import PanelSettings, UiConfig, parse_ui_config
+from appliance.ui.settings import PanelSettings
+from appliance.ui.view import PanelButton, PanelState, PanelView, refresh_at
+from appliance.ui.volume import volume_gain
 
 __all__ = [
     "CommandListener",
     "FrameListener",
     "PanelController",
-    "UiConfig",
-    "parse_ui_config",
 ]
 
 logger = logging.getLogger(__name__)
@@ -115,10 +102,6 @@ logger = logging.getLogger(__name__)
 CommandListener = Callable[[Command, float], None]
 #: Called with each new frame (after it was handed to the Display) and its view.
 FrameListener = Callable[[Image.Image, PanelView], None]
-
-#: Volume levels are saved this long after the last press (a run of presses
-#: is one write to the SD card).
-SETTINGS_SAVE_DELAY_S = 1.0
 
 #: Commands waiting for the engine; far more than a person can key in while
 #: one command runs.
@@ -170,10 +153,12 @@ class PanelController:
         self._display = display
         self._token = token
         self._address_map = dict(address_map or {})
-        self._settings = settings
-        self._save_wanted = asyncio.Event()
-        self._unsaved = False
-        self._writing: asyncio.Future[None] | None = None
+        self._saver = (
+            None
+            if settings is None
+            else SettingsSaver(settings, panel.volume_levels, lambda: panel.dnd)
+        )
+        self._effects = PanelEffects(device, io)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._call: Connection | None = None
         self._offered: Connection | None = None  # while Panel.incoming runs
@@ -184,14 +169,12 @@ class PanelController:
         self._handlers: list[tuple[str, Callable[..., None]]] = []
         self._unsubscribe: Callable[[], None] | None = None
         self._last_frame: bytes | None = None
-        self._tone: tuple[str, Playback] | None = None  # dial tone or ringback
         self._closed = False
         self.command_listeners: list[CommandListener] = []
         """Observers of issued commands (benchmarks, the simulator's log)."""
         self.frame_listeners: list[FrameListener] = []
         """Observers of new frames (the simulator saves them as PNG)."""
-        self._reset: Callable[[], Awaitable[object]] | None = None
-        self._reset_waiters: list[asyncio.Future[str]] = []
+        self._resets = ResetRequests()
         self.input_listeners: list[Callable[[], None]] = []
         """Told of every key and button (the updater waits for a quiet phone)."""
 
@@ -244,10 +227,10 @@ class PanelController:
             self._spawn(self._pump_inputs(), "panel-inputs")
         self._spawn(self._run_commands(), "panel-commands")
         self._spawn(self._run_timer(), "panel-timer")
-        if self._settings is not None:
-            self._spawn(self._run_saver(), "panel-settings")
+        if self._saver is not None:
+            self._spawn(self._saver.run(), "panel-settings")
         for role, level in self._panel.volume_levels().items():
-            self._apply_volume(SetVolume(role, level, volume_gain(level)))
+            self._effects.apply_volume(SetVolume(role, level, volume_gain(level)))
         self._after_input()
 
     async def aclose(self) -> None:
@@ -255,7 +238,7 @@ class PanelController:
         if self._closed:
             return
         self._closed = True
-        self._play_tone(None)
+        self._effects.play_tone(None)
         for name, handler in self._handlers:
             self._device.off(name, handler)
         self._handlers.clear()
@@ -263,10 +246,8 @@ class PanelController:
             self._unsubscribe()
             self._unsubscribe = None
         await self._tasks.close()
-        if self._settings is not None:
-            await self._finish_write()
-            if self._unsaved:  # a press just before shutdown is kept
-                await self._save_settings()
+        if self._saver is not None:
+            await self._saver.flush()
 
     async def __aenter__(self) -> PanelController:
         self.start()
@@ -331,7 +312,7 @@ class PanelController:
     def set_reset_handler(self, reset: Callable[[], Awaitable[object]]) -> None:
         """Offer "Reset provisioning?" (hold Hangup); ``reset`` forgets the
         credential once the long press confirmed it."""
-        self._reset = reset
+        self._resets.handler = reset
         self._panel.reset_enabled = True
 
     async def confirm_reset(self) -> str:
@@ -344,58 +325,23 @@ class PanelController:
         """
         if not self._panel.reset_requested(self._now()):
             return "busy"
-        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._reset_waiters.append(waiter)
-        self._after_input()
-        try:
-            return await waiter
-        finally:
-            with contextlib.suppress(ValueError):
-                self._reset_waiters.remove(waiter)
-
-    async def _run_reset(self) -> None:
-        outcome = "failed"
-        try:
-            if self._reset is not None:
-                await self._reset()
-                outcome = "reset"
-        except ApplianceError as exc:
-            logger.error("provisioning reset failed: %s", exc)
-            self._panel.error(31000, str(exc), self._now())
+        with self._resets.waiting() as waiter:
             self._after_input()
-        finally:
-            self._answer_reset(outcome)
+            return await waiter
 
-    def _answer_reset(self, outcome: str) -> None:
-        waiters, self._reset_waiters = self._reset_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(outcome)
+    def _reset_failed(self, exc: ApplianceError) -> None:
+        self._panel.error(31000, str(exc), self._now())
+        self._after_input()
 
     def handle_event(self, event: PanelEvent) -> None:
         """Translate one FrontPanelIO event into a Panel input."""
-        if isinstance(event, KeyPressed):
-            if event.key in DTMF_KEYS:
-                self.key(event.key)
+        gesture = gesture_for(event)
+        if isinstance(gesture, PanelButton):  # a str too: test it first
+            self.button(gesture)
+        elif gesture is not None:
+            self.key(gesture)
         elif isinstance(event, ButtonPressed):
-            try:
-                self.button(PanelButton(event.button))
-            except ValueError:
-                logger.debug("button %s has no panel gesture", event.button)
-        elif isinstance(event, KeyHeld):
-            if event.key == "#":
-                self.button(PanelButton.DND)
-        elif isinstance(event, ButtonHeld):
-            if event.button == "hangup":
-                self.button(PanelButton.HANGUP_HELD)
-        elif isinstance(event, ButtonReleased):
-            if event.button == "hangup":
-                self.button(PanelButton.HANGUP_RELEASED)
-        elif isinstance(event, HookLifted):
-            self.button(PanelButton.HOOK_UP)
-        elif isinstance(event, HookReplaced):
-            self.button(PanelButton.HOOK_DOWN)
-        # Releases and holds of other keys carry no gesture.
+            logger.debug("button %s has no panel gesture", event.button)
 
     async def _pump_inputs(self) -> None:
         assert self._io is not None
@@ -479,30 +425,28 @@ class PanelController:
         for listener in self.command_listeners:
             listener(command, now)
         if isinstance(command, PlayLocalDtmf):
-            self._play_local(command.digit)
+            self._effects.play_local(command.digit)
         elif isinstance(command, SetVolume):
-            self._apply_volume(command)
+            self._effects.apply_volume(command)
             logger.info("%s volume level %d", command.role, command.level)
-            if self._settings is not None:
-                self._unsaved = True
-                self._save_wanted.set()
+            if self._saver is not None:
+                self._saver.changed()
         elif isinstance(command, Setup):
             self._spawn(self._setup(), "panel-setup")
         elif isinstance(command, Decline):
             self._decline(command)
         elif isinstance(command, SetDnd):
             logger.info("do-not-disturb %s", "on" if command.on else "off")
-            if self._settings is not None:
-                self._unsaved = True
-                self._save_wanted.set()
+            if self._saver is not None:
+                self._saver.changed()
         elif isinstance(command, MarkMissedSeen):
             pass  # the call log listens (command_listeners)
         elif isinstance(command, ResetProvisioning):
             logger.warning("provisioning reset confirmed on the panel")
-            self._spawn(self._run_reset(), "panel-reset")
+            self._spawn(self._resets.run(self._reset_failed), "panel-reset")
         elif isinstance(command, ResetCancelled):
             logger.info("provisioning reset cancelled on the panel")
-            self._answer_reset("cancelled")
+            self._resets.answer("cancelled")
         else:
             try:
                 self._commands.put_nowait(command)
@@ -587,80 +531,10 @@ class PanelController:
             self._panel.error(*_error_fields(exc), self._now())
             self._after_input()
 
-    def _apply_volume(self, command: SetVolume) -> None:
-        audio = self._device.audio
-        speaker = command.role == "speaker"
-        collection = audio.speaker_devices if speaker else audio.ringtone_devices
-        # Within the collection's 0..4 range by construction (+6 dB at most).
-        collection.volume = command.gain
-        if not speaker and self._io is not None:
-            self._io.set_ringer_audible(command.level > 0)
-
-    async def _run_saver(self) -> None:
-        while True:
-            await self._save_wanted.wait()
-            # Wait for a quiet second: a run of presses is one write.
-            while self._save_wanted.is_set():
-                self._save_wanted.clear()
-                await wait_event(self._save_wanted, SETTINGS_SAVE_DELAY_S)
-            await self._save_settings()
-
-    async def _save_settings(self) -> None:
-        """Write the levels now; one write at a time, the newest last."""
-        assert self._settings is not None
-        await self._finish_write()  # a write cut off by cancel() still runs
-        levels = self._panel.volume_levels()
-        self._unsaved = False
-        self._writing = asyncio.ensure_future(
-            asyncio.to_thread(
-                functools.partial(
-                    self._settings.save_volume, levels, dnd=self._panel.dnd
-                )
-            )
-        )
-        # Shielded: cancelling the saver (shutdown) must not leave a write
-        # running unseen that could land after the final one.
-        with contextlib.suppress(OSError):  # reported by _finish_write
-            await asyncio.shield(self._writing)
-        await self._finish_write()
-
-    async def _finish_write(self) -> None:
-        writing, self._writing = self._writing, None
-        if writing is None:
-            return
-        try:
-            await writing
-        except OSError as exc:
-            # Read-only or full SD card: the volume still works until reboot,
-            # and the next press (or shutdown) tries again.
-            self._unsaved = True
-            assert self._settings is not None
-            logger.warning("volume not saved to %s: %s", self._settings.path, exc)
-
-    def _play_local(self, digit: str) -> None:
-        try:
-            self._device.audio.play_dtmf(digit)
-        except ApplianceError as exc:
-            logger.warning("local DTMF %s not played: %s", digit, exc)
-
     @property
     def progress_tone(self) -> str | None:
         """The local tone playing: ``dialtone``, ``ringback`` or None."""
-        return self._tone[0] if self._tone and self._tone[1].playing else None
-
-    def _play_tone(self, name: str | None) -> None:
-        """Play the local progress tone ``name`` (None: silence) if it changed."""
-        if (self._tone[0] if self._tone else None) == name:
-            return
-        if self._tone is not None:
-            self._tone[1].stop()
-            self._tone = None
-        if name is not None:
-            audio = self._device.audio
-            try:
-                self._tone = (name, audio.play(progress_sound(name, audio.country)))
-            except ApplianceError as exc:
-                logger.warning("%s not played: %s", name, exc)
+        return self._effects.progress_tone
 
     # --- outputs -------------------------------------------------------------
 
@@ -671,10 +545,7 @@ class PanelController:
         now = self._now()
         for command in self._panel.commands_to_send():
             self._dispatch(command, now)
-        if self._io is not None:
-            self._io.set_ringer(self._panel.ringer_pattern())
-            self._io.set_status_led(self._panel.status_led().value)
-        self._play_tone(local_tone(self._panel.view()))
+        self._effects.show(self._panel)
         self._redraw()
         self._changed.set()
         if wake:
@@ -692,22 +563,10 @@ class PanelController:
         for listener in self.frame_listeners:
             listener(image, view)
 
-    def _next_refresh(self, now: float) -> float | None:
-        """When the screen changes by itself (call timer, retry countdown)."""
-        view = self._panel.view()
-        if view.screen is Screen.IN_CALL and view.call_started_at is not None:
-            elapsed = now - view.call_started_at
-            return view.call_started_at + math.floor(elapsed) + 1.0
-        if view.screen is Screen.OFFLINE and view.next_retry_at is not None:
-            return now + 1.0
-        if view.screen is Screen.CONFIRM_RESET and view.reset_hold_until is not None:
-            return now + 1.0  # the countdown
-        return None
-
     async def _run_timer(self) -> None:
         while True:
             now = self._now()
-            times = [self._panel.next_deadline(), self._next_refresh(now)]
+            times = [self._panel.next_deadline(), refresh_at(self._panel.view(), now)]
             deadline = min((t for t in times if t is not None), default=None)
             self._wake.clear()
             timeout = None if deadline is None else max(0.0, deadline - now) + 0.001

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING
 from appliance.calllog.recorder import CallLogRecorder, clock_synchronized, open_store
 from appliance.phone.device import Device
 from appliance.ui.calllog_view import bars_for, format_clock, log_item
-from appliance.ui.panel import Command, MarkMissedSeen, Panel
+from appliance.ui.commands import Command, MarkMissedSeen
+from appliance.ui.panel import Panel
 from appliance.ui.settings import PanelSettings, UiConfig
 
 if TYPE_CHECKING:

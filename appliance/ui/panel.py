@@ -9,6 +9,12 @@ Rules of this file
   commands for the engine and audio (:mod:`appliance.ui.commands`, drained with
   :meth:`Panel.commands_to_send`) plus queries the screens and LEDs read
   (:meth:`Panel.view`, :meth:`Panel.ringer_pattern`, :meth:`Panel.status_led`).
+* What the panel holds and shows (its state, :meth:`Panel.view`, the LED and
+  ringer queries, :meth:`Panel.next_deadline`) is :class:`PanelCore`
+  (:mod:`appliance.ui.panel_core`); this file adds the inputs and the tables.
+  The screens' vocabulary is :mod:`appliance.ui.view`, the volume levels
+  :mod:`appliance.ui.volume`, the reset prompt's timers
+  :mod:`appliance.ui.reset_confirm`.
 * Transitions are the table :data:`_KEY_TABLE` / :data:`_BUTTON_TABLE`:
   ``(state, input) -> handler``; guards live in the handlers. A user gesture
   with no entry does nothing: a phone does not complain about a stray key.
@@ -25,260 +31,49 @@ before answer), ``ringing`` (incoming), ``in_call``, ``error`` (an error is
 shown for ``error_display_s``, then the panel resumes where it belongs),
 ``call_log`` (browsing the log: :mod:`appliance.ui.calllog_view`, which also
 holds the clock, network bars and do-not-disturb), ``provisioning`` and
-``confirm_reset``: "Reset provisioning?", entered by
-holding Hangup when no call is up or by ``appliance provision reset``
-(:meth:`Panel.reset_requested`); only holding Hangup for
-:data:`RESET_HOLD_S` there emits :class:`ResetProvisioning`, any other
-button, a call or :data:`RESET_CONFIRM_S` without it emits
-:class:`ResetCancelled`.
+``confirm_reset``: "Reset provisioning?", entered by holding Hangup when no
+call is up or by ``appliance provision reset`` (:meth:`Panel.reset_requested`);
+only holding Hangup for :data:`~appliance.ui.reset_confirm.RESET_HOLD_S` there
+emits :class:`~appliance.ui.commands.ResetProvisioning`, any other button, a
+call or :data:`~appliance.ui.reset_confirm.RESET_CONFIRM_S` without it emits
+:class:`~appliance.ui.commands.ResetCancelled`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
 
-from appliance.cadence import Cadence, tones_for
-from appliance.errors import ConfigError
-from appliance.ui.calllog_view import DND_MODES, DeskState, LogItem
+from appliance.ui.calllog_view import LogItem
 from appliance.ui.commands import (
     Accept,
-    Command,
     Decline,
-    Dial,
     Hangup,
     Ignore,
     MarkMissedSeen,
     PlayLocalDtmf,
     Reject,
     ResetCancelled,
-    ResetProvisioning,
     SendDigits,
     SetDnd,
     SetMute,
     Setup,
-    SetVolume,
 )
+from appliance.ui.panel_core import PanelCall, PanelCore
+from appliance.ui.view import PanelButton, PanelState
 
-__all__ = [
-    "DTMF_KEYS",
-    "RESET_CONFIRM_S",
-    "RESET_HOLD_S",
-    "VOLUME_DEFAULT_LEVEL",
-    "VOLUME_MAX_LEVEL",
-    "VOLUME_ROLES",
-    "Accept",
-    "Command",
-    "Decline",
-    "Dial",
-    "Hangup",
-    "Ignore",
-    "MarkMissedSeen",
-    "Panel",
-    "PanelButton",
-    "PanelState",
-    "PanelView",
-    "PlayLocalDtmf",
-    "Reject",
-    "ResetCancelled",
-    "ResetProvisioning",
-    "Screen",
-    "SendDigits",
-    "SetDnd",
-    "SetMute",
-    "SetVolume",
-    "Setup",
-    "StatusLed",
-    "volume_gain",
-]
+__all__ = ["DTMF_KEYS", "Panel"]
 
 #: Keys of the 4x3 keypad, which are also the DTMF digits we send.
 DTMF_KEYS = frozenset("0123456789*#")
 
-#: Volume steps of the Vol+/Vol- buttons: level 0 to 8, 3 dB apart, level 6
-#: plays sounds as they are (0 dB), 8 is +6 dB. Ringer level 0 is a silent
-#: ring (the LED still flashes); a call never goes below level 1 (-15 dB) from
-#: the buttons, so that it cannot be mistaken for a dead line.
-VOLUME_MAX_LEVEL = 8
-VOLUME_DEFAULT_LEVEL = 6
-#: The audio roles the buttons set (Device.audio's speaker and ringtone devices).
-VOLUME_ROLES = ("speaker", "ringtone")
-_VOLUME_STEP_DB = 3.0
-#: How long the volume bar stays on screen after the last press.
-_VOLUME_SHOW_S = 2.0
-#: Hold Hangup this long on the "Reset provisioning?" screen to confirm.
-RESET_HOLD_S = 3.0
-#: The confirmation is abandoned after this long.
-RESET_CONFIRM_S = 30.0
 #: Accept this soon after a call ended does not redial: it was meant for the
 #: call that just ended (most often a ring the caller gave up a moment ago).
 _REDIAL_GUARD_S = 2.0
 
-# A directory code is what can be typed on the keypad (no '#': it dials).
-_CODE_RE = re.compile(r"[0-9*]{1,32}")
-# Twilio client identities: letters, digits and underscores (Access Token docs).
-_NAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,121}")
-
-
-class PanelState(StrEnum):
-    """Where the panel is."""
-
-    OFFLINE = "offline"
-    CONNECTING = "connecting"
-    IDLE = "idle"
-    DIALING = "dialing"
-    CALLING = "calling"
-    RINGING = "ringing"
-    IN_CALL = "in_call"
-    ERROR = "error"
-    PROVISIONING = "provisioning"
-    CONFIRM_RESET = "confirm_reset"
-    CALL_LOG = "call_log"
-
-
-class Screen(StrEnum):
-    """Which screen to draw (``updating`` shows over offline and idle only)."""
-
-    OFFLINE = "offline"
-    CONNECTING = "connecting"
-    IDLE = "idle"
-    DIALING = "dialing"
-    CALLING = "calling"
-    RINGING = "ringing"
-    IN_CALL = "in_call"
-    ERROR = "error"
-    PROVISIONING = "provisioning"
-    CONFIRM_RESET = "confirm_reset"
-    CALL_LOG = "call_log"
-    UPDATING = "updating"
-
-
-class PanelButton(StrEnum):
-    """Button gestures. ``hangup_held`` is a long press; hook is the switch."""
-
-    READY = "ready"
-    ACCEPT = "accept"
-    HANGUP = "hangup"
-    HANGUP_HELD = "hangup_held"
-    HANGUP_RELEASED = "hangup_released"
-    MUTE = "mute"
-    VOL_UP = "vol_up"
-    VOL_DOWN = "vol_down"
-    HOOK_UP = "hook_up"
-    HOOK_DOWN = "hook_down"
-    #: Do-not-disturb on/off (holding # on the keypad).
-    DND = "dnd"
-
-
-class StatusLed(StrEnum):
-    """Status LED modes (see :data:`appliance.cadence.STATUS_SLOW` and friends)."""
-
-    OFF = "off"
-    STEADY = "steady"
-    SLOW = "slow"
-    FAST = "fast"
-
-
-def volume_gain(level: int) -> float:
-    """The linear gain of a volume level (0 is silent, then 3 dB steps)."""
-    if level <= 0:
-        return 0.0
-    return float(10 ** ((level - VOLUME_DEFAULT_LEVEL) * _VOLUME_STEP_DB / 20))
-
-
-@dataclass(frozen=True)
-class PanelView:
-    """Everything the screens need, as plain values.
-
-    Attributes:
-        screen: which screen to draw.
-        now: the time of the latest input; timers are ``now - call_started_at``.
-        identity: our client identity once registered.
-        registered: registration state for the status bar.
-        network_up: ``None`` when unknown.
-        dial_string: what has been typed.
-        dial_match: the directory name the dial string matches, if any.
-        remote: the other party (caller id or dialled target, as received).
-        remote_ringing: the far end is ringing (outgoing calls).
-        params: custom parameters of an incoming call.
-        call_started_at: when the call was answered.
-        muted: microphone muted.
-        error_code / error_message: the error being shown.
-        next_retry_at: when the engine retries registration, if known.
-        setup_requested: whether Ready has been pressed at least once.
-        ringer_off: the ringer volume is at 0 (status bar icon).
-        volume_role: the role whose volume bar is shown ("" = none).
-        volume_level: that role's level, 0..VOLUME_MAX_LEVEL.
-        provisioning_code: the user code to type at the verification URI.
-        provisioning_uri: what the QR code holds (verification_uri_complete);
-            empty = no code to show, only ``provisioning_message``.
-        provisioning_message: what provisioning is doing or why it stopped.
-        reset_hold_until: on the reset confirmation, when the Hangup being
-            held confirms it (None = not held).
-        update_status: what a remote update is doing ("" = nothing to show):
-            ``Downloading``, ``Installing``, ``Restarting``, ``Rolled back``...
-        update_version: the release it concerns.
-        update_progress: the download's fraction done, or None.
-        update_reason: why it was rolled back.
-        missed_calls: missed calls not seen yet (idle screen, status LED).
-        dnd: do-not-disturb is on.
-        clock_time / clock_date: the idle screen's clock, as text.
-        network_bars: 0-3 from the last call's quality, None = unknown.
-        log_items / log_selected: the call log, newest first, and the entry
-            Accept calls back.
-    """
-
-    screen: Screen
-    now: float = 0.0
-    identity: str = ""
-    registered: bool = False
-    network_up: bool | None = None
-    dial_string: str = ""
-    dial_match: str = ""
-    remote: str = ""
-    remote_ringing: bool = False
-    params: tuple[tuple[str, str], ...] = ()
-    call_started_at: float | None = None
-    muted: bool = False
-    error_code: int | None = None
-    error_message: str = ""
-    next_retry_at: float | None = None
-    setup_requested: bool = False
-    ringer_off: bool = False
-    volume_role: str = ""
-    volume_level: int = 0
-    provisioning_code: str = ""
-    provisioning_uri: str = ""
-    provisioning_message: str = ""
-    reset_hold_until: float | None = None
-    update_status: str = ""
-    update_version: str = ""
-    update_progress: float | None = None
-    update_reason: str = ""
-    missed_calls: int = 0
-    dnd: bool = False
-    clock_time: str = ""
-    clock_date: str = ""
-    network_bars: int | None = None
-    log_items: tuple[LogItem, ...] = ()
-    log_selected: int = 0
-
-
-@dataclass
-class _Call:
-    remote: str = ""
-    params: dict[str, str] = field(default_factory=dict)
-    started_at: float | None = None
-    ring_started_at: float = 0.0
-    remote_ringing: bool = False
-
-
 _Handler = Callable[["Panel", str, float], None]
 
 
-class Panel:
+class Panel(PanelCore):
     """The front panel state machine.
 
     Example::
@@ -306,172 +101,6 @@ class Panel:
     Raises:
         ConfigError: invalid directory entry or option (the key names it).
     """
-
-    def __init__(
-        self,
-        *,
-        directory: Mapping[str, str] | None = None,
-        country: str = "US",
-        ring_cadence: Cadence | None = None,
-        max_dial_length: int = 20,
-        ignore_after_rings: int | None = None,
-        error_display_s: float = 4.0,
-        volume: Mapping[str, int] | None = None,
-        dnd_mode: str = "busy",
-    ) -> None:
-        self._directory = dict(directory or {})
-        for code, name in self._directory.items():
-            if not _CODE_RE.fullmatch(code):
-                raise ConfigError(f"ui.directory.{code}", "code must be keypad digits")
-            if not _NAME_RE.fullmatch(name):
-                raise ConfigError(
-                    f"ui.directory.{code}", f"invalid client name {name!r}"
-                )
-        if max_dial_length < 1:
-            raise ConfigError("ui.max_dial_length", "must be at least 1")
-        if ignore_after_rings is not None and ignore_after_rings < 1:
-            raise ConfigError("ui.ignore_after_rings", "must be at least 1")
-        if error_display_s <= 0:
-            raise ConfigError("ui.error_display_s", "must be positive")
-        if dnd_mode not in DND_MODES:
-            raise ConfigError("ui.dnd_mode", f"must be one of {', '.join(DND_MODES)}")
-        self._desk = DeskState(dnd_silent=dnd_mode == "ignore")
-        self._ring = ring_cadence or tones_for(country).ring
-        self._max_dial = max_dial_length
-        self._ignore_after = ignore_after_rings
-        self._error_display_s = error_display_s
-        self._volume = dict.fromkeys(VOLUME_ROLES, VOLUME_DEFAULT_LEVEL)
-        for role, level in (volume or {}).items():
-            if role not in self._volume:
-                raise ConfigError(f"volume.{role}", "must be speaker or ringtone")
-            if isinstance(level, bool) or not isinstance(level, int):
-                raise ConfigError(f"volume.{role}", f"not a level: {level!r}")
-            self._volume[role] = min(max(level, _min_level(role)), VOLUME_MAX_LEVEL)
-        self._volume_shown: str = ""
-        self._volume_until = 0.0
-
-        self._state = PanelState.OFFLINE
-        self._now = 0.0
-        self._commands: list[Command] = []
-        self._identity = ""
-        self._registered = False
-        self._network_up: bool | None = None
-        self._next_retry_at: float | None = None
-        self._setup_requested = False
-        self._dial = ""
-        self._last_dialled = ""
-        self._call_ended_at = -float("inf")
-        self._call: _Call | None = None
-        self._muted = False
-        self._error: tuple[int, str] | None = None
-        self._error_until = 0.0
-        self._provisioning: tuple[str, str, str] | None = None
-        #: Whether this phone can be reset (it is provisioned by a provisioner).
-        self.reset_enabled = False
-        self._reset_until = 0.0
-        self._reset_hold_until: float | None = None
-        self._update: tuple[str, str, float | None, str] | None = None
-
-    # --- queries ------------------------------------------------------------
-
-    @property
-    def state(self) -> PanelState:
-        """The current state."""
-        return self._state
-
-    def view(self) -> PanelView:
-        """Return what the screens should show now."""
-        call = self._call
-        update = self._update or ("", "", None, "")
-        screen = Screen(self._state.value)
-        if self._update is not None and self._state in _UPDATE_OVER:
-            screen = Screen.UPDATING
-        return PanelView(
-            screen=screen,
-            now=self._now,
-            identity=self._identity,
-            registered=self._registered,
-            network_up=self._network_up,
-            dial_string=self._dial,
-            dial_match=self._directory.get(self._dial, ""),
-            remote=call.remote if call else "",
-            remote_ringing=call.remote_ringing if call else False,
-            params=tuple(sorted(call.params.items())) if call else (),
-            call_started_at=call.started_at if call else None,
-            muted=self._muted,
-            error_code=self._error[0] if self._error else None,
-            error_message=self._error[1] if self._error else "",
-            next_retry_at=self._next_retry_at,
-            setup_requested=self._setup_requested,
-            ringer_off=self._volume["ringtone"] == 0,
-            volume_role=self._volume_shown,
-            volume_level=self._volume.get(self._volume_shown, 0),
-            provisioning_code=self._provisioning[0] if self._provisioning else "",
-            provisioning_uri=self._provisioning[1] if self._provisioning else "",
-            provisioning_message=self._provisioning[2] if self._provisioning else "",
-            reset_hold_until=self._reset_hold_until,
-            update_status=update[0],
-            update_version=update[1],
-            update_progress=update[2],
-            update_reason=update[3],
-            missed_calls=self._desk.unseen_missed,
-            dnd=self._desk.dnd,
-            clock_time=self._desk.clock[0],
-            clock_date=self._desk.clock[1],
-            network_bars=self._desk.bars,
-            log_items=self._desk.items,
-            log_selected=self._desk.selected,
-        )
-
-    def volume_levels(self) -> dict[str, int]:
-        """Return the current level of each role (to save, or to apply)."""
-        return dict(self._volume)
-
-    def ringer_pattern(self) -> Cadence | None:
-        """Return the ringer cadence while an incoming call rings, else ``None``."""
-        return self._ring if self._state is PanelState.RINGING else None
-
-    def ring_started_at(self) -> float | None:
-        """Return when ringing started (the cadence's time origin), if ringing."""
-        if self._state is PanelState.RINGING and self._call is not None:
-            return self._call.ring_started_at
-        return None
-
-    def status_led(self) -> StatusLed:
-        """Return the status LED mode: fast when ringing, slow when offline."""
-        if self._state is PanelState.RINGING:
-            return StatusLed.FAST
-        if not self._registered or self._desk.unseen_missed:
-            # Slow blinking also signals missed calls, as a desk phone's
-            # message-waiting lamp does.
-            return StatusLed.SLOW
-        return StatusLed.STEADY
-
-    def commands_to_send(self) -> list[Command]:
-        """Return and clear the commands produced by the inputs so far."""
-        commands, self._commands = self._commands, []
-        return commands
-
-    def next_deadline(self) -> float | None:
-        """Return when :meth:`tick` must be called, or ``None``."""
-        deadlines: list[float] = []
-        if self._volume_shown:
-            deadlines.append(self._volume_until)
-        if self._state is PanelState.ERROR:
-            deadlines.append(self._error_until)
-        elif self._state is PanelState.CONFIRM_RESET:
-            deadlines.append(self._reset_until)
-            if self._reset_hold_until is not None:
-                deadlines.append(self._reset_hold_until)
-        elif (
-            self._state is PanelState.RINGING
-            and self._ignore_after is not None
-            and self._call is not None
-        ):
-            deadlines.append(
-                self._call.ring_started_at + self._ignore_after * self._ring.period_s
-            )
-        return min(deadlines, default=None)
 
     # --- user input ---------------------------------------------------------
 
@@ -508,16 +137,14 @@ class Panel:
     def tick(self, now: float) -> None:
         """Advance time: end the error display and the volume bar, auto-ignore."""
         self._now = now
-        if self._volume_shown and now >= self._volume_until:
-            self._volume_shown = ""
+        self._volume.tick(now)
         if self._state is PanelState.ERROR and now >= self._error_until:
             self._error = None
             self._resume()
         if self._state is PanelState.CONFIRM_RESET:
-            if self._reset_hold_until is not None and now >= self._reset_hold_until:
-                self._leave_confirm(ResetProvisioning())
-            elif now >= self._reset_until:
-                self._leave_confirm(ResetCancelled())
+            outcome = self._reset.due(now)
+            if outcome is not None:
+                self._leave_confirm(outcome)
         deadline = self.next_deadline()
         if (
             self._state is PanelState.RINGING
@@ -580,7 +207,7 @@ class Panel:
             self._error = None
         if self._state is PanelState.CONFIRM_RESET:
             self._leave_confirm(ResetCancelled())
-        self._call = _Call(remote=from_, params=dict(params), ring_started_at=now)
+        self._call = PanelCall(remote=from_, params=dict(params), ring_started_at=now)
         self._dial = ""
         self._state = PanelState.RINGING
 
@@ -695,11 +322,6 @@ class Panel:
         self._on_reset_prompt("", now)
         return True
 
-    @property
-    def dnd(self) -> bool:
-        """Whether do-not-disturb is on."""
-        return self._desk.dnd
-
     def set_dnd(self, on: bool, now: float) -> None:
         """Set do-not-disturb as saved (no :class:`SetDnd` is emitted)."""
         self._now = now
@@ -759,22 +381,16 @@ class Panel:
         self._error = None
         self._dial = ""
         self._state = PanelState.CONFIRM_RESET
-        self._reset_until = now + RESET_CONFIRM_S
-        self._reset_hold_until = None
+        self._reset.open(now)
 
     def _on_reset_hold(self, _: str, now: float) -> None:
-        self._reset_hold_until = now + RESET_HOLD_S
+        self._reset.hold(now)
 
     def _on_reset_release(self, _: str, now: float) -> None:
-        self._reset_hold_until = None
+        self._reset.release()
 
     def _on_reset_cancel(self, _: str, now: float) -> None:
         self._leave_confirm(ResetCancelled())
-
-    def _leave_confirm(self, outcome: ResetProvisioning | ResetCancelled) -> None:
-        self._commands.append(outcome)
-        self._reset_hold_until = None
-        self._resume()
 
     def _start_dialing(self, key: str, now: float) -> None:
         if key == "#":
@@ -801,14 +417,6 @@ class Panel:
         name = self._directory.get(self._dial)
         to = f"client:{name}" if name is not None else self._dial
         self._place_call(to)
-
-    def _place_call(self, to: str) -> None:
-        self._last_dialled = to
-        self._commands.append(Dial(to))
-        self._call = _Call(remote=to)
-        self._dial = ""
-        self._muted = False
-        self._state = PanelState.CALLING
 
     def _on_ready(self, _: str, now: float) -> None:
         if self._call is not None:
@@ -868,66 +476,12 @@ class Panel:
             self._call = None
         self._resume()
 
-    # --- helpers ------------------------------------------------------------
-
-    def _change_volume(self, delta: int, now: float) -> None:
-        # Like a desk phone: the keys set the handset/speaker volume while the
-        # user is listening to it (dialing with its key tones, ringback, a
-        # call) and the ringer volume otherwise.
-        call_audio = self._state in (
-            PanelState.DIALING,
-            PanelState.CALLING,
-            PanelState.IN_CALL,
-        ) or (self._call is not None and self._call.started_at is not None)
-        role = "speaker" if call_audio else "ringtone"
-        level = min(max(self._volume[role] + delta, _min_level(role)), VOLUME_MAX_LEVEL)
-        self._volume_shown = role
-        self._volume_until = now + _VOLUME_SHOW_S
-        if level != self._volume[role]:
-            self._volume[role] = level
-            self._commands.append(SetVolume(role, level, volume_gain(level)))
-
-    def _call_gone(self) -> None:
-        if self._state is PanelState.ERROR:
-            self._call = None
-            self._muted = False
-            self._call_ended_at = self._now
-            return
-        if self._call is not None:
-            self._end_call()
-
-    def _end_call(self) -> None:
-        self._call_ended_at = self._now
-        self._call = None
-        self._muted = False
-        self._dial = ""
-        if self._provisioning is not None:
-            self._state = PanelState.PROVISIONING
-        else:
-            self._state = PanelState.IDLE if self._registered else PanelState.OFFLINE
-
-    def _resume(self) -> None:
-        if self._call is not None and self._call.started_at is not None:
-            self._state = PanelState.IN_CALL
-        elif self._provisioning is not None:
-            self._call = None
-            self._state = PanelState.PROVISIONING
-        else:
-            self._call = None
-            self._state = PanelState.IDLE if self._registered else PanelState.OFFLINE
-
-
-def _min_level(role: str) -> int:
-    return 0 if role == "ringtone" else 1
-
 
 _S = PanelState
 _B = PanelButton
 
 #: Where holding Hangup (or ``provision reset``) offers to reset provisioning.
 _RESET_FROM = frozenset({_S.IDLE, _S.OFFLINE, _S.PROVISIONING, _S.ERROR})
-#: The states whose screen an update in progress replaces.
-_UPDATE_OVER = (_S.OFFLINE, _S.CONNECTING, _S.IDLE)
 
 #: Keypad: one handler per state (states not listed ignore keys).
 _KEY_TABLE: dict[PanelState, _Handler] = {

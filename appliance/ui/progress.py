@@ -10,7 +10,7 @@ and cadence) and stops it when the answer changes.
 
 from __future__ import annotations
 
-from appliance.ui.panel import PanelView, Screen
+from appliance.ui.view import PanelView, Screen
 
 __all__ = ["local_tone"]
 

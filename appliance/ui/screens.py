@@ -22,7 +22,8 @@ from PIL import Image, ImageDraw
 
 from appliance.ui import lettering as lt
 from appliance.ui.lettering import HEIGHT, WIDTH
-from appliance.ui.panel import VOLUME_MAX_LEVEL, PanelView, Screen
+from appliance.ui.view import PanelView, Screen
+from appliance.ui.volume import VOLUME_MAX_LEVEL
 
 __all__ = ["HEIGHT", "WIDTH", "format_duration", "render"]
 

@@ -35,7 +35,8 @@ from appliance.errors import ConfigError
 from appliance.files import write_atomic
 from appliance.schema import Problems, register, structure
 from appliance.ui.calllog_view import DND_MODES
-from appliance.ui.panel import VOLUME_ROLES, Panel
+from appliance.ui.panel import Panel
+from appliance.ui.volume import VOLUME_ROLES
 
 __all__ = [
     "DISPLAY_DRIVER_CHOICES",

@@ -46,15 +46,9 @@ import contextlib
 import logging
 import os
 import secrets
-import shutil
 import sys
-import termios
-import threading
 import time
-import tty
-from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -76,25 +70,14 @@ from appliance.log import configure_logging
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
 from appliance.phone.options import parse_options
-from appliance.ui.calllog_view import LogItem
-from appliance.ui.controller import PanelController, UiConfig
+from appliance.ui.controller import PanelController
 from appliance.ui.desk import open_call_log
-from appliance.ui.notices import (
-    render_check_step,
-    render_check_summary,
-    render_config_error,
-    render_test_pattern,
-)
-from appliance.ui.panel import PanelState, PanelView, Screen
-from appliance.ui.screens import HEIGHT, WIDTH, render
+from appliance.ui.settings import UiConfig
+from appliance.ui.view import PanelState, PanelView
+from appliance_dev.screen_samples import export_screens
+from appliance_dev.terminal import Terminal, TerminalOled, cbreak
 
-__all__ = [
-    "export_screens",
-    "half_block_art",
-    "main",
-    "run_sim",
-    "sample_views",
-]
+__all__ = ["main", "run_sim"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,347 +97,6 @@ _BUILTIN_PINMAP = PinMap(
 )
 
 
-# ----------------------------------------------------------------- drawing
-
-
-def half_block_art(image: Image.Image) -> list[str]:
-    """Draw a 1-bit image with Unicode half blocks: two pixel rows per line."""
-    image = image.convert("1")
-    width, height = image.size
-    pixels = image.load()
-    assert pixels is not None
-    lines = []
-    for y in range(0, height, 2):
-        chars = []
-        for x in range(width):
-            top = bool(pixels[x, y])
-            bottom = y + 1 < height and bool(pixels[x, y + 1])
-            chars.append(
-                "\u2588"
-                if top and bottom
-                else "\u2580"
-                if top
-                else "\u2584"
-                if bottom
-                else " "
-            )
-        lines.append("".join(chars))
-    return lines
-
-
-# Quadrant blocks indexed by top-left=1, top-right=2, bottom-left=4, bottom-right=8.
-_QUADRANTS = (
-    " \u2598\u259d\u2580\u2596\u258c\u259e\u259b"
-    "\u2597\u259a\u2590\u259c\u2584\u2599\u259f\u2588"
-)
-
-
-def quadrant_art(image: Image.Image) -> list[str]:
-    """Draw a 1-bit image with Unicode quadrant blocks: 2x2 pixels per character.
-
-    Half the width of :func:`half_block_art` (64 columns for the OLED), for
-    terminals narrower than the 130 columns the full-width drawing needs.
-    """
-    image = image.convert("1")
-    width, height = image.size
-    pixels = image.load()
-    assert pixels is not None
-
-    def lit(x: int, y: int) -> int:
-        return int(x < width and y < height and bool(pixels[x, y]))
-
-    return [
-        "".join(
-            _QUADRANTS[
-                lit(x, y)
-                | lit(x + 1, y) << 1
-                | lit(x, y + 1) << 2
-                | lit(x + 1, y + 1) << 3
-            ]
-            for x in range(0, width, 2)
-        )
-        for y in range(0, height, 2)
-    ]
-
-
-def terminal_art(image: Image.Image, columns: int) -> list[str]:
-    """The widest drawing of ``image`` that fits ``columns`` (with its frame)."""
-    return half_block_art(image) if columns >= image.width + 2 else quadrant_art(image)
-
-
-def sample_views(now: float = 1000.0) -> dict[str, PanelView]:
-    """Every screen with representative data (README pictures, ``--export-screens``)."""
-    bar = PanelView(
-        Screen.IDLE, now=now, identity="desk", registered=True, network_up=True
-    )
-    return {
-        "offline": PanelView(Screen.OFFLINE, now=now, network_up=False),
-        "offline_retry": PanelView(
-            Screen.OFFLINE,
-            now=now,
-            network_up=False,
-            setup_requested=True,
-            next_retry_at=now + 7.2,
-        ),
-        "connecting": PanelView(Screen.CONNECTING, now=now, setup_requested=True),
-        "idle": replace(
-            bar,
-            screen=Screen.IDLE,
-            clock_time="09:45",
-            clock_date="Thu 03 Dec 2026",
-            network_bars=3,
-        ),
-        "idle_missed": replace(
-            bar,
-            screen=Screen.IDLE,
-            clock_time="09:45",
-            clock_date="Thu 03 Dec 2026",
-            missed_calls=2,
-            network_bars=2,
-        ),
-        "idle_dnd_clock_unknown": replace(
-            bar,
-            screen=Screen.IDLE,
-            clock_time="--:--",
-            clock_date="clock not set",
-            dnd=True,
-        ),
-        "call_log": replace(
-            bar,
-            screen=Screen.CALL_LOG,
-            log_items=(
-                LogItem("client:bob", "missed", "09:41", unseen=True),
-                LogItem("+15551234", "in", "09:02", 75.0),
-                LogItem("client:carol", "out", "02 Dec", 300.0),
-            ),
-            log_selected=1,
-        ),
-        "dialing": replace(
-            bar,
-            screen=Screen.DIALING,
-            dial_string="200",
-            dial_match="bob",
-        ),
-        "calling": replace(
-            bar,
-            screen=Screen.CALLING,
-            remote="client:bob",
-            remote_ringing=True,
-        ),
-        "ringing": replace(
-            bar,
-            screen=Screen.RINGING,
-            remote="client:alice",
-            params=(("Floor", "3"), ("Topic", "invoices")),
-        ),
-        "in_call": replace(
-            bar,
-            screen=Screen.IN_CALL,
-            remote="client:bob",
-            call_started_at=now - 83.0,
-        ),
-        "in_call_muted": replace(
-            bar,
-            screen=Screen.IN_CALL,
-            remote="client:bob",
-            call_started_at=now - 83.0,
-            muted=True,
-        ),
-        "in_call_volume": replace(
-            bar,
-            screen=Screen.IN_CALL,
-            remote="client:bob",
-            call_started_at=now - 83.0,
-            volume_role="speaker",
-            volume_level=7,
-        ),
-        "error": replace(
-            bar,
-            screen=Screen.ERROR,
-            error_code=31486,
-            error_message="Busy here",
-        ),
-        "provisioning": replace(
-            bar,
-            screen=Screen.PROVISIONING,
-            provisioning_code="BCDF-GHJK",
-            provisioning_uri="https://phones.example.com/device?user_code=BCDF-GHJK",
-        ),
-        "provisioning_revoked": replace(
-            bar,
-            screen=Screen.PROVISIONING,
-            identity="",
-            registered=False,
-            provisioning_message="Phone revoked by the administrator",
-        ),
-        "provisioning_expired": replace(
-            bar,
-            screen=Screen.PROVISIONING,
-            provisioning_message="offline: token expired",
-        ),
-        "confirm_reset": replace(bar, screen=Screen.CONFIRM_RESET),
-        "updating": replace(
-            bar,
-            screen=Screen.UPDATING,
-            update_status="Downloading",
-            update_progress=0.42,
-            update_version="1.3.0",
-        ),
-        "update_installing": replace(
-            bar,
-            screen=Screen.UPDATING,
-            update_status="Installing",
-            update_version="1.3.0",
-        ),
-        "update_restarting": replace(
-            bar,
-            screen=Screen.UPDATING,
-            update_status="Restarting",
-            update_version="1.3.0",
-        ),
-        "update_rolled_back": replace(
-            bar,
-            screen=Screen.UPDATING,
-            update_status="Rolled back",
-            update_reason="cannot open audio: no sound card",
-        ),
-    }
-
-
-def notice_samples() -> dict[str, Image.Image]:
-    """The screens outside the panel (``ui/notices.py``) with sample data."""
-    return {
-        "check_pattern": render_test_pattern(),
-        "check_key": render_check_step(
-            "Press key", "5", "within 10 s", index=11, total=26
-        ),
-        "check_summary": render_check_summary(23, 1, 2, "input alsa:B_mic"),
-        "config_error": render_config_error(
-            "device.codec_preferences",
-            "unsupported codec(s): g729; use opus and/or pcmu",
-        ),
-    }
-
-
-def export_screens(directory: Path, *, scale: int = 4) -> list[Path]:
-    """Render :func:`sample_views` to ``screen_NAME.png`` in ``directory``.
-
-    Each picture is scaled ``scale`` times (nearest neighbour) and drawn as
-    light pixels on a dark blue-black ground, like the OLED.
-
-    Returns:
-        The files written.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    images = {name: render(view) for name, view in sample_views().items()}
-    for name, image in {**images, **notice_samples()}.items():
-        big = image.resize((WIDTH * scale, HEIGHT * scale), Image.Resampling.NEAREST)
-        colour = Image.new("RGB", big.size, (8, 12, 24))
-        colour.paste((170, 220, 255), (0, 0), big)
-        path = directory / f"screen_{name}.png"
-        colour.save(path)
-        written.append(path)
-    return written
-
-
-class _Terminal:
-    """Everything the simulator prints, from the loop or the display thread."""
-
-    def __init__(self, out: TextIO, *, interactive: bool) -> None:
-        self._out = out
-        self._interactive = interactive
-        self._lock = threading.Lock()
-        self._art: list[str] = [" " * WIDTH] * (HEIGHT // 2)
-        self._screen = ""
-        self._leds = ""
-        self._log: deque[str] = deque(maxlen=8)
-        self._t0 = time.monotonic()
-
-    def _write(self, text: str) -> None:
-        with self._lock:
-            self._out.write(text)
-            self._out.flush()
-
-    def frame(self, image: Image.Image, screen: str) -> None:
-        columns = shutil.get_terminal_size().columns if self._interactive else WIDTH + 2
-        self._art = terminal_art(image, columns)
-        self._screen = screen
-        if self._interactive:
-            self._redraw()
-        else:
-            body = "\n".join(f"|{line}|" for line in self._art)
-            self._write(f"screen: {screen}\n{body}\n")
-
-    def leds(self, ringer: bool, status: bool) -> None:
-        self._leds = (
-            f"ringer {'(*)' if ringer else '( )'}   status {'(*)' if status else '( )'}"
-        )
-        if self._interactive:
-            self._redraw()
-        else:
-            on_off = {True: "on", False: "off"}
-            self._write(f"leds: ringer={on_off[ringer]} status={on_off[status]}\n")
-
-    def log(self, text: str) -> None:
-        stamp = f"+{time.monotonic() - self._t0:7.3f}s"
-        if self._interactive:
-            self._log.append(f"{stamp} {text}")
-            self._redraw()
-        else:
-            self._write(f"log: {stamp} {text}\n")
-
-    def _redraw(self) -> None:
-        border = "+" + "-" * len(self._art[0]) + "+"
-        lines = [border, *(f"|{line}|" for line in self._art), border]
-        lines.append(f" {self._leds}   [{self._screen}]")
-        lines.append(
-            " keys: 0-9*# keypad  Enter accept  Bksp/Esc hangup  H hold-hangup"
-        )
-        lines.append("       r ready  m mute/log  h hook  D dnd  i bob calls  q quit")
-        lines += list(self._log)
-        # Home the cursor and overwrite in place; \x1b[K clears each line's tail.
-        text = "\x1b[H" + "".join(f"{line}\x1b[K\r\n" for line in lines) + "\x1b[J"
-        self._write(text)
-
-
-class _TerminalOled:
-    """A luma-compatible device that shows frames in the terminal.
-
-    :class:`Display` calls :meth:`display` on a worker thread; PNG files are
-    written there too, never on the loop.
-    """
-
-    mode = "1"
-
-    def __init__(self, terminal: _Terminal, frames: Path | None) -> None:
-        self._terminal = terminal
-        self._frames = frames
-        self._count = 0
-        self.screen = ""
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return (WIDTH, HEIGHT)
-
-    def display(self, image: Image.Image) -> None:
-        self._count += 1
-        if self._frames is not None:
-            image.save(self._frames / f"frame_{self._count:04d}_{self.screen}.png")
-        self._terminal.frame(image, self.screen)
-
-
-@contextlib.contextmanager
-def _cbreak(stream: TextIO) -> Iterator[None]:
-    fd = stream.fileno()
-    saved = termios.tcgetattr(fd)
-    try:
-        tty.setcbreak(fd)
-        yield
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-
-
 # --------------------------------------------------------------- the sim
 
 
@@ -463,7 +105,7 @@ class _Sim:
         self,
         controller: PanelController,
         hardware: MockPanelHardware,
-        terminal: _Terminal,
+        terminal: Terminal,
         bob: Device | None,
     ) -> None:
         self.controller = controller
@@ -611,7 +253,7 @@ class _Sim:
             await asyncio.sleep(0.01)
 
 
-def _bob_device(url: str, terminal: _Terminal, answer_after_s: float) -> Device:
+def _bob_device(url: str, terminal: Terminal, answer_after_s: float) -> Device:
     bob = build_device(
         parse_options(
             {
@@ -653,14 +295,14 @@ async def run_sim(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> in
     from appliance.tokens import Keyring, create_access_token
 
     interactive = stdin.isatty() and stdout.isatty()
-    terminal = _Terminal(stdout, interactive=interactive)
+    terminal = Terminal(stdout, interactive=interactive)
     pinmap = load_pinmap(args.pinmap) if args.pinmap else _default_pinmap()
     directory = dict(DEFAULT_DIRECTORY)
     for entry in args.directory or ():
         code, _, name = entry.partition("=")
         directory[code] = name
     frames: Path | None = Path(args.frames) if args.frames else None
-    oled = _TerminalOled(terminal, frames)
+    oled = TerminalOled(terminal, frames)
     register_display_driver("terminal", lambda _spec: oled)
     # The simulator is configuration: mock pins and the terminal as the OLED,
     # built by the composition root like the service's panel.
@@ -750,7 +392,7 @@ async def run_sim(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> in
         if not args.no_ready:
             await sim.run_action("ready")
         if interactive:
-            with _cbreak(stdin):
+            with cbreak(stdin):
                 reader = asyncio.get_running_loop().create_task(sim.read_tty(stdin))
                 await sim.quit.wait()
                 reader.cancel()

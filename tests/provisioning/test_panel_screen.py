@@ -3,7 +3,8 @@ over a call, left when the phone has its identity."""
 
 from __future__ import annotations
 
-from appliance.ui.panel import Panel, PanelState, Screen
+from appliance.ui.panel import Panel
+from appliance.ui.view import PanelState, Screen
 
 URI = "http://127.0.0.1:8470/device?user_code=BCDF-GHJK"
 

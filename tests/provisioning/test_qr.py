@@ -11,8 +11,8 @@ import pytest
 from luma.core.device import dummy
 from PIL import Image
 
-from appliance.ui.panel import PanelView, Screen
 from appliance.ui.screens import HEIGHT, WIDTH, render
+from appliance.ui.view import PanelView, Screen
 
 
 def decode(image: Image.Image, tmp_path: Path) -> list[str]:

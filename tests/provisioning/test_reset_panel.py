@@ -3,16 +3,11 @@
 
 from __future__ import annotations
 
-from appliance.ui.panel import (
-    RESET_CONFIRM_S,
-    RESET_HOLD_S,
-    Panel,
-    PanelState,
-    ResetCancelled,
-    ResetProvisioning,
-    Screen,
-)
+from appliance.ui.commands import ResetCancelled, ResetProvisioning
+from appliance.ui.panel import Panel
+from appliance.ui.reset_confirm import RESET_CONFIRM_S, RESET_HOLD_S
 from appliance.ui.screens import render
+from appliance.ui.view import PanelState, Screen
 
 
 def ready_panel() -> Panel:

@@ -14,9 +14,11 @@ from appliance.calllog.store import CallLogStore
 from appliance.exchange.server import ExchangeServer
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
+from appliance.ui.commands import Dial
 from appliance.ui.desk import open_call_log
-from appliance.ui.panel import Dial, Panel, PanelState, StatusLed
+from appliance.ui.panel import Panel
 from appliance.ui.settings import PanelSettings, UiConfig
+from appliance.ui.view import PanelState, StatusLed
 from tests.conftest import local_device, make_token, wait_until
 from tests.ui.test_controller import PanelPhone, panel_phone, transitions
 

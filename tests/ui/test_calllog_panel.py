@@ -9,8 +9,9 @@ import pytest
 from appliance.calllog.core import Direction, Entry
 from appliance.errors import ConfigError
 from appliance.ui.calllog_view import LogItem, bars_for, format_clock, log_item
-from appliance.ui.commands import Decline, MarkMissedSeen, SetDnd
-from appliance.ui.panel import Dial, Panel, PanelState, StatusLed
+from appliance.ui.commands import Decline, Dial, MarkMissedSeen, SetDnd
+from appliance.ui.panel import Panel
+from appliance.ui.view import PanelState, StatusLed
 
 LOG = (
     LogItem("client:bob", "missed", "09:41", unseen=True),

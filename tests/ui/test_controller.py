@@ -24,16 +24,12 @@ from appliance.hardware.mock import MockPanelHardware
 from appliance.hardware.pinmap import DisplaySpec, InputTiming, PinMap, load_pinmap
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
-from appliance.ui.controller import PanelController, parse_ui_config
-from appliance.ui.panel import (
-    VOLUME_DEFAULT_LEVEL,
-    Panel,
-    PanelState,
-    Screen,
-    volume_gain,
-)
+from appliance.ui.controller import PanelController
+from appliance.ui.panel import Panel
 from appliance.ui.screens import render
-from appliance.ui.settings import PanelSettings
+from appliance.ui.settings import PanelSettings, parse_ui_config
+from appliance.ui.view import PanelState, Screen
+from appliance.ui.volume import VOLUME_DEFAULT_LEVEL, volume_gain
 from tests.conftest import local_device, make_token, scaled, wait_until
 
 HW = Path(__file__).resolve().parents[2] / "hw"

@@ -11,8 +11,8 @@ from PIL import Image, ImageChops
 from appliance.errors import ConfigError
 from appliance.hardware.display import Display, create_device
 from appliance.hardware.pinmap import DisplaySpec
-from appliance.ui.panel import PanelView, Screen
 from appliance.ui.screens import render
+from appliance.ui.view import PanelView, Screen
 from tests.conftest import scaled, wait_until
 
 

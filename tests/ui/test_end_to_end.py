@@ -16,7 +16,8 @@ import pytest
 
 from appliance.cadence import tones_for
 from appliance.exchange.server import ExchangeServer
-from appliance.ui.panel import Panel, PanelState, Screen
+from appliance.ui.panel import Panel
+from appliance.ui.view import PanelState, Screen
 from tests.conftest import scaled, wait_until
 from tests.ui.test_controller import durations, panel_phone, transitions
 

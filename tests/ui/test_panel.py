@@ -4,25 +4,21 @@ import pytest
 
 from appliance.cadence import Cadence, tones_for
 from appliance.errors import ConfigError
-from appliance.ui.panel import (
-    VOLUME_DEFAULT_LEVEL,
-    VOLUME_MAX_LEVEL,
+from appliance.ui.commands import (
     Accept,
     Dial,
     Hangup,
     Ignore,
-    Panel,
-    PanelState,
     PlayLocalDtmf,
     Reject,
-    Screen,
     SendDigits,
     SetMute,
     Setup,
     SetVolume,
-    StatusLed,
-    volume_gain,
 )
+from appliance.ui.panel import Panel
+from appliance.ui.view import PanelState, Screen, StatusLed
+from appliance.ui.volume import VOLUME_DEFAULT_LEVEL, VOLUME_MAX_LEVEL, volume_gain
 
 
 def registered_panel(**options) -> Panel:

@@ -13,7 +13,8 @@ from appliance.exchange.server import ExchangeServer
 from appliance.media.frames import SAMPLE_RATE
 from appliance.media.levels import rms_dbfs
 from appliance.phone.connection import Connection
-from appliance.ui.panel import Panel, PanelState
+from appliance.ui.panel import Panel
+from appliance.ui.view import PanelState
 from tests.conftest import local_device, make_token, wait_until
 from tests.media.helpers import read_wav
 from tests.ui.test_controller import panel_phone

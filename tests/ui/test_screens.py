@@ -13,8 +13,9 @@ from luma.core.device import dummy
 from PIL import Image, ImageChops
 
 from appliance.ui.calllog_view import LogItem
-from appliance.ui.panel import Panel, PanelView, Screen
+from appliance.ui.panel import Panel
 from appliance.ui.screens import HEIGHT, WIDTH, format_duration, render
+from appliance.ui.view import PanelView, Screen
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference"
 UPDATE = os.environ.get("APPLIANCE_UPDATE_GOLDEN") == "1"

@@ -95,7 +95,7 @@ def test_export_screens(tmp_path: Path) -> None:
     result = run_sim("", "--export-screens", str(tmp_path))
     assert result.returncode == 0, result.stderr
     files = sorted(p.name for p in tmp_path.glob("*.png"))
-    from appliance_dev.sim import notice_samples, sample_views
+    from appliance_dev.screen_samples import notice_samples, sample_views
 
     names = [*sample_views(), *notice_samples()]
     assert files == sorted(f"screen_{name}.png" for name in names)
@@ -107,12 +107,8 @@ def test_export_screens(tmp_path: Path) -> None:
 
 def test_terminal_drawing_fits_narrow_terminals():
     from appliance.ui.screens import render
-    from appliance_dev.sim import (
-        half_block_art,
-        quadrant_art,
-        sample_views,
-        terminal_art,
-    )
+    from appliance_dev.screen_samples import sample_views
+    from appliance_dev.terminal import half_block_art, quadrant_art, terminal_art
 
     image = render(sample_views()["idle"])
     full = terminal_art(image, 200)

@@ -1,0 +1,205 @@
+"""The phone service's long-lived tasks and the token file they watch.
+
+:func:`appliance.app.run_service` wires the service together; the tasks it
+runs until SIGTERM (the token-file watch, the systemd watchdog ping, the
+provisioning client with its control socket) and the small pieces of its
+start-up and shutdown (the token source, the incoming-call log line, the
+message when a stop cuts a call) are here, so the composition root reads as
+the order in which parts are built, started and stopped. Nothing here builds
+a part: each function is handed what it works on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from appliance.config import Secret, environ_token, read_token
+from appliance.errors import ConfigError, TwilioError
+from appliance.phone.connection import Connection
+from appliance.phone.device import Device
+from appliance.system.notify import Notifier, watchdog_interval_s
+
+if TYPE_CHECKING:
+    from appliance.provisioning.phone import PhoneProvisioning
+
+__all__ = [
+    "DEFAULT_CLOSE_MESSAGE",
+    "TOKEN_POLL_S",
+    "ServiceStatus",
+    "TokenRefresh",
+    "TokenSource",
+    "latest_token",
+    "log_call_cut",
+    "log_incoming",
+    "ping_watchdog",
+    "run_provisioning",
+    "watch_token",
+]
+
+logger = logging.getLogger(__name__)
+
+TOKEN_POLL_S = 5.0
+DEFAULT_CLOSE_MESSAGE = (
+    "A call is currently in progress. Leaving or reloading this page will end the call."
+)
+
+
+class TokenSource:
+    """The token file, re-read when its modification time changes."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._mtime: float | None = None
+
+    def read(self) -> Secret:
+        if self.path is None:
+            token = environ_token()
+            if token is None:
+                raise ConfigError(
+                    "phone.token_file",
+                    "no token file configured and APPLIANCE_TOKEN unset",
+                )
+            return token
+        try:
+            mtime = self.path.stat().st_mtime
+        except OSError as exc:
+            raise ConfigError("phone.token_file", f"cannot read {self.path}") from exc
+        token = read_token(self.path)
+        self._mtime = mtime
+        return token
+
+    def changed(self) -> bool:
+        if self.path is None:
+            return False
+        try:
+            return self.path.stat().st_mtime != self._mtime
+        except OSError:
+            return False
+
+
+class ServiceStatus:
+    """systemd's STATUS line tells the truth: registered, or why not (the
+    last error the Device reported)."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+        self._last_error: str | None = None
+
+    def attach(self, device: Device) -> None:
+        """Follow ``device``'s ready, offline and error events."""
+        device.on("ready", self._on_ready)
+        device.on(
+            "offline",
+            lambda _d: self._notifier.status(self.why_not("offline, reconnecting")),
+        )
+        device.on("error", self._on_error)
+
+    def failed(self, why: str) -> None:
+        """Record why the phone is not registered (until the next ready)."""
+        self._last_error = why
+
+    def why_not(self, default: str) -> str:
+        """The STATUS text when not registered: the last error, or ``default``."""
+        why = default if self._last_error is None else self._last_error
+        return f"not registered: {why}"
+
+    def _on_error(self, error: TwilioError) -> None:
+        logger.warning("device error %s", error)
+        self._last_error = str(error)
+
+    def _on_ready(self, ready: Device) -> None:
+        self._last_error = None
+        self._notifier.status(f"registered as {ready.identity}")
+
+
+class TokenRefresh:
+    """Gives ``device`` the token file's token when it is a new one.
+
+    ``current`` holds the token last given (shared with the panel's Ready).
+    """
+
+    def __init__(self, tokens: TokenSource, device: Device, current: list[str]) -> None:
+        self._tokens = tokens
+        self._device = device
+        self._current = current
+
+    async def refresh(self, _device: Device | None = None) -> None:
+        """Re-read the token (on ``token_will_expire`` or a changed file)."""
+        try:
+            token = self._tokens.read()
+        except ConfigError as exc:
+            logger.error("cannot refresh the token: %s", exc)
+            return
+        current = self._current
+        if current and token.reveal() == current[0]:
+            # Nothing new to send; re-sending the same token would not help.
+            logger.warning(
+                "the token is about to expire and no new one was provisioned yet"
+            )
+            return
+        current[:] = [token.reveal()]
+        await self._device.update_token(token.reveal())
+
+
+def latest_token(current: list[str]) -> str:
+    """The newest token provisioning gave (for the panel's Ready gesture)."""
+    if not current:
+        raise ConfigError("phone.provisioner_url", "no token yet: not provisioned")
+    return current[0]
+
+
+def log_incoming(conn: Connection) -> None:
+    """The journal line of an incoming call."""
+    logger.info("incoming call from %s", conn.parameters.get("From"))
+
+
+def log_call_cut(device: Device) -> None:
+    """At shutdown: say so when the stop cuts a call (``close_protection``)."""
+    if device.status() == "busy" and device.options.close_protection:
+        message = device.options.close_protection
+        logger.warning(
+            "%s", message if isinstance(message, str) else DEFAULT_CLOSE_MESSAGE
+        )
+
+
+async def run_provisioning(
+    client: PhoneProvisioning, confirm: Callable[[], Awaitable[str]] | None
+) -> None:
+    """The provisioning client and, with a runtime directory (systemd's
+    ``RuntimeDirectory=``), the control socket of ``appliance provision``;
+    ``confirm`` asks on the panel before a reset (None: no panel)."""
+    from appliance.provisioning.control import SOCKET_NAME, serve_control
+
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    async with asyncio.TaskGroup() as group:
+        group.create_task(client.run())
+        if runtime:
+            group.create_task(
+                serve_control(Path(runtime) / SOCKET_NAME, client.status, confirm)
+            )
+
+
+async def watch_token(
+    tokens: TokenSource, refresh: Callable[[], Awaitable[None]]
+) -> None:
+    """Poll the token file; ``refresh`` when it changed."""
+    while True:
+        await asyncio.sleep(TOKEN_POLL_S)
+        if tokens.changed():
+            logger.info("token file changed; updating the token")
+            await refresh()
+
+
+async def ping_watchdog(notifier: Notifier) -> None:
+    """Ping systemd's watchdog at its interval (nothing without one)."""
+    interval = watchdog_interval_s()
+    if interval is None or not notifier.enabled:
+        return
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval)
