@@ -705,6 +705,27 @@ class Panel:
         self._now = now
         self._desk.dnd = on
 
+    def choose_dnd(self, on: bool, now: float) -> None:
+        """Switch do-not-disturb from elsewhere (the web page), as the key does."""
+        self._now = now
+        if on != self._desk.dnd:
+            self._desk.dnd = on
+            self._commands.append(SetDnd(on))
+
+    def set_volume_level(self, role: str, level: int, now: float) -> None:
+        """Set ``role``'s level from elsewhere (the web page), as the keys do.
+
+        Raises:
+            ValueError: ``role`` is not one of :data:`VOLUME_ROLES`.
+        """
+        if role not in VOLUME_ROLES:
+            raise ValueError(f"no volume role {role!r}")
+        self._now = now
+        level = min(max(level, _min_level(role)), VOLUME_MAX_LEVEL)
+        if level != self._volume[role]:
+            self._volume[role] = level
+            self._commands.append(SetVolume(role, level, volume_gain(level)))
+
     def call_log(
         self, items: tuple[LogItem, ...], unseen_missed: int, now: float
     ) -> None:
