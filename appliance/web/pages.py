@@ -30,7 +30,8 @@ header a{color:#fff;margin-right:1.2em;text-decoration:none}
 header form{display:inline}
 main{padding:1em;max-width:48em}
 table{border-collapse:collapse;background:#fff;width:100%}
-th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #ddd;overflow-wrap:anywhere}
+th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #ddd}
+td,th{overflow-wrap:anywhere}
 th{width:14em}
 section{background:#fff;padding:.8em 1em;margin-bottom:1em}
 .error{color:#a00;font-weight:bold}

@@ -241,7 +241,7 @@ class WebPage:
         request[_SESSION_KEY] = session
         if request.path not in _OPEN and not session.logged_in:
             target = "/login" if self.password_file.exists() else "/setup"
-            response: web.StreamResponse = web.HTTPSeeOther(target)
+            response: web.StreamResponse = _see_other(target)
         else:
             try:
                 if request.method == "POST":
@@ -310,7 +310,7 @@ class WebPage:
     def _logged_in(self, request: web.Request) -> web.StreamResponse:
         session = self._sessions.log_in(request[_SESSION_KEY], self._clock())
         request[_SESSION_KEY] = session
-        return web.HTTPSeeOther("/status")
+        return _see_other("/status")
 
     async def _login_form(self, request: web.Request) -> web.StreamResponse:
         if not self.password_file.exists():
@@ -461,6 +461,10 @@ class WebPage:
         )
 
 
+def _see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
 def _set_level(role: str, level: int, panel: Panel, now: float) -> None:
     panel.set_volume_level(role, level, now)
 
@@ -518,9 +522,9 @@ async def start_web(
     """
     if not config.web.enabled:
         return None
-    directory = config.web.directory(config.ui.state_file)
+    directory = config.web.directory()
     if directory is None:
-        logger.error("web page off: nowhere to keep its password (web.state_dir)")
+        logger.info("web page off: no state directory (web.state_dir)")
         return None
 
     def restart() -> None:

@@ -2,7 +2,11 @@
 
 The page is on by default: a desk phone is expected to have one, and it is
 harmless until its owner sets the password (no default password exists; the
-first visit asks for one). ``enabled = false`` turns it off. It goes through
+first visit asks for one). ``enabled = false`` turns it off. It needs a
+state directory for the password hash and its certificate: systemd's
+StateDirectory on the phone, ``state_dir`` elsewhere; a service run by hand
+without either serves no page (so a development shell or a test never takes
+port 8443 by surprise). It goes through
 :mod:`appliance.schema` like every other section, so one run reports every
 problem, each naming ``web.KEY``.
 """
@@ -35,8 +39,9 @@ class WebConfig:
         address: where to listen ("" = every address of the phone).
         port: the HTTPS port (the service has no right to bind 443).
         state_dir: where the password hash and the TLS key and certificate
-            are kept; "" uses the service's StateDirectory, else the
-            directory of ``ui.state_file``.
+            are kept; "" uses the service's StateDirectory (systemd's
+            ``STATE_DIRECTORY``), and without one (a development shell, a
+            test) the page is not served.
     """
 
     enabled: bool = True
@@ -44,14 +49,12 @@ class WebConfig:
     port: int = 8443
     state_dir: str = ""
 
-    def directory(self, fallback: str) -> Path | None:
+    def directory(self) -> Path | None:
         """The state directory, or None when there is nowhere to keep it."""
         if self.state_dir:
             return Path(self.state_dir)
         state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-        if state:
-            return Path(state)
-        return Path(fallback).parent if fallback else None
+        return Path(state) if state else None
 
 
 register(WebConfig, {"port": _port})
