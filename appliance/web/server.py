@@ -257,7 +257,13 @@ class WebPage:
                         )
                 response = await handler(request)
             except web.HTTPException as exc:
-                response = exc
+                # As a plain response, so the cookie and headers go with it.
+                response = web.Response(
+                    status=exc.status,
+                    reason=exc.reason,
+                    headers=exc.headers,
+                    body=exc.body,
+                )
         session = request[_SESSION_KEY]  # a login replaces it
         response.set_cookie(
             COOKIE,
