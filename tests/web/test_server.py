@@ -151,7 +151,7 @@ async def test_start_web_serves_nothing_when_off_or_without_a_state_dir(
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     device = local_device("ws://127.0.0.1:9/")
     recorder = CallLogRecorder(device, None)
-    stop, status = asyncio.Event(), []
+    stop, status = asyncio.Event(), list[int]()
     async with contextlib.AsyncExitStack() as stack:
         off = replace(_config(tmp_path), web=WebConfig(enabled=False))
         assert await start_web(off, device, None, recorder, stack, stop, status) is None
