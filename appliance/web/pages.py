@@ -139,6 +139,7 @@ def settings_page(
     max_level: int,
     dnd: bool | None,
     dnd_mode: str,
+    devices: Sequence[tuple[str, str, str]] = (),
     notice: str = "",
 ) -> str:
     """Volumes and do-not-disturb (None: no front panel to set them on)."""
@@ -175,6 +176,20 @@ def settings_page(
         f"<button id=toggle-dnd>Turn it {'off' if dnd else 'on'}</button>"
         "</form></section>"
     )
+    if devices:
+        rows = "".join(
+            f"<tr><th>{escape(name)}</th><td>{escape(labels)}</td><td>"
+            f"<form method=post action=/settings/test>{_token(csrf)}"
+            f'<input type=hidden name=role value="{escape(role)}">'
+            f"<button id=test-{escape(role)}>Test</button></form></td></tr>"
+            for role, name, labels in devices
+        )
+        body += (
+            "<section><h2>Audio devices</h2><table>"
+            f"{rows}</table><p class=note>Test plays a short sound on the "
+            "role's devices at its volume. The devices are chosen in the "
+            "configuration (<code>[device]</code>, docs/audio.md).</p></section>"
+        )
     return _page("Settings", body, csrf=csrf)
 
 

@@ -68,6 +68,13 @@ logger = logging.getLogger(__name__)
 COOKIE = "__Host-phone"
 PASSWORD_NAME = "web-password"
 LOG_LINES = 200
+#: A test sound that has not finished playing by then has failed.
+TEST_SOUND_LIMIT_S = 15.0
+_NOTICES = {
+    "applied": "Applied.",
+    "tested": "The test sound played.",
+    "test-failed": "The test sound could not be played (see Logs).",
+}
 _SESSION_KEY = web.RequestKey("session", Session)
 _HEADERS = {
     "Content-Security-Policy": (
@@ -191,6 +198,7 @@ class WebPage:
                 web.get("/settings", self._settings),
                 web.post("/settings/volume", self._set_volume),
                 web.post("/settings/dnd", self._set_dnd),
+                web.post("/settings/test", self._test_audio),
                 web.get("/calls", self._calls_page),
                 web.get("/logs", self._logs),
                 web.post("/restart", self._restart_now),
@@ -424,9 +432,35 @@ class WebPage:
             max_level=VOLUME_MAX_LEVEL,
             dnd=panel.dnd if panel is not None else None,
             dnd_mode=self._config.ui.dnd_mode,
-            notice="Applied." if request.query.get("applied") else "",
+            devices=self._devices(),
+            notice=_NOTICES.get(request.query.get("done", ""), ""),
         )
         return self._html(text)
+
+    def _devices(self) -> list[tuple[str, str, str]]:
+        audio = self._device.audio
+        return [
+            (role, name, ", ".join(sorted(d.label for d in devices.get())) or "none")
+            for role, name, devices in (
+                ("speaker", "Call audio", audio.speaker_devices),
+                ("ringtone", "Ringer", audio.ringtone_devices),
+            )
+        ]
+
+    async def _test_audio(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        audio = self._device.audio
+        role = form.get("role")
+        devices = (
+            audio.ringtone_devices if role == "ringtone" else audio.speaker_devices
+        )
+        try:
+            async with asyncio.timeout(TEST_SOUND_LIMIT_S):
+                await devices.test()
+        except (ApplianceError, TimeoutError) as exc:
+            logger.warning("web page: the %s test sound failed: %s", role, exc)
+            raise web.HTTPSeeOther("/settings?done=test-failed") from None
+        raise web.HTTPSeeOther("/settings?done=tested")
 
     def _panel_controller(self) -> PanelController:
         if self._controller is None:
@@ -441,14 +475,14 @@ class WebPage:
             if not isinstance(raw, str) or not raw.isdigit():
                 continue
             controller.apply(functools.partial(_set_level, role, int(raw)))
-        raise web.HTTPSeeOther("/settings?applied=1")
+        raise web.HTTPSeeOther("/settings?done=applied")
 
     async def _set_dnd(self, request: web.Request) -> web.StreamResponse:
         controller = self._panel_controller()
         form = await request.post()
         on = form.get("on") == "1"
         controller.apply(lambda panel, now: panel.choose_dnd(on, now))
-        raise web.HTTPSeeOther("/settings?applied=1")
+        raise web.HTTPSeeOther("/settings?done=applied")
 
     async def _calls_page(self, request: web.Request) -> web.StreamResponse:
         rows = [_call_row(e) for e in self._calls.entries()]

@@ -176,6 +176,10 @@ async def test_the_owner_sets_up_logs_in_and_changes_the_phone(
             == "2"
         )
 
+        # Each role's devices play a test sound.
+        await submit(page, "#test-ringtone", "!!document.querySelector('#notice')")
+        assert await page.text("#notice") == "The test sound played."
+
         # A call the phone missed, read in the call log.
         carol = local_device(exchange.url, input_device="null")
         try:
