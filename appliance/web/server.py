@@ -162,6 +162,7 @@ class WebPage:
         self._sessions = Sessions()
         self._limiter = LoginLimiter()
         self._setting_up = asyncio.Lock()
+        self._logging_in = asyncio.Lock()
         self._runner: web.AppRunner | None = None
         self._ring = LogRing()
         self._fingerprint = ""
@@ -334,6 +335,13 @@ class WebPage:
         return self._html(pages.login_page(self._csrf(request)))
 
     async def _login(self, request: web.Request) -> web.StreamResponse:
+        # One password check at a time: a burst of parallel guesses is held
+        # to the limit (each sees the failures before it), and scrypt's
+        # memory and CPU are spent once at a time.
+        async with self._logging_in:
+            return await self._check_login(request)
+
+    async def _check_login(self, request: web.Request) -> web.StreamResponse:
         client = request.remote or "?"
         wait = self._limiter.wait_s(client, self._clock())
         if wait > 0:

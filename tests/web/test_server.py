@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import stat
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from yarl import URL
 
 from appliance.calllog.recorder import CallLogRecorder
 from appliance.config import AppConfig
+from appliance.web.guard import FREE_FAILURES
 from appliance.web.server import WebPage, start_web
 from appliance.web.settings import WebConfig
 from tests.conftest import local_device
@@ -165,3 +167,27 @@ async def test_start_web_serves_nothing_when_off_or_without_a_state_dir(
         )
         assert page is not None and page.url.startswith("https://127.0.0.1:")
     assert not (tmp_path / "web" / "web-password").exists()
+
+
+async def test_a_burst_of_parallel_guesses_is_held_to_the_limit(
+    tmp_path: Path, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serve(tmp_path, []) as page:
+        _, _, html = await _get(http, page.url + "setup")
+        form = {"password": PASSWORD, "repeat": PASSWORD, "csrf": _csrf(html)}
+        async with http.post(page.url + "setup", data=form, ssl=False):
+            pass
+        http.cookie_jar.clear()
+        _, _, html = await _get(http, page.url + "login")
+        guess = {"password": "wrong-guess", "csrf": _csrf(html)}
+
+        async def attempt() -> int:
+            async with http.post(page.url + "login", data=guess, ssl=False) as answer:
+                return answer.status
+
+        with caplog.at_level(logging.WARNING, "appliance.web"):
+            statuses = await asyncio.gather(*(attempt() for _ in range(12)))
+        assert sorted(statuses) == [401] * 2 + [429] * 10
+        # Only the free failures were checked; every guess after them waited.
+        checked = [r for r in caplog.records if "wrong password" in r.getMessage()]
+        assert len(checked) == FREE_FAILURES
