@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from html import escape
 
+from appliance.ui.panel import PanelView
+
 __all__ = [
     "STYLE",
     "calls_page",
+    "live_rows",
     "login_page",
     "logs_page",
     "message_page",
@@ -212,3 +215,19 @@ def logs_page(csrf: str, lines: Sequence[str]) -> str:
     """The service's recent log lines (secrets already redacted)."""
     text = "\n".join(lines) or "(nothing logged since the page started)"
     return _page("Recent logs", f"<pre id=logs>{escape(text)}</pre>", csrf=csrf)
+
+
+def live_rows(view: PanelView) -> list[tuple[str, str]]:
+    """The status rows of what the OLED shows of provisioning and updates."""
+    rows = []
+    if view.provisioning_code or view.provisioning_message:
+        code = f"code {view.provisioning_code}" if view.provisioning_code else ""
+        text = " - ".join(t for t in (code, view.provisioning_message) if t)
+        rows.append(("Provisioning now", text))
+    if view.update_status:
+        progress = view.update_progress
+        done = f" {progress:.0%}" if progress is not None else ""
+        reason = f" ({view.update_reason})" if view.update_reason else ""
+        text = f"{view.update_status} {view.update_version}{done}{reason}"
+        rows.append(("Update now", text))
+    return rows

@@ -394,6 +394,12 @@ class WebPage:
             if config.update.enabled
             else "off (no update.url)"
         )
+        # What the OLED shows of provisioning and updates now.
+        live = (
+            pages.live_rows(self._controller.view())
+            if self._controller is not None
+            else []
+        )
         entries = self._calls.entries()
         sections = [
             (
@@ -412,6 +418,7 @@ class WebPage:
                     ("Identity from", provisioned),
                     ("Token expires", expiry),
                     ("Updates", update),
+                    *live,
                 ],
             ),
             ("Last call", _last_call(entries[0] if entries else None)),
