@@ -9,7 +9,7 @@ Every form carries the session's CSRF token as the hidden field ``csrf``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 
 from appliance.ui.panel import PanelView
@@ -143,6 +143,8 @@ def settings_page(
     dnd: bool | None,
     dnd_mode: str,
     devices: Sequence[tuple[str, str, str]] = (),
+    directory: Mapping[str, str] | None = None,
+    country: str = "",
     notice: str = "",
 ) -> str:
     """Volumes and do-not-disturb (None: no front panel to set them on)."""
@@ -193,6 +195,17 @@ def settings_page(
             "role's devices at its volume. The devices are chosen in the "
             "configuration (<code>[device]</code>, docs/audio.md).</p></section>"
         )
+    rows = "".join(
+        f"<tr><th>{escape(code)}</th><td>{escape(name)}</td></tr>"
+        for code, name in sorted((directory or {}).items())
+    )
+    body += (
+        "<section><h2>Directory and tones</h2>"
+        f"<table id=directory>{rows or '<tr><td>No entries.</td></tr>'}</table>"
+        f"<p>Ring and call tones of <b id=country>{escape(country)}</b>.</p>"
+        "<p class=note>Set in the configuration (<code>[ui.directory]</code>, "
+        "<code>ui.country</code>; docs/panel.md); read-only here.</p></section>"
+    )
     return _page("Settings", body, csrf=csrf)
 
 

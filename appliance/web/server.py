@@ -448,6 +448,8 @@ class WebPage:
             dnd=panel.dnd if panel is not None else None,
             dnd_mode=self._config.ui.dnd_mode,
             devices=self._devices(),
+            directory=self._config.ui.directory,
+            country=self._config.ui.country,
             notice=_NOTICES.get(request.query.get("done", ""), ""),
         )
         return self._html(text)

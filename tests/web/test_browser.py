@@ -83,6 +83,10 @@ display_driver = "dummy"
 state_file = "{tmp_path / "panel.json"}"
 call_log_file = "{tmp_path / "calls.db"}"
 clock_sync_file = ""
+country = "GB"
+
+[ui.directory]
+"7" = "reception"
 
 [web]
 address = "127.0.0.1"
@@ -175,6 +179,9 @@ async def test_the_owner_sets_up_logs_in_and_changes_the_phone(
             await page.evaluate("document.querySelector('#level-ringtone').value")
             == "2"
         )
+
+        assert "reception" in await page.text("#directory")
+        assert await page.text("#country") == "GB"
 
         # Each role's devices play a test sound.
         await submit(page, "#test-ringtone", "!!document.querySelector('#notice')")
