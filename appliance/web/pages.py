@@ -10,13 +10,17 @@ Every form carries the session's CSRF token as the hidden field ``csrf``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from html import escape
 
+from appliance.calllog.core import Entry
 from appliance.ui.panel import PanelView
 
 __all__ = [
     "STYLE",
+    "call_row",
     "calls_page",
+    "last_call_rows",
     "live_rows",
     "login_page",
     "logs_page",
@@ -244,3 +248,40 @@ def live_rows(view: PanelView) -> list[tuple[str, str]]:
         text = f"{view.update_status} {view.update_version}{done}{reason}"
         rows.append(("Update now", text))
     return rows
+
+
+def _when(entry: Entry) -> str:
+    stamp = datetime.fromtimestamp(entry.started).strftime("%Y-%m-%d %H:%M")
+    return stamp if entry.clock_known else f"{stamp} (clock unsynchronised)"
+
+
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+def call_row(entry: Entry) -> tuple[str, str, str, str, str]:
+    """A call log entry as (when, kind, who, duration, MOS) texts."""
+    mos = f"{entry.mos:.1f}" if entry.mos is not None else "-"
+    return (
+        _when(entry),
+        str(entry.direction),
+        entry.remote,
+        _duration(entry.duration_s),
+        mos,
+    )
+
+
+def last_call_rows(entry: Entry | None) -> list[tuple[str, str]]:
+    """The status page's rows about the newest call."""
+    if entry is None:
+        return [("Call", "none yet")]
+    when, kind, who, duration, mos = call_row(entry)
+    return [
+        ("Call", f"{kind} {who} at {when}, {duration}"),
+        ("MOS", mos),
+        (
+            "Jitter and loss",
+            "not kept after a call (raised as warnings during one)",
+        ),
+    ]

@@ -32,7 +32,6 @@ from typing import Protocol
 from aiohttp import web
 
 from appliance import __version__
-from appliance.calllog.core import Entry
 from appliance.calllog.recorder import CallLogRecorder
 from appliance.errors import ApplianceError
 from appliance.files import write_atomic
@@ -421,7 +420,7 @@ class WebPage:
                     *live,
                 ],
             ),
-            ("Last call", _last_call(entries[0] if entries else None)),
+            ("Last call", pages.last_call_rows(entries[0] if entries else None)),
         ]
         return self._html(pages.status_page(self._csrf(request), sections))
 
@@ -502,7 +501,7 @@ class WebPage:
         raise web.HTTPSeeOther("/settings?done=applied")
 
     async def _calls_page(self, request: web.Request) -> web.StreamResponse:
-        rows = [_call_row(e) for e in self._calls.entries()]
+        rows = [pages.call_row(e) for e in self._calls.entries()]
         return self._html(pages.calls_page(self._csrf(request), rows))
 
     async def _logs(self, request: web.Request) -> web.StreamResponse:
@@ -524,41 +523,6 @@ def _see_other(location: str) -> web.Response:
 
 def _set_level(role: str, level: int, panel: Panel, now: float) -> None:
     panel.set_volume_level(role, level, now)
-
-
-def _when(entry: Entry) -> str:
-    stamp = datetime.fromtimestamp(entry.started).strftime("%Y-%m-%d %H:%M")
-    return stamp if entry.clock_known else f"{stamp} (clock unsynchronised)"
-
-
-def _duration(seconds: float) -> str:
-    whole = round(seconds)
-    return f"{whole // 60}:{whole % 60:02d}"
-
-
-def _call_row(entry: Entry) -> tuple[str, str, str, str, str]:
-    mos = f"{entry.mos:.1f}" if entry.mos is not None else "-"
-    return (
-        _when(entry),
-        str(entry.direction),
-        entry.remote,
-        _duration(entry.duration_s),
-        mos,
-    )
-
-
-def _last_call(entry: Entry | None) -> list[tuple[str, str]]:
-    if entry is None:
-        return [("Call", "none yet")]
-    when, kind, who, duration, mos = _call_row(entry)
-    return [
-        ("Call", f"{kind} {who} at {when}, {duration}"),
-        ("MOS", mos),
-        (
-            "Jitter and loss",
-            "not kept after a call (raised as warnings during one)",
-        ),
-    ]
 
 
 async def start_web(
