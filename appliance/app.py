@@ -154,7 +154,9 @@ async def run_service(
         on_panel(front)
     from appliance.ui.desk import open_call_log  # the log, and its panel screens
 
-    await open_call_log(config.ui, device, front.controller if front else None, panel)
+    calls = await open_call_log(
+        config.ui, device, front.controller if front else None, panel
+    )
     provisioning = (
         provision_phone(config, device, notifier, front, current)
         if provisioned
@@ -162,6 +164,9 @@ async def run_service(
     )
     status: list[int] = []  # the exit status of a restart into another release
     updater = start_updater(config, device, front, stop, status)
+    from appliance.web.server import start_web  # the phone's page (docs/web.md)
+
+    await start_web(config, device, front, calls, panel, stop, status)
     if provisioning is None:
         try:
             await device.setup(current[0])

@@ -41,6 +41,11 @@ from appliance.update.settings import (
     parse_update_config,
     update_config_to_mapping,
 )
+from appliance.web.settings import (
+    WebConfig,
+    parse_web_config,
+    web_config_to_mapping,
+)
 
 __all__ = [
     "DEFAULT_LAYERS",
@@ -63,7 +68,7 @@ DEFAULT_LAYERS = (
 
 #: Values of ``log.level``.
 LOG_LEVELS = ("debug", "info", "warning", "error")
-_SECTIONS = ("phone", "device", "log", "ui", "update")
+_SECTIONS = ("phone", "device", "log", "ui", "update", "web")
 #: Shown instead of a secret value (TURN credentials) by :func:`dump_config`.
 MASK = "********"
 
@@ -154,6 +159,7 @@ class AppConfig:
             and the provisioner's Ed25519 public key their provisioning
             files must be signed with (both, or no USB provisioning).
         update: remote updates (``[update]``; off without ``update.url``).
+        web: the phone's web page (``[web]``, docs/web.md).
     """
 
     token_file: Path | None = None
@@ -167,6 +173,7 @@ class AppConfig:
     usb_dir: Path | None = None
     usb_public_key_file: Path | None = None
     update: UpdateConfig = field(default_factory=UpdateConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> None:
@@ -241,6 +248,7 @@ def parse_config(merged: Mapping[str, Any], sources: Sequence[str] = ()) -> AppC
         "log": lambda raw: structure(raw, _LogSection, "log"),
         "ui": lambda raw: parse_ui_config(raw, "ui"),
         "update": lambda raw: parse_update_config(raw, "update"),
+        "web": lambda raw: parse_web_config(raw, "web"),
     }
     for section, step in steps.items():
         raw = merged.get(section, {})
@@ -270,6 +278,7 @@ def parse_config(merged: Mapping[str, Any], sources: Sequence[str] = ()) -> AppC
         sources=tuple(sources),
         ui=parsed["ui"],
         update=parsed["update"],
+        web=parsed["web"],
     )
 
 
@@ -312,6 +321,7 @@ def config_to_mapping(
         "log": {"level": config.log_level},
         "ui": ui_config_to_mapping(config.ui),
         "update": update_config_to_mapping(config.update),
+        "web": web_config_to_mapping(config.web),
     }
 
 

@@ -59,6 +59,8 @@ PURE = [
     "provisioning/grant.py",
     "provisioning/admin.py",
     "provisioning/flow.py",
+    "web/guard.py",
+    "web/pages.py",
 ]
 
 FORBIDDEN = {
@@ -113,6 +115,7 @@ FLOORS: list[set[str]] = [
     {"phone"},
     {"calllog"},  # follows the engine's calls; the panel shows it
     {"ui", "update", "installer", "selftest"},
+    {"web"},  # the phone's page: sets the panel, shows the log; [web] in config
     {"config", "provisioning"},
     {"app", "service_tasks", "config_error"},  # the root and its helpers
     {"cli", "__main__"},

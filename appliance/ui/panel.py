@@ -327,6 +327,25 @@ class Panel(PanelCore):
         self._now = now
         self._desk.dnd = on
 
+    def choose_dnd(self, on: bool, now: float) -> None:
+        """Switch do-not-disturb from elsewhere (the web page), as the key does."""
+        self._now = now
+        if on != self._desk.dnd:
+            self._desk.dnd = on
+            self._commands.append(SetDnd(on))
+
+    def set_volume_level(self, role: str, level: int, now: float) -> None:
+        """Set ``role``'s level from elsewhere (the web page), as the keys do.
+
+        Raises:
+            ValueError: ``role`` is not one of
+                :data:`~appliance.ui.volume.VOLUME_ROLES`.
+        """
+        self._now = now
+        command = self._volume.set(role, level)
+        if command is not None:
+            self._commands.append(command)
+
     def call_log(
         self, items: tuple[LogItem, ...], unseen_missed: int, now: float
     ) -> None:

@@ -79,9 +79,19 @@ class Volume:
 
     def change(self, role: str, delta: int, now: float) -> SetVolume | None:
         """Step ``role`` by ``delta`` and show its bar; the command if it moved."""
-        level = min(max(self._levels[role] + delta, _min_level(role)), VOLUME_MAX_LEVEL)
         self.shown = role
         self._shown_until = now + _VOLUME_SHOW_S
+        return self.set(role, self._levels[role] + delta)
+
+    def set(self, role: str, level: int) -> SetVolume | None:
+        """Set ``role`` to ``level`` (clamped to its range); the command if it moved.
+
+        Raises:
+            ValueError: ``role`` is not one of :data:`VOLUME_ROLES`.
+        """
+        if role not in self._levels:
+            raise ValueError(f"no volume role {role!r}")
+        level = min(max(level, _min_level(role)), VOLUME_MAX_LEVEL)
         if level == self._levels[role]:
             return None
         self._levels[role] = level

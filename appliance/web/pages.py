@@ -1,0 +1,287 @@
+"""The web page's HTML, rendered from plain values (no I/O, no framework).
+
+Server-rendered pages with one small stylesheet and no JavaScript: a desk
+phone's page must work in any browser, and a page without scripts is also
+one a Content-Security-Policy can lock down completely. Every value from
+outside (identities, numbers, log lines) goes through :func:`html.escape`.
+Every form carries the session's CSRF token as the hidden field ``csrf``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from html import escape
+
+from appliance.calllog.core import Entry
+from appliance.ui.view import PanelView
+
+__all__ = [
+    "STYLE",
+    "call_row",
+    "calls_page",
+    "last_call_rows",
+    "live_rows",
+    "login_page",
+    "logs_page",
+    "message_page",
+    "settings_page",
+    "setup_page",
+    "status_page",
+]
+
+STYLE = """
+body{font-family:sans-serif;margin:0;background:#f4f4f4;color:#222}
+header{background:#234;color:#fff;padding:.6em 1em}
+header a{color:#fff;margin-right:1.2em;text-decoration:none}
+header form{display:inline}
+main{padding:1em;max-width:48em}
+table{border-collapse:collapse;background:#fff;width:100%}
+th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #ddd}
+td,th{overflow-wrap:anywhere}
+th{width:14em}
+section{background:#fff;padding:.8em 1em;margin-bottom:1em}
+.error{color:#a00;font-weight:bold}
+.note{color:#555}
+pre{background:#fff;padding:.6em;white-space:pre-wrap;font-size:85%}
+button{padding:.3em 1em}
+"""
+
+_NAV = (
+    ("/status", "Status"),
+    ("/settings", "Settings"),
+    ("/calls", "Call log"),
+    ("/logs", "Logs"),
+)
+
+
+def _page(title: str, body: str, *, csrf: str | None = None) -> str:
+    nav = ""
+    if csrf is not None:
+        links = "".join(f'<a href="{href}">{name}</a>' for href, name in _NAV)
+        nav = (
+            f"{links}<form method=post action=/logout>{_token(csrf)}"
+            "<button id=logout>Log out</button></form>"
+        )
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width,initial-scale=1">'
+        f"<title>{escape(title)} - desk phone</title>"
+        '<link rel=stylesheet href="/style.css"></head><body>'
+        f"<header><b>Desk phone</b> &nbsp; {nav}</header>"
+        f"<main><h1>{escape(title)}</h1>{body}</main></body></html>"
+    )
+
+
+def _token(csrf: str) -> str:
+    return f'<input type=hidden name=csrf value="{escape(csrf)}">'
+
+
+def _error(error: str) -> str:
+    return f"<p class=error id=error role=alert>{escape(error)}</p>" if error else ""
+
+
+def setup_page(csrf: str, error: str = "") -> str:
+    """The first visit: choose the page's password."""
+    body = (
+        "<p>This phone's page has no password yet. Choose one now; it is "
+        "needed for every later visit.</p>"
+        f"{_error(error)}<form method=post action=/setup>{_token(csrf)}"
+        "<p><label>Password <input type=password name=password id=password "
+        "autocomplete=new-password required></label></p>"
+        "<p><label>Again <input type=password name=repeat id=repeat "
+        "autocomplete=new-password required></label></p>"
+        "<p><button id=submit>Set the password</button></p></form>"
+    )
+    return _page("Set a password", body)
+
+
+def login_page(csrf: str, error: str = "") -> str:
+    """The login form."""
+    body = (
+        f"{_error(error)}<form method=post action=/login>{_token(csrf)}"
+        "<p><label>Password <input type=password name=password id=password "
+        "autocomplete=current-password required></label></p>"
+        "<p><button id=submit>Log in</button></p></form>"
+    )
+    return _page("Log in", body)
+
+
+def message_page(title: str, text: str) -> str:
+    """A page that only says something (restarting, refused)."""
+    return _page(title, f"<p id=message>{escape(text)}</p>")
+
+
+def _rows(rows: Iterable[tuple[str, str]]) -> str:
+    return "".join(
+        f'<tr><th>{escape(k)}</th><td id="{escape(_slug(k))}">{escape(v)}</td></tr>'
+        for k, v in rows
+    )
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
+
+
+def status_page(
+    csrf: str, sections: Sequence[tuple[str, Sequence[tuple[str, str]]]]
+) -> str:
+    """What the phone is doing, as labelled rows per section, and Restart."""
+    body = "".join(
+        f"<section><h2>{escape(name)}</h2><table>{_rows(rows)}</table></section>"
+        for name, rows in sections
+    )
+    body += (
+        f"<section><form method=post action=/restart>{_token(csrf)}"
+        "<button id=restart>Restart the phone service</button> "
+        "<span class=note>a call in progress is ended</span></form></section>"
+    )
+    return _page("Status", body, csrf=csrf)
+
+
+def settings_page(
+    csrf: str,
+    *,
+    volume: dict[str, int] | None,
+    max_level: int,
+    dnd: bool | None,
+    dnd_mode: str,
+    devices: Sequence[tuple[str, str, str]] = (),
+    directory: Mapping[str, str] | None = None,
+    country: str = "",
+    notice: str = "",
+) -> str:
+    """Volumes and do-not-disturb (None: no front panel to set them on)."""
+    if volume is None or dnd is None:
+        body = (
+            "<p class=note>The front panel is off (<code>ui.enabled</code>), so "
+            "there are no volumes or do-not-disturb switch to set.</p>"
+        )
+        return _page("Settings", body, csrf=csrf)
+    names = {"ringtone": "Ringer volume", "speaker": "Call volume"}
+    rows = ""
+    for role, level in volume.items():
+        lowest = 0 if role == "ringtone" else 1
+        options = "".join(
+            f"<option value={n}{' selected' if n == level else ''}>{n}</option>"
+            for n in range(lowest, max_level + 1)
+        )
+        rows += (
+            f"<tr><th><label for=level-{role}>{escape(names.get(role, role))}"
+            f"</label></th><td><select name={role} id=level-{role}>{options}"
+            f"</select> of {max_level}</td></tr>"
+        )
+    body = (
+        f"{f'<p id=notice>{escape(notice)}</p>' if notice else ''}"
+        f"<section><h2>Volumes</h2><form method=post action=/settings/volume>"
+        f"{_token(csrf)}<table>{rows}</table>"
+        "<p><button id=save-volume>Apply</button></p></form></section>"
+        "<section><h2>Do not disturb</h2>"
+        f"<form method=post action=/settings/dnd>{_token(csrf)}"
+        f"<p>Do-not-disturb is <b id=dnd-state>{'on' if dnd else 'off'}</b>; "
+        f"calls are then {'declined as busy' if dnd_mode == 'busy' else 'ignored'}"
+        " and still logged.</p>"
+        f"<input type=hidden name=on value={'0' if dnd else '1'}>"
+        f"<button id=toggle-dnd>Turn it {'off' if dnd else 'on'}</button>"
+        "</form></section>"
+    )
+    if devices:
+        rows = "".join(
+            f"<tr><th>{escape(name)}</th><td>{escape(labels)}</td><td>"
+            f"<form method=post action=/settings/test>{_token(csrf)}"
+            f'<input type=hidden name=role value="{escape(role)}">'
+            f"<button id=test-{escape(role)}>Test</button></form></td></tr>"
+            for role, name, labels in devices
+        )
+        body += (
+            "<section><h2>Audio devices</h2><table>"
+            f"{rows}</table><p class=note>Test plays a short sound on the "
+            "role's devices at its volume. The devices are chosen in the "
+            "configuration (<code>[device]</code>, docs/audio.md).</p></section>"
+        )
+    rows = "".join(
+        f"<tr><th>{escape(code)}</th><td>{escape(name)}</td></tr>"
+        for code, name in sorted((directory or {}).items())
+    )
+    body += (
+        "<section><h2>Directory and tones</h2>"
+        f"<table id=directory>{rows or '<tr><td>No entries.</td></tr>'}</table>"
+        f"<p>Ring and call tones of <b id=country>{escape(country)}</b>.</p>"
+        "<p class=note>Set in the configuration (<code>[ui.directory]</code>, "
+        "<code>ui.country</code>; docs/panel.md); read-only here.</p></section>"
+    )
+    return _page("Settings", body, csrf=csrf)
+
+
+def calls_page(csrf: str, rows: Sequence[tuple[str, str, str, str, str]]) -> str:
+    """The call log: (when, kind, who, duration, quality) rows, newest first."""
+    if not rows:
+        return _page("Call log", "<p id=empty>No calls yet.</p>", csrf=csrf)
+    lines = "".join(
+        "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>"
+        for row in rows
+    )
+    body = (
+        "<table id=calls><tr><th>When</th><th>Kind</th><th>Who</th>"
+        f"<th>Duration</th><th>MOS</th></tr>{lines}</table>"
+    )
+    return _page("Call log", body, csrf=csrf)
+
+
+def logs_page(csrf: str, lines: Sequence[str]) -> str:
+    """The service's recent log lines (secrets already redacted)."""
+    text = "\n".join(lines) or "(nothing logged since the page started)"
+    return _page("Recent logs", f"<pre id=logs>{escape(text)}</pre>", csrf=csrf)
+
+
+def live_rows(view: PanelView) -> list[tuple[str, str]]:
+    """The status rows of what the OLED shows of provisioning and updates."""
+    rows = []
+    if view.provisioning_code or view.provisioning_message:
+        code = f"code {view.provisioning_code}" if view.provisioning_code else ""
+        text = " - ".join(t for t in (code, view.provisioning_message) if t)
+        rows.append(("Provisioning now", text))
+    if view.update_status:
+        progress = view.update_progress
+        done = f" {progress:.0%}" if progress is not None else ""
+        reason = f" ({view.update_reason})" if view.update_reason else ""
+        text = f"{view.update_status} {view.update_version}{done}{reason}"
+        rows.append(("Update now", text))
+    return rows
+
+
+def _when(entry: Entry) -> str:
+    stamp = datetime.fromtimestamp(entry.started).strftime("%Y-%m-%d %H:%M")
+    return stamp if entry.clock_known else f"{stamp} (clock unsynchronised)"
+
+
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+def call_row(entry: Entry) -> tuple[str, str, str, str, str]:
+    """A call log entry as (when, kind, who, duration, MOS) texts."""
+    mos = f"{entry.mos:.1f}" if entry.mos is not None else "-"
+    return (
+        _when(entry),
+        str(entry.direction),
+        entry.remote,
+        _duration(entry.duration_s),
+        mos,
+    )
+
+
+def last_call_rows(entry: Entry | None) -> list[tuple[str, str]]:
+    """The status page's rows about the newest call."""
+    if entry is None:
+        return [("Call", "none yet")]
+    when, kind, who, duration, mos = call_row(entry)
+    return [
+        ("Call", f"{kind} {who} at {when}, {duration}"),
+        ("MOS", mos),
+        (
+            "Jitter and loss",
+            "not kept after a call (raised as warnings during one)",
+        ),
+    ]

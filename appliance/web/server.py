@@ -1,0 +1,572 @@
+"""The web page's aiohttp adapter, and :func:`start_web` for the service.
+
+Everything decided here is decided by :mod:`appliance.web.guard` (who may
+do what) or rendered by :mod:`appliance.web.pages`; this module reads the
+clock, the files and the request, and carries the results out. A setting
+changed on the page goes to the front panel as a fact
+(:meth:`~appliance.ui.controller.PanelController.apply`), exactly as a key
+press would: the panel applies it to the audio devices and saves it in
+``ui.state_file`` with the same writer, so it applies at once and survives a
+restart, and the OLED shows it.
+
+The page is HTTPS only (:mod:`appliance.web.tls`), so its cookie can be
+``Secure``; it is also ``HttpOnly`` and ``SameSite=Strict`` and named with the
+``__Host-`` prefix (no ``Domain``, path ``/``). Responses carry a
+Content-Security-Policy that allows no script at all, and are not cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from aiohttp import web
+
+from appliance import __version__
+from appliance.calllog.recorder import CallLogRecorder
+from appliance.errors import ApplianceError
+from appliance.files import write_atomic
+from appliance.log import LineFormatter, RedactionFilter
+from appliance.phone.device import Device
+from appliance.tokens import describe_unverified
+from appliance.ui.controller import PanelController
+from appliance.ui.panel import Panel
+from appliance.ui.settings import UiConfig
+from appliance.ui.volume import VOLUME_MAX_LEVEL, VOLUME_ROLES
+from appliance.update.settings import UpdateConfig
+from appliance.web import pages, tls
+from appliance.web.guard import (
+    LoginLimiter,
+    Session,
+    Sessions,
+    hash_password,
+    password_problem,
+    verify_password,
+)
+from appliance.web.settings import WebConfig
+
+__all__ = [
+    "COOKIE",
+    "PASSWORD_NAME",
+    "HasController",
+    "ServiceConfig",
+    "WebPage",
+    "start_web",
+]
+
+logger = logging.getLogger(__name__)
+
+COOKIE = "__Host-phone"
+PASSWORD_NAME = "web-password"
+LOG_LINES = 200
+#: A test sound that has not finished playing by then has failed.
+TEST_SOUND_LIMIT_S = 15.0
+_NOTICES = {
+    "applied": "Applied.",
+    "tested": "The test sound played.",
+    "test-failed": "The test sound could not be played (see Logs).",
+}
+_SESSION_KEY = web.RequestKey("session", Session)
+_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+#: Pages a visitor may see before logging in.
+_OPEN = frozenset({"/login", "/setup", "/style.css"})
+
+
+class ServiceConfig(Protocol):
+    """What the page reads of the service configuration (``AppConfig``)."""
+
+    @property
+    def web(self) -> WebConfig: ...
+    @property
+    def ui(self) -> UiConfig: ...
+    @property
+    def update(self) -> UpdateConfig: ...
+    @property
+    def token_file(self) -> Path | None: ...
+    @property
+    def provisioner_url(self) -> str | None: ...
+    @property
+    def credential_file(self) -> Path: ...
+
+
+class HasController(Protocol):
+    """The front panel the composition root opened (its controller)."""
+
+    @property
+    def controller(self) -> PanelController: ...
+
+
+class LogRing(logging.Handler):
+    """The newest log lines, redacted as the journal's are."""
+
+    def __init__(self, size: int = LOG_LINES) -> None:
+        super().__init__(logging.INFO)
+        self.lines: collections.deque[str] = collections.deque(maxlen=size)
+        self.addFilter(RedactionFilter())
+        self.setFormatter(LineFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        self.lines.append(f"{stamp} {self.format(record)}")
+
+
+class WebPage:
+    """The page of one phone; ``async with`` or :meth:`start` / :meth:`aclose`.
+
+    Args:
+        config: the service configuration (status facts, ``[web]``).
+        device: the engine (registration, identity).
+        controller: the front panel's controller (settings), or None.
+        calls: the call log.
+        directory: where the password hash, key and certificate live.
+        restart: asks the service to restart.
+        clock: monotonic seconds (sessions, rate limit).
+    """
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        device: Device,
+        controller: PanelController | None,
+        calls: CallLogRecorder,
+        directory: Path,
+        restart: Callable[[], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config
+        self._device = device
+        self._controller = controller
+        self._calls = calls
+        self._directory = directory
+        self._restart = restart
+        self._clock = clock
+        self._sessions = Sessions()
+        self._limiter = LoginLimiter()
+        self._setting_up = asyncio.Lock()
+        self._logging_in = asyncio.Lock()
+        self._runner: web.AppRunner | None = None
+        self._ring = LogRing()
+        self._fingerprint = ""
+        self.url = ""
+
+    @property
+    def password_file(self) -> Path:
+        """Where the password's scrypt hash is kept."""
+        return self._directory / PASSWORD_NAME
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Make the certificate if needed and listen.
+
+        Raises:
+            OSError: the state directory or the port is not usable.
+        """
+        cert, key = await asyncio.to_thread(tls.load_or_create, self._directory)
+        self._fingerprint = await asyncio.to_thread(tls.fingerprint, cert)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024)
+        app.add_routes(
+            [
+                web.get("/", self._root),
+                web.get("/style.css", self._style),
+                web.get("/setup", self._setup_form),
+                web.post("/setup", self._setup),
+                web.get("/login", self._login_form),
+                web.post("/login", self._login),
+                web.post("/logout", self._logout),
+                web.get("/status", self._status),
+                web.get("/settings", self._settings),
+                web.post("/settings/volume", self._set_volume),
+                web.post("/settings/dnd", self._set_dnd),
+                web.post("/settings/test", self._test_audio),
+                web.get("/calls", self._calls_page),
+                web.get("/logs", self._logs),
+                web.post("/restart", self._restart_now),
+            ]
+        )
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            web_config = self._config.web
+            site = web.TCPSite(
+                runner, web_config.address or None, web_config.port, ssl_context=context
+            )
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        logging.getLogger().addHandler(self._ring)
+        port = runner.addresses[0][1]
+        self.url = f"https://{web_config.address or '127.0.0.1'}:{port}/"
+        logger.info(
+            "web page on port %d (certificate SHA-256 %s)", port, self._fingerprint
+        )
+
+    async def aclose(self) -> None:
+        """Stop listening."""
+        logging.getLogger().removeHandler(self._ring)
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> WebPage:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    # --- the guard -------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        session = self._sessions.visit(request.cookies.get(COOKIE), self._clock())
+        request[_SESSION_KEY] = session
+        if request.path not in _OPEN and not session.logged_in:
+            target = "/login" if self.password_file.exists() else "/setup"
+            response: web.StreamResponse = _see_other(target)
+        else:
+            try:
+                if request.method == "POST":
+                    form = await request.post()
+                    token = form.get("csrf")
+                    if not isinstance(token, str) or not session.form_ok(token):
+                        logger.warning("web page: a form without its token refused")
+                        raise web.HTTPForbidden(
+                            text=pages.message_page(
+                                "Refused", "The form was not this page's own."
+                            ),
+                            content_type="text/html",
+                        )
+                response = await handler(request)
+            except web.HTTPException as exc:
+                # As a plain response, so the cookie and headers go with it.
+                response = web.Response(
+                    status=exc.status,
+                    reason=exc.reason,
+                    headers=exc.headers,
+                    body=exc.body,
+                )
+        session = request[_SESSION_KEY]  # a login replaces it
+        response.set_cookie(
+            COOKIE,
+            session.sid,
+            path="/",
+            secure=True,
+            httponly=True,
+            samesite="Strict",
+        )
+        response.headers.update(_HEADERS)
+        return response
+
+    @staticmethod
+    def _html(text: str, status: int = 200) -> web.Response:
+        return web.Response(text=text, status=status, content_type="text/html")
+
+    @staticmethod
+    def _csrf(request: web.Request) -> str:
+        return request[_SESSION_KEY].csrf
+
+    # --- first visit, login ----------------------------------------------------
+
+    async def _root(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPSeeOther("/status")
+
+    async def _style(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text=pages.STYLE, content_type="text/css")
+
+    async def _setup_form(self, request: web.Request) -> web.StreamResponse:
+        if self.password_file.exists():
+            raise web.HTTPSeeOther("/login")
+        return self._html(pages.setup_page(self._csrf(request)))
+
+    async def _setup(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        password, repeat = str(form.get("password", "")), str(form.get("repeat", ""))
+        problem = password_problem(password, repeat)
+        if problem is not None:
+            return self._html(pages.setup_page(self._csrf(request), problem), 400)
+        async with self._setting_up:
+            if self.password_file.exists():  # someone else was first
+                raise web.HTTPSeeOther("/login")
+            hashed = await asyncio.to_thread(hash_password, password)
+            await asyncio.to_thread(
+                write_atomic, self.password_file, (hashed + "\n").encode(), mode=0o600
+            )
+        logger.warning("web page: the password was set")
+        return self._logged_in(request)
+
+    def _logged_in(self, request: web.Request) -> web.StreamResponse:
+        session = self._sessions.log_in(request[_SESSION_KEY], self._clock())
+        request[_SESSION_KEY] = session
+        return _see_other("/status")
+
+    async def _login_form(self, request: web.Request) -> web.StreamResponse:
+        if not self.password_file.exists():
+            raise web.HTTPSeeOther("/setup")
+        if request[_SESSION_KEY].logged_in:
+            raise web.HTTPSeeOther("/status")
+        return self._html(pages.login_page(self._csrf(request)))
+
+    async def _login(self, request: web.Request) -> web.StreamResponse:
+        # One password check at a time: a burst of parallel guesses is held
+        # to the limit (each sees the failures before it), and scrypt's
+        # memory and CPU are spent once at a time.
+        async with self._logging_in:
+            return await self._check_login(request)
+
+    async def _check_login(self, request: web.Request) -> web.StreamResponse:
+        client = request.remote or "?"
+        wait = self._limiter.wait_s(client, self._clock())
+        if wait > 0:
+            return self._too_many(request, wait)
+        form = await request.post()
+        try:
+            stored = await asyncio.to_thread(self.password_file.read_text)
+        except FileNotFoundError:
+            raise web.HTTPSeeOther("/setup") from None
+        if await asyncio.to_thread(
+            verify_password, str(form.get("password", "")), stored
+        ):
+            self._limiter.succeeded(client)
+            logger.info("web page: logged in from %s", client)
+            return self._logged_in(request)
+        wait = self._limiter.failed(client, self._clock())
+        logger.warning("web page: wrong password from %s", client)
+        if wait > 0:
+            return self._too_many(request, wait)
+        return self._html(pages.login_page(self._csrf(request), "Wrong password."), 401)
+
+    def _too_many(self, request: web.Request, wait: float) -> web.StreamResponse:
+        error = f"Too many wrong passwords: try again in {wait:.0f} s."
+        response = self._html(pages.login_page(self._csrf(request), error), 429)
+        response.headers["Retry-After"] = str(max(1, round(wait)))
+        return response
+
+    async def _logout(self, request: web.Request) -> web.StreamResponse:
+        self._sessions.end(request[_SESSION_KEY].sid)
+        request[_SESSION_KEY] = self._sessions.visit(None, self._clock())
+        raise web.HTTPSeeOther("/login")
+
+    # --- pages -----------------------------------------------------------------
+
+    async def _status(self, request: web.Request) -> web.StreamResponse:
+        sockname = (
+            request.transport.get_extra_info("sockname") if request.transport else None
+        )
+        address = str(sockname[0]) if sockname else "unknown"
+        expiry = await asyncio.to_thread(self._token_expiry)
+        config = self._config
+        if config.provisioner_url:
+            provisioned = "by the provisioner " + config.provisioner_url
+            known = config.credential_file.exists()
+            provisioned += "" if known else " (waiting for approval)"
+        else:
+            provisioned = "a token file (not provisioned)"
+        update = (
+            f"{config.update.url} ({config.update.policy})"
+            if config.update.enabled
+            else "off (no update.url)"
+        )
+        # What the OLED shows of provisioning and updates now.
+        live = (
+            pages.live_rows(self._controller.view())
+            if self._controller is not None
+            else []
+        )
+        entries = self._calls.entries()
+        sections = [
+            (
+                "Phone",
+                [
+                    ("Identity", self._device.identity or "none yet"),
+                    ("Registration", self._device.status()),
+                    ("Network address", address),
+                    ("Software", __version__),
+                    ("Page certificate SHA-256", self._fingerprint),
+                ],
+            ),
+            (
+                "Provisioning and updates",
+                [
+                    ("Identity from", provisioned),
+                    ("Token expires", expiry),
+                    ("Updates", update),
+                    *live,
+                ],
+            ),
+            ("Last call", pages.last_call_rows(entries[0] if entries else None)),
+        ]
+        return self._html(pages.status_page(self._csrf(request), sections))
+
+    def _token_expiry(self) -> str:
+        path = self._config.token_file
+        if self._config.provisioner_url or path is None:
+            return "renewed by the provisioner before it expires"
+        try:
+            claims = describe_unverified(path.read_text().strip())["claims"]
+        except (OSError, ApplianceError):
+            return "unknown (the token file cannot be read)"
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float):
+            return "unknown"
+        return datetime.fromtimestamp(exp).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+
+    async def _settings(self, request: web.Request) -> web.StreamResponse:
+        controller = self._controller
+        panel = controller.panel if controller is not None else None
+        text = pages.settings_page(
+            self._csrf(request),
+            volume=panel.volume_levels() if panel is not None else None,
+            max_level=VOLUME_MAX_LEVEL,
+            dnd=panel.dnd if panel is not None else None,
+            dnd_mode=self._config.ui.dnd_mode,
+            devices=self._devices(),
+            directory=self._config.ui.directory,
+            country=self._config.ui.country,
+            notice=_NOTICES.get(request.query.get("done", ""), ""),
+        )
+        return self._html(text)
+
+    def _devices(self) -> list[tuple[str, str, str]]:
+        audio = self._device.audio
+        return [
+            (role, name, ", ".join(sorted(d.label for d in devices.get())) or "none")
+            for role, name, devices in (
+                ("speaker", "Call audio", audio.speaker_devices),
+                ("ringtone", "Ringer", audio.ringtone_devices),
+            )
+        ]
+
+    async def _test_audio(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        audio = self._device.audio
+        role = form.get("role")
+        devices = (
+            audio.ringtone_devices if role == "ringtone" else audio.speaker_devices
+        )
+        try:
+            async with asyncio.timeout(TEST_SOUND_LIMIT_S):
+                await devices.test()
+        except (ApplianceError, TimeoutError) as exc:
+            logger.warning("web page: the %s test sound failed: %s", role, exc)
+            raise web.HTTPSeeOther("/settings?done=test-failed") from None
+        raise web.HTTPSeeOther("/settings?done=tested")
+
+    def _panel_controller(self) -> PanelController:
+        if self._controller is None:
+            raise web.HTTPConflict(text="the front panel is off")
+        return self._controller
+
+    async def _set_volume(self, request: web.Request) -> web.StreamResponse:
+        controller = self._panel_controller()
+        form = await request.post()
+        for role in VOLUME_ROLES:
+            raw = form.get(role)
+            if not isinstance(raw, str) or not raw.isdigit():
+                continue
+            controller.apply(functools.partial(_set_level, role, int(raw)))
+        raise web.HTTPSeeOther("/settings?done=applied")
+
+    async def _set_dnd(self, request: web.Request) -> web.StreamResponse:
+        controller = self._panel_controller()
+        form = await request.post()
+        on = form.get("on") == "1"
+        controller.apply(lambda panel, now: panel.choose_dnd(on, now))
+        raise web.HTTPSeeOther("/settings?done=applied")
+
+    async def _calls_page(self, request: web.Request) -> web.StreamResponse:
+        rows = [pages.call_row(e) for e in self._calls.entries()]
+        return self._html(pages.calls_page(self._csrf(request), rows))
+
+    async def _logs(self, request: web.Request) -> web.StreamResponse:
+        lines = list(self._ring.lines)[::-1]
+        return self._html(pages.logs_page(self._csrf(request), lines))
+
+    async def _restart_now(self, request: web.Request) -> web.StreamResponse:
+        logger.warning("web page: restart asked for")
+        # After this answer has gone out.
+        asyncio.get_running_loop().call_later(0.5, self._restart)
+        return self._html(
+            pages.message_page("Restarting", "The phone service is restarting.")
+        )
+
+
+def _see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
+def _set_level(role: str, level: int, panel: Panel, now: float) -> None:
+    panel.set_volume_level(role, level, now)
+
+
+async def start_web(
+    config: ServiceConfig,
+    device: Device,
+    front: HasController | None,
+    calls: CallLogRecorder,
+    stack: contextlib.AsyncExitStack,
+    stop: asyncio.Event,
+    status: list[int],
+) -> WebPage | None:
+    """Serve the page if ``[web] enabled``; it stops with ``stack``.
+
+    Restart sets ``status`` to the updater's restart status (systemd starts
+    the unit again) and ``stop``. A page that cannot start (no state
+    directory, the port taken) is logged and left out: the phone still takes
+    calls.
+    """
+    if not config.web.enabled:
+        return None
+    directory = config.web.directory()
+    if directory is None:
+        logger.info("web page off: no state directory (web.state_dir)")
+        return None
+
+    def restart() -> None:
+        from appliance.update.phone_updater import RESTART_EXIT_STATUS
+
+        status[:] = [RESTART_EXIT_STATUS]
+        stop.set()
+
+    page = WebPage(
+        config,
+        device,
+        front.controller if front is not None else None,
+        calls,
+        directory,
+        restart,
+    )
+    try:
+        await page.start()
+    except OSError as exc:
+        logger.error("web page off: %s", exc)
+        return None
+    stack.push_async_callback(page.aclose)
+    return page

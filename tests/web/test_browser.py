@@ -1,0 +1,274 @@
+"""The web page of a real phone service, in Debian's headless chromium.
+
+The service runs as a process with a finger on its mock pins
+(``appliance_dev.finger``) and its page on an ephemeral HTTPS port; the
+browser is driven over the DevTools protocol (``tests/provisioning/cdp.py``).
+With ``APPLIANCE_WEB_SHOTS=DIR`` the pages are also saved as PNG in DIR
+(docs/screens holds the ones docs/web.md shows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from appliance.exchange.server import ExchangeServer
+from appliance_dev.exchange_process import stop_process
+from tests.conftest import local_device, make_token, scaled, wait_until
+from tests.provisioning.cdp import Page, chromium
+
+HW = Path(__file__).resolve().parents[2] / "hw"
+PASSWORD = "blue-desk-42"
+# The page's certificate is self-signed: made by the phone on first start.
+FLAGS = ("--ignore-certificate-errors",)
+
+
+class Service:
+    """The service process and what it printed."""
+
+    def __init__(self, process: asyncio.subprocess.Process, tmp: Path) -> None:
+        self.process = process
+        self.tmp = tmp
+        self.lines: list[str] = []
+
+    def saw(self, needle: str) -> bool:
+        return any(needle in line for line in self.lines)
+
+    def port(self) -> int:
+        for line in self.lines:
+            found = re.search(r"web page on port (\d+)", line)
+            if found:
+                return int(found.group(1))
+        return 0
+
+    def saved(self) -> dict[str, object]:
+        path = self.tmp / "panel.json"
+        try:
+            loaded = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+
+
+@pytest.fixture
+async def service(tmp_path: Path, exchange: ExchangeServer) -> AsyncIterator[Service]:
+    (tmp_path / "token").write_text(make_token("desk-1"))
+    (tmp_path / "token").chmod(0o600)
+    config = tmp_path / "appliance.toml"
+    config.write_text(
+        f"""
+[phone]
+token_file = "{tmp_path / "token"}"
+
+[device]
+signaling_url = "{exchange.url}"
+local_addresses = ["127.0.0.1"]
+input_device = "null"
+output_device = "null"
+
+[ui]
+enabled = true
+pinmap = "{HW / "pinmap-reference.toml"}"
+pin_factory = "mock"
+display_driver = "dummy"
+state_file = "{tmp_path / "panel.json"}"
+call_log_file = "{tmp_path / "calls.db"}"
+clock_sync_file = ""
+country = "GB"
+
+[ui.directory]
+"7" = "reception"
+
+[web]
+address = "127.0.0.1"
+port = 0
+state_dir = "{tmp_path / "web"}"
+"""
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "appliance_dev.finger", "--config", str(config)),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    service = Service(process, tmp_path)
+
+    async def read(stream: asyncio.StreamReader | None) -> None:
+        assert stream is not None
+        async for line in stream:
+            service.lines.append(line.decode(errors="replace").strip())
+
+    readers = [
+        asyncio.get_running_loop().create_task(read(s))
+        for s in (process.stdout, process.stderr)
+    ]
+    try:
+        yield service
+    finally:
+        await stop_process(process, grace_s=scaled(10))
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+
+
+async def shot(page: Page, tmp: Path, name: str) -> None:
+    """Save the page as ``web-NAME.png`` (and in $APPLIANCE_WEB_SHOTS)."""
+    result = await page.send("Page.captureScreenshot", format="png")
+    data = base64.b64decode(result["data"])
+    assert data.startswith(b"\x89PNG")
+    targets = [tmp]
+    if os.environ.get("APPLIANCE_WEB_SHOTS"):
+        targets.append(Path(os.environ["APPLIANCE_WEB_SHOTS"]))
+    for target in targets:
+        (target / f"web-{name}.png").write_bytes(data)
+
+
+async def submit(page: Page, button: str, then: str) -> None:
+    await page.click_and_load(button, then)
+    await page.wait_for("document.readyState === 'complete'")
+
+
+async def test_the_owner_sets_up_logs_in_and_changes_the_phone(
+    service: Service, exchange: ExchangeServer, tmp_path: Path
+) -> None:
+    await wait_until(lambda: service.saw("screen: idle") and service.port(), 30.0)
+    base = f"https://127.0.0.1:{service.port()}"
+    async with chromium(*FLAGS) as page:
+        await page.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=900,
+            height=960,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        # First visit: no password yet, so the page asks for one.
+        await page.goto(f"{base}/")
+        await page.wait_for("location.pathname === '/setup'")
+        await shot(page, tmp_path, "setup")
+        await page.fill("#password", PASSWORD)
+        await page.fill("#repeat", PASSWORD)
+        await submit(page, "#submit", "location.pathname === '/status'")
+        assert await page.text("#identity") == "desk-1"
+        assert await page.text("#registration") == "ready"
+        assert await page.text("#network-address") == "127.0.0.1"
+        assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d", await page.text("#token-expires"))
+        stored = (tmp_path / "web" / "web-password").read_text()
+        assert stored.startswith("scrypt$") and PASSWORD not in stored
+        await shot(page, tmp_path, "status")
+
+        # The ringer volume, applied on the phone and kept in ui.state_file.
+        await page.goto(f"{base}/settings")
+        await page.fill("#level-ringtone", "2")
+        await submit(page, "#save-volume", "!!document.querySelector('#notice')")
+        await wait_until(lambda: service.saw("ringtone volume level 2"), 10.0)
+        await wait_until(
+            lambda: service.saved().get("volume") == {"speaker": 6, "ringtone": 2},
+            10.0,
+        )
+        assert (
+            await page.evaluate("document.querySelector('#level-ringtone').value")
+            == "2"
+        )
+
+        assert "reception" in await page.text("#directory")
+        assert await page.text("#country") == "GB"
+
+        # Each role's devices play a test sound.
+        await submit(page, "#test-ringtone", "!!document.querySelector('#notice')")
+        assert await page.text("#notice") == "The test sound played."
+
+        # A call the phone missed, read in the call log.
+        carol = local_device(exchange.url, input_device="null")
+        try:
+            await carol.setup(make_token("carol"))
+            call = await carol.connect({"To": "client:desk-1"})
+            await wait_until(lambda: service.saw("screen: ringing"), 10.0)
+            await call.disconnect()
+            await wait_until(lambda: service.saw("call log: missed client:carol"), 10)
+        finally:
+            await carol.destroy()
+        await page.goto(f"{base}/calls")
+        calls = await page.text("#calls")
+        assert "missed" in calls and "client:carol" in calls
+        await shot(page, tmp_path, "calls")
+
+        # Do-not-disturb from the page: the phone's switch, saved.
+        await page.goto(f"{base}/settings")
+        assert await page.text("#dnd-state") == "off"
+        await submit(page, "#toggle-dnd", "!!document.querySelector('#notice')")
+        assert await page.text("#dnd-state") == "on"
+        await wait_until(lambda: service.saw("do-not-disturb on"), 10.0)
+        await wait_until(lambda: service.saved().get("dnd") is True, 10.0)
+        await shot(page, tmp_path, "settings")
+
+        await page.goto(f"{base}/logs")
+        assert "do-not-disturb on" in await page.text("#logs")
+        await shot(page, tmp_path, "logs")
+
+        # A forged form from a plain HTTP client: refused, even with the cookie.
+        cookies = await page.send("Network.getCookies", urls=[base + "/"])
+        (cookie,) = cookies["cookies"]
+        assert cookie["name"] == "__Host-phone"
+        assert cookie["secure"] and cookie["httpOnly"]
+        assert cookie["sameSite"] == "Strict"
+        async with aiohttp.ClientSession() as http:
+            forged = {"ringtone": "8", "csrf": "forged"}
+            async with http.post(
+                f"{base}/settings/volume",
+                data=forged,
+                headers={"Cookie": f"__Host-phone={cookie['value']}"},
+                ssl=False,
+                allow_redirects=False,
+            ) as answer:
+                assert answer.status == 403
+            async with http.post(
+                f"{base}/settings/volume",
+                data=forged,
+                ssl=False,
+                allow_redirects=False,
+            ) as answer:
+                assert answer.status == 303
+                assert answer.headers["Location"] == "/login"
+        await page.goto(f"{base}/settings")
+        assert (
+            await page.evaluate("document.querySelector('#level-ringtone').value")
+            == "2"
+        )
+        assert service.saved().get("volume") == {"speaker": 6, "ringtone": 2}
+
+        # Wrong passwords: refused, then rate-limited; the right one after.
+        await submit(page, "#logout", "location.pathname === '/login'")
+        for _ in range(2):
+            await page.fill("#password", "not-it-at-all")
+            await submit(page, "#submit", "!!document.querySelector('#error')")
+            assert await page.text("#error") == "Wrong password."
+        await page.fill("#password", "not-it-either")
+        await submit(page, "#submit", "!!document.querySelector('#error')")
+        assert "Too many wrong passwords" in await page.text("#error")
+        await shot(page, tmp_path, "login")
+        await page.fill("#password", PASSWORD)
+        await submit(page, "#submit", "!!document.querySelector('#error')")
+        assert "Too many wrong passwords" in await page.text("#error")
+
+        async def right_password_later() -> None:
+            while await page.evaluate("location.pathname") != "/status":
+                await asyncio.sleep(0.5)
+                await page.goto(f"{base}/login")
+                await page.fill("#password", PASSWORD)
+                await submit(page, "#submit", "document.readyState === 'complete'")
+
+        await asyncio.wait_for(right_password_later(), scaled(20))
+
+        # Restart: the service stops with the status systemd restarts on.
+        await submit(page, "#restart", "!!document.querySelector('#message')")
+        assert await asyncio.wait_for(service.process.wait(), scaled(20)) == 75
