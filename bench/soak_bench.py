@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -49,7 +48,7 @@ def rss_mb(pid: int) -> float:
 
 
 def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    return sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
 
 
 class _Lines:
@@ -124,7 +123,7 @@ async def run(calls: int, media_s: float = 0.3) -> dict[str, Any]:
             await _send(alice_p, {"cmd": "hangup"})
             await alice.until({"event": {"disconnect"}})
             await bob.until({"event": {"disconnect"}})
-            if n == WARM_UP_CALLS or n % every == 0 or n == calls:
+            if n in (WARM_UP_CALLS, calls) or n % every == 0:
                 await sample(n)
         for proc in (alice_p, bob_p):
             await _send(proc, {"cmd": "quit"})
@@ -208,8 +207,13 @@ task count):
 """
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    result = await run(args.calls, args.media_s)
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--media-s", type=float, default=0.3)
+    parser.add_argument("--out", help="write the markdown report here")
+    args = parser.parse_args()
+    result = asyncio.run(run(args.calls, args.media_s))
     print(json.dumps(result["growth"]), flush=True)
     command = f".venv/bin/python bench/soak_bench.py --calls {args.calls}"
     text = render(result, command)
@@ -219,14 +223,6 @@ async def main_async(args: argparse.Namespace) -> int:
     else:
         print(text)
     return 0
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, default=1000)
-    parser.add_argument("--media-s", type=float, default=0.3)
-    parser.add_argument("--out", help="write the markdown report here")
-    return asyncio.run(main_async(parser.parse_args()))
 
 
 if __name__ == "__main__":
