@@ -200,3 +200,34 @@ async def test_gateway_text_in_phone_logs_is_escaped_and_rate_limited(
     for template in ("gateway error", "registered as"):
         count = sum(1 for r in ours if r.msg.startswith(template))
         assert 0 < count <= 10, (template, count)
+
+
+async def test_phone_process_survives_a_hostile_gateway(
+    exchange: ExchangeServer, phone_process: Any
+) -> None:
+    # The same storm, smaller, at an ``appliance phone`` process: a crash
+    # there would show as a traceback on stderr or a process that exits.
+    async with HostileGateway(10_000, FUZZ_SEED + 1) as gateway:
+        phone = await phone_process("alice", gateway.url, make_token("alice"))
+        await phone.expect("ready", within=10)
+        await asyncio.wait_for(gateway.storm_done.wait(), scaled(60))
+        gateway.relay_to = exchange.url
+        reply = await phone.send("status")
+        assert phone.process.returncode is None
+        # The gateway hung up after the storm; the relay gets it registered.
+        await wait_until(lambda: gateway.connections >= 2, 20)
+        for _ in range(200):
+            if (await phone.send("status"))["status"] == "ready":
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the phone did not register again after the storm")
+        await phone.send("connect", params={"To": "echo"})
+        await phone.expect("connect", within=10)
+        assert (await phone.send("hangup"))["ok"]
+        await phone.expect("disconnect", within=10)
+        stderr = "".join(phone.stderr)
+        where = f"seed {FUZZ_SEED + 1}: {reply}"
+        assert "Traceback" not in stderr, (where, stderr[-3000:])
+        # WARNING and up only: a burst per kind of complaint, not per frame.
+        assert len(phone.stderr) < 100, (where, stderr[-3000:])
