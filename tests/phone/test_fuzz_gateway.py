@@ -18,11 +18,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 from appliance.errors import ApplianceError, TwilioError
 from appliance.exchange.server import ExchangeServer
@@ -231,3 +234,52 @@ async def test_phone_process_survives_a_hostile_gateway(
         assert "Traceback" not in stderr, (where, stderr[-3000:])
         # WARNING and up only: a burst per kind of complaint, not per frame.
         assert len(phone.stderr) < 100, (where, stderr[-3000:])
+
+
+async def test_a_gateway_that_stops_reading_is_replaced_at_once(
+    loop_errors: LoopErrors, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A gateway that stops reading but keeps sending heartbeats: each echo
+    # fills the phone's write queue. Found by reading the client after the
+    # storm: a full queue logged an ERROR per frame, the idle timeout never
+    # fired (frames kept arriving), and the reader raised QueueFull into the
+    # loop when the socket finally closed.
+    caplog.set_level(logging.INFO)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # A small receive buffer (inherited by accepted sockets) fills soon.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    listener.bind(("127.0.0.1", 0))
+    sessions: list[ServerConnection] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        sessions.append(ws)
+        await ws.recv()  # listen
+        await ws.send(frame("connected", {"token": {"identity": "alice"}}))
+        await ws.recv()  # register
+        await ws.send(frame("ready", {}))
+        if len(sessions) > 1:
+            await ws.wait_closed()  # the replacement socket behaves
+            return
+        ws.transport.pause_reading()
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                for _ in range(500):
+                    await ws.send("\n")
+                await asyncio.sleep(0)
+
+    async with serve(handler, sock=listener) as server:
+        port = listener.getsockname()[1]
+        device = local_device(f"ws://127.0.0.1:{port}/signal")
+        try:
+            await asyncio.wait_for(device.setup(make_token("alice")), scaled(10))
+            # Well within the 15 s heartbeat timeout: the full queue did it.
+            await wait_until(lambda: len(sessions) >= 2, 10)
+            await wait_until(lambda: device.status() == "ready", 5)
+        finally:
+            # The stuck socket is dropped, not closed politely: a close frame
+            # to a peer that reads nothing would wait 10 s.
+            await asyncio.wait_for(device.destroy(), scaled(6))
+            server.close()
+    assert not loop_errors.contexts, loop_errors.summary()
+    full = [r for r in caplog.records if r.msg.startswith("signaling write queue")]
+    assert len(full) == 1, [r.getMessage() for r in full]
