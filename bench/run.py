@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import audio_bench
 import call_bench  # the bench directory is not a package
 import panel_bench
+import soak_bench
 import update_bench
 
 from appliance_dev.rig import RigUnavailableError
@@ -143,7 +144,25 @@ async def main_async(args: argparse.Namespace) -> int:
     print(json.dumps(update), flush=True)
     text = render(setup, cpu, "make bench") + render_panel(panel)
     text += audio_bench.render(audio, reason) + update_bench.render(update)
+    if args.soak:
+        # Long (about 0.4 s a call): only when asked for.
+        print(f"soak over {args.soak} calls...", flush=True)
+        soak = await soak_bench.run(args.soak)
+        print(json.dumps(soak["growth"]), flush=True)
+        text += soak_bench.render(soak, f"bench/run.py --soak {args.soak}")
+    else:
+        text += SOAK_POINTER
     return _write(text, args.out)
+
+
+SOAK_POINTER = """
+## Soak
+
+Not part of a plain `make bench` (about 7 minutes for 1000 calls): the figures
+are in docs/soak.md, made with
+`.venv/bin/python bench/soak_bench.py --calls 1000 --out docs/soak.md`, or
+add `--soak 1000` to bench/run.py to include them here.
+"""
 
 
 def _write(text: str, out: str | None) -> int:
@@ -161,6 +180,9 @@ def main() -> int:
     parser.add_argument("--cpu-seconds", type=float, default=60.0)
     parser.add_argument("--trials", type=int, default=30, help="front-panel trials")
     parser.add_argument("--out", help="write the markdown report here")
+    parser.add_argument(
+        "--soak", type=int, default=0, help="also run the soak over this many calls"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="audio: a 60 s call instead of 10 min"
     )

@@ -26,6 +26,7 @@ from appliance.errors import (
     error_from_payload,
 )
 from appliance.events import Emitter, EventSource
+from appliance.log import wire
 from appliance.media import dtmf
 from appliance.phone.call import CallDirection, CallInput, CallMachine, CallState
 from appliance.phone.quality import QualityMonitor, Sample, mos
@@ -453,7 +454,10 @@ class Connection(EventSource):
     def _opened(self) -> None:
         self._machine.apply(CallInput.ANSWERED)
         self.log.info(
-            "call %s open (%s, codec %s)", self.call_sid, self.direction, self.codec
+            "call %s open (%s, codec %s)",
+            wire(self.call_sid),
+            self.direction,
+            self.codec,
         )
         if self._muted and self._media is not None:
             self._media.set_muted(True)
@@ -500,7 +504,7 @@ class Connection(EventSource):
         self._machine.apply(CallInput.HANGUP)
         if send_hangup:
             self._host.send(Message(MessageType.HANGUP, {"callsid": self.call_sid}))
-        self.log.info("call %s abandoned", self.call_sid)
+        self.log.info("call %s abandoned", wire(self.call_sid))
         self._events.emit("disconnect", self)
         self._host.emit("disconnect", self)
         self._finish()
@@ -508,7 +512,7 @@ class Connection(EventSource):
     async def _closed(self) -> None:
         """Tear down media and tell everyone the call is over."""
         await self._stop_media()
-        self.log.info("call %s closed", self.call_sid)
+        self.log.info("call %s closed", wire(self.call_sid))
         self._events.emit("disconnect", self)
         self._host.emit("disconnect", self)
         self._finish()

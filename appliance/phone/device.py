@@ -45,7 +45,7 @@ from appliance.errors import (
     error_for_code,
 )
 from appliance.events import Emitter, EventSource, Subscribers
-from appliance.log import enable_debug
+from appliance.log import LogLimiter, enable_debug, wire
 from appliance.phone.call import CallDirection, CallState
 from appliance.phone.call_host import DeviceCallHost
 from appliance.phone.calls import CallBook
@@ -166,6 +166,8 @@ class Device(EventSource):
         self._reported: str | None = None  # last of "ready"/"offline" emitted
         self._setup_waiter: asyncio.Future[TwilioError | None] | None = None
         self._destroying = False  # destroy() is ending calls and the session
+        # Lines a gateway can cause at will (errors, offline/ready flapping).
+        self._log_limit = LogLimiter()
         self._tasks = TaskSet(logger, "device")
         #: Device.audio: devices, sounds and their events (appliance.audio).
         self.audio = audio if audio is not None else AudioHelper()
@@ -397,20 +399,25 @@ class Device(EventSource):
         if isinstance(event, MessageReceived):
             self._on_message(event.message)
         elif isinstance(event, Connected):
-            self._connected = True
+            was_connected, self._connected = self._connected, True
             self._reconnect_at = None
             self._identity = event.identity or self._identity
-            logger.info(
-                "connected to the gateway as %s (region %s)",
-                self._identity,
-                event.region,
-            )
+            if not was_connected:  # a gateway repeating itself is not news
+                logger.info(
+                    "connected to the gateway as %s (region %s)",
+                    wire(self._identity),
+                    wire(event.region),
+                )
             if not self._wants_incoming:
                 self._report_status()
                 self._resolve_setup(None)
         elif isinstance(event, Ready):
+            now = asyncio.get_running_loop().time()
+            suppressed = None if self._ready else self._log_limit.allow("ready", now)
+            if suppressed is not None:
+                note = LogLimiter.note(suppressed)
+                logger.info("registered as %s%s", wire(self._identity), note)
             self._ready = True
-            logger.info("registered as %s", self._identity)
             self._report_status()
             self._resolve_setup(None)
         elif isinstance(event, Unregistered):
@@ -455,12 +462,14 @@ class Device(EventSource):
         if self._destroying:
             # Declined as destroy() declines a ringing call: the caller gets
             # 31603 at once instead of ringing until the session drops.
-            logger.info("incoming call %s declined: the device is being destroyed", sid)
+            logger.info(
+                "incoming call %s declined: the device is being destroyed", wire(sid)
+            )
             self._send(Message(MessageType.REJECT, {"callsid": sid}))
             return
         if self.status() == "busy" and not self._options.allow_incoming_while_busy:
             # Twilio.Device ignores it silently (seed: allowIncomingWhileBusy).
-            logger.info("incoming call %s ignored: busy", sid)
+            logger.info("incoming call %s ignored: busy", wire(sid))
             return
         parameters, custom = invite_parameters(payload, sid)
         conn = Connection(
@@ -472,7 +481,7 @@ class Device(EventSource):
             offer_sdp=str(payload["sdp"]),
         )
         self._calls.add(conn)
-        logger.info("incoming call %s from %s", sid, parameters.get("From"))
+        logger.info("incoming call %s from %s", wire(sid), wire(parameters.get("From")))
         self._publish(CallOffered(conn))
         # The ring starts first; ``incoming`` follows once it plays, or after
         # 2 s at the latest, and not while busy (signaling-protocol.md §7).
@@ -503,7 +512,10 @@ class Device(EventSource):
                 )
             )
             return
-        logger.warning("gateway error %s", error)
+        suppressed = self._log_limit.allow("gateway", asyncio.get_running_loop().time())
+        if suppressed is not None:
+            note = LogLimiter.note(suppressed)
+            logger.warning("gateway error %s%s", wire(str(error)), note)
         self._events.emit("error", error)
         if isinstance(error, AuthenticationError):
             self._resolve_setup(error)

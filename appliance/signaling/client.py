@@ -161,6 +161,7 @@ class SignalingClient:
         proto = self.protocol
         frames = proto.messages_to_send()
         socket = self._socket
+        stuck = False
         if frames:
             if socket is None or socket.ws is None:
                 logger.debug("x %d frame(s) dropped: no open socket", len(frames))
@@ -171,7 +172,8 @@ class SignalingClient:
                     try:
                         socket.queue.put_nowait(frame)
                     except asyncio.QueueFull:
-                        logger.error("signaling write queue full; frame dropped")
+                        stuck = True
+                        break
         for action in proto.actions():
             if isinstance(action, OpenConnection):
                 self._open(action.url)
@@ -183,6 +185,15 @@ class SignalingClient:
             except Exception:  # supervision boundary: a handler bug must not
                 # kill the signaling session.
                 logger.exception("! signaling event handler failed for %r", event)
+        if stuck and socket is self._socket:
+            # The gateway stopped reading. Its frames may still arrive, so the
+            # idle timeout would never fire: replace the socket now, as a
+            # lost connection (once per socket, hence once in the log).
+            logger.warning("signaling write queue full: the gateway is not reading")
+            self._close_socket("write queue full")
+            self.protocol.connection_closed(self._clock(), "write queue full")
+            self._pump()
+            return
         self._wake.set()
 
     # ---- timer -----------------------------------------------------------------
@@ -273,7 +284,10 @@ class SignalingClient:
             reason = f"code {exc.rcvd.code}" if exc.rcvd else "no close frame"
         if socket is self._socket:
             self._socket = None
-            socket.queue.put_nowait(_CLOSE)
+            # A full queue has a writer stuck in send(), which the closed
+            # socket ends anyway.
+            with contextlib.suppress(asyncio.QueueFull):
+                socket.queue.put_nowait(_CLOSE)
             self.protocol.connection_closed(self._clock(), reason)
             self._pump()
 
@@ -307,6 +321,7 @@ class SignalingClient:
         else:
             with contextlib.suppress(asyncio.QueueFull):
                 socket.queue.put_nowait(_CLOSE)
+        pending: set[asyncio.Task[None]] = set()
         if socket.tasks:
             _done, pending = await asyncio.wait(list(socket.tasks), timeout=2.0)
             for task in pending:
@@ -314,6 +329,11 @@ class SignalingClient:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
         if socket.ws is not None:
+            if pending:
+                # A writer that could not flush in 2 s: the peer reads nothing
+                # and would not read a close frame either, so do not wait
+                # 10 s for one (websockets' close_timeout).
+                socket.ws.transport.abort()
             await socket.ws.close()
 
 

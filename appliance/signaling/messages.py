@@ -18,6 +18,7 @@ non-ASCII character as ``\\uXXXX`` would triple a frame of non-Latin text
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "decode_params",
     "encode",
     "encode_params",
+    "finite_number",
     "loads",
     "redact",
 ]
@@ -187,6 +189,23 @@ def decode(text: str) -> Message:
         )
     version = data.get("version")
     return Message(kind, payload, version if isinstance(version, str) else "")
+
+
+def finite_number(value: object) -> float | None:
+    """A JSON number as a finite float, or None if it is not one.
+
+    A gateway's number may be a bool (``True`` is an int to Python), an
+    integer too large for a float (``float(10**400)`` raises OverflowError) or
+    ``1e999``, which Python's parser reads as infinity: none is a usable
+    duration or count.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 _SECRET_KEYS = frozenset({"token", "reconnect"})

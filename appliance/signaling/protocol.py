@@ -56,6 +56,7 @@ from appliance.signaling.messages import (
     MessageType,
     decode,
     encode,
+    finite_number,
 )
 
 __all__ = [
@@ -543,7 +544,7 @@ class ClientProtocol:
             if isinstance(token, dict):
                 identity = token.get("identity")
                 ttl = token.get("ttl")
-            ttl_s = float(ttl) if isinstance(ttl, int | float) else None
+            ttl_s = finite_number(ttl)
             # Warn once per token: re-arming for a token that was already
             # announced would fire at once on every reconnect (a listen storm
             # if the application re-sends the same token).

@@ -6,7 +6,8 @@ processes this way; on a real phone it is a debugging tool.
 
 Commands (``{"cmd": ...}``): ``connect`` (``params``), ``accept``, ``reject``,
 ``ignore``, ``hangup``, ``mute`` (``on``), ``digits`` (``digits``), ``status``,
-``update_token`` (``token``), ``quit``. Each gets ``{"reply": cmd, "ok": bool}``
+``update_token`` (``token``), ``quit``. ``status`` also reports the number
+of asyncio tasks alive, for leak checks. Each gets ``{"reply": cmd, "ok": bool}``
 (with ``error`` when it failed). Events: ``{"event": name, "t": seconds, ...}``
 with the device status, call sid, error code, digit or volume as relevant.
 """
@@ -117,6 +118,9 @@ class _Agent:
                         "ok": True,
                         "status": self.device.status(),
                         "call": conn.status() if conn else None,
+                        # For leak checks (the soak benchmark): a count that
+                        # grows call after call is a task nobody ends.
+                        "tasks": len(asyncio.all_tasks()),
                     }
                 )
                 return True

@@ -306,3 +306,22 @@ def test_redact_hides_tokens_in_logged_frames():
     assert redact(HEARTBEAT) == HEARTBEAT
     hangup = encode(Message(MessageType.HANGUP, {"callsid": "CA1"}))
     assert redact(hangup) == hangup
+
+
+@pytest.mark.parametrize("ttl", ["1" + "0" * 400, "1e999", "-1e999", "true", '"60"'])
+def test_connected_with_an_unusable_ttl_sets_no_token_timer(ttl):
+    # Found by the hostile-gateway fuzz: float(10**400) raised OverflowError
+    # out of receive_message and killed the socket's reader task.
+    proto = make()
+    proto.start(0.0)
+    proto.actions()
+    proto.connection_opened(0.0)
+    proto.receive_message(
+        '{"type":"connected","payload":{"token":{"identity":"a","ttl":' + ttl + "}}}",
+        0.0,
+    )
+    events = proto.events_received()
+    assert Connected("a", None, None, None) in events
+    assert proto.state is TransportState.CONNECTED
+    proto.tick(10**9)
+    assert TokenWillExpire() not in proto.events_received()
