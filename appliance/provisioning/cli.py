@@ -101,7 +101,9 @@ def add_provisioner_parser(subparsers: Any) -> None:
     make_usb.add_argument("--identity", required=True)
     make_usb.add_argument("--name", default="", help="directory name")
     make_usb.add_argument(
-        "--device-id", default="", help="bind to one phone (its /etc/machine-id)"
+        "--device-id",
+        default="",
+        help="bind to one phone: its board serial, DMI UUID or machine id",
     )
     make_usb.add_argument("--valid-hours", type=float, default=72.0, help="default 72")
     make_usb.add_argument(

@@ -55,7 +55,13 @@ from appliance.provisioning.flow import (
 from appliance.provisioning.trust import PIN_MISMATCH, client_context
 from appliance.tasks import wait_event
 
-__all__ = ["DEVICE_GRANT_TYPE", "PhoneProvisioning", "UsbSource"]
+__all__ = [
+    "DEVICE_GRANT_TYPE",
+    "DEVICE_ID_FILES",
+    "PhoneProvisioning",
+    "UsbSource",
+    "device_id",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,23 +70,45 @@ REQUEST_TIMEOUT_S = 10.0
 _MAX_BODY = 64 * 1024
 
 
+#: Where a phone's stable id comes from, in order: the Raspberry Pi's board
+#: serial (device tree), a PC's DMI UUID, then /etc/machine-id. The board comes
+#: first because the read-only image makes its machine id anew at each boot;
+#: the same order names the host (image/rootfs/usr/local/sbin/appliance-hostname).
+DEVICE_ID_FILES = (
+    Path("/sys/firmware/devicetree/base/serial-number"),
+    Path("/sys/class/dmi/id/product_uuid"),
+    Path("/etc/machine-id"),
+)
+
+
 @dataclass(frozen=True)
 class UsbSource:
     """Where USB provisioning files come from (:mod:`.usb`)."""
 
     directory: Path
     public_key_file: Path
-    device_id_file: Path = Path("/etc/machine-id")
+    #: Where this phone's id is read, first readable non-empty one wins.
+    device_id_files: tuple[Path, ...] = DEVICE_ID_FILES
     #: Where a file's Wi-Fi network block goes (:mod:`.wifi`); None = ignored.
     wifi_dir: Path | None = None
 
 
-def _device_id(path: Path) -> str:
-    """This phone's id for USB files bound to one device ("" if unknown)."""
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
+def device_id(paths: tuple[Path, ...] = DEVICE_ID_FILES) -> str:
+    """This phone's id for USB files bound to one device ("" if unknown).
+
+    Lower case, without the NUL that ends the device tree's serial-number or
+    the newline of the others: an admin copies it by hand (``appliance
+    provision status`` prints it) into ``make-usb --device-id``.
+    """
+    for path in paths:
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            continue
+        found = raw.decode("ascii", "replace").strip("\x00 \t\r\n").lower()
+        if found:
+            return found
+    return ""
 
 
 class _BadAnswerError(ProvisioningError):
@@ -223,13 +251,13 @@ class PhoneProvisioning:
                 self._last_stick = data
                 return
             self._last_stick = data
-            device_id = await asyncio.to_thread(_device_id, stick.device_id_file)
+            this_phone = await asyncio.to_thread(device_id, stick.device_id_files)
             key = await asyncio.to_thread(usb.load_public_key, stick.public_key_file)
             bundle = usb.verify_bundle(
                 data,
                 key,
                 now=time.time(),
-                device_id=device_id,
+                device_id=this_phone,
                 provisioner_url=self.url,
             )
         except usb.UsbFileError as exc:

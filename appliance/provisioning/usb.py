@@ -7,7 +7,8 @@
 
 The payload (version 1) holds ``provisioner_url``, ``identity``,
 ``credential`` (the device credential), ``expires_at`` (Unix seconds) and,
-optionally, ``device_id`` (the phone it is bound to: its ``/etc/machine-id``),
+optionally, ``device_id`` (the phone it is bound to: its board serial, see
+:data:`appliance.provisioning.phone.DEVICE_ID_FILES`),
 ``ca_pem`` and/or ``pin`` (how to recognise the provisioner's certificate,
 :mod:`.trust`) and ``wifi`` (``{"ssid", "psk"}``, the PSK as the 64 hex
 digits wpa_supplicant uses, derived from the passphrase by ``make-usb``;

@@ -101,7 +101,7 @@ async def test_a_pinned_provisioner_and_a_wrong_pin(
         prov.url,
         credential_file,
         stick=UsbSource(
-            stick, tmp_path / "usb-key.pub", tmp_path / "machine-id", wifi_dir=state
+            stick, tmp_path / "usb-key.pub", (tmp_path / "machine-id",), wifi_dir=state
         ),
         apply_token=apply,
         show=views.append,

@@ -21,7 +21,7 @@ from appliance.provisioning.credential import (
     save_credential,
 )
 from appliance.provisioning.flow import Phase, ProvisioningView
-from appliance.provisioning.phone import PhoneProvisioning, UsbSource
+from appliance.provisioning.phone import PhoneProvisioning, UsbSource, device_id
 from appliance.provisioning.usb import (
     FILE_NAME,
     MAX_SIZE,
@@ -138,7 +138,7 @@ async def test_a_phone_takes_its_identity_from_a_stick(tmp_path: Path):
     phone = PhoneProvisioning(
         prov.url,
         credential_file,
-        stick=UsbSource(stick, tmp_path / "usb-key.pub", tmp_path / "machine-id"),
+        stick=UsbSource(stick, tmp_path / "usb-key.pub", (tmp_path / "machine-id",)),
         apply_token=apply,
         show=views.append,
         status=statuses.append,
@@ -183,3 +183,21 @@ async def test_a_phone_takes_its_identity_from_a_stick(tmp_path: Path):
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await prov.stop()
+
+
+def test_the_device_id_comes_from_the_board_before_the_machine_id(tmp_path: Path):
+    # A Pi's device tree serial ends in a NUL; the image's machine id changes
+    # at each boot, so the board's serial must win when both are there.
+    serial = tmp_path / "serial-number"
+    uuid = tmp_path / "product_uuid"
+    machine = tmp_path / "machine-id"
+    machine.write_text("0123456789abcdef0123456789abcdef\n")
+    paths = (serial, uuid, machine)
+    assert device_id(paths) == "0123456789abcdef0123456789abcdef"
+    uuid.write_text("4C4C4544-0042-3510-8050-B4C04F4E3132\n")
+    assert device_id(paths) == "4c4c4544-0042-3510-8050-b4c04f4e3132"
+    serial.write_bytes(b"10000000a1b2c3d4\x00")
+    assert device_id(paths) == "10000000a1b2c3d4"
+    serial.write_bytes(b"\x00")  # empty: the next source
+    assert device_id(paths) == "4c4c4544-0042-3510-8050-b4c04f4e3132"
+    assert device_id((tmp_path / "absent",)) == ""
