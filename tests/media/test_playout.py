@@ -237,6 +237,7 @@ async def test_the_delay_grows_under_jitter_stays_bounded_and_shrinks_back(
     finally:
         await a.close()
         await b.close()
-    assert calm <= 0.030 < 0.050 <= grown
+    assert calm <= 0.030, calm  # a clean path holds a frame or so
+    assert grown >= 0.050, grown  # jitter made it grow
     assert max(delays) <= b.playout.buffer.max_delay_s + 0.060
     assert b.playout.stats().stretched > 0
