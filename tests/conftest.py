@@ -26,6 +26,7 @@ from appliance.phone.device import Device
 from appliance.tokens import Keyring, create_access_token
 from appliance_dev.exchange_process import stop_process
 from appliance_dev.rig import VirtualCards
+from appliance_dev.unit_file import run_as_unit
 
 TIMEOUT_FACTOR = float(os.environ.get("APPLIANCE_TEST_TIMEOUT_FACTOR", "1"))
 
@@ -42,6 +43,19 @@ SECRET_ENV = {"APPLIANCE_API_SECRET": API_SECRET}
 #: Ring timeout of the exchanges started here: short, so that an ignored call
 #: ends (31480) quickly, yet far longer than an accept takes on loopback.
 RING_TIMEOUT_S = 2.0 * TIMEOUT_FACTOR
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run the phone's code at the priority the unit gives it (Nice=), before
+    any thread starts; the phone, exchange and rig processes inherit it."""
+    if not run_as_unit():
+        config.issue_config_time_warning(
+            pytest.PytestWarning(
+                "cannot take the unit's nice value (needs root or RLIMIT_NICE): "
+                "audio tests may break on a busy machine"
+            ),
+            stacklevel=1,
+        )
 
 
 def scaled(seconds: float) -> float:

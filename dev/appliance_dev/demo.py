@@ -49,6 +49,7 @@ from appliance_dev.rig import (
     windowed_correlation,
     write_wav,
 )
+from appliance_dev.unit_file import run_as_unit
 
 __all__ = ["run_demo"]
 
@@ -358,6 +359,7 @@ async def _script(
 def main(out: str) -> int:
     """Entry point of ``appliance demo``."""
     configure_logging(os.environ.get("APPLIANCE_LOG_LEVEL", "WARNING"))
+    run_as_unit()  # the phones run as systemd runs one (unit_file.py)
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
     return asyncio.run(run_demo(path))

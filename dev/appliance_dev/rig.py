@@ -87,6 +87,16 @@ KEEPER_LATENCY_MS = 20
 #: test-rig.md §8 gotcha 2: streams opened within ~2 s of the keepers lose audio.
 SETTLE_S = 2.5
 SYSTEM_ALSA_CONF = "/usr/share/alsa/alsa.conf"
+#: A sound card's sample clock is hardware: it keeps time however busy the CPU
+#: is. The rig's clock is PulseAudio's timer and its feeders and recorders are
+#: processes, so they run above everything under test (the phone runs at the
+#: unit's ``Nice=-5``; CPU burners at 0): a starved feeder inserts silence into
+#: the microphone and a starved recorder drops speaker audio (test-rig.md §8
+#: gotcha 4), which a test would blame on the phone.
+RIG_NICE = -15
+#: PulseAudio's own real-time request for its I/O threads (daemon.conf
+#: ``realtime-priority``); it succeeds as root, elsewhere the nice level holds.
+RIG_RT_PRIORITY = 20
 REQUIRED_TOOLS = ("pulseaudio", "pactl", "pacat", "parecord", "paplay")
 APT_HINT = (
     "install the rig with: apt-get install -y --no-install-recommends "
@@ -217,6 +227,10 @@ class VirtualCards:
             "default-sample-format = s16le\n"
             f"default-sample-rate = {RATE}\n"
             "default-sample-channels = 1\n"
+            "high-priority = yes\n"
+            f"nice-level = {RIG_NICE}\n"
+            "realtime-scheduling = yes\n"
+            f"realtime-priority = {RIG_RT_PRIORITY}\n"
         )
         self.asoundrc.write_text(self._asoundrc())
         # (self.home/.asoundrc) serves processes that only get HOME.
@@ -247,6 +261,7 @@ class VirtualCards:
                     "--log-level=warn",
                 ],
                 env=daemon_env,
+                preexec_fn=_rig_priority,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -310,6 +325,7 @@ class VirtualCards:
             proc = subprocess.Popen(
                 argv,
                 env=self.env,
+                preexec_fn=_rig_priority,
                 stdin=stdin,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -482,6 +498,16 @@ class VirtualCards:
             yield self._daemon.pid
         for proc in self._procs:
             yield proc.pid
+
+
+def _rig_priority() -> None:
+    """Run in the child before exec: the rig's processes keep the card's time.
+
+    Lowering a nice value needs CAP_SYS_NICE or RLIMIT_NICE; without either the
+    rig still works, only less steadily on a busy machine.
+    """
+    with contextlib.suppress(PermissionError):
+        os.setpriority(os.PRIO_PROCESS, 0, RIG_NICE)
 
 
 def _terminate(proc: subprocess.Popen[bytes]) -> None:
