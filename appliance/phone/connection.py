@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,7 +27,7 @@ from appliance.errors import (
     error_from_payload,
 )
 from appliance.events import Emitter, EventSource
-from appliance.log import wire
+from appliance.log import LogLimiter, wire
 from appliance.media import dtmf
 from appliance.phone.call import CallDirection, CallInput, CallMachine, CallState
 from appliance.phone.quality import QualityMonitor, Sample, mos
@@ -147,6 +148,8 @@ class Connection(EventSource):
         self._local_dtmf_free_at = 0.0  # when local feedback of sent digits ends
         self._events = Emitter(CONNECTION_EVENTS)
         self._inbox: asyncio.Queue[Message] = asyncio.Queue(_INBOX_SIZE)
+        # A gateway flooding one call would otherwise write a line per frame.
+        self._inbox_complaints = LogLimiter()
         self._tasks = TaskSet(logger, "call")
         self._spawn(self._process_inbox(), "call-inbox")
         self.log = logging.LoggerAdapter(logger, {"call_sid": call_sid})
@@ -309,7 +312,13 @@ class Connection(EventSource):
         try:
             self._inbox.put_nowait(message)
         except asyncio.QueueFull:
-            self.log.error("call inbox full; %s dropped", message.type)
+            suppressed = self._inbox_complaints.allow(None, time.monotonic())
+            if suppressed is not None:
+                self.log.error(
+                    "call inbox full; %s dropped%s",
+                    message.type,
+                    LogLimiter.note(suppressed),
+                )
 
     def transport_lost(self, error: TwilioError) -> None:
         """The signaling socket is gone: the exchange has ended this call."""

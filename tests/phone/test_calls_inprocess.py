@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -34,6 +35,7 @@ from appliance.media.frames import SAMPLE_RATE
 from appliance.media.levels import rms_dbfs
 from appliance.phone.connection import Connection
 from appliance.phone.device import DEVICE_EVENTS
+from appliance.signaling.messages import Message, MessageType
 from tests.conftest import (
     ACCOUNT_SID,
     RING_TIMEOUT_S,
@@ -294,6 +296,24 @@ async def test_callee_hangs_up(phones: PhoneFactory):
     assert events.all("error") == []  # a normal hang-up is not an error
     assert conn.status() == "closed"
     assert alice.device.status() == bob.device.status() == "ready"
+
+
+async def test_a_flooded_call_logs_a_few_lines_not_one_per_frame(
+    phones: PhoneFactory, caplog: pytest.LogCaptureFixture
+):
+    alice = await phones("alice")
+    bob = await phones("bob")
+    conn, events, _, _ = await connect_call(alice, bob)
+    ringing = Message(MessageType.RINGING, {"callsid": conn.parameters["CallSid"]})
+    with caplog.at_level(logging.ERROR):
+        # Delivered without yielding, as a burst read in one go would be: the
+        # inbox fills and every further frame is dropped.
+        for _ in range(500):
+            conn.deliver(ringing)
+    full = [r for r in caplog.records if "call inbox full" in r.getMessage()]
+    assert 1 <= len(full) <= 5, len(full)
+    await conn.disconnect()
+    await events.wait("disconnect")  # the call still works after the flood
 
 
 async def test_mute_silences_what_is_sent(phones: PhoneFactory):
