@@ -30,7 +30,7 @@ from appliance.log import wire
 from appliance.media import dtmf
 from appliance.phone.call import CallDirection, CallInput, CallMachine, CallState
 from appliance.phone.quality import QualityMonitor, Sample, mos
-from appliance.signaling.messages import Message, MessageType
+from appliance.signaling.messages import REJECT_BUSY, Message, MessageType
 from appliance.tasks import TaskSet
 
 if TYPE_CHECKING:
@@ -202,10 +202,20 @@ class Connection(EventSource):
         )
         self._opened()
 
-    def reject(self) -> None:
-        """Decline a pending incoming call; the caller gets a hangup with 31603."""
+    def reject(self, *, busy: bool = False) -> None:
+        """Decline a pending incoming call; the caller gets a hangup with 31603.
+
+        Args:
+            busy: decline as busy here (do-not-disturb), not in the SDK: the
+                ``reject`` carries ``reason: "busy"`` and our exchange gives
+                the caller 31486 once no other phone rings; the real gateway
+                ignores the key and declines as for a plain reject.
+        """
         self._machine.apply(CallInput.REJECT)
-        self._host.send(Message(MessageType.REJECT, {"callsid": self.call_sid}))
+        payload: dict[str, object] = {"callsid": self.call_sid}
+        if busy:
+            payload["reason"] = REJECT_BUSY
+        self._host.send(Message(MessageType.REJECT, payload))
         self._events.emit("reject")
         self._finish()
 

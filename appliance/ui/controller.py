@@ -472,7 +472,7 @@ class PanelController:
         if silent:
             conn.ignore()
         else:
-            conn.reject()
+            conn.reject(busy=True)
 
     async def _run_commands(self) -> None:
         while True:

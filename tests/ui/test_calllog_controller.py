@@ -129,7 +129,7 @@ async def test_dnd_from_the_keypad_declines_logs_missed_and_is_kept(
             carol.on("error", lambda e: errors.append(e.code))
             await carol.connect({"To": "client:bob"})
             await wait_until(lambda: errors, 5.0)
-            assert errors == [31603]  # the exchange's code for a declined call
+            assert errors == [31486]  # busy here: the do-not-disturb decline
             assert bob.panel.state is PanelState.IDLE  # never rang
             assert not bob.hw.led("ringer")
             await wait_until(lambda: bob.panel.view().missed_calls == 1)
