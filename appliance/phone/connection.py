@@ -29,7 +29,7 @@ from appliance.events import Emitter, EventSource
 from appliance.log import wire
 from appliance.media import dtmf
 from appliance.phone.call import CallDirection, CallInput, CallMachine, CallState
-from appliance.phone.quality import QualityMonitor, Sample, mos
+from appliance.phone.quality import QualityMonitor, Sample, loss_percent, mos
 from appliance.signaling.messages import REJECT_BUSY, Message, MessageType
 from appliance.tasks import TaskSet
 
@@ -135,6 +135,10 @@ class Connection(EventSource):
         self._machine = CallMachine(direction)
         #: The quality score of the newest stats sample (None: none yet).
         self.last_mos: float | None = None
+        #: The newest sample's receive jitter, and the packets lost so far as a
+        #: percentage of those expected (None: no sample yet).
+        self.last_jitter_s: float | None = None
+        self.loss_percent: float | None = None
         self.direction = direction
         self.call_sid = call_sid
         self.parameters: dict[str, str] = dict(parameters or {})
@@ -576,6 +580,8 @@ class Connection(EventSource):
             )
             received, lost = stats.packets_received, stats.packets_lost
             self.last_mos = mos(sample)
+            self.last_jitter_s = stats.jitter_s
+            self.loss_percent = loss_percent(received, lost)
             for change in monitor.add(sample):
                 if change.raised:
                     self._events.emit(

@@ -277,11 +277,12 @@ def last_call_rows(entry: Entry | None) -> list[tuple[str, str]]:
     if entry is None:
         return [("Call", "none yet")]
     when, kind, who, duration, mos = call_row(entry)
+    jitter = "-" if entry.jitter_ms is None else f"{entry.jitter_ms:.1f} ms"
+    loss = "-" if entry.loss_percent is None else f"{entry.loss_percent:.2f} %"
     return [
         ("Call", f"{kind} {who} at {when}, {duration}"),
+        ("Codec", entry.codec or "-"),
         ("MOS", mos),
-        (
-            "Jitter and loss",
-            "not kept after a call (raised as warnings during one)",
-        ),
+        ("Jitter", jitter),
+        ("Packet loss", loss),
     ]
