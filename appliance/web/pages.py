@@ -25,6 +25,7 @@ __all__ = [
     "login_page",
     "logs_page",
     "message_page",
+    "password_page",
     "settings_page",
     "setup_page",
     "status_page",
@@ -52,6 +53,7 @@ _NAV = (
     ("/settings", "Settings"),
     ("/calls", "Call log"),
     ("/logs", "Logs"),
+    ("/password", "Password"),
 )
 
 
@@ -105,6 +107,24 @@ def login_page(csrf: str, error: str = "") -> str:
         "<p><button id=submit>Log in</button></p></form>"
     )
     return _page("Log in", body)
+
+
+def password_page(csrf: str, error: str = "", *, notice: str = "") -> str:
+    """Change the page's password (the current one is needed)."""
+    body = (
+        f"{f'<p id=notice>{escape(notice)}</p>' if notice else ''}"
+        f"{_error(error)}<form method=post action=/password>{_token(csrf)}"
+        "<p><label>Current password <input type=password name=current "
+        "id=current autocomplete=current-password required></label></p>"
+        "<p><label>New password <input type=password name=password id=password "
+        "autocomplete=new-password required></label></p>"
+        "<p><label>Again <input type=password name=repeat id=repeat "
+        "autocomplete=new-password required></label></p>"
+        "<p><button id=submit>Change the password</button></p></form>"
+        "<p class=note>Every other session is logged out; wrong current "
+        "passwords count as wrong logins.</p>"
+    )
+    return _page("Password", body, csrf=csrf)
 
 
 def message_page(title: str, text: str) -> str:
