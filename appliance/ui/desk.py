@@ -10,7 +10,8 @@ the Panel through :meth:`PanelController.apply` as facts:
 * the log and its count of unseen missed calls, whenever the log changes;
 * the clock's text, at every minute boundary;
 * the network bars, from the last call's quality score;
-* the saved do-not-disturb switch, at start.
+* the saved do-not-disturb switch, at start, and the directory as last edited
+  on the web page (kept in the same state file).
 
 Opening the log on the panel (:class:`MarkMissedSeen`) marks the missed calls
 seen in the store.
@@ -76,8 +77,17 @@ async def open_call_log(
         settings = PanelSettings(ui.state_file or None)
         dnd = await asyncio.to_thread(settings.load_dnd)
         controller.apply(lambda panel, now: panel.set_dnd(dnd, now))
+        edited = await asyncio.to_thread(settings.load_directory)
+        if edited is not None:
+            controller.apply(lambda panel, now: _restore(panel, edited))
         await stack.enter_async_context(link)
     return recorder
+
+
+def _restore(panel: Panel, edited: dict[str, str]) -> None:
+    dropped = panel.restore_directory(edited)
+    if dropped:
+        logger.warning("saved directory: invalid entries dropped: %s", dropped)
 
 
 def call_log_path(ui: UiConfig) -> Path | None:

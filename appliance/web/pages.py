@@ -168,6 +168,7 @@ def settings_page(
     dnd_mode: str,
     devices: Sequence[tuple[str, str, str]] = (),
     directory: Mapping[str, str] | None = None,
+    directory_edited: bool = False,
     country: str = "",
     notice: str = "",
 ) -> str:
@@ -219,18 +220,43 @@ def settings_page(
             "role's devices at its volume. The devices are chosen in the "
             "configuration (<code>[device]</code>, docs/audio.md).</p></section>"
         )
-    rows = "".join(
-        f"<tr><th>{escape(code)}</th><td>{escape(name)}</td></tr>"
-        for code, name in sorted((directory or {}).items())
-    )
-    body += (
-        "<section><h2>Directory and tones</h2>"
-        f"<table id=directory>{rows or '<tr><td>No entries.</td></tr>'}</table>"
-        f"<p>Ring and call tones of <b id=country>{escape(country)}</b>.</p>"
-        "<p class=note>Set in the configuration (<code>[ui.directory]</code>, "
-        "<code>ui.country</code>; docs/panel.md); read-only here.</p></section>"
-    )
+    body += _directory_section(csrf, directory or {}, directory_edited, country)
     return _page("Settings", body, csrf=csrf)
+
+
+def _directory_section(
+    csrf: str, directory: Mapping[str, str], edited: bool, country: str
+) -> str:
+    rows = "".join(
+        f"<tr><th>{escape(code)}</th><td>{escape(name)}</td><td>"
+        f"<form method=post action=/settings/directory>{_token(csrf)}"
+        f'<input type=hidden name=code value="{escape(code)}">'
+        "<input type=hidden name=remove value=1>"
+        f'<button id="remove-{escape(code)}">Remove</button></form></td></tr>'
+        for code, name in sorted(directory.items())
+    )
+    where = (
+        "Edited here: kept with the volumes in <code>ui.state_file</code>, and "
+        "used instead of <code>[ui.directory]</code> from now on."
+        if edited
+        else "From the configuration (<code>[ui.directory]</code>); an edit "
+        "here is kept in <code>ui.state_file</code> and used instead from then "
+        "on (the configuration file is not rewritten)."
+    )
+    return (
+        "<section><h2>Directory and speed dials</h2>"
+        f"<table id=directory>{rows or '<tr><td>No entries.</td></tr>'}</table>"
+        f"<form method=post action=/settings/directory>{_token(csrf)}"
+        "<p><label>Code <input name=code id=entry-code inputmode=numeric "
+        "maxlength=32 required></label> <label>Client <input name=name "
+        "id=entry-name maxlength=121 required></label> "
+        "<button id=save-entry>Save</button></p></form>"
+        "<p class=note>Dialling a code calls its client; saving "
+        f"a code already there replaces it. {where}</p>"
+        f"<p>Ring and call tones of <b id=country>{escape(country)}</b> "
+        "(<code>ui.country</code> in the configuration; read-only here).</p>"
+        "</section>"
+    )
 
 
 def calls_page(csrf: str, rows: Sequence[tuple[str, str, str, str, str]]) -> str:

@@ -184,6 +184,7 @@ class WebPage:
                 web.post("/settings/volume", self._set_volume),
                 web.post("/settings/dnd", self._set_dnd),
                 web.post("/settings/test", self._test_audio),
+                web.post("/settings/directory", self._edit_directory),
                 web.get("/calls", self._calls_page),
                 web.get("/logs", self._logs),
                 web.post("/restart", self._restart_now),
@@ -350,6 +351,12 @@ class WebPage:
         return datetime.fromtimestamp(exp).astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
     async def _settings(self, request: web.Request) -> web.StreamResponse:
+        notice = _NOTICES.get(request.query.get("done", ""), "")
+        return self._settings_page(request, notice)
+
+    def _settings_page(
+        self, request: web.Request, notice: str = "", status: int = 200
+    ) -> web.StreamResponse:
         controller = self._controller
         panel = controller.panel if controller is not None else None
         text = pages.settings_page(
@@ -359,11 +366,12 @@ class WebPage:
             dnd=panel.dnd if panel is not None else None,
             dnd_mode=self._config.ui.dnd_mode,
             devices=self._devices(),
-            directory=self._config.ui.directory,
+            directory=self._config.ui.directory if panel is None else panel.directory,
+            directory_edited=panel is not None and panel.edited_directory is not None,
             country=self._config.ui.country,
-            notice=_NOTICES.get(request.query.get("done", ""), ""),
+            notice=notice,
         )
-        return self._html(text)
+        return self._html(text, status)
 
     def _devices(self) -> list[tuple[str, str, str]]:
         audio = self._device.audio
@@ -410,6 +418,22 @@ class WebPage:
         form = await request.post()
         on = form.get("on") == "1"
         controller.apply(lambda panel, now: panel.choose_dnd(on, now))
+        raise web.HTTPSeeOther("/settings?done=applied")
+
+    async def _edit_directory(self, request: web.Request) -> web.StreamResponse:
+        controller = self._panel_controller()
+        form = await request.post()
+        code = str(form.get("code", "")).strip()
+        name = None if form.get("remove") == "1" else str(form.get("name", "")).strip()
+        problems: list[str | None] = []
+        controller.apply(
+            lambda panel, now: problems.append(panel.edit_directory(code, name, now))
+        )
+        if problems[0] is not None:
+            return self._settings_page(request, f"Not saved: {problems[0]}.", 400)
+        logger.info(
+            "web page: directory entry %s", "removed" if name is None else "set"
+        )
         raise web.HTTPSeeOther("/settings?done=applied")
 
     async def _calls_page(self, request: web.Request) -> web.StreamResponse:

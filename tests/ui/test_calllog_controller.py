@@ -144,3 +144,42 @@ async def test_dnd_from_the_keypad_declines_logs_missed_and_is_kept(
         # Before the clock is synchronised: unknown, and so are today's calls.
         assert (view.clock_time, view.clock_date) == ("--:--", "clock not set")
         await again.screen_shows_view()
+
+
+async def test_an_edited_directory_is_saved_and_restored_after_a_restart(
+    exchange: ExchangeServer, tmp_path: Path
+) -> None:
+    state = tmp_path / "panel.json"
+    ui = UiConfig(state_file=str(state))
+    settings = PanelSettings(state)
+    configured = {"7": "reception"}
+    async with panel_phone(
+        exchange, "bob", Panel(directory=configured), settings=settings
+    ) as bob:
+        await _with_log(bob, ui)
+        assert settings.load_directory() is None
+        bob.controller.apply(lambda panel, now: panel.edit_directory("42", "erin", now))
+        await wait_until(
+            lambda: settings.load_directory() == {"7": "reception", "42": "erin"}, 5.0
+        )
+        assert settings.load_volume() == bob.panel.volume_levels()
+    # After a restart the saved directory replaces the configured one.
+    async with panel_phone(
+        exchange, "bob", Panel(directory=configured), settings=settings
+    ) as again:
+        await _with_log(again, ui)
+        assert again.panel.directory == {"7": "reception", "42": "erin"}
+        await again.hw.tap_key("4")
+        await again.hw.tap_key("2")
+        await wait_until(lambda: again.panel.view().dial_match == "erin", 5.0)
+
+
+def test_the_state_file_keeps_no_directory_until_one_is_edited(tmp_path: Path) -> None:
+    settings = PanelSettings(tmp_path / "panel.json")
+    settings.save_volume({"ringtone": 3}, dnd=True)
+    assert settings.load_directory() is None
+    settings.save_volume({"ringtone": 3}, dnd=True, directory={})
+    assert settings.load_directory() == {}  # every entry removed: still edited
+    settings.save_volume({"ringtone": 3}, directory={"1": "a", "2": 5})  # type: ignore[dict-item]
+    assert settings.load_directory() == {"1": "a"}
+    assert (settings.load_volume(), settings.load_dnd()) == ({"ringtone": 3}, False)
