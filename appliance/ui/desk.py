@@ -31,7 +31,12 @@ from typing import TYPE_CHECKING
 
 from appliance.calllog.recorder import CallLogRecorder, clock_synchronized, open_store
 from appliance.phone.device import Device
-from appliance.ui.calllog_view import bars_for, format_clock, log_item
+from appliance.ui.calllog_view import (
+    bars_for,
+    format_clock,
+    log_item,
+    until_next_minute,
+)
 from appliance.ui.commands import Command, MarkMissedSeen
 from appliance.ui.panel import Panel
 from appliance.ui.settings import PanelSettings, UiConfig
@@ -165,6 +170,5 @@ class DeskLink:
 
     async def _run_clock(self) -> None:
         while True:
-            # Until the next minute starts (a little after, so it has).
-            await asyncio.sleep(60.0 - self._wall() % 60.0 + 0.05)
+            await asyncio.sleep(until_next_minute(self._wall()))
             self.show_clock()

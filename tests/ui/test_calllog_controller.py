@@ -3,6 +3,7 @@ an in-process exchange, mock pins, the dummy OLED and a real SQLite file."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -183,3 +184,40 @@ def test_the_state_file_keeps_no_directory_until_one_is_edited(tmp_path: Path) -
     settings.save_volume({"ringtone": 3}, directory={"1": "a", "2": 5})  # type: ignore[dict-item]
     assert settings.load_directory() == {"1": "a"}
     assert (settings.load_volume(), settings.load_dnd()) == ({"ringtone": 3}, False)
+
+
+async def test_the_idle_clock_is_redrawn_as_the_minute_changes(
+    exchange: ExchangeServer,
+) -> None:
+    """The clock task's real sleep, with a wall clock that starts 1 s before a
+    minute: the OLED's next frame after the minute shows the new time."""
+    loop = asyncio.get_running_loop()
+    boundary = WALL + 60.0  # 09:46:00 UTC
+    started: list[float] = []
+
+    def wall() -> float:
+        if not started:  # the clock starts at the first reading
+            started.append(loop.time())
+        return boundary - 1.0 + (loop.time() - started[0])
+
+    def text(seconds: float) -> str:
+        return datetime.fromtimestamp(seconds).astimezone().strftime("%H:%M")
+
+    async with panel_phone(exchange, "bob", Panel()) as bob:
+        shown: list[tuple[str, float]] = []
+        bob.controller.frame_listeners.append(
+            lambda _image, view: shown.append((view.clock_time, wall()))
+        )
+        await open_call_log(
+            UiConfig(),
+            bob.device,
+            bob.controller,
+            bob.stack,
+            wall=wall,
+            synced=lambda: True,
+        )
+        assert bob.panel.view().clock_time == text(boundary - 1.0)
+        await wait_until(lambda: any(t == text(boundary) for t, _ in shown), 10.0)
+        # Not drawn before the minute began, and the screen shows the view.
+        assert all(at >= boundary for t, at in shown if t == text(boundary))
+        await bob.screen_shows_view()
