@@ -45,6 +45,10 @@ class Entry:
         seen: a missed call someone has looked at on the panel (always True
             for the other kinds).
         mos: the call's last quality score (1.0-4.5), if it was measured.
+        codec: the audio codec sent, once the call connected.
+        jitter_ms: the call's last receive jitter, if it was measured.
+        loss_percent: packets lost over the call, as a percentage of those
+            expected, if it was measured.
     """
 
     started: float
@@ -54,6 +58,9 @@ class Entry:
     clock_known: bool = True
     seen: bool = True
     mos: float | None = None
+    codec: str | None = None
+    jitter_ms: float | None = None
+    loss_percent: float | None = None
 
 
 @dataclass
@@ -63,6 +70,7 @@ class _Open:
     started: float
     clock_known: bool
     answered_at: float | None = None
+    codec: str | None = None
 
 
 class CallTracker:
@@ -90,16 +98,28 @@ class CallTracker:
         """We placed a call to ``remote``."""
         self._calls.setdefault(call_id, _Open(False, remote, wall, clock_known))
 
-    def answered(self, call_id: str, *, now: float) -> None:
-        """The call connected (we answered it, or they answered ours)."""
+    def answered(self, call_id: str, *, now: float, codec: str | None = None) -> None:
+        """The call connected (we answered it, or they answered ours) with
+        ``codec``."""
         call = self._calls.get(call_id)
         if call is not None and call.answered_at is None:
             call.answered_at = now
+            call.codec = codec
 
     def ended(
-        self, call_id: str, *, now: float, mos: float | None = None
+        self,
+        call_id: str,
+        *,
+        now: float,
+        mos: float | None = None,
+        jitter_ms: float | None = None,
+        loss_percent: float | None = None,
     ) -> Entry | None:
-        """The call ended in any way; returns its entry (None: unknown id)."""
+        """The call ended in any way; returns its entry (None: unknown id).
+
+        The quality figures (the newest of the call's samples) are kept only
+        for a call that connected.
+        """
         call = self._calls.pop(call_id, None)
         if call is None:
             return None
@@ -109,6 +129,7 @@ class CallTracker:
             direction = Direction.MISSED
         else:
             direction = Direction.INCOMING
+        connected = call.answered_at is not None
         duration = 0.0 if call.answered_at is None else max(0.0, now - call.answered_at)
         return Entry(
             started=call.started,
@@ -117,7 +138,10 @@ class CallTracker:
             duration_s=duration,
             clock_known=call.clock_known,
             seen=direction is not Direction.MISSED,
-            mos=mos if call.answered_at is not None else None,
+            mos=mos if connected else None,
+            codec=call.codec,
+            jitter_ms=jitter_ms if connected else None,
+            loss_percent=loss_percent if connected else None,
         )
 
     def open_calls(self) -> int:

@@ -160,9 +160,21 @@ class CallLogRecorder:
             )
             record = self._tracker.offered if incoming else self._tracker.placed
             record(key, remote, wall=self._wall(), clock_known=self._clock_known())
-            conn.on("accept", lambda *_: self._tracker.answered(key, now=self._now()))
+            conn.on(
+                "accept",
+                lambda *_: self._tracker.answered(
+                    key, now=self._now(), codec=conn.codec
+                ),
+            )
         elif isinstance(event, CallEnded):
-            entry = self._tracker.ended(key, now=self._now(), mos=conn.last_mos)
+            jitter_s = conn.last_jitter_s
+            entry = self._tracker.ended(
+                key,
+                now=self._now(),
+                mos=conn.last_mos,
+                jitter_ms=None if jitter_s is None else 1000.0 * jitter_s,
+                loss_percent=conn.loss_percent,
+            )
             if entry is not None:
                 self._add(entry)
 

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 #: Entries kept when the configuration does not say.
 DEFAULT_MAX_ENTRIES = 200
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -43,9 +43,23 @@ CREATE TABLE IF NOT EXISTS calls (
     duration_s REAL NOT NULL,
     clock_known INTEGER NOT NULL,
     seen INTEGER NOT NULL,
-    mos REAL
+    mos REAL,
+    codec TEXT,
+    jitter_ms REAL,
+    loss_percent REAL
 )
 """
+#: Version 1 lacked the last three columns; adding them keeps its calls (NULL:
+#: not measured) and costs no rewrite of the table.
+_FROM_V1 = (
+    "ALTER TABLE calls ADD COLUMN codec TEXT",
+    "ALTER TABLE calls ADD COLUMN jitter_ms REAL",
+    "ALTER TABLE calls ADD COLUMN loss_percent REAL",
+)
+_COLUMNS = (
+    "started, direction, remote, duration_s, clock_known, seen, mos,"
+    " codec, jitter_ms, loss_percent"
+)
 
 
 class CallLogStore:
@@ -84,12 +98,17 @@ class CallLogStore:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, _SCHEMA_VERSION):
+            if version not in (0, 1, _SCHEMA_VERSION):
                 raise sqlite3.DatabaseError(f"unknown call log version {version}")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(_SCHEMA)
-            db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            with db:  # the new columns and the version, or neither
+                db.execute("BEGIN")
+                db.execute(_SCHEMA)
+                if version == 1:
+                    for statement in _FROM_V1:
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             db.execute("SELECT count(*) FROM calls").fetchone()
         except sqlite3.Error:
             db.close()
@@ -120,8 +139,8 @@ class CallLogStore:
             with self._db:  # one transaction: the insert and the trim
                 self._db.execute("BEGIN")
                 self._db.execute(
-                    "INSERT INTO calls (started, direction, remote, duration_s,"
-                    " clock_known, seen, mos) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO calls ({_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         entry.started,
                         entry.direction.value,
@@ -130,6 +149,9 @@ class CallLogStore:
                         int(entry.clock_known),
                         int(entry.seen),
                         entry.mos,
+                        entry.codec,
+                        entry.jitter_ms,
+                        entry.loss_percent,
                     ),
                 )
                 self._db.execute(
@@ -144,14 +166,15 @@ class CallLogStore:
         """The newest entries first (all of them without ``limit``)."""
         try:
             rows = self._db.execute(
-                "SELECT started, direction, remote, duration_s, clock_known, seen,"
-                " mos FROM calls ORDER BY id DESC LIMIT ?",
+                f"SELECT {_COLUMNS} FROM calls ORDER BY id DESC LIMIT ?",
                 (-1 if limit is None else limit,),
             ).fetchall()
         except sqlite3.Error as exc:
             raise CallLogError(f"{self.path}: cannot read the call log: {exc}") from exc
         entries = []
-        for started, direction, remote, duration, known, seen, mos in rows:
+        for row in rows:
+            started, direction, remote, duration, known, seen = row[:6]
+            mos, codec, jitter, loss = row[6:]
             try:
                 kind = Direction(direction)
             except ValueError:
@@ -164,7 +187,10 @@ class CallLogStore:
                     float(duration),
                     bool(known),
                     bool(seen),
-                    None if mos is None else float(mos),
+                    _number(mos),
+                    None if codec is None else str(codec),
+                    _number(jitter),
+                    _number(loss),
                 )
             )
         return entries
@@ -183,3 +209,7 @@ class CallLogStore:
     def close(self) -> None:
         """Close the database (the WAL is checkpointed)."""
         self._db.close()
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None

@@ -30,6 +30,11 @@ Local extensions and choices:
 * ``reinvite`` gets ``error 31100`` (no ICE restart: aiortc cannot do one).
 * A ringing callee's ``hangup`` is treated like ``reject`` (whole call declined),
   as the SDK's ``destroy()`` does (§9.2 #4).
+* ``reject{callsid, reason: "busy"}`` (our phones' do-not-disturb; the SDK's
+  ``reject`` has no reason and the real gateway ignores unknown keys) declines
+  for that phone only: the caller gets 31486 (Busy Here) once no other phone
+  rings. The real service has no such signal from a client; there, busy is
+  the application's answer (TwiML ``<Reject reason="busy">``).
 * ``answer`` for a call that no longer rings for that session (cancelled,
   answered elsewhere, already ended) gets ``hangup{callsid}`` so the late
   answerer's call ends cleanly. Other frames for unknown calls get
@@ -68,6 +73,7 @@ from appliance.exchange.quotas import QUOTA_CODE, QuotaLog, Quotas
 from appliance.exchange.timers import TimerHeap
 from appliance.log import wire
 from appliance.signaling.messages import (
+    REJECT_BUSY,
     Message,
     MessageType,
     decode_params,
@@ -384,7 +390,12 @@ class CallRouter:
         call.forks.clear()
 
     def on_reject(self, session: Session, message: Message, now: float) -> None:
-        """A ringing callee declines: the whole call ends with 31603."""
+        """A ringing callee declines: the whole call ends with 31603.
+
+        ``reason: "busy"`` (our phones' do-not-disturb) declines for this
+        phone only, as SIP's 486 does: it stops ringing here, and the caller
+        gets 31486 if no other phone of that identity still rings.
+        """
         callsid = message.callsid or ""
         found = self._lookup(session, callsid)
         if found is None or found[1] or session.sid not in found[0].forks:
@@ -392,7 +403,10 @@ class CallRouter:
             return
         call = found[0]
         call.forks.discard(session.sid)
-        self._fail_ringing(call, 31603, "Call declined")
+        if message.payload.get("reason") != REJECT_BUSY:
+            self._fail_ringing(call, 31603, "Call declined")
+        elif not call.forks:
+            self._fail_ringing(call, 31486, "Busy here")
 
     def on_hangup(self, session: Session, message: Message, now: float) -> None:
         """Either leg hangs up (a ringing callee's hangup declines)."""

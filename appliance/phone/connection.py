@@ -30,8 +30,8 @@ from appliance.events import Emitter, EventSource
 from appliance.log import LogLimiter, wire
 from appliance.media import dtmf
 from appliance.phone.call import CallDirection, CallInput, CallMachine, CallState
-from appliance.phone.quality import QualityMonitor, Sample, mos
-from appliance.signaling.messages import Message, MessageType
+from appliance.phone.quality import QualityMonitor, Sample, loss_percent, mos
+from appliance.signaling.messages import REJECT_BUSY, Message, MessageType
 from appliance.tasks import TaskSet
 
 if TYPE_CHECKING:
@@ -136,6 +136,10 @@ class Connection(EventSource):
         self._machine = CallMachine(direction)
         #: The quality score of the newest stats sample (None: none yet).
         self.last_mos: float | None = None
+        #: The newest sample's receive jitter, and the packets lost so far as a
+        #: percentage of those expected (None: no sample yet).
+        self.last_jitter_s: float | None = None
+        self.loss_percent: float | None = None
         self.direction = direction
         self.call_sid = call_sid
         self.parameters: dict[str, str] = dict(parameters or {})
@@ -205,10 +209,20 @@ class Connection(EventSource):
         )
         self._opened()
 
-    def reject(self) -> None:
-        """Decline a pending incoming call; the caller gets a hangup with 31603."""
+    def reject(self, *, busy: bool = False) -> None:
+        """Decline a pending incoming call; the caller gets a hangup with 31603.
+
+        Args:
+            busy: decline as busy here (do-not-disturb), not in the SDK: the
+                ``reject`` carries ``reason: "busy"`` and our exchange gives
+                the caller 31486 once no other phone rings; the real gateway
+                ignores the key and declines as for a plain reject.
+        """
         self._machine.apply(CallInput.REJECT)
-        self._host.send(Message(MessageType.REJECT, {"callsid": self.call_sid}))
+        payload: dict[str, object] = {"callsid": self.call_sid}
+        if busy:
+            payload["reason"] = REJECT_BUSY
+        self._host.send(Message(MessageType.REJECT, payload))
         self._events.emit("reject")
         self._finish()
 
@@ -575,6 +589,8 @@ class Connection(EventSource):
             )
             received, lost = stats.packets_received, stats.packets_lost
             self.last_mos = mos(sample)
+            self.last_jitter_s = stats.jitter_s
+            self.loss_percent = loss_percent(received, lost)
             for change in monitor.add(sample):
                 if change.raised:
                     self._events.emit(

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["QualityMonitor", "Sample", "WarningChange", "mos"]
+__all__ = ["QualityMonitor", "Sample", "WarningChange", "loss_percent", "mos"]
 
 WINDOW = 10
 RAISE_COUNT = 3
@@ -39,8 +39,13 @@ class Sample:
     @property
     def loss_percent(self) -> float:
         """Lost packets as a percentage of expected packets."""
-        expected = self.packets_received + self.packets_lost
-        return 100.0 * self.packets_lost / expected if expected else 0.0
+        return loss_percent(self.packets_received, self.packets_lost)
+
+
+def loss_percent(received: int, lost: int) -> float:
+    """``lost`` as a percentage of the packets expected (0.0 when none were)."""
+    expected = received + lost
+    return 100.0 * lost / expected if expected else 0.0
 
 
 @dataclass(frozen=True)

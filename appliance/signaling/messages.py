@@ -30,6 +30,7 @@ __all__ = [
     "GATEWAY_VERSION",
     "HEARTBEAT",
     "PROTOCOL_VERSION",
+    "REJECT_BUSY",
     "Message",
     "MessageType",
     "decode",
@@ -44,6 +45,10 @@ __all__ = [
 PROTOCOL_VERSION = "1.6"
 GATEWAY_VERSION = ""
 HEARTBEAT = "\n"
+#: ``reject{callsid, reason}``: our phones' extension for do-not-disturb, a
+#: decline meaning "busy here" (31486 to the caller) rather than "declined"
+#: (31603). The SDK sends no reason and the real gateway ignores unknown keys.
+REJECT_BUSY = "busy"
 
 
 class MessageType(StrEnum):

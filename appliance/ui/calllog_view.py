@@ -27,11 +27,13 @@ from appliance.calllog.core import Direction, Entry
 
 __all__ = [
     "DND_MODES",
+    "MINUTE_MARGIN_S",
     "DeskState",
     "LogItem",
     "bars_for",
     "format_clock",
     "log_item",
+    "until_next_minute",
 ]
 
 #: ``ui.dnd_mode``: decline as busy (the caller hears it at once) or ignore
@@ -84,6 +86,19 @@ def format_clock(now: datetime | None) -> tuple[str, str]:
     if now is None:
         return "--:--", "clock not set"
     return now.strftime("%H:%M"), now.strftime("%a %d %b %Y")
+
+
+#: How far past the minute the clock is redrawn: enough that a wake-up a
+#: little early on a loaded machine still reads the new minute.
+MINUTE_MARGIN_S = 0.05
+
+
+def until_next_minute(wall: float) -> float:
+    """Seconds from ``wall`` (epoch seconds) until just after the next minute
+    starts, when the idle clock is to be redrawn. Minutes start on multiples of
+    60 epoch seconds in every time zone with whole-minute offsets (all of them
+    today)."""
+    return 60.0 - wall % 60.0 + MINUTE_MARGIN_S
 
 
 def bars_for(mos: float | None, rtt_s: float | None = None) -> int | None:

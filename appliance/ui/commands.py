@@ -25,6 +25,7 @@ __all__ = [
     "ResetCancelled",
     "ResetProvisioning",
     "SendDigits",
+    "SetDirectory",
     "SetDnd",
     "SetMute",
     "SetVolume",
@@ -123,6 +124,13 @@ class SetDnd:
 
 
 @dataclass(frozen=True)
+class SetDirectory:
+    """The directory was edited (the web page): every entry, to be saved."""
+
+    entries: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class MarkMissedSeen:
     """The log was opened: the missed calls are seen (the LED stops)."""
 
@@ -142,5 +150,6 @@ Command = (
     | ResetCancelled
     | Decline
     | SetDnd
+    | SetDirectory
     | MarkMissedSeen
 )

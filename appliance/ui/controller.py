@@ -75,6 +75,7 @@ from appliance.ui.commands import (
     ResetCancelled,
     ResetProvisioning,
     SendDigits,
+    SetDirectory,
     SetDnd,
     SetMute,
     Setup,
@@ -156,7 +157,12 @@ class PanelController:
         self._saver = (
             None
             if settings is None
-            else SettingsSaver(settings, panel.volume_levels, lambda: panel.dnd)
+            else SettingsSaver(
+                settings,
+                panel.volume_levels,
+                lambda: panel.dnd,
+                lambda: panel.edited_directory,
+            )
         )
         self._effects = PanelEffects(device, io)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -435,8 +441,9 @@ class PanelController:
             self._spawn(self._setup(), "panel-setup")
         elif isinstance(command, Decline):
             self._decline(command)
-        elif isinstance(command, SetDnd):
-            logger.info("do-not-disturb %s", "on" if command.on else "off")
+        elif isinstance(command, SetDnd | SetDirectory):
+            if isinstance(command, SetDnd):
+                logger.info("do-not-disturb %s", "on" if command.on else "off")
             if self._saver is not None:
                 self._saver.changed()
         elif isinstance(command, MarkMissedSeen):
@@ -472,7 +479,7 @@ class PanelController:
         if silent:
             conn.ignore()
         else:
-            conn.reject()
+            conn.reject(busy=True)
 
     async def _run_commands(self) -> None:
         while True:

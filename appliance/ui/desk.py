@@ -10,7 +10,8 @@ the Panel through :meth:`PanelController.apply` as facts:
 * the log and its count of unseen missed calls, whenever the log changes;
 * the clock's text, at every minute boundary;
 * the network bars, from the last call's quality score;
-* the saved do-not-disturb switch, at start.
+* the saved do-not-disturb switch, at start, and the directory as last edited
+  on the web page (kept in the same state file).
 
 Opening the log on the panel (:class:`MarkMissedSeen`) marks the missed calls
 seen in the store.
@@ -30,7 +31,12 @@ from typing import TYPE_CHECKING
 
 from appliance.calllog.recorder import CallLogRecorder, clock_synchronized, open_store
 from appliance.phone.device import Device
-from appliance.ui.calllog_view import bars_for, format_clock, log_item
+from appliance.ui.calllog_view import (
+    bars_for,
+    format_clock,
+    log_item,
+    until_next_minute,
+)
 from appliance.ui.commands import Command, MarkMissedSeen
 from appliance.ui.panel import Panel
 from appliance.ui.settings import PanelSettings, UiConfig
@@ -76,8 +82,17 @@ async def open_call_log(
         settings = PanelSettings(ui.state_file or None)
         dnd = await asyncio.to_thread(settings.load_dnd)
         controller.apply(lambda panel, now: panel.set_dnd(dnd, now))
+        edited = await asyncio.to_thread(settings.load_directory)
+        if edited is not None:
+            controller.apply(lambda panel, now: _restore(panel, edited))
         await stack.enter_async_context(link)
     return recorder
+
+
+def _restore(panel: Panel, edited: dict[str, str]) -> None:
+    dropped = panel.restore_directory(edited)
+    if dropped:
+        logger.warning("saved directory: invalid entries dropped: %s", dropped)
 
 
 def call_log_path(ui: UiConfig) -> Path | None:
@@ -155,6 +170,5 @@ class DeskLink:
 
     async def _run_clock(self) -> None:
         while True:
-            # Until the next minute starts (a little after, so it has).
-            await asyncio.sleep(60.0 - self._wall() % 60.0 + 0.05)
+            await asyncio.sleep(until_next_minute(self._wall()))
             self.show_clock()

@@ -19,17 +19,35 @@ from dataclasses import dataclass, field
 from appliance.cadence import Cadence, tones_for
 from appliance.errors import ConfigError
 from appliance.ui.calllog_view import DND_MODES, DeskState
-from appliance.ui.commands import Command, Dial, ResetCancelled, ResetProvisioning
+from appliance.ui.commands import (
+    Command,
+    Dial,
+    ResetCancelled,
+    ResetProvisioning,
+    SetDirectory,
+)
 from appliance.ui.reset_confirm import ResetConfirm
 from appliance.ui.view import PanelState, PanelView, Screen, StatusLed
 from appliance.ui.volume import Volume
 
-__all__ = ["PanelCall", "PanelCore"]
+__all__ = ["MAX_DIRECTORY_ENTRIES", "PanelCall", "PanelCore", "directory_problem"]
 
 # A directory code is what can be typed on the keypad (no '#': it dials).
 _CODE_RE = re.compile(r"[0-9*]{1,32}")
 # Twilio client identities: letters, digits and underscores (Access Token docs).
 _NAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,121}")
+#: Entries the directory may hold once edited on the page (the state file
+#: stays small; the configuration's own directory is not bounded).
+MAX_DIRECTORY_ENTRIES = 100
+
+
+def directory_problem(code: str, name: str) -> str | None:
+    """Why ``code`` -> ``name`` cannot be a directory entry (None: it can)."""
+    if not _CODE_RE.fullmatch(code):
+        return "code must be keypad digits or *"
+    if not _NAME_RE.fullmatch(name):
+        return f"invalid client name {name!r}"
+    return None
 
 
 @dataclass
@@ -64,12 +82,11 @@ class PanelCore:
     ) -> None:
         self._directory = dict(directory or {})
         for code, name in self._directory.items():
-            if not _CODE_RE.fullmatch(code):
-                raise ConfigError(f"ui.directory.{code}", "code must be keypad digits")
-            if not _NAME_RE.fullmatch(name):
-                raise ConfigError(
-                    f"ui.directory.{code}", f"invalid client name {name!r}"
-                )
+            problem = directory_problem(code, name)
+            if problem is not None:
+                raise ConfigError(f"ui.directory.{code}", problem)
+        #: Set once the directory is edited (then saved in the state file).
+        self._directory_edited = False
         if max_dial_length < 1:
             raise ConfigError("ui.max_dial_length", "must be at least 1")
         if ignore_after_rings is not None and ignore_after_rings < 1:
@@ -210,6 +227,56 @@ class PanelCore:
     def dnd(self) -> bool:
         """Whether do-not-disturb is on."""
         return self._desk.dnd
+
+    # --- the directory (the configuration's, or as edited on the page) -----
+
+    @property
+    def directory(self) -> dict[str, str]:
+        """Dial code -> client name, as dialled now."""
+        return dict(self._directory)
+
+    @property
+    def edited_directory(self) -> dict[str, str] | None:
+        """The directory to keep in the state file; None while it is still
+        the configuration's (so a later edit of ``[ui.directory]`` applies)."""
+        return dict(self._directory) if self._directory_edited else None
+
+    def restore_directory(self, entries: Mapping[str, str]) -> list[str]:
+        """Replace the directory by the one saved after an edit (at start; no
+        command). Returns the codes of entries dropped as invalid."""
+        kept = {
+            code: name
+            for code, name in entries.items()
+            if directory_problem(code, name) is None
+        }
+        dropped = [code for code in entries if code not in kept]
+        self._directory = dict(list(kept.items())[:MAX_DIRECTORY_ENTRIES])
+        self._directory_edited = True
+        return dropped
+
+    def edit_directory(self, code: str, name: str | None, now: float) -> str | None:
+        """Set ``code`` to ``name`` (None: remove it); say why not, or None.
+
+        Emits :class:`~appliance.ui.commands.SetDirectory` (to be saved).
+        """
+        self._now = now
+        if name is None:
+            if code not in self._directory:
+                return f"no entry {code!r}"
+            del self._directory[code]
+        else:
+            problem = directory_problem(code, name)
+            if problem is not None:
+                return problem
+            if (
+                code not in self._directory
+                and len(self._directory) >= MAX_DIRECTORY_ENTRIES
+            ):
+                return f"the directory holds at most {MAX_DIRECTORY_ENTRIES} entries"
+            self._directory[code] = name
+        self._directory_edited = True
+        self._commands.append(SetDirectory(tuple(sorted(self._directory.items()))))
+        return None
 
     # --- moves many transitions share -------------------------------------
 

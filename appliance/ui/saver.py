@@ -28,12 +28,14 @@ SETTINGS_SAVE_DELAY_S = 1.0
 
 
 class SettingsSaver:
-    """Writes what ``levels`` and ``dnd`` return to ``settings``, debounced.
+    """Writes what ``levels``, ``dnd`` and ``directory`` return to
+    ``settings``, debounced.
 
     Args:
         settings: the settings file.
         levels: returns the current level of each role.
         dnd: returns whether do-not-disturb is on.
+        directory: returns the edited directory (None: the configuration's).
     """
 
     def __init__(
@@ -41,10 +43,12 @@ class SettingsSaver:
         settings: PanelSettings,
         levels: Callable[[], dict[str, int]],
         dnd: Callable[[], bool],
+        directory: Callable[[], dict[str, str] | None] = lambda: None,
     ) -> None:
         self._settings = settings
         self._levels = levels
         self._dnd = dnd
+        self._directory = directory
         self._wanted = asyncio.Event()
         self._unsaved = False
         self._writing: asyncio.Future[None] | None = None
@@ -77,7 +81,12 @@ class SettingsSaver:
         self._unsaved = False
         self._writing = asyncio.ensure_future(
             asyncio.to_thread(
-                functools.partial(self._settings.save_volume, levels, dnd=self._dnd())
+                functools.partial(
+                    self._settings.save_volume,
+                    levels,
+                    dnd=self._dnd(),
+                    directory=self._directory(),
+                )
             )
         )
         # Shielded: cancelling the saver (shutdown) must not leave a write

@@ -19,7 +19,9 @@ never half of one. A file that cannot be parsed is moved aside to
 ``NAME.bad`` (kept for diagnosis, not overwritten by the next save) and the
 defaults apply; one that cannot be read (permissions, I/O error) is left as it
 is. Either way the phone starts. The do-not-disturb switch is kept in the same
-file, for the same reason.
+file, for the same reason, and so is the directory once it is edited on the
+web page: from then on it replaces ``[ui.directory]`` (the operator's TOML is
+never rewritten by the phone).
 """
 
 from __future__ import annotations
@@ -266,8 +268,29 @@ class PanelSettings:
             return False  # load_volume reports and sets a bad file aside
         return isinstance(raw, dict) and raw.get("dnd") is True
 
-    def save_volume(self, volume: Mapping[str, int], *, dnd: bool = False) -> None:
-        """Replace the file atomically with ``volume`` and the ``dnd`` switch.
+    def load_directory(self) -> dict[str, str] | None:
+        """The directory as last edited on the page; None when it never was
+        (then ``[ui.directory]`` applies). The Panel checks the entries."""
+        if self.path is None:
+            return None
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # load_volume reports and sets a bad file aside
+        found = raw.get("directory") if isinstance(raw, dict) else None
+        if not isinstance(found, dict):
+            return None
+        return {k: v for k, v in found.items() if isinstance(v, str)}
+
+    def save_volume(
+        self,
+        volume: Mapping[str, int],
+        *,
+        dnd: bool = False,
+        directory: Mapping[str, str] | None = None,
+    ) -> None:
+        """Replace the file atomically with ``volume``, the ``dnd`` switch and
+        the edited ``directory`` (None: not edited, not written).
 
         Raises:
             OSError: the directory is not writable or the disk is full (the
@@ -275,9 +298,10 @@ class PanelSettings:
         """
         if self.path is None:
             return
-        data = json.dumps(
-            {"format": _FORMAT, "volume": dict(volume), "dnd": dnd}, indent=1
-        )
+        state: dict[str, Any] = {"format": _FORMAT, "volume": dict(volume), "dnd": dnd}
+        if directory is not None:
+            state["directory"] = dict(directory)
+        data = json.dumps(state, indent=1)
         write_atomic(self.path, (data + "\n").encode())
 
     def _set_aside(self, why: str) -> None:

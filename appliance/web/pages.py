@@ -25,6 +25,7 @@ __all__ = [
     "login_page",
     "logs_page",
     "message_page",
+    "password_page",
     "settings_page",
     "setup_page",
     "status_page",
@@ -52,6 +53,7 @@ _NAV = (
     ("/settings", "Settings"),
     ("/calls", "Call log"),
     ("/logs", "Logs"),
+    ("/password", "Password"),
 )
 
 
@@ -107,6 +109,24 @@ def login_page(csrf: str, error: str = "") -> str:
     return _page("Log in", body)
 
 
+def password_page(csrf: str, error: str = "", *, notice: str = "") -> str:
+    """Change the page's password (the current one is needed)."""
+    body = (
+        f"{f'<p id=notice>{escape(notice)}</p>' if notice else ''}"
+        f"{_error(error)}<form method=post action=/password>{_token(csrf)}"
+        "<p><label>Current password <input type=password name=current "
+        "id=current autocomplete=current-password required></label></p>"
+        "<p><label>New password <input type=password name=password id=password "
+        "autocomplete=new-password required></label></p>"
+        "<p><label>Again <input type=password name=repeat id=repeat "
+        "autocomplete=new-password required></label></p>"
+        "<p><button id=submit>Change the password</button></p></form>"
+        "<p class=note>Every other session is logged out; wrong current "
+        "passwords count as wrong logins.</p>"
+    )
+    return _page("Password", body, csrf=csrf)
+
+
 def message_page(title: str, text: str) -> str:
     """A page that only says something (restarting, refused)."""
     return _page(title, f"<p id=message>{escape(text)}</p>")
@@ -148,6 +168,7 @@ def settings_page(
     dnd_mode: str,
     devices: Sequence[tuple[str, str, str]] = (),
     directory: Mapping[str, str] | None = None,
+    directory_edited: bool = False,
     country: str = "",
     notice: str = "",
 ) -> str:
@@ -199,18 +220,43 @@ def settings_page(
             "role's devices at its volume. The devices are chosen in the "
             "configuration (<code>[device]</code>, docs/audio.md).</p></section>"
         )
-    rows = "".join(
-        f"<tr><th>{escape(code)}</th><td>{escape(name)}</td></tr>"
-        for code, name in sorted((directory or {}).items())
-    )
-    body += (
-        "<section><h2>Directory and tones</h2>"
-        f"<table id=directory>{rows or '<tr><td>No entries.</td></tr>'}</table>"
-        f"<p>Ring and call tones of <b id=country>{escape(country)}</b>.</p>"
-        "<p class=note>Set in the configuration (<code>[ui.directory]</code>, "
-        "<code>ui.country</code>; docs/panel.md); read-only here.</p></section>"
-    )
+    body += _directory_section(csrf, directory or {}, directory_edited, country)
     return _page("Settings", body, csrf=csrf)
+
+
+def _directory_section(
+    csrf: str, directory: Mapping[str, str], edited: bool, country: str
+) -> str:
+    rows = "".join(
+        f"<tr><th>{escape(code)}</th><td>{escape(name)}</td><td>"
+        f"<form method=post action=/settings/directory>{_token(csrf)}"
+        f'<input type=hidden name=code value="{escape(code)}">'
+        "<input type=hidden name=remove value=1>"
+        f'<button id="remove-{escape(code)}">Remove</button></form></td></tr>'
+        for code, name in sorted(directory.items())
+    )
+    where = (
+        "Edited here: kept with the volumes in <code>ui.state_file</code>, and "
+        "used instead of <code>[ui.directory]</code> from now on."
+        if edited
+        else "From the configuration (<code>[ui.directory]</code>); an edit "
+        "here is kept in <code>ui.state_file</code> and used instead from then "
+        "on (the configuration file is not rewritten)."
+    )
+    return (
+        "<section><h2>Directory and speed dials</h2>"
+        f"<table id=directory>{rows or '<tr><td>No entries.</td></tr>'}</table>"
+        f"<form method=post action=/settings/directory>{_token(csrf)}"
+        "<p><label>Code <input name=code id=entry-code inputmode=numeric "
+        "maxlength=32 required></label> <label>Client <input name=name "
+        "id=entry-name maxlength=121 required></label> "
+        "<button id=save-entry>Save</button></p></form>"
+        "<p class=note>Dialling a code calls its client; saving "
+        f"a code already there replaces it. {where}</p>"
+        f"<p>Ring and call tones of <b id=country>{escape(country)}</b> "
+        "(<code>ui.country</code> in the configuration; read-only here).</p>"
+        "</section>"
+    )
 
 
 def calls_page(csrf: str, rows: Sequence[tuple[str, str, str, str, str]]) -> str:
@@ -277,11 +323,12 @@ def last_call_rows(entry: Entry | None) -> list[tuple[str, str]]:
     if entry is None:
         return [("Call", "none yet")]
     when, kind, who, duration, mos = call_row(entry)
+    jitter = "-" if entry.jitter_ms is None else f"{entry.jitter_ms:.1f} ms"
+    loss = "-" if entry.loss_percent is None else f"{entry.loss_percent:.2f} %"
     return [
         ("Call", f"{kind} {who} at {when}, {duration}"),
+        ("Codec", entry.codec or "-"),
         ("MOS", mos),
-        (
-            "Jitter and loss",
-            "not kept after a call (raised as warnings during one)",
-        ),
+        ("Jitter", jitter),
+        ("Packet loss", loss),
     ]

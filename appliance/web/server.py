@@ -34,7 +34,6 @@ from aiohttp import web
 from appliance import __version__
 from appliance.calllog.recorder import CallLogRecorder
 from appliance.errors import ApplianceError
-from appliance.files import write_atomic
 from appliance.log import LineFormatter, RedactionFilter
 from appliance.phone.device import Device
 from appliance.tokens import describe_unverified
@@ -44,14 +43,7 @@ from appliance.ui.settings import UiConfig
 from appliance.ui.volume import VOLUME_MAX_LEVEL, VOLUME_ROLES
 from appliance.update.settings import UpdateConfig
 from appliance.web import pages, tls
-from appliance.web.guard import (
-    LoginLimiter,
-    Session,
-    Sessions,
-    hash_password,
-    password_problem,
-    verify_password,
-)
+from appliance.web.account import SESSION_KEY, Account, see_other
 from appliance.web.settings import WebConfig
 
 __all__ = [
@@ -75,7 +67,6 @@ _NOTICES = {
     "tested": "The test sound played.",
     "test-failed": "The test sound could not be played (see Logs).",
 }
-_SESSION_KEY = web.RequestKey("session", Session)
 _HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; form-action 'self'; "
@@ -86,7 +77,7 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-#: Pages a visitor may see before logging in.
+#: Pages a visitor may see before logging in (``/password`` needs a login).
 _OPEN = frozenset({"/login", "/setup", "/style.css"})
 
 
@@ -159,10 +150,7 @@ class WebPage:
         self._directory = directory
         self._restart = restart
         self._clock = clock
-        self._sessions = Sessions()
-        self._limiter = LoginLimiter()
-        self._setting_up = asyncio.Lock()
-        self._logging_in = asyncio.Lock()
+        self._account = Account(directory / PASSWORD_NAME, clock)
         self._runner: web.AppRunner | None = None
         self._ring = LogRing()
         self._fingerprint = ""
@@ -171,7 +159,7 @@ class WebPage:
     @property
     def password_file(self) -> Path:
         """Where the password's scrypt hash is kept."""
-        return self._directory / PASSWORD_NAME
+        return self._account.password_file
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -190,16 +178,13 @@ class WebPage:
             [
                 web.get("/", self._root),
                 web.get("/style.css", self._style),
-                web.get("/setup", self._setup_form),
-                web.post("/setup", self._setup),
-                web.get("/login", self._login_form),
-                web.post("/login", self._login),
-                web.post("/logout", self._logout),
+                *self._account.routes(),
                 web.get("/status", self._status),
                 web.get("/settings", self._settings),
                 web.post("/settings/volume", self._set_volume),
                 web.post("/settings/dnd", self._set_dnd),
                 web.post("/settings/test", self._test_audio),
+                web.post("/settings/directory", self._edit_directory),
                 web.get("/calls", self._calls_page),
                 web.get("/logs", self._logs),
                 web.post("/restart", self._restart_now),
@@ -246,11 +231,13 @@ class WebPage:
         request: web.Request,
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
-        session = self._sessions.visit(request.cookies.get(COOKIE), self._clock())
-        request[_SESSION_KEY] = session
+        session = self._account.sessions.visit(
+            request.cookies.get(COOKIE), self._clock()
+        )
+        request[SESSION_KEY] = session
         if request.path not in _OPEN and not session.logged_in:
             target = "/login" if self.password_file.exists() else "/setup"
-            response: web.StreamResponse = _see_other(target)
+            response: web.StreamResponse = see_other(target)
         else:
             try:
                 if request.method == "POST":
@@ -273,7 +260,7 @@ class WebPage:
                     headers=exc.headers,
                     body=exc.body,
                 )
-        session = request[_SESSION_KEY]  # a login replaces it
+        session = request[SESSION_KEY]  # a login replaces it
         response.set_cookie(
             COOKIE,
             session.sid,
@@ -291,90 +278,15 @@ class WebPage:
 
     @staticmethod
     def _csrf(request: web.Request) -> str:
-        return request[_SESSION_KEY].csrf
+        return request[SESSION_KEY].csrf
 
-    # --- first visit, login ----------------------------------------------------
+    # --- pages -----------------------------------------------------------------
 
     async def _root(self, request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther("/status")
 
     async def _style(self, request: web.Request) -> web.StreamResponse:
         return web.Response(text=pages.STYLE, content_type="text/css")
-
-    async def _setup_form(self, request: web.Request) -> web.StreamResponse:
-        if self.password_file.exists():
-            raise web.HTTPSeeOther("/login")
-        return self._html(pages.setup_page(self._csrf(request)))
-
-    async def _setup(self, request: web.Request) -> web.StreamResponse:
-        form = await request.post()
-        password, repeat = str(form.get("password", "")), str(form.get("repeat", ""))
-        problem = password_problem(password, repeat)
-        if problem is not None:
-            return self._html(pages.setup_page(self._csrf(request), problem), 400)
-        async with self._setting_up:
-            if self.password_file.exists():  # someone else was first
-                raise web.HTTPSeeOther("/login")
-            hashed = await asyncio.to_thread(hash_password, password)
-            await asyncio.to_thread(
-                write_atomic, self.password_file, (hashed + "\n").encode(), mode=0o600
-            )
-        logger.warning("web page: the password was set")
-        return self._logged_in(request)
-
-    def _logged_in(self, request: web.Request) -> web.StreamResponse:
-        session = self._sessions.log_in(request[_SESSION_KEY], self._clock())
-        request[_SESSION_KEY] = session
-        return _see_other("/status")
-
-    async def _login_form(self, request: web.Request) -> web.StreamResponse:
-        if not self.password_file.exists():
-            raise web.HTTPSeeOther("/setup")
-        if request[_SESSION_KEY].logged_in:
-            raise web.HTTPSeeOther("/status")
-        return self._html(pages.login_page(self._csrf(request)))
-
-    async def _login(self, request: web.Request) -> web.StreamResponse:
-        # One password check at a time: a burst of parallel guesses is held
-        # to the limit (each sees the failures before it), and scrypt's
-        # memory and CPU are spent once at a time.
-        async with self._logging_in:
-            return await self._check_login(request)
-
-    async def _check_login(self, request: web.Request) -> web.StreamResponse:
-        client = request.remote or "?"
-        wait = self._limiter.wait_s(client, self._clock())
-        if wait > 0:
-            return self._too_many(request, wait)
-        form = await request.post()
-        try:
-            stored = await asyncio.to_thread(self.password_file.read_text)
-        except FileNotFoundError:
-            raise web.HTTPSeeOther("/setup") from None
-        if await asyncio.to_thread(
-            verify_password, str(form.get("password", "")), stored
-        ):
-            self._limiter.succeeded(client)
-            logger.info("web page: logged in from %s", client)
-            return self._logged_in(request)
-        wait = self._limiter.failed(client, self._clock())
-        logger.warning("web page: wrong password from %s", client)
-        if wait > 0:
-            return self._too_many(request, wait)
-        return self._html(pages.login_page(self._csrf(request), "Wrong password."), 401)
-
-    def _too_many(self, request: web.Request, wait: float) -> web.StreamResponse:
-        error = f"Too many wrong passwords: try again in {wait:.0f} s."
-        response = self._html(pages.login_page(self._csrf(request), error), 429)
-        response.headers["Retry-After"] = str(max(1, round(wait)))
-        return response
-
-    async def _logout(self, request: web.Request) -> web.StreamResponse:
-        self._sessions.end(request[_SESSION_KEY].sid)
-        request[_SESSION_KEY] = self._sessions.visit(None, self._clock())
-        raise web.HTTPSeeOther("/login")
-
-    # --- pages -----------------------------------------------------------------
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
         sockname = (
@@ -439,6 +351,12 @@ class WebPage:
         return datetime.fromtimestamp(exp).astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
     async def _settings(self, request: web.Request) -> web.StreamResponse:
+        notice = _NOTICES.get(request.query.get("done", ""), "")
+        return self._settings_page(request, notice)
+
+    def _settings_page(
+        self, request: web.Request, notice: str = "", status: int = 200
+    ) -> web.StreamResponse:
         controller = self._controller
         panel = controller.panel if controller is not None else None
         text = pages.settings_page(
@@ -448,11 +366,12 @@ class WebPage:
             dnd=panel.dnd if panel is not None else None,
             dnd_mode=self._config.ui.dnd_mode,
             devices=self._devices(),
-            directory=self._config.ui.directory,
+            directory=self._config.ui.directory if panel is None else panel.directory,
+            directory_edited=panel is not None and panel.edited_directory is not None,
             country=self._config.ui.country,
-            notice=_NOTICES.get(request.query.get("done", ""), ""),
+            notice=notice,
         )
-        return self._html(text)
+        return self._html(text, status)
 
     def _devices(self) -> list[tuple[str, str, str]]:
         audio = self._device.audio
@@ -501,6 +420,22 @@ class WebPage:
         controller.apply(lambda panel, now: panel.choose_dnd(on, now))
         raise web.HTTPSeeOther("/settings?done=applied")
 
+    async def _edit_directory(self, request: web.Request) -> web.StreamResponse:
+        controller = self._panel_controller()
+        form = await request.post()
+        code = str(form.get("code", "")).strip()
+        name = None if form.get("remove") == "1" else str(form.get("name", "")).strip()
+        problems: list[str | None] = []
+        controller.apply(
+            lambda panel, now: problems.append(panel.edit_directory(code, name, now))
+        )
+        if problems[0] is not None:
+            return self._settings_page(request, f"Not saved: {problems[0]}.", 400)
+        logger.info(
+            "web page: directory entry %s", "removed" if name is None else "set"
+        )
+        raise web.HTTPSeeOther("/settings?done=applied")
+
     async def _calls_page(self, request: web.Request) -> web.StreamResponse:
         rows = [pages.call_row(e) for e in self._calls.entries()]
         return self._html(pages.calls_page(self._csrf(request), rows))
@@ -516,10 +451,6 @@ class WebPage:
         return self._html(
             pages.message_page("Restarting", "The phone service is restarting.")
         )
-
-
-def _see_other(location: str) -> web.Response:
-    return web.Response(status=303, headers={"Location": location})
 
 
 def _set_level(role: str, level: int, panel: Panel, now: float) -> None:

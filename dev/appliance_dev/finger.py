@@ -8,7 +8,10 @@ and ``release NAME`` close and open a button's mock pin (or a keypad key's,
 when NAME is one character such as ``#``), ``tap NAME`` does
 both as a finger would (the event travels the real input path: pin edge,
 debouncer, queue, Panel; a press and release closer than the debounce time
-is a bounce and nothing at all). Every new screen is
+is a bounce and nothing at all). ``look NAME`` prints
+``led NAME: lit=0|1 since=0|1`` for the ``ringer`` or ``status`` LED: lit
+now, and lit at any moment since the last look (or the start), read from the
+mock pin's recorded changes. Every new screen is
 printed to standard output as ``screen: NAME``; ``panel: ready`` once the
 panel is up. End of input lifts every finger; SIGTERM stops the service.
 """
@@ -51,6 +54,11 @@ async def _fingers(front: FrontPanel) -> None:
             pressed.discard(name)
         elif verb == "tap":
             await (front.mock.tap_key if key else front.mock.tap_button)(name)
+        elif verb == "look":
+            pin = front.mock.pin(name)
+            since = any(change.state for change in pin.states)
+            pin.clear_states()
+            _say(f"led {name}: lit={int(bool(pin.state))} since={int(since)}")
     for name in pressed:
         (front.mock.release_key if len(name) == 1 else front.mock.release_button)(name)
 

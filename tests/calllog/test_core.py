@@ -6,9 +6,10 @@ from appliance.calllog.core import CallTracker, Direction
 def test_an_answered_incoming_call_is_incoming_with_its_connected_time() -> None:
     tracker = CallTracker()
     tracker.offered("a", "client:bob", wall=1000.0)
-    tracker.answered("a", now=12.0)
-    entry = tracker.ended("a", now=42.5, mos=4.2)
+    tracker.answered("a", now=12.0, codec="opus")
+    entry = tracker.ended("a", now=42.5, mos=4.2, jitter_ms=3.5, loss_percent=0.25)
     assert entry is not None
+    assert (entry.codec, entry.jitter_ms, entry.loss_percent) == ("opus", 3.5, 0.25)
     assert (entry.direction, entry.remote, entry.started) == (
         Direction.INCOMING,
         "client:bob",
@@ -23,9 +24,10 @@ def test_an_incoming_call_never_answered_is_missed_and_unseen() -> None:
     # Cancelled by the caller, rejected or ignored here: all end unanswered.
     tracker = CallTracker()
     tracker.offered("a", "+15551234", wall=5.0, clock_known=False)
-    entry = tracker.ended("a", now=9.0, mos=3.0)
+    entry = tracker.ended("a", now=9.0, mos=3.0, jitter_ms=1.0, loss_percent=0.0)
     assert entry is not None
     assert entry.direction is Direction.MISSED
+    assert (entry.codec, entry.jitter_ms, entry.loss_percent) == (None, None, None)
     assert (entry.duration_s, entry.seen, entry.mos, entry.clock_known) == (
         0.0,
         False,

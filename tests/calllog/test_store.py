@@ -21,6 +21,9 @@ def _entry(i: int, direction: Direction = Direction.INCOMING) -> Entry:
         duration_s=float(i),
         seen=direction is not Direction.MISSED,
         mos=4.1 if direction is Direction.INCOMING else None,
+        codec="PCMU" if direction is Direction.INCOMING else None,
+        jitter_ms=2.5 if direction is Direction.INCOMING else None,
+        loss_percent=0.5 if direction is Direction.INCOMING else None,
     )
 
 
@@ -72,6 +75,36 @@ def test_a_corrupt_file_is_set_aside_and_a_new_log_starts(tmp_path: Path) -> Non
     assert store.recent() == [_entry(1)]
     store.close()
     assert (tmp_path / "calls.db.bad").read_bytes() == garbage
+
+
+def test_a_version_1_log_keeps_its_calls_and_gains_the_quality_columns(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "calls.db"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE calls (id INTEGER PRIMARY KEY AUTOINCREMENT, started REAL"
+        " NOT NULL, direction TEXT NOT NULL, remote TEXT NOT NULL, duration_s REAL"
+        " NOT NULL, clock_known INTEGER NOT NULL, seen INTEGER NOT NULL, mos REAL)"
+    )
+    db.execute(
+        "INSERT INTO calls (started, direction, remote, duration_s, clock_known,"
+        " seen, mos) VALUES (5.0, 'incoming', 'client:old', 7.0, 1, 1, 3.9)"
+    )
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    store = CallLogStore(path)
+    store.add(_entry(1))
+    assert store.recent() == [
+        _entry(1),
+        Entry(5.0, Direction.INCOMING, "client:old", 7.0, mos=3.9),
+    ]
+    store.close()
+    assert not (tmp_path / "calls.db.bad").exists()
+    again = sqlite3.connect(path)
+    assert again.execute("PRAGMA user_version").fetchone()[0] == 2
+    again.close()
 
 
 def test_a_log_from_an_unknown_version_is_set_aside(tmp_path: Path) -> None:

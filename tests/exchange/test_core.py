@@ -649,6 +649,60 @@ def test_reject_on_one_fork_declines_for_all(h):
     assert mobile.expect_one("cancel") == {"callsid": child}
 
 
+def test_busy_reject_is_31486(h):
+    alice = h.login("alice")
+    bob = h.login("bob")
+    parent = dial(alice, "bob")
+    bob.send("reject", callsid=bob.expect_one("invite")["callsid"], reason="busy")
+    assert alice.expect_one("hangup") == {
+        "callsid": parent,
+        "error": {"code": 31486, "message": "Busy here"},
+    }
+    assert bob.messages() == []
+    assert h.exchange.call_count == 0
+
+
+def test_unknown_reject_reason_is_a_plain_decline(h):
+    alice = h.login("alice")
+    bob = h.login("bob")
+    dial(alice, "bob")
+    bob.send("reject", callsid=bob.expect_one("invite")["callsid"], reason=["busy"])
+    assert alice.expect_one("hangup")["error"]["code"] == 31603
+
+
+def test_busy_reject_on_one_fork_leaves_the_others_ringing(h):
+    alice = h.login("alice")
+    desk = h.login("bob")
+    mobile = h.login("bob")
+    parent = dial(alice, "bob")
+    child = desk.expect_one("invite")["callsid"]
+    mobile.expect("invite")
+    desk.send("reject", callsid=child, reason="busy")
+    assert alice.messages() == []
+    assert mobile.messages() == []
+    assert desk.messages() == []
+    assert h.exchange.call_count == 1
+    mobile.send("reject", callsid=child, reason="busy")
+    assert alice.expect_one("hangup") == {
+        "callsid": parent,
+        "error": {"code": 31486, "message": "Busy here"},
+    }
+    assert h.exchange.call_count == 0
+
+
+def test_busy_fork_then_answer_elsewhere(h):
+    alice = h.login("alice")
+    desk = h.login("bob")
+    mobile = h.login("bob")
+    parent = dial(alice, "bob")
+    child = desk.expect_one("invite")["callsid"]
+    mobile.expect("invite")
+    desk.send("reject", callsid=child, reason="busy")
+    mobile.send("answer", callsid=child, sdp=ANSWER)
+    assert alice.expect_one("answer") == {"callsid": parent, "sdp": ANSWER}
+    assert desk.messages() == []  # it left the call: no cancel
+
+
 def test_no_outgoing_grant_hangs_up_the_temp_id_31201(h):
     alice = h.login("alice", outgoing_application_sid=None)
     h.login("bob")

@@ -3,6 +3,7 @@ an in-process exchange, mock pins, the dummy OLED and a real SQLite file."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -129,7 +130,7 @@ async def test_dnd_from_the_keypad_declines_logs_missed_and_is_kept(
             carol.on("error", lambda e: errors.append(e.code))
             await carol.connect({"To": "client:bob"})
             await wait_until(lambda: errors, 5.0)
-            assert errors == [31603]  # the exchange's code for a declined call
+            assert errors == [31486]  # busy here: the do-not-disturb decline
             assert bob.panel.state is PanelState.IDLE  # never rang
             assert not bob.hw.led("ringer")
             await wait_until(lambda: bob.panel.view().missed_calls == 1)
@@ -144,3 +145,79 @@ async def test_dnd_from_the_keypad_declines_logs_missed_and_is_kept(
         # Before the clock is synchronised: unknown, and so are today's calls.
         assert (view.clock_time, view.clock_date) == ("--:--", "clock not set")
         await again.screen_shows_view()
+
+
+async def test_an_edited_directory_is_saved_and_restored_after_a_restart(
+    exchange: ExchangeServer, tmp_path: Path
+) -> None:
+    state = tmp_path / "panel.json"
+    ui = UiConfig(state_file=str(state))
+    settings = PanelSettings(state)
+    configured = {"7": "reception"}
+    async with panel_phone(
+        exchange, "bob", Panel(directory=configured), settings=settings
+    ) as bob:
+        await _with_log(bob, ui)
+        assert settings.load_directory() is None
+        bob.controller.apply(lambda panel, now: panel.edit_directory("42", "erin", now))
+        await wait_until(
+            lambda: settings.load_directory() == {"7": "reception", "42": "erin"}, 5.0
+        )
+        assert settings.load_volume() == bob.panel.volume_levels()
+    # After a restart the saved directory replaces the configured one.
+    async with panel_phone(
+        exchange, "bob", Panel(directory=configured), settings=settings
+    ) as again:
+        await _with_log(again, ui)
+        assert again.panel.directory == {"7": "reception", "42": "erin"}
+        await again.hw.tap_key("4")
+        await again.hw.tap_key("2")
+        await wait_until(lambda: again.panel.view().dial_match == "erin", 5.0)
+
+
+def test_the_state_file_keeps_no_directory_until_one_is_edited(tmp_path: Path) -> None:
+    settings = PanelSettings(tmp_path / "panel.json")
+    settings.save_volume({"ringtone": 3}, dnd=True)
+    assert settings.load_directory() is None
+    settings.save_volume({"ringtone": 3}, dnd=True, directory={})
+    assert settings.load_directory() == {}  # every entry removed: still edited
+    settings.save_volume({"ringtone": 3}, directory={"1": "a", "2": 5})  # type: ignore[dict-item]
+    assert settings.load_directory() == {"1": "a"}
+    assert (settings.load_volume(), settings.load_dnd()) == ({"ringtone": 3}, False)
+
+
+async def test_the_idle_clock_is_redrawn_as_the_minute_changes(
+    exchange: ExchangeServer,
+) -> None:
+    """The clock task's real sleep, with a wall clock that starts 1 s before a
+    minute: the OLED's next frame after the minute shows the new time."""
+    loop = asyncio.get_running_loop()
+    boundary = WALL + 60.0  # 09:46:00 UTC
+    started: list[float] = []
+
+    def wall() -> float:
+        if not started:  # the clock starts at the first reading
+            started.append(loop.time())
+        return boundary - 1.0 + (loop.time() - started[0])
+
+    def text(seconds: float) -> str:
+        return datetime.fromtimestamp(seconds).astimezone().strftime("%H:%M")
+
+    async with panel_phone(exchange, "bob", Panel()) as bob:
+        shown: list[tuple[str, float]] = []
+        bob.controller.frame_listeners.append(
+            lambda _image, view: shown.append((view.clock_time, wall()))
+        )
+        await open_call_log(
+            UiConfig(),
+            bob.device,
+            bob.controller,
+            bob.stack,
+            wall=wall,
+            synced=lambda: True,
+        )
+        assert bob.panel.view().clock_time == text(boundary - 1.0)
+        await wait_until(lambda: any(t == text(boundary) for t, _ in shown), 10.0)
+        # Not drawn before the minute began, and the screen shows the view.
+        assert all(at >= boundary for t, at in shown if t == text(boundary))
+        await bob.screen_shows_view()

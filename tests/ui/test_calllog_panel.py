@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from appliance.calllog.core import Direction, Entry
 from appliance.errors import ConfigError
-from appliance.ui.calllog_view import LogItem, bars_for, format_clock, log_item
+from appliance.ui.calllog_view import (
+    MINUTE_MARGIN_S,
+    LogItem,
+    bars_for,
+    format_clock,
+    log_item,
+    until_next_minute,
+)
 from appliance.ui.commands import Decline, Dial, MarkMissedSeen, SetDnd
 from appliance.ui.panel import Panel
 from appliance.ui.view import PanelState, StatusLed
@@ -124,6 +131,26 @@ def test_format_clock() -> None:
     assert format_clock(None) == ("--:--", "clock not set")
     when = datetime(2026, 12, 3, 9, 5, tzinfo=UTC)
     assert format_clock(when) == ("09:05", "Thu 03 Dec 2026")
+
+
+@pytest.mark.parametrize("offset_min", [0, 330, -180, 845])
+def test_the_clock_redraw_falls_just_inside_the_next_minute(offset_min: int) -> None:
+    zone = timezone(timedelta(minutes=offset_min))
+    boundary = datetime(2026, 12, 3, 9, 46, tzinfo=UTC).timestamp()
+    walls = [boundary + k * 7.31 for k in range(-20, 20)]
+    walls += [boundary, boundary - 1e-6, boundary + 59.999, boundary - 0.04]
+    for wall in walls:
+        delay = until_next_minute(wall)
+        assert MINUTE_MARGIN_S < delay <= 60.0 + MINUTE_MARGIN_S, wall
+        shown = datetime.fromtimestamp(wall, zone)
+        redrawn = datetime.fromtimestamp(wall + delay, zone)
+        # The redraw shows the minute after the one shown, whatever the zone.
+        assert (
+            format_clock(redrawn)[0]
+            == format_clock(
+                shown.replace(second=0, microsecond=0) + timedelta(minutes=1)
+            )[0]
+        ), wall
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,13 @@ from appliance.ui.commands import (
     PlayLocalDtmf,
     Reject,
     SendDigits,
+    SetDirectory,
     SetMute,
     Setup,
     SetVolume,
 )
 from appliance.ui.panel import Panel
+from appliance.ui.panel_core import MAX_DIRECTORY_ENTRIES
 from appliance.ui.view import PanelState, Screen, StatusLed
 from appliance.ui.volume import VOLUME_DEFAULT_LEVEL, VOLUME_MAX_LEVEL, volume_gain
 
@@ -206,6 +208,58 @@ def test_directory_code_dials_a_client():
     panel.key("#", 2.0)
     assert panel.commands_to_send() == [PlayLocalDtmf("#"), Dial("client:alice")]
     assert panel.view().remote == "client:alice"
+
+
+def test_an_edited_directory_dials_at_once_and_is_the_one_to_save():
+    panel = registered_panel()
+    assert panel.edited_directory is None  # still the configuration's
+    assert panel.edit_directory("42", "erin", 1.5) is None
+    assert panel.commands_to_send() == [
+        SetDirectory((("100", "alice"), ("42", "erin"), ("7", "bob")))
+    ]
+    assert panel.edit_directory("100", None, 1.6) is None  # removed
+    assert panel.edit_directory("7", "frank", 1.7) is None  # replaced
+    assert panel.edited_directory == {"42": "erin", "7": "frank"}
+    panel.commands_to_send()
+    type_keys(panel, "42", 2.0)
+    assert panel.view().dial_match == "erin"
+    panel.commands_to_send()
+    panel.key("#", 2.5)
+    assert panel.commands_to_send() == [PlayLocalDtmf("#"), Dial("client:erin")]
+
+
+@pytest.mark.parametrize(
+    ("code", "name", "problem"),
+    [
+        ("4#", "erin", "code must be keypad digits or *"),
+        ("", "erin", "code must be keypad digits or *"),
+        ("4", "bad name", "invalid client name 'bad name'"),
+        ("5", None, "no entry '5'"),
+    ],
+)
+def test_a_bad_directory_edit_changes_nothing(code, name, problem):
+    panel = registered_panel()
+    assert panel.edit_directory(code, name, 1.5) == problem
+    assert panel.commands_to_send() == []
+    assert panel.edited_directory is None
+    assert panel.directory == {"100": "alice", "7": "bob"}
+
+
+def test_the_directory_is_bounded_once_edited():
+    panel = Panel()
+    for n in range(MAX_DIRECTORY_ENTRIES):
+        assert panel.edit_directory(str(n), "x", 1.0) is None
+    assert "at most" in (panel.edit_directory("999", "x", 1.0) or "")
+    assert panel.edit_directory("0", "y", 1.0) is None  # replacing is fine
+
+
+def test_a_restored_directory_drops_bad_entries_and_emits_nothing():
+    panel = registered_panel()
+    dropped = panel.restore_directory({"42": "erin", "4#": "x", "5": "bad name"})
+    assert dropped == ["4#", "5"]
+    assert panel.directory == panel.edited_directory == {"42": "erin"}
+    assert panel.commands_to_send() == []
+    assert Panel().restore_directory({}) == []
 
 
 def test_hook_down_while_dialing_clears():

@@ -28,6 +28,7 @@ from tests.provisioning.cdp import Page, chromium
 
 HW = Path(__file__).resolve().parents[2] / "hw"
 PASSWORD = "blue-desk-42"
+NEW_PASSWORD = "green-desk-43"
 # The page's certificate is self-signed: made by the phone on first start.
 FLAGS = ("--ignore-certificate-errors",)
 
@@ -121,9 +122,16 @@ state_dir = "{tmp_path / "web"}"
         await asyncio.gather(*readers, return_exceptions=True)
 
 
-async def shot(page: Page, tmp: Path, name: str) -> None:
-    """Save the page as ``web-NAME.png`` (and in $APPLIANCE_WEB_SHOTS)."""
-    result = await page.send("Page.captureScreenshot", format="png")
+async def shot(page: Page, tmp: Path, name: str, *, whole: bool = False) -> None:
+    """Save the page as ``web-NAME.png`` (and in $APPLIANCE_WEB_SHOTS); with
+    ``whole``, all of a page longer than the window."""
+    options: dict[str, object] = {}
+    if whole:
+        size = (await page.send("Page.getLayoutMetrics"))["cssContentSize"]
+        clip = {"x": 0, "y": 0, "scale": 1}
+        options = {"captureBeyondViewport": True, "clip": clip}
+        clip.update(width=size["width"], height=size["height"])
+    result = await page.send("Page.captureScreenshot", format="png", **options)
     data = base64.b64decode(result["data"])
     assert data.startswith(b"\x89PNG")
     targets = [tmp]
@@ -182,6 +190,29 @@ async def test_the_owner_sets_up_logs_in_and_changes_the_phone(
 
         assert "reception" in await page.text("#directory")
         assert await page.text("#country") == "GB"
+        assert service.saved().get("directory") is None  # the configuration's
+
+        # The directory: an entry added, a bad one refused, one removed; the
+        # panel dials from it at once and it is kept in ui.state_file.
+        await page.fill("#entry-code", "42")
+        await page.fill("#entry-name", "carol")
+        await submit(page, "#save-entry", "!!document.querySelector('#notice')")
+        await wait_until(
+            lambda: (
+                service.saved().get("directory") == {"7": "reception", "42": "carol"}
+            ),
+            10.0,
+        )
+        await page.fill("#entry-code", "4#")
+        await page.fill("#entry-name", "dave")
+        await submit(page, "#save-entry", "!!document.querySelector('#notice')")
+        assert (await page.text("#notice")).startswith("Not saved: code must be")
+        await submit(page, "#remove-7", "!!document.querySelector('#notice')")
+        await wait_until(
+            lambda: service.saved().get("directory") == {"42": "carol"}, 10.0
+        )
+        directory = await page.text("#directory")
+        assert "carol" in directory and "reception" not in directory
 
         # Each role's devices play a test sound.
         await submit(page, "#test-ringtone", "!!document.querySelector('#notice')")
@@ -209,7 +240,7 @@ async def test_the_owner_sets_up_logs_in_and_changes_the_phone(
         assert await page.text("#dnd-state") == "on"
         await wait_until(lambda: service.saw("do-not-disturb on"), 10.0)
         await wait_until(lambda: service.saved().get("dnd") is True, 10.0)
-        await shot(page, tmp_path, "settings")
+        await shot(page, tmp_path, "settings", whole=True)
 
         await page.goto(f"{base}/logs")
         assert "do-not-disturb on" in await page.text("#logs")
@@ -269,6 +300,23 @@ async def test_the_owner_sets_up_logs_in_and_changes_the_phone(
 
         await asyncio.wait_for(right_password_later(), scaled(20))
 
+        # A new password: the current one is needed.
+        await page.goto(f"{base}/password")
+        await page.fill("#current", "not-it-at-all-2")
+        await page.fill("#password", NEW_PASSWORD)
+        await page.fill("#repeat", NEW_PASSWORD)
+        await submit(page, "#submit", "!!document.querySelector('#error')")
+        assert await page.text("#error") == "Wrong password."
+        await page.fill("#current", PASSWORD)
+        await page.fill("#password", NEW_PASSWORD)
+        await page.fill("#repeat", NEW_PASSWORD)
+        await submit(page, "#submit", "!!document.querySelector('#notice')")
+        assert "Changed" in await page.text("#notice")
+        await shot(page, tmp_path, "password")
+        assert (tmp_path / "web" / "web-password").read_text() != stored
+        await wait_until(lambda: service.saw("the password was changed"), 10.0)
+
         # Restart: the service stops with the status systemd restarts on.
+        await page.goto(f"{base}/status")
         await submit(page, "#restart", "!!document.querySelector('#message')")
         assert await asyncio.wait_for(service.process.wait(), scaled(20)) == 75

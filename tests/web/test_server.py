@@ -191,3 +191,80 @@ async def test_a_burst_of_parallel_guesses_is_held_to_the_limit(
         # Only the free failures were checked; every guess after them waited.
         checked = [r for r in caplog.records if "wrong password" in r.getMessage()]
         assert len(checked) == FREE_FAILURES
+
+
+async def _set_up(http: aiohttp.ClientSession, page: WebPage) -> str:
+    """Set the first password; return the logged-in session's CSRF token."""
+    _, _, html = await _get(http, page.url + "setup")
+    form = {"password": PASSWORD, "repeat": PASSWORD, "csrf": _csrf(html)}
+    async with http.post(page.url + "setup", data=form, ssl=False) as answer:
+        return _csrf(await answer.text())
+
+
+async def test_changing_the_password_needs_the_current_one_and_ends_sessions(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with (
+        serve(tmp_path, []) as page,
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other,
+    ):
+        token = await _set_up(http, page)
+        # A second visitor logs in with the same password.
+        _, _, html = await _get(other, page.url + "login")
+        form = {"password": PASSWORD, "csrf": _csrf(html)}
+        async with other.post(page.url + "login", data=form, ssl=False) as answer:
+            assert answer.url.path == "/status"
+        saved = page.password_file.read_text()
+        new = "another-long-one"
+
+        async def change(current: str, password: str, repeat: str, csrf: str) -> int:
+            form = {"current": current, "password": password, "repeat": repeat}
+            async with http.post(
+                page.url + "password", data={**form, "csrf": csrf}, ssl=False
+            ) as answer:
+                return answer.status
+
+        assert await change(PASSWORD, new, new, "forged") == 403
+        assert await change("wrong-current", new, new, token) == 401
+        assert await change(PASSWORD, new, "mistyped-one", token) == 400
+        assert await change(PASSWORD, "short", "short", token) == 400
+        assert page.password_file.read_text() == saved
+        form = {"current": PASSWORD, "password": new, "repeat": new, "csrf": token}
+        async with http.post(page.url + "password", data=form, ssl=False) as answer:
+            assert answer.url.path == "/password"
+            assert "Every other session was logged out" in await answer.text()
+        assert page.password_file.read_text() != saved
+        assert stat.S_IMODE(page.password_file.stat().st_mode) == 0o600
+        # This browser goes on; the other one was logged out.
+        status, where, _ = await _get(http, page.url + "status")
+        assert (status, where) == (200, "/status")
+        status, where, html = await _get(other, page.url + "status")
+        assert (status, where) == (200, "/login")
+        for password, expected in ((PASSWORD, 401), (new, 200)):
+            form = {"password": password, "csrf": _csrf(html)}
+            async with other.post(page.url + "login", data=form, ssl=False) as answer:
+                assert answer.status == expected
+                html = await answer.text()
+
+
+async def test_wrong_current_passwords_share_the_login_limit(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with serve(tmp_path, []) as page:
+        token = await _set_up(http, page)
+        form = {"current": "wrong", "password": "x" * 10, "repeat": "x" * 10}
+        statuses = []
+        for _ in range(FREE_FAILURES + 1):
+            async with http.post(
+                page.url + "password", data={**form, "csrf": token}, ssl=False
+            ) as answer:
+                statuses.append(answer.status)
+                retry = answer.headers.get("Retry-After")
+        assert statuses == [401] * (FREE_FAILURES - 1) + [429, 429]
+        assert retry is not None and int(retry) >= 1
+        # The login form from this address waits too, even with the right one.
+        http.cookie_jar.clear()
+        _, _, html = await _get(http, page.url + "login")
+        login = {"password": PASSWORD, "csrf": _csrf(html)}
+        async with http.post(page.url + "login", data=login, ssl=False) as answer:
+            assert answer.status == 429
