@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.errors import ApplianceError
+from appliance.update.machine import MAX_STARTS
 
 if TYPE_CHECKING:
     from appliance.update.service import Updater
@@ -65,7 +66,9 @@ def add_update_parser(subparsers: Any) -> None:
         help="before the service starts: count a start on trial, switch back "
         "a release that keeps failing (the unit's ExecStartPre)",
     )
-    boot.add_argument("--max-starts", type=int, default=3, help="default 3")
+    boot.add_argument(
+        "--max-starts", type=int, default=MAX_STARTS, help=f"default {MAX_STARTS}"
+    )
     boot.set_defaults(handler=_boot)
 
 
