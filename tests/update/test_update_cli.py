@@ -17,6 +17,7 @@ def update(phone, publisher, tmp_path):
     def run(*argv: str) -> int:
         return main(
             ["update", "--root", str(phone.root), "--url", phone.url,
+             "--socket", str(tmp_path / "no-service.sock"),
              "--trust-root", str(trust), "--platform", "linux_aarch64",
              "--restart-command", f"touch {marker}", *argv]
         )  # fmt: skip
