@@ -64,7 +64,7 @@ from appliance.service_tasks import (
     log_call_cut,
     log_incoming,
     ping_watchdog,
-    run_provisioning,
+    serve_commands,
     watch_token,
 )
 from appliance.system.notify import Notifier
@@ -194,15 +194,15 @@ async def run_service(
     logger.info("phone service started (%s)", ", ".join(config.sources))
 
     async with asyncio.TaskGroup() as group:
+        confirm = front.controller.confirm_reset if front else None
         watchers = [
             group.create_task(
-                run_provisioning(
-                    provisioning, front.controller.confirm_reset if front else None
-                )
+                provisioning.run()
                 if provisioning is not None
                 else watch_token(tokens, refresh_token)
             ),
             group.create_task(ping_watchdog(notifier)),
+            group.create_task(serve_commands(provisioning, confirm, updater)),
         ]
         if updater is not None:
             watchers.append(group.create_task(updater.run()))

@@ -19,6 +19,7 @@ Hierarchy::
           NegotiationError                       SDP or codec failure
           AudioDeviceError(MediaError, OSError)  unknown, missing or failing device
       HardwareError(ApplianceError, OSError)     GPIO, display
+      ControlError                               no answer on the control socket
       ProvisioningError
       UpdateError
         SignatureError                           never retried
@@ -43,6 +44,7 @@ __all__ = [
     "CallLogError",
     "ConfigError",
     "ConnectionLostError",
+    "ControlError",
     "ErrorInfo",
     "HardwareError",
     "InvalidArgumentError",
@@ -296,6 +298,10 @@ class HardwareError(ApplianceError, OSError):
 
 class CallLogError(ApplianceError):
     """The call log's database cannot be opened or written."""
+
+
+class ControlError(ApplianceError):
+    """No answer on the service's control socket: no service, or it went away."""
 
 
 class ProvisioningError(ApplianceError):

@@ -2,7 +2,7 @@
 
 :func:`appliance.app.run_service` wires the service together; the tasks it
 runs until SIGTERM (the token-file watch, the systemd watchdog ping, the
-provisioning client with its control socket) and the small pieces of its
+provisioning client, the control socket) and the small pieces of its
 start-up and shutdown (the token source, the incoming-call log line, the
 message when a stop cuts a call) are here, so the composition root reads as
 the order in which parts are built, started and stopped. Nothing here builds
@@ -26,6 +26,7 @@ from appliance.system.notify import Notifier, watchdog_interval_s
 
 if TYPE_CHECKING:
     from appliance.provisioning.phone import PhoneProvisioning
+    from appliance.update.phone_updater import PhoneUpdater
 
 __all__ = [
     "DEFAULT_CLOSE_MESSAGE",
@@ -37,7 +38,7 @@ __all__ = [
     "log_call_cut",
     "log_incoming",
     "ping_watchdog",
-    "run_provisioning",
+    "serve_commands",
     "watch_token",
 ]
 
@@ -167,21 +168,29 @@ def log_call_cut(device: Device) -> None:
         )
 
 
-async def run_provisioning(
-    client: PhoneProvisioning, confirm: Callable[[], Awaitable[str]] | None
+async def serve_commands(
+    provisioning: PhoneProvisioning | None,
+    confirm: Callable[[], Awaitable[str]] | None,
+    updater: PhoneUpdater | None,
 ) -> None:
-    """The provisioning client and, with a runtime directory (systemd's
-    ``RuntimeDirectory=``), the control socket of ``appliance provision``;
-    ``confirm`` asks on the panel before a reset (None: no panel)."""
-    from appliance.provisioning.control import SOCKET_NAME, serve_control
+    """With a runtime directory (systemd's ``RuntimeDirectory=``), the control
+    socket: ``appliance provision`` with a provisioning client (``confirm``
+    asks on the panel before a reset; None: no panel) and ``appliance
+    update`` with an updater. Returns at once when there is neither."""
+    from appliance.system.control import SOCKET_NAME, Handler, serve_control
 
     runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
-    async with asyncio.TaskGroup() as group:
-        group.create_task(client.run())
-        if runtime:
-            group.create_task(
-                serve_control(Path(runtime) / SOCKET_NAME, client.status, confirm)
-            )
+    commands: dict[str, Handler] = {}
+    if provisioning is not None:
+        from appliance.provisioning.control import provisioning_commands
+
+        commands.update(provisioning_commands(provisioning.status, confirm))
+    if updater is not None:
+        from appliance.update.control import update_commands
+
+        commands.update(update_commands(updater.updater))
+    if runtime and commands:
+        await serve_control(Path(runtime) / SOCKET_NAME, commands)
 
 
 async def watch_token(

@@ -35,11 +35,9 @@ from typing import Any
 
 from appliance.errors import ConfigError, ProvisioningError
 from appliance.log import configure_logging
+from appliance.system.control import DEFAULT_SOCKET
 
 __all__ = ["add_provision_parser", "add_provisioner_parser"]
-
-#: The service's control socket under systemd (RuntimeDirectory=appliance).
-DEFAULT_SOCKET = Path("/run/appliance/control.sock")
 
 
 def _fail(message: str, status: int = 2) -> int:

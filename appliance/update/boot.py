@@ -22,7 +22,12 @@ import time
 from pathlib import Path
 
 from appliance.files import write_atomic
-from appliance.update.machine import ActionKind, UpdateMachine, UpdatePolicy
+from appliance.update.machine import (
+    MAX_STARTS,
+    ActionKind,
+    UpdateMachine,
+    UpdatePolicy,
+)
 from appliance.update.releases import Releases
 from appliance.update.service import StateFile
 from appliance.update.settings import STATE_DIR
@@ -35,7 +40,7 @@ logger = logging.getLogger(__name__)
 BOOT_MARK = "boot-checked"
 
 
-def boot_check(root: Path, *, max_starts: int = 3) -> str:
+def boot_check(root: Path, *, max_starts: int = MAX_STARTS) -> str:
     """Resume the update state before the service starts; return a summary.
 
     Raises:

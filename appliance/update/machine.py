@@ -50,6 +50,8 @@ from typing import Any
 from appliance.errors import ConfigError, InvalidStateError
 
 __all__ = [
+    "MAX_STARTS",
+    "START_LIMIT_BURST_MIN",
     "Action",
     "ActionKind",
     "Input",
@@ -60,6 +62,19 @@ __all__ = [
     "UpdateState",
     "parse_version",
 ]
+
+#: Starts of a release on trial before it is switched back (a crash loop): the
+#: boot check switches ``current`` back at start ``MAX_STARTS + 1``.
+MAX_STARTS = 3
+
+#: The least ``StartLimitBurst`` of the unit (systemd/appliance.service) that
+#: lets a crash loop always end on the old release before systemd gives up.
+#: Inside one ``StartLimitIntervalSec`` a failed update takes up to
+#: ``MAX_STARTS + 2`` starts: the start that installed and switched, the
+#: ``MAX_STARTS`` starts on trial, and the start the boot check switches back
+#: on; two more are the margin (a restart by hand, one watchdog kill of the
+#: old release). tests/update/test_boot.py reads the unit and checks it.
+START_LIMIT_BURST_MIN = MAX_STARTS + 2 + 2
 
 _VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
 
@@ -175,7 +190,7 @@ class UpdatePolicy:
     check_interval_s: float = 6 * 3600.0
     idle_after_s: float = 60.0
     health_timeout_s: float = 120.0
-    max_starts: int = 3
+    max_starts: int = MAX_STARTS
 
     def __post_init__(self) -> None:
         start, end = self.window

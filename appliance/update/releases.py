@@ -32,9 +32,32 @@ from pathlib import Path
 from appliance.errors import UpdateError
 from appliance.files import fsync_dir
 
-__all__ = ["Releases"]
+__all__ = ["Releases", "pip_command"]
 
 logger = logging.getLogger(__name__)
+
+
+def pip_command(directory: Path, *, complete: bool) -> list[str]:
+    """The pip command that installs the unpacked release in ``directory``.
+
+    Offline (``--no-index``, the release's own wheels), binary wheels only, no
+    byte-compiling, and ``--no-cache-dir``: an install that never repeats has
+    no use for pip's cache, which would live under the service user's home
+    on the phone's small storage (read-only on the image). pip does not cache
+    local wheels today; the flag keeps it so whatever pip's defaults become.
+    """
+    command = [
+        sys.executable, "-m", "pip", "install", "--quiet", "--no-index",
+        "--only-binary=:all:", "--no-compile", "--no-cache-dir",
+        "--disable-pip-version-check",
+        "--find-links", str(directory / "wheels"),
+        "--target", str(directory / "lib"),
+    ]  # fmt: skip
+    if not complete:
+        # The wheel alone: dependencies come from the image's environment.
+        command.append("--no-deps")
+    command.append("appliance")
+    return command
 
 
 class Releases:
@@ -119,16 +142,7 @@ class Releases:
 
     @staticmethod
     def _pip_install(directory: Path, *, complete: bool) -> None:
-        command = [
-            sys.executable, "-m", "pip", "install", "--quiet", "--no-index",
-            "--only-binary=:all:", "--no-compile", "--disable-pip-version-check",
-            "--find-links", str(directory / "wheels"),
-            "--target", str(directory / "lib"),
-        ]  # fmt: skip
-        if not complete:
-            # The wheel alone: dependencies come from the image's environment.
-            command.append("--no-deps")
-        command.append("appliance")
+        command = pip_command(directory, complete=complete)
         try:
             subprocess.run(command, check=True, capture_output=True, timeout=900)
         except subprocess.CalledProcessError as exc:

@@ -133,6 +133,7 @@ class Updater:
         self._release: Release | None = None
         self._wake = asyncio.Event()
         self.changed = asyncio.Event()  # set on every change, for the screen
+        self._watchers: set[asyncio.Event] = set()
 
     # --------------------------------------------------------------- inputs
 
@@ -162,6 +163,30 @@ class Updater:
         self.machine.rollback_requested(reason)
         self._commit_state()
 
+    def request(self, step: str) -> None:
+        """``appliance update check|install|rollback``: ask for ``step`` now.
+
+        Raises:
+            UpdateError: the phase does not allow ``step`` (an update under
+                way finishes first).
+            InvalidStateError: a rollback with no previous release.
+        """
+        phase = self.machine.state.phase
+        resting = phase in (Phase.IDLE, Phase.COMMITTED, Phase.ROLLED_BACK)
+        allowed = {
+            "check": resting,
+            "install": resting or phase in (Phase.VERIFIED, Phase.INSTALLED),
+            "rollback": resting or phase is Phase.HEALTH_CHECK,
+        }
+        if not allowed[step]:
+            raise UpdateError(f"cannot {step} while {phase}")
+        if step == "check":
+            self.check_now()
+        elif step == "install":
+            self.install_now()
+        else:
+            self.rollback("rolled back by hand")
+
     def phone_busy(self, busy: bool) -> None:
         """Ringing or in a call (True), or neither (False)."""
         self.machine.phone_busy(busy)
@@ -187,10 +212,23 @@ class Updater:
 
     # ----------------------------------------------------------------- loop
 
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[asyncio.Event]:
+        """An event of one's own, set at every change (``changed`` is the
+        screen's, which clears it)."""
+        event = asyncio.Event()
+        self._watchers.add(event)
+        try:
+            yield event
+        finally:
+            self._watchers.discard(event)
+
     def _commit_state(self) -> None:
         self.state_file.save(self.machine.state)
         self._wake.set()
         self.changed.set()
+        for event in self._watchers:
+            event.set()
 
     async def run(self) -> None:
         """Resume, then carry out actions and ticks until cancelled (holds the

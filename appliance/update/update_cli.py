@@ -2,12 +2,20 @@
 
 ``appliance update boot`` is the unit's boot check (:mod:`appliance.update.boot`).
 
-Each command works on the persisted state (``var/lib/appliance/update`` under
-``--root``), through the same machine and adapter as the service, holding
-the updater's lock so that two updaters never act at once. ``install`` is
-for a person at the phone: it does not wait for the phone to be idle, and
-restarts the service with ``--restart-command`` once ``current`` points at
-the new release; the service then runs the health check.
+While the service runs, each command asks it over its control socket
+(``--socket``; :mod:`appliance.update.control`): the service's own updater
+carries the step out, with the service's repository and policy, and an
+install still waits until the phone is idle. The command prints the steps
+as they pass and returns once the service checked, switched and restarts,
+or switched back.
+
+With no service answering, each command works on the persisted state
+(``var/lib/appliance/update`` under ``--root``) itself, through the same
+machine and adapter as the service, holding the updater's lock so that two
+updaters never act at once. ``install`` then does not wait for the phone to
+be idle (nothing runs on it), and restarts the service with
+``--restart-command`` once ``current`` points at the new release; the
+service then runs the health check.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.errors import ApplianceError
+from appliance.system.control import DEFAULT_SOCKET
+from appliance.update.machine import MAX_STARTS
 
 if TYPE_CHECKING:
     from appliance.update.service import Updater
@@ -47,6 +57,20 @@ def add_update_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--platform", help="wheel platform tag (default: this host's)")
     parser.add_argument(
+        "--socket",
+        type=Path,
+        default=DEFAULT_SOCKET,
+        metavar="PATH",
+        help=f"the running service's control socket (default {DEFAULT_SOCKET})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds without word from the running service before giving up "
+        "(default 30; a step under way reports every few seconds)",
+    )
+    parser.add_argument(
         "--restart-command",
         default=DEFAULT_RESTART,
         help=f"how to restart the service (default: {DEFAULT_RESTART})",
@@ -65,7 +89,9 @@ def add_update_parser(subparsers: Any) -> None:
         help="before the service starts: count a start on trial, switch back "
         "a release that keeps failing (the unit's ExecStartPre)",
     )
-    boot.add_argument("--max-starts", type=int, default=3, help="default 3")
+    boot.add_argument(
+        "--max-starts", type=int, default=MAX_STARTS, help=f"default {MAX_STARTS}"
+    )
     boot.set_defaults(handler=_boot)
 
 
@@ -107,24 +133,8 @@ def _updater(args: argparse.Namespace) -> Updater:
 
 
 async def _act(updater: Updater, step: str) -> None:
-    from appliance.update.machine import Phase
-
     with updater.state_file.lock():
-        phase = updater.machine.state.phase
-        resting = phase in (Phase.IDLE, Phase.COMMITTED, Phase.ROLLED_BACK)
-        allowed = {
-            "check": resting,
-            "install": resting or phase in (Phase.VERIFIED, Phase.INSTALLED),
-            "rollback": resting or phase is Phase.HEALTH_CHECK,
-        }
-        if not allowed[step]:
-            raise ApplianceError(f"cannot {step} while {phase}")
-        if step == "check":
-            updater.check_now()
-        elif step == "install":
-            updater.install_now()
-        elif step == "rollback":
-            updater.rollback("rolled back by hand")
+        updater.request(step)
         await updater.run_once()
 
 
@@ -141,21 +151,47 @@ def _boot(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from appliance.update.control import ask_service, status_of
+
+    step = args.update_command
     try:
-        updater = _updater(args)
-        if args.update_command != "status":
-            asyncio.run(_act(updater, args.update_command))
+        status = ask_service(
+            args.socket, step, timeout_s=args.timeout, on_line=_Progress()
+        )
+        if status is None:  # no service running an updater: act here
+            updater = _updater(args)
+            if step != "status":
+                asyncio.run(_act(updater, step))
+            status = status_of(updater)
     except (ApplianceError, OSError, subprocess.SubprocessError) as exc:
         print(f"appliance: error: {exc}", file=sys.stderr)
         return 1
-    status = updater.status()
-    releases = updater.releases
     print(f"phase: {status['phase']}")
     for key in ("current", "previous", "candidate", "reason"):
         if status[key]:
             print(f"{key}: {status[key]}")
     if status["refused"]:
         print("refused: " + ", ".join(status["refused"]))
-    print(f"links: current -> {releases.current or '-'}, previous -> "
-          f"{releases.previous or '-'}")  # fmt: skip
-    return 1 if status["reason"].startswith("refused:") else 0
+    links = status["links"]
+    print(f"links: current -> {links['current'] or '-'}, previous -> "
+          f"{links['previous'] or '-'}")  # fmt: skip
+    return 1 if str(status["reason"]).startswith("refused:") else 0
+
+
+class _Progress:
+    """Prints a step under way in the service: each phase, download tenths."""
+
+    def __init__(self) -> None:
+        self._shown: tuple[str, int] | None = None
+
+    def __call__(self, status: dict[str, Any]) -> None:
+        phase = str(status.get("phase"))
+        tenth = int(float(status.get("progress") or 0.0) * 10)
+        shown = (phase, tenth if phase == "downloading" else 0)
+        if shown == self._shown:
+            return
+        self._shown = shown
+        what = f"{phase} {status.get('candidate') or ''}".rstrip()
+        if phase == "downloading":
+            what += f" {tenth * 10}%"
+        print(f"... {what}", flush=True)

@@ -105,6 +105,9 @@ class Supervisor:
     root: Path
     config: Path
     restart_s: float = 0.1
+    #: More of the service's environment (``RUNTIME_DIRECTORY``: the control
+    #: socket's directory, as systemd's ``RuntimeDirectory=`` sets it).
+    env: dict[str, str] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     process: asyncio.subprocess.Process | None = None
     generation: int = 0
@@ -194,7 +197,7 @@ class Supervisor:
         # `python -m` would find first.
         cwd = self.root / "run/appliance"
         cwd.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path)}
+        env = {**os.environ, **self.env, "NOTIFY_SOCKET": str(notify_path)}
         env.pop("PYTHONPATH", None)
         env.pop("APPLIANCE_TOKEN", None)
         boot = await asyncio.create_subprocess_exec(
@@ -272,7 +275,11 @@ def phone_root(tmp_path: Path, publisher: Publisher) -> Path:
 
 
 def write_config(
-    root: Path, exchange_url: str, repo_url: str, health_s: float = 12.0
+    root: Path,
+    exchange_url: str,
+    repo_url: str,
+    health_s: float = 12.0,
+    policy: str = "automatic",
 ) -> Path:
     config = root / "etc/appliance/appliance.toml"
     config.write_text(f"""
@@ -297,6 +304,7 @@ url = "{repo_url}"
 trust_root = "{root / "etc/appliance/update-root.json"}"
 root = "{root}"
 platform = "any"
+policy = "{policy}"
 idle_after_s = 1
 health_timeout_s = {health_s}
 """)

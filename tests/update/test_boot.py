@@ -4,10 +4,18 @@ panel shows in each phase."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from appliance.update.boot import BOOT_MARK, boot_check
-from appliance.update.machine import Phase, UpdateState
+from appliance.update.machine import (
+    MAX_STARTS,
+    START_LIMIT_BURST_MIN,
+    Phase,
+    UpdatePolicy,
+    UpdateState,
+)
 from appliance.update.phone_updater import banner
 from appliance.update.service import StateFile, Updater
 
@@ -66,6 +74,44 @@ async def test_a_release_that_dies_before_its_updater_runs_is_switched_back(phon
     assert state.reason == "1.1.0 restarted 3 times"
     assert state.refused == ("1.1.0",)
     assert phone.installed_version() == "1.0.0"
+
+
+UNIT = Path(__file__).resolve().parents[2] / "systemd/appliance.service"
+
+
+def unit_settings() -> dict[str, list[str]]:
+    """The unit file's settings (a key may repeat), continuation lines joined."""
+    text = UNIT.read_text().replace("\\\n", " ")
+    settings: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+async def test_a_crash_loop_ends_on_the_old_release_within_the_units_start_limit(
+    phone,
+):
+    settings = unit_settings()
+    (burst,) = settings["StartLimitBurst"]
+    (boot,) = settings["ExecStartPre"]
+    assert "update boot" in boot
+    # The unit leaves the number of starts to the updater: one source.
+    assert "--max-starts" not in boot
+    assert UpdatePolicy().max_starts == MAX_STARTS
+    assert int(burst) >= START_LIMIT_BURST_MIN
+
+    await switched_to_new_release(phone)
+    starts = 1  # the unit's start that installed and switched
+    while phone.releases.current == "1.1.0":
+        boot_check(phone.root)  # the unit starts again; the release dies
+        starts += 1
+        assert starts <= int(burst), "systemd would give up on the new release"
+    assert phone.releases.current == "1.0.0"
+    # The budget the constant is built from, and the margin left over.
+    assert starts == MAX_STARTS + 2
+    assert int(burst) - starts >= 2
 
 
 def test_the_boot_check_of_a_phone_never_updated_changes_nothing(phone):

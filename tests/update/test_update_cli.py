@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import pytest
 
 from appliance.cli import main
 from appliance.update.service import StateFile
+from tests.conftest import scaled
 
 
 @pytest.fixture
@@ -17,6 +21,7 @@ def update(phone, publisher, tmp_path):
     def run(*argv: str) -> int:
         return main(
             ["update", "--root", str(phone.root), "--url", phone.url,
+             "--socket", str(tmp_path / "no-service.sock"),
              "--trust-root", str(trust), "--platform", "linux_aarch64",
              "--restart-command", f"touch {marker}", *argv]
         )  # fmt: skip
@@ -81,3 +86,23 @@ def test_a_refused_repository_exits_non_zero(update, publisher, capsys):
 def test_check_needs_a_url(phone, capsys):
     assert main(["update", "--root", str(phone.root), "check"]) == 1
     assert "--url is needed" in capsys.readouterr().err
+
+
+async def test_a_service_without_an_updater_leaves_the_command_to_act(
+    phone, tmp_path, capsys
+):
+    from appliance.system.control import serve_control
+
+    sock = tmp_path / "control.sock"
+    served = asyncio.create_task(serve_control(sock, {}))  # e.g. provisioning's
+    try:
+        async with asyncio.timeout(scaled(10)):
+            while not sock.exists():  # noqa: ASYNC110  (the server binds it)
+                await asyncio.sleep(0.01)
+        argv = ["update", "--root", str(phone.root), "--socket", str(sock), "status"]
+        assert await asyncio.to_thread(main, argv) == 0
+    finally:
+        served.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await served
+    assert "links: current -> 1.0.0, previous -> -" in capsys.readouterr().out

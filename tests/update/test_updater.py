@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from appliance.update.artifact import build_artifact
 from appliance.update.machine import Phase, UpdatePolicy
+from tests.update.helpers import make_wheel
 
 
 async def test_an_update_downloads_installs_switches_and_commits(phone, server):
@@ -165,3 +167,22 @@ async def test_a_tampered_partial_download_is_refused_then_fetched_whole(
     updater.check_now()
     await updater.run_once()
     assert phone.releases.current == "1.1.0"
+
+
+def test_pip_installs_a_release_without_a_cache(phone, tmp_path, monkeypatch):
+    from appliance.update.releases import pip_command
+
+    command = pip_command(tmp_path / "release", complete=True)
+    assert "--no-cache-dir" in command
+    assert "--no-index" in command
+    # A real install, with pip's cache pointed at a directory of its own.
+    cache = tmp_path / "pip-cache"
+    monkeypatch.setenv("PIP_CACHE_DIR", str(cache))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    wheel = make_wheel(tmp_path / "factory-1.2.0", "1.2.0")
+    artifact = build_artifact(
+        [wheel], tmp_path / "factory-1.2.0", complete=False, platform="any"
+    )
+    phone.releases.install(artifact.path, "1.2.0")
+    assert "1.2.0" in phone.releases.installed()
+    assert not cache.exists()
