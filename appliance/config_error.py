@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from appliance.errors import ConfigError, HardwareError
 from appliance.ui.settings import UiConfig
 
-__all__ = ["config_failed", "show_config_error"]
+__all__ = ["config_failed", "exit_status", "show_config_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +66,14 @@ def config_failed(
     used.
 
     Returns:
-        2, the exit status systemd does not restart (RestartPreventExitStatus).
+        2, the exit status systemd does not restart (RestartPreventExitStatus),
+        or 1 when this release is an update on trial (:func:`exit_status`).
     """
     from appliance.config import merge_layers
     from appliance.ui.settings import parse_ui_config
 
     sys.stderr.write(f"appliance: error: {error}\n")
+    merged: Mapping[str, Any] = {}
     try:
         merged, _sources = merge_layers(paths)
         raw = merged.get("ui", {})
@@ -83,7 +85,33 @@ def config_failed(
             "appliance: the error is not shown on the display: "
             "the [ui] section cannot be used\n"
         )
+    else:
+        if ui.enabled and show(ui, error):
+            sys.stderr.write("appliance: the error is shown on the display\n")
+    return exit_status(merged)
+
+
+def exit_status(merged: Mapping[str, Any]) -> int:
+    """2 for a configuration a person must fix; 1 for a release on trial.
+
+    2 stops the unit for good, which is right when the configuration is wrong
+    and wrong when a new release refuses a configuration the previous one ran
+    with: nothing would ever switch back. On trial the exit is 1, so systemd
+    restarts the service, the boot check counts the start and, past its
+    budget, switches back to the release that accepted it (docs/updates.md).
+    """
+    from appliance.update.boot import on_trial
+    from appliance.update.settings import parse_update_config
+
+    raw = merged.get("update", {})
+    try:
+        root = Path(parse_update_config(raw if isinstance(raw, dict) else {}).root)
+    except ConfigError:
+        root = Path("/")
+    if not on_trial(root):
         return 2
-    if ui.enabled and show(ui, error):
-        sys.stderr.write("appliance: the error is shown on the display\n")
-    return 2
+    sys.stderr.write(
+        "appliance: this release is an update on trial: exit 1, so that it is "
+        "restarted and switched back\n"
+    )
+    return 1

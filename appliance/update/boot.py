@@ -25,6 +25,7 @@ from appliance.files import write_atomic
 from appliance.update.machine import (
     MAX_STARTS,
     ActionKind,
+    Phase,
     UpdateMachine,
     UpdatePolicy,
 )
@@ -32,7 +33,7 @@ from appliance.update.releases import Releases
 from appliance.update.service import StateFile
 from appliance.update.settings import STATE_DIR
 
-__all__ = ["BOOT_MARK", "boot_check"]
+__all__ = ["BOOT_MARK", "boot_check", "on_trial"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,3 +66,20 @@ def boot_check(root: Path, *, max_starts: int = MAX_STARTS) -> str:
     if state.starts:
         summary += f", start {state.starts} of {state.candidate} on trial"
     return summary
+
+
+#: The phases in which the release ``current`` names is not yet committed.
+_ON_TRIAL = frozenset({Phase.SWITCHING, Phase.RESTARTING, Phase.HEALTH_CHECK})
+
+
+def on_trial(root: Path) -> bool:
+    """Whether the release that runs is an update on trial (read-only; no lock).
+
+    An unreadable state (no such file, no permission) is no trial: the
+    updater's own start will say what is wrong with it.
+    """
+    try:
+        state = StateFile(root / STATE_DIR / "state.json").load()
+    except OSError:
+        return False
+    return bool(state.candidate) and state.phase in _ON_TRIAL

@@ -237,6 +237,14 @@ BROKEN = {
     "never-registers": {
         "app.py": ("await device.setup(current[0])", "await asyncio.sleep(0)")
     },
+    # A new check in the release rejects the configuration 1.0.0 ran with:
+    # it must not stop the unit for good (exit 2) while on trial.
+    "refuses-config": {
+        "cli.py": (
+            "        config = load_layers(args)\n",
+            '        raise ConfigError("device", "refused by this release")\n',
+        )
+    },
     "no-audio": {
         "audio/helper.py": (
             "checked = []",

@@ -163,6 +163,7 @@ async def test_a_broken_release_is_rolled_back_and_the_phone_registers_again(
         "crashes": "1.1.0 restarted 3 times",
         "never-registers": "not registered within the health check",
         "no-audio": "cannot open audio: no sound card",
+        "refuses-config": "1.1.0 restarted 3 times",
     }[broken]
     assert reason == expected, supervisor.log_text()
     assert Releases(root).current == "1.0.0"
