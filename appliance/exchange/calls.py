@@ -150,19 +150,11 @@ class CallRouter:
         """The socket of ``session`` is gone: hold, end or leave its calls."""
         sid = session.sid
         for call in list(self._calls.values()):
-            party = (call.caller == sid, call.callee == sid)
-            if (
-                call.state is CallState.ACTIVE
-                and any(party)
-                and self.resumes.hold(call.parent_sid, party[0], session, now)
+            if call.state is CallState.ACTIVE and self.resumes.hold(
+                call.parent_sid, call.caller == sid, session, now
             ):
-                logger.info(
-                    "call %s: held %d s for session %d to come back",
-                    call.parent_sid,
-                    session.reconnect_timeout,
-                    sid,
-                )
-            elif call.caller == sid:
+                continue  # held for its party to come back (resume.py)
+            if call.caller == sid:
                 self._end(call)
                 if call.state is CallState.RINGING:
                     self._cancel_forks(call, call.forks)
@@ -400,16 +392,12 @@ class CallRouter:
         self, session: Session, callsid: str, token: object, now: float
     ) -> None:
         """``invite{callsid, reconnect, sdp}``: take a held leg over (§4.4)."""
-        grant = self.resumes.find(token) if isinstance(token, str) else None
         claims = session.claims
         assert claims is not None
-        if grant is None or grant.call_sid != callsid:
-            self._out.hangup(session.sid, callsid, 31107, "Invalid reconnect token")
-            return
-        if (grant.account_sid, grant.identity) != (claims.account_sid, claims.identity):
-            self._out.hangup(
-                session.sid, callsid, 31209, "Reconnect attempt not authorized"
-            )
+        grant = self.resumes.claim(token, callsid, claims)
+        if isinstance(grant, tuple) or grant.parent_sid not in self._calls:
+            code, why = grant if isinstance(grant, tuple) else (31107, "Call is over")
+            self._out.hangup(session.sid, callsid, code, why)
             return
         if session.expired(now):
             self._out.hangup(session.sid, callsid, 31205, "JWT token expired")

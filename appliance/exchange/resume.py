@@ -32,11 +32,13 @@ Pure: no I/O; ``now`` is the exchange's monotonic clock.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
 from appliance.exchange.model import RandomSource, Session
 from appliance.exchange.timers import TimerHeap
+from appliance.tokens import TokenClaims
 
 __all__ = [
     "GRACE_EXPIRED_CODE",
@@ -46,6 +48,8 @@ __all__ = [
     "Resumes",
     "reconnect_timeout",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: The longest hold a client may ask for (the SDK's MAX_RECONNECT_TIMEOUT_ALLOWED).
 MAX_RECONNECT_TIMEOUT_S = 30
@@ -137,15 +141,28 @@ class Resumes:
             return False
         deadline = now + session.reconnect_timeout
         self._timers.set((_timer(caller), parent_sid), deadline)
+        logger.info(
+            "call %s: held %d s for session %d to come back",
+            parent_sid,
+            session.reconnect_timeout,
+            session.sid,
+        )
         return True
 
     def held(self, parent_sid: str, caller: bool) -> bool:
         """Whether that leg waits for its party to come back."""
         return self._timers.get((_timer(caller), parent_sid)) is not None
 
-    def find(self, token: str) -> Grant | None:
-        """The grant of ``token``, if it is good."""
-        return self._grants.get(token)
+    def claim(
+        self, token: object, call_sid: str, claims: TokenClaims
+    ) -> Grant | tuple[int, str]:
+        """The grant ``token`` gives ``claims`` for ``call_sid``, or why not."""
+        grant = self._grants.get(token) if isinstance(token, str) else None
+        if grant is None or grant.call_sid != call_sid:
+            return 31107, "Invalid reconnect token"
+        if (grant.account_sid, grant.identity) != (claims.account_sid, claims.identity):
+            return 31209, "Reconnect attempt not authorized"
+        return grant
 
     def resumed(self, grant: Grant, session: Session) -> str | None:
         """``session`` took the leg of ``grant``; returns the leg's next token."""
