@@ -139,6 +139,37 @@ def test_backoff_doubles_from_100_ms_and_is_capped(jitter):
     assert max(delays) <= 3.0
 
 
+def test_listen_asks_for_the_reconnect_timeout_and_retries_fast_meanwhile():
+    # §4.3: while calls may still be resumed, retries come at least every 1 s.
+    proto = ClientProtocol(
+        urls=[URL],
+        token="t",
+        random=lambda: 0.999,
+        backoff=BackoffPolicy.for_option(20_000),
+        reconnect_timeout_s=10,
+    )
+    connected(proto, now=0.0)
+    proto.connection_closed(5.0, "code 1006")
+    now = 5.0
+    delays = []
+    while now < 30.0:
+        lost = [e for e in proto.events_received() if isinstance(e, TransportLost)]
+        assert lost and lost[-1].retry_at is not None
+        delays.append((now, lost[-1].retry_at - now))
+        now = lost[-1].retry_at
+        proto.tick(now)
+        listen = sent(proto)  # nothing is sent: the socket is not open yet
+        assert listen == []
+        proto.actions()
+        proto.connection_failed(now, "refused")
+    assert all(d <= 1.0 for t, d in delays if t < 15.0)
+    assert max(d for _t, d in delays) > 1.0  # the normal backoff after 10 s
+    proto.tick(now + 30)
+    proto.actions()
+    proto.connection_opened(now + 30)
+    assert sent(proto)[0]["payload"]["reconnectTimeout"] == 10
+
+
 def test_backoff_resets_after_connected():
     proto = make()
     proto.start(0.0)
