@@ -497,10 +497,14 @@ class ClientProtocol:
         self._out.actions.append(OpenConnection(self.url))
 
     def _lost(self, now: float, error: TwilioError, *, was_connected: bool) -> None:
-        # What is queued is stale: a new call's invite would ring a phone for
-        # a call its caller was told had failed, and a held call speaks again
-        # only after its reconnect invite.
-        self._queue.clear()
+        # What is queued is stale (a new call's invite would ring a phone for
+        # a call its caller was told had failed), but for hang-ups and the
+        # reconnect invites before them: the far party hears those at once.
+        self._queue = [
+            m
+            for m in self._queue
+            if m.type is MessageType.HANGUP or "reconnect" in m.payload
+        ]
         self._registered = False
         self._timers.idle = None
         self._timers.register = None
