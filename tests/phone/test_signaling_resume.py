@@ -25,8 +25,7 @@ from tests.phone.test_calls_inprocess import Phone, Recorder
 
 pytestmark = pytest.mark.slow  # real aiortc
 
-CALL_EVENTS = ("accept", "disconnect", "error", "reconnecting", "reconnected")
-CALL_EVENTS += ("volume",)
+CALL_EVENTS = ("accept", "disconnect", "error", "reconnecting", "reconnected", "volume")
 
 
 class SignalingProxy:
