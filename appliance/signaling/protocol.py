@@ -352,14 +352,15 @@ class ClientProtocol:
             which case an :class:`ErrorReceived` with 31009 was emitted, as the
             SDK does (signaling-protocol.md §2.1). A queued message may still
             go out, so its error names no call; a dropped one names its call,
-            which cannot go on. A frame larger than the gateway accepts is
-            never sent (the gateway would close the socket): it is dropped
-            with 31212 for a call message, 31100 otherwise.
+            which cannot go on. A frame larger than the gateway accepts, or
+            not UTF-8 (a lone surrogate from a gateway's ``"\\ud800"``), is
+            never sent: dropped with 31212 for a call message, 31100 otherwise.
         """
         text = encode(message)
-        if text_size(text) > EXCHANGE_MAX_FRAME_BYTES:
+        size, limit = text_size(text), EXCHANGE_MAX_FRAME_BYTES
+        if size > limit or size != len(text.encode("utf-8", "replace")):
             code = 31212 if message.type is MessageType.MESSAGE else 31100
-            reason = f"{message.type} exceeds {EXCHANGE_MAX_FRAME_BYTES} bytes"
+            reason = f"{message.type} exceeds {limit} bytes or is not UTF-8"
             self._out.events.append(
                 ErrorReceived(error_for_code(code, reason, call_sid=message.callsid))
             )

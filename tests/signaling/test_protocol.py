@@ -356,3 +356,17 @@ def test_connected_with_an_unusable_ttl_sets_no_token_timer(ttl):
     assert proto.state is TransportState.CONNECTED
     proto.tick(10**9)
     assert TokenWillExpire() not in proto.events_received()
+
+
+def test_a_frame_that_is_not_utf8_is_never_sent():
+    # A gateway may name a call "\ud800" (valid JSON, a lone surrogate): a
+    # hangup echoing it back cannot be encoded and would kill the writer.
+    proto = make()
+    connected(proto)
+    proto.events_received()
+    hangup = Message(MessageType.HANGUP, {"callsid": "CA\ud800"})
+    assert proto.send(hangup, 1.0) is False
+    assert proto.messages_to_send() == []
+    (event,) = proto.events_received()
+    assert isinstance(event, ErrorReceived) and event.error.code == 31100
+    assert proto.send(Message(MessageType.HANGUP, {"callsid": "CA📞"}), 1.0)
