@@ -42,7 +42,10 @@ Local extensions and choices:
   race with the other side ending the call).
 * A socket closing mid-call ends the call: the other leg gets ``cancel``
   (ringing callee), or ``hangup`` with error 31005 (answered call, or caller
-  whose last ringing session went away gets 31480).
+  whose last ringing session went away gets 31480); unless the party asked
+  for its answered calls to be held (``listen.reconnectTimeout``): then
+  :mod:`appliance.exchange.resume` holds the call and a reconnect ``invite``
+  resumes it.
 
 Pure: no I/O; ``now`` is the caller's monotonic clock.
 """
@@ -50,7 +53,7 @@ Pure: no I/O; ``now`` is the caller's monotonic clock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from appliance.exchange.fields import (
@@ -70,6 +73,7 @@ from appliance.exchange.model import (
 )
 from appliance.exchange.outbox import Outbox
 from appliance.exchange.quotas import QUOTA_CODE, QuotaLog, Quotas
+from appliance.exchange.resume import GRACE_EXPIRED_CODE, Resumes
 from appliance.exchange.timers import TimerHeap
 from appliance.log import wire
 from appliance.signaling.messages import (
@@ -122,8 +126,10 @@ class CallRouter:
         ring_timeout: float,
         quotas: Quotas,
         quota_log: QuotaLog,
+        sessions: Mapping[int, Session],
     ) -> None:
         self._out = out
+        self._session = sessions.get
         self._timers = timers
         self._registered = registered
         self._rng = rng
@@ -132,6 +138,7 @@ class CallRouter:
         self._quota_log = quota_log
         self._echo_calls = 0
         self._calls: dict[str, Call] = {}  # by parent sid
+        self.resumes = Resumes(timers, rng)
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -145,9 +152,14 @@ class CallRouter:
             )
             self._fail_ringing(call, 31480, "Temporarily unavailable")
 
-    def session_gone(self, sid: int) -> None:
-        """The socket of ``sid`` is gone: end or leave its calls (§2.3)."""
+    def session_gone(self, session: Session, now: float) -> None:
+        """The socket of ``session`` is gone: hold, end or leave its calls."""
+        sid = session.sid
         for call in list(self._calls.values()):
+            if call.state is CallState.ACTIVE and self.resumes.hold(
+                call.parent_sid, call.caller == sid, session, now
+            ):
+                continue  # held for its party to come back (resume.py)
             if call.caller == sid:
                 self._end(call)
                 if call.state is CallState.RINGING:
@@ -177,10 +189,9 @@ class CallRouter:
         if call is None or not call.is_echo or call.state is not CallState.RINGING:
             return
         call.state = CallState.ACTIVE
+        call.answer_sdp = sdp
         logger.info("call %s: echo answered", call_sid)
-        self._out.send(
-            call.caller, MessageType.ANSWER, {"callsid": call_sid, "sdp": sdp}
-        )
+        self._answer_caller(call)
 
     def echo_failed(self, call_sid: str) -> None:
         """The adapter could not answer the echo call ``call_sid``."""
@@ -189,6 +200,32 @@ class CallRouter:
             return
         self._end(call)
         self._out.hangup(call.caller, call_sid, 31000, "Echo media failed")
+
+    def grace_expired(self, caller: bool, call_sid: str) -> None:
+        """A held leg did not come back in time: the call ends (31003)."""
+        call = self._calls.get(call_sid)
+        if call is None:
+            return
+        logger.info("call %s: the held party did not come back", call_sid)
+        self._end(call)
+        message = "Connection timed out: the other party did not reconnect"
+        if not caller:
+            self._out.hangup(call.caller, call_sid, GRACE_EXPIRED_CODE, message)
+        elif call.callee is not None:
+            child = call.child_sid or ""
+            self._out.hangup(call.callee, child, GRACE_EXPIRED_CODE, message)
+        if call.is_echo:
+            self._out.echo(EchoHangup(call_sid))
+
+    def _answer_caller(self, call: Call) -> None:
+        """Send the caller ``answer``, with a reconnect token if it wants one."""
+        payload = {"callsid": call.parent_sid, "sdp": call.answer_sdp}
+        caller = self._session(call.caller)
+        if caller is not None:
+            token = self.resumes.issue(call.parent_sid, call.parent_sid, True, caller)
+            if token is not None:
+                payload["reconnect"] = token
+        self._out.send(call.caller, MessageType.ANSWER, payload)
 
     def _new_call_sid(self) -> str:
         return f"CA{self._rng.getrandbits(128):032x}"
@@ -217,6 +254,7 @@ class CallRouter:
             self._echo_calls -= call.is_echo
         self._calls.pop(call.parent_sid, None)
         self._timers.cancel((RING_TIMER, call.parent_sid))
+        self.resumes.forget(call.parent_sid)
         logger.info("call %s ended", call.parent_sid)
 
     def _cancel_forks(self, call: Call, forks: Iterable[int]) -> None:
@@ -268,8 +306,7 @@ class CallRouter:
         claims = session.claims
         assert claims is not None
         if message.payload.get("reconnect"):
-            # We hand out no reconnect tokens (§4.4), so none can be valid.
-            self._out.hangup(session.sid, temp, 31107, "Reconnect is not supported")
+            self._on_reconnect(session, temp, message.payload["reconnect"], now)
             return
         if session.expired(now):
             self._out.hangup(session.sid, temp, 31205, "JWT token expired")
@@ -351,11 +388,37 @@ class CallRouter:
             parameters["Params"] = relayed_params
         for fork in eligible:
             call.forks.add(fork.sid)
-            self._out.send(
-                fork.sid,
-                MessageType.INVITE,
-                {"callsid": call.child_sid, "sdp": sdp, "parameters": dict(parameters)},
-            )
+            invite = {"callsid": call.child_sid, "sdp": sdp, "parameters": parameters}
+            token = self.resumes.issue(call.parent_sid, call.child_sid, False, fork)
+            if token is not None:
+                invite["reconnect"] = token
+            self._out.send(fork.sid, MessageType.INVITE, dict(invite))
+
+    def _on_reconnect(
+        self, session: Session, callsid: str, token: object, now: float
+    ) -> None:
+        """``invite{callsid, reconnect, sdp}``: take a held leg over (§4.4)."""
+        claims = session.claims
+        assert claims is not None
+        grant = self.resumes.claim(token, callsid, claims)
+        if isinstance(grant, tuple) or grant.parent_sid not in self._calls:
+            code, why = grant if isinstance(grant, tuple) else (31107, "Call is over")
+            self._out.hangup(session.sid, callsid, code, why)
+            return
+        if session.expired(now):
+            self._out.hangup(session.sid, callsid, 31205, "JWT token expired")
+            return
+        call = self._calls[grant.parent_sid]
+        if grant.caller:
+            call.caller, sdp = session.sid, call.answer_sdp
+        else:
+            call.callee, sdp = session.sid, call.offer_sdp
+        logger.info("call %s: resumed on session %d", call.parent_sid, session.sid)
+        payload = {"callsid": callsid, "sdp": sdp}
+        fresh = self.resumes.resumed(grant, session)
+        if fresh is not None:
+            payload["reconnect"] = fresh
+        self._out.send(session.sid, MessageType.ANSWER, payload)
 
     def on_answer(self, session: Session, message: Message, now: float) -> None:
         """A callee answers: relay its SDP to the caller, cancel the other forks."""
@@ -381,11 +444,11 @@ class CallRouter:
             return
         call.state = CallState.ACTIVE
         call.callee = session.sid
+        call.answer_sdp = sdp
         call.forks.discard(session.sid)
+        self.resumes.keep_callee(call.parent_sid, session.sid)
         logger.info("call %s: answered by session %d", call.parent_sid, session.sid)
-        self._out.send(
-            call.caller, MessageType.ANSWER, {"callsid": call.parent_sid, "sdp": sdp}
-        )
+        self._answer_caller(call)
         self._cancel_forks(call, call.forks)
         call.forks.clear()
 

@@ -32,7 +32,8 @@ Registrations are per (account, identity); one identity may be registered by
 several sessions, which all ring (§9.2 #4).
 
 Calls are :mod:`appliance.exchange.calls`' business: the core hands it every
-call-level frame of a session that sent a good ``listen``.
+call-level frame of a session that sent a good ``listen``; calls held across a
+dropped socket (``listen.reconnectTimeout``) are :mod:`appliance.exchange.resume`'s.
 
 Limits: each relayed field has a cap (:mod:`appliance.exchange.fields`,
 stated in :mod:`appliance.signaling.limits`), answered with its Twilio code.
@@ -69,6 +70,7 @@ from appliance.exchange.model import (
 )
 from appliance.exchange.outbox import Outbox
 from appliance.exchange.quotas import QUOTA_CODE, QuotaLog, Quotas
+from appliance.exchange.resume import RESUME_TIMERS, Resumes, reconnect_timeout
 from appliance.exchange.timers import TimerHeap
 from appliance.log import wire
 from appliance.signaling.limits import (
@@ -184,6 +186,7 @@ class Exchange:
             ring_timeout,
             self._quotas,
             self.quota_log,
+            self._sessions,
         )
         self._handlers: dict[MessageType, _Handler] = {
             MessageType.REGISTER: self._on_register,
@@ -301,6 +304,9 @@ class Exchange:
         for kind, key in self._timers.pop_due(now):
             if kind == RING_TIMER:
                 self._router.ring_timeout(str(key))
+                continue
+            if kind in RESUME_TIMERS:
+                self._router.grace_expired(Resumes.expired_leg(kind), str(key))
                 continue
             session = self._sessions.get(int(key))
             if session is not None:
@@ -424,9 +430,9 @@ class Exchange:
 
     def _drop(self, sid: int, now: float) -> None:
         """Forget a session whose socket is gone, ending its calls (§2.3)."""
-        self._router.session_gone(sid)
         session = self._sessions.pop(sid, None)
         if session is not None:
+            self._router.session_gone(session, now)
             self._move(session, None)
         self._out.forget(sid)
         for kind in (_HEARTBEAT, _LISTEN, _TOKEN, _IDLE):
@@ -480,6 +486,9 @@ class Exchange:
                 return
             self._move(session, claims)
         session.claims = claims
+        session.reconnect_timeout = reconnect_timeout(
+            message.payload.get("reconnectTimeout")
+        )
         # From here on the token's life is timed on the monotonic clock.
         session.token_deadline = now + (claims.expires_at - wall)
         session.expiry_reported = False

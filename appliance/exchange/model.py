@@ -77,6 +77,8 @@ class Session:
     registered: bool = False
     call_waiting: bool = False
     expiry_reported: bool = False
+    #: Seconds its answered calls are held if the socket drops (``listen``).
+    reconnect_timeout: int = 0
 
     def expired(self, now: float) -> bool:
         """Whether the session has no token, or its token has expired."""
@@ -93,6 +95,7 @@ class Call:
     caller_identity: str
     offer_sdp: str
     target: str | None  # identity; None = echo destination
+    answer_sdp: str | None = None
     child_sid: str | None = None
     state: CallState = CallState.RINGING
     forks: set[int] = field(default_factory=set)  # sessions still ringing

@@ -6,7 +6,9 @@ place a call changes state; any other combination raises
 an incoming call starts ``pending``, an outgoing call ``connecting``; ``accept``
 moves a pending call to ``connecting``; the call is ``open`` once the answer SDP
 is applied (not when ICE connects, signaling-protocol.md §5); ``ringing`` is
-entered only when the ringing state is enabled; everything ends ``closed``.
+entered only when the ringing state is enabled; an open call whose signaling
+socket dropped is ``reconnecting`` (media flows on) until the gateway resumes
+it (``open`` again) or it ends (§4.4); everything ends ``closed``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class CallState(StrEnum):
     CONNECTING = "connecting"
     RINGING = "ringing"
     OPEN = "open"
+    RECONNECTING = "reconnecting"
     CLOSED = "closed"
 
 
@@ -46,10 +49,12 @@ class CallInput(StrEnum):
     ANSWERED = "answered"
     HANGUP = "hangup"
     FAIL = "fail"
+    SIGNALING_LOST = "signaling_lost"
+    RESUMED = "resumed"
 
 
 _S, _I = CallState, CallInput
-_LIVE = (_S.PENDING, _S.CONNECTING, _S.RINGING, _S.OPEN)
+_LIVE = (_S.PENDING, _S.CONNECTING, _S.RINGING, _S.OPEN, _S.RECONNECTING)
 
 _TRANSITIONS: dict[tuple[CallState, CallInput], CallState] = {
     (_S.PENDING, _I.ACCEPT): _S.CONNECTING,
@@ -62,6 +67,8 @@ _TRANSITIONS: dict[tuple[CallState, CallInput], CallState] = {
     (_S.RINGING, _I.RINGING): _S.RINGING,
     (_S.CONNECTING, _I.ANSWERED): _S.OPEN,
     (_S.RINGING, _I.ANSWERED): _S.OPEN,
+    (_S.OPEN, _I.SIGNALING_LOST): _S.RECONNECTING,
+    (_S.RECONNECTING, _I.RESUMED): _S.OPEN,
     **{(state, _I.HANGUP): _S.CLOSED for state in _LIVE},
     **{(state, _I.FAIL): _S.CLOSED for state in _LIVE},
 }

@@ -80,6 +80,10 @@ class DeviceCallHost:
         return self._options().enable_ringing_state
 
     @property
+    def signaling_grace_s(self) -> float:
+        return self._options().max_call_signaling_timeout_ms / 1000
+
+    @property
     def options(self) -> AudioOptions:
         return self._options()
 

@@ -18,7 +18,12 @@ from appliance.phone.connection import Connection
 __all__ = ["CallBook"]
 
 #: States in which the active call holds the line (the Device is "busy").
-_LINE_HELD = (CallState.CONNECTING, CallState.RINGING, CallState.OPEN)
+_LINE_HELD = (
+    CallState.CONNECTING,
+    CallState.RINGING,
+    CallState.OPEN,
+    CallState.RECONNECTING,
+)
 
 
 class CallBook:

@@ -6,6 +6,13 @@ the Device hands over to :meth:`Connection.deliver`. Messages are processed one
 at a time by the connection's own task, because applying an SDP answer awaits
 aiortc and a ``hangup`` right behind an ``answer`` must wait for it. Every state
 change goes through the pure :class:`~appliance.phone.call.CallMachine`.
+
+Signaling reconnect (signaling-protocol.md §4.4): an open call with a reconnect
+token (``answer.reconnect``, ``invite.reconnect``) whose socket drops goes
+``reconnecting`` (53001) and keeps its media when the Device allows it
+(``max_call_signaling_timeout_ms``); connected again, it sends
+``invite{callsid, reconnect, sdp}`` and the gateway's ``answer`` makes it
+``open`` (``reconnected``). Past the grace it fails with 31003.
 """
 
 from __future__ import annotations
@@ -21,7 +28,6 @@ from appliance.errors import (
     ApplianceError,
     InvalidStateError,
     MediaError,
-    NegotiationError,
     TwilioError,
     error_for_code,
     error_from_payload,
@@ -29,8 +35,8 @@ from appliance.errors import (
 from appliance.events import Emitter, EventSource
 from appliance.log import LogLimiter, wire
 from appliance.media import dtmf
+from appliance.phone import meters
 from appliance.phone.call import CallDirection, CallInput, CallMachine, CallState
-from appliance.phone.quality import QualityMonitor, Sample, loss_percent, mos
 from appliance.signaling.messages import REJECT_BUSY, Message, MessageType
 from appliance.tasks import TaskSet
 
@@ -50,6 +56,8 @@ CONNECTION_EVENTS = frozenset(
         "error",
         "message",
         "mute",
+        "reconnected",
+        "reconnecting",
         "reject",
         "ringing",
         "volume",
@@ -58,21 +66,23 @@ CONNECTION_EVENTS = frozenset(
     }
 )
 
-VOLUME_INTERVAL_S = 0.050  # the SDK's volume event period
-STATS_INTERVAL_S = 1.0  # the SDK's stats sample period
+#: States in which the call's media runs (signaling may be down meanwhile).
+_MEDIA_UP = (CallState.OPEN, CallState.RECONNECTING)
 _INBOX_SIZE = 64
 
 
 class CallHost(Protocol):
-    """What a Connection needs from the Device that owns it.
-
-    The Device hands each call an object with these methods (not itself:
-    they are not part of the Twilio API).
-    """
+    """What a Connection needs from its Device (not the Device itself: these
+    are not part of the Twilio API)."""
 
     @property
     def enable_ringing_state(self) -> bool:
         """Whether outgoing calls report the ringing state (a Device option)."""
+        ...
+
+    @property
+    def signaling_grace_s(self) -> float:
+        """How long an open call waits for lost signaling (0: it ends at once)."""
         ...
 
     def send(self, message: Message) -> bool:
@@ -80,11 +90,7 @@ class CallHost(Protocol):
         ...
 
     def new_media(self, connection: Connection) -> MediaSession:
-        """Build the call's media on the Device's audio devices.
-
-        Raises:
-            TwilioError: the media cannot be prepared.
-        """
+        """Build the call's media on the Device's audio devices (TwilioError)."""
         ...
 
     async def before_accept(self, connection: Connection) -> None:
@@ -131,6 +137,7 @@ class Connection(EventSource):
         parameters: dict[str, str] | None = None,
         custom_parameters: dict[str, str] | None = None,
         offer_sdp: str | None = None,
+        reconnect_token: str | None = None,
     ) -> None:
         self._host = host
         self._machine = CallMachine(direction)
@@ -145,6 +152,9 @@ class Connection(EventSource):
         self.parameters: dict[str, str] = dict(parameters or {})
         self.custom_parameters: dict[str, str] = dict(custom_parameters or {})
         self._offer_sdp = offer_sdp
+        self._reconnect_token = reconnect_token
+        self._local_sdp = ""  # what we sent; a reconnect invite repeats it
+        self._grace: asyncio.TimerHandle | None = None  # while reconnecting
         self._media: MediaSession | None = None
         self._remote_applied = False
         self._muted = False
@@ -204,6 +214,7 @@ class Connection(EventSource):
             raise
         if self._machine.state is not CallState.CONNECTING:
             return  # cancelled while the answer was being built
+        self._local_sdp = answer
         self._host.send(
             Message(MessageType.ANSWER, {"callsid": self.call_sid, "sdp": answer})
         )
@@ -242,6 +253,10 @@ class Connection(EventSource):
             return
         if not self._machine.can(CallInput.HANGUP):
             return  # already closed: nothing to do, as in the SDK
+        if self._machine.state is CallState.RECONNECTING:
+            # Queued behind the next listen: take the call back, then end it,
+            # so that the far party hears the hangup now, not at the grace.
+            self._host.send(self._reconnect_invite())
         self._machine.apply(CallInput.HANGUP)
         self._host.send(Message(MessageType.HANGUP, {"callsid": self.call_sid}))
         await self._closed()
@@ -273,7 +288,7 @@ class Connection(EventSource):
         if self._machine.state not in (
             CallState.CONNECTING,
             CallState.RINGING,
-            CallState.OPEN,
+            *_MEDIA_UP,
         ):
             raise InvalidStateError(message=f"cannot send digits while {self.status()}")
         if self._media is not None and self._media.events.can_send:
@@ -318,6 +333,7 @@ class Connection(EventSource):
             raise
         if self._machine.state is CallState.CLOSED:
             return
+        self._local_sdp = offer
         payload = {"callsid": self.call_sid, "sdp": offer, **invite_payload}
         self._host.send(Message(MessageType.INVITE, payload))
 
@@ -334,11 +350,37 @@ class Connection(EventSource):
                     LogLimiter.note(suppressed),
                 )
 
-    def transport_lost(self, error: TwilioError) -> None:
-        """The signaling socket is gone: the exchange has ended this call."""
+    def transport_lost(self, error: TwilioError, *, resumable: bool = False) -> None:
+        """The signaling socket is gone; ``resumable``: a reconnect is coming."""
+        grace = self._host.signaling_grace_s
         if self._machine.state is CallState.PENDING:
             self._cancelled()
+        elif resumable and grace > 0 and self._reconnect_token is not None:
+            if self._machine.can(CallInput.SIGNALING_LOST):
+                self._machine.apply(CallInput.SIGNALING_LOST)
+                self.log.info("call %s reconnecting", wire(self.call_sid))
+                loop = asyncio.get_running_loop()
+                self._grace = loop.call_later(grace, self._grace_over, grace)
+                lost = error_for_code(53001, error.message, call_sid=self.call_sid)
+                lost.connection = self
+                self._events.emit("reconnecting", lost)
         elif self._machine.can(CallInput.FAIL):
+            self._spawn(self._fail(error, send_hangup=False), "call-fail")
+
+    def resume_signaling(self) -> None:
+        """The Device is connected again: ask the gateway for this call back."""
+        if self._machine.state is CallState.RECONNECTING:
+            self._host.send(self._reconnect_invite())
+
+    def _reconnect_invite(self) -> Message:
+        payload: dict[str, Any] = {"callsid": self.call_sid, "twilio": {}}
+        payload.update(reconnect=self._reconnect_token, sdp=self._local_sdp)
+        return Message(MessageType.INVITE, payload)
+
+    def _grace_over(self, grace_s: float) -> None:
+        if self._machine.state is CallState.RECONNECTING:
+            why = f"signaling did not come back within {grace_s:g} s"
+            error = error_for_code(31003, why, call_sid=self.call_sid)
             self._spawn(self._fail(error, send_hangup=False), "call-fail")
 
     def media_failed(self) -> None:
@@ -376,6 +418,15 @@ class Connection(EventSource):
                 await self._on_answer(sdp)
         elif kind is MessageType.ANSWER:
             self._set_call_sid(message.callsid)
+            if isinstance(token := payload.get("reconnect"), str) and token:
+                self._reconnect_token = token
+            if self._machine.can(CallInput.RESUMED):
+                self._machine.apply(CallInput.RESUMED)
+                if self._grace is not None:
+                    self._grace.cancel()
+                self.log.info("call %s reconnected", wire(self.call_sid))
+                self._events.emit("reconnected")
+                return
             await self._on_answer(str(payload["sdp"]))
         elif kind is MessageType.HANGUP:
             await self._on_hangup(payload.get("error"))
@@ -484,8 +535,10 @@ class Connection(EventSource):
         )
         if self._muted and self._media is not None:
             self._media.set_muted(True)
-        self._spawn(self._emit_volume(), "call-volume")
-        self._spawn(self._sample_quality(), "call-quality")
+        media, emit = self._running_media, self._events.emit
+        self._spawn(meters.emit_volume(media, emit), "call-volume")
+        quality = meters.sample_quality(media, emit, self._note_quality, self.log)
+        self._spawn(quality, "call-quality")
         self._host.call_opened(self)
         self._events.emit("accept", self)
         self._host.emit("connect", self)
@@ -559,47 +612,13 @@ class Connection(EventSource):
         await self._tasks.wait()
         await self._events.drain()
 
-    # ---- periodic work while open ----------------------------------------------------
+    def _running_media(self) -> MediaSession | None:
+        return self._media if self._machine.state in _MEDIA_UP else None
 
-    async def _emit_volume(self) -> None:
-        while self._media is not None and self._machine.state is CallState.OPEN:
-            self._events.emit(
-                "volume", self._media.input_level, self._media.output_level
-            )
-            await asyncio.sleep(VOLUME_INTERVAL_S)
-
-    async def _sample_quality(self) -> None:
-        monitor = QualityMonitor()
-        received = lost = 0
-        while True:
-            await asyncio.sleep(STATS_INTERVAL_S)
-            media = self._media
-            if media is None or self._machine.state is not CallState.OPEN:
-                return
-            try:
-                stats = await media.stats()
-            except (MediaError, NegotiationError) as exc:
-                self.log.debug("stats unavailable: %s", exc)
-                continue
-            sample = Sample(
-                rtt_s=stats.rtt_s,
-                jitter_s=stats.jitter_s,
-                packets_received=max(0, stats.packets_received - received),
-                packets_lost=max(0, stats.packets_lost - lost),
-            )
-            received, lost = stats.packets_received, stats.packets_lost
-            self.last_mos = mos(sample)
-            self.last_jitter_s = stats.jitter_s
-            self.loss_percent = loss_percent(received, lost)
-            for change in monitor.add(sample):
-                if change.raised:
-                    self._events.emit(
-                        "warning",
-                        change.name,
-                        {"name": change.name, "value": change.value},
-                    )
-                else:
-                    self._events.emit("warning-cleared", change.name)
+    def _note_quality(self, score: float, jitter_s: float, loss: float) -> None:
+        self.last_mos = score
+        self.last_jitter_s = jitter_s
+        self.loss_percent = loss
 
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.spawn(coro, name)

@@ -408,6 +408,8 @@ class Device(EventSource):
                     wire(self._identity),
                     wire(event.region),
                 )
+            for conn in self.connections():
+                conn.resume_signaling()  # calls held since the socket dropped
             if not self._wants_incoming:
                 self._report_status()
                 self._resolve_setup(None)
@@ -479,6 +481,7 @@ class Device(EventSource):
             parameters=parameters,
             custom_parameters=custom,
             offer_sdp=str(payload["sdp"]),
+            reconnect_token=str(payload.get("reconnect") or "") or None,
         )
         self._calls.add(conn)
         logger.info("incoming call %s from %s", wire(sid), wire(parameters.get("From")))
@@ -536,11 +539,11 @@ class Device(EventSource):
         self._session_lost(error, retry_at)
 
     def _session_lost(self, error: TwilioError, retry_at: float | None) -> None:
-        """The signaling session is gone: so are its registration and calls."""
+        """The session is gone: so is its registration; its calls may be held."""
         self._ready = self._connected = False
         self._reconnect_at = retry_at
         for conn in self.connections():
-            conn.transport_lost(error)
+            conn.transport_lost(error, resumable=retry_at is not None)
         self._report_status()
 
     def _send(self, message: Message) -> bool:

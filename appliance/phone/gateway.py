@@ -11,6 +11,7 @@ and the parameters an incoming call's invite carries.
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import random
 import sys
@@ -29,6 +30,7 @@ __all__ = [
     "invite_parameters",
     "media_config",
     "new_protocol",
+    "reconnect_timeout_s",
     "session_options",
     "token_grants",
 ]
@@ -81,7 +83,13 @@ def new_protocol(options: DeviceOptions, token: str) -> ClientProtocol:
             "plugin": "rtc",
         },
         register_payload={"callWaiting": options.allow_incoming_while_busy},
+        reconnect_timeout_s=reconnect_timeout_s(options),
     )
+
+
+def reconnect_timeout_s(options: DeviceOptions) -> int:
+    """``listen.reconnectTimeout``: the SDK's ``min(ceil(ms / 1000), 30)`` (§2.2)."""
+    return min(math.ceil(options.max_call_signaling_timeout_ms / 1000), 30)
 
 
 def session_options(options: DeviceOptions) -> tuple[object, ...]:
@@ -91,6 +99,7 @@ def session_options(options: DeviceOptions) -> tuple[object, ...]:
         options.backoff_max_ms,
         options.allow_incoming_while_busy,
         options.dscp and options.signaling_dscp,
+        options.max_call_signaling_timeout_ms,
     )
 
 

@@ -50,6 +50,9 @@ OPTION_STATUS: dict[str, str] = {
     "input_device": "complete for tone:, file:, null and alsa: (device.audio's "
     "'default' input)",
     "local_addresses": "complete",
+    "max_call_signaling_timeout_ms": "complete: answered calls survive a "
+    "signaling drop this long (reconnecting, then reconnected; 31003 when it "
+    "runs out); sent as listen.reconnectTimeout, whole seconds up to 30",
     "output_device": "complete for file:, null and alsa: (device.audio's "
     "'default' output)",
     "region": "complete",
@@ -91,6 +94,7 @@ class DeviceOptions:
     fake_local_dtmf: bool = False
     input_device: str = "null"
     local_addresses: tuple[str, ...] | None = None
+    max_call_signaling_timeout_ms: int = 0
     output_device: str = "null"
     region: str = "gll"
     rtc_configuration: tuple[IceServerOption, ...] = ()
@@ -188,6 +192,12 @@ def _backoff_max_ms(value: Any) -> int:
     return value
 
 
+def _non_negative_ms(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"must be a whole number of milliseconds >= 0, not {value!r}")
+    return value
+
+
 def _dscp_value(value: Any) -> int:
     # The DSCP is the upper six bits of the DS field (RFC 2474 §3).
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 64:
@@ -271,6 +281,7 @@ register(
         "edge": _optional_str_list,
         "input_device": _audio_device,
         "local_addresses": _local_addresses,
+        "max_call_signaling_timeout_ms": _non_negative_ms,
         "output_device": _audio_device,
         "region": _region,
         "rtc_configuration": _ice_servers,

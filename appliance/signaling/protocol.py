@@ -205,17 +205,7 @@ class _Timers:
     token: float | None = None
 
     def earliest(self) -> float | None:
-        values = [
-            v
-            for v in (
-                self.connect,
-                self.idle,
-                self.reconnect,
-                self.register,
-                self.token,
-            )
-            if v is not None
-        ]
+        values: list[float] = [v for v in vars(self).values() if v is not None]
         return min(values) if values else None
 
 
@@ -236,6 +226,10 @@ class ClientProtocol:
         random: a source of uniform numbers in [0, 1) for backoff jitter.
         browserinfo: the ``listen.browserinfo`` object describing this client.
         register_payload: extra keys for ``register`` (e.g. ``callWaiting``).
+        reconnect_timeout_s: ``listen.reconnectTimeout``, how long the gateway
+            holds our answered calls when the socket drops (§4.4); for as long
+            after a drop, reconnect delays are capped at 1 s (the SDK's
+            preferred-edge backoff, §4.3).
     """
 
     def __init__(
@@ -247,6 +241,7 @@ class ClientProtocol:
         random: Callable[[], float],
         browserinfo: dict[str, Any] | None = None,
         register_payload: dict[str, Any] | None = None,
+        reconnect_timeout_s: int = 0,
     ) -> None:
         if not urls:
             raise ValueError("at least one signaling URL is needed")
@@ -257,6 +252,8 @@ class ClientProtocol:
         self._random = random
         self._browserinfo = browserinfo or {}
         self._register_payload = dict(register_payload or {})
+        self._reconnect_timeout_s = reconnect_timeout_s
+        self._hurry_until = 0.0  # reconnect quickly until then (held calls)
         self._state = TransportState.IDLE
         self._timers = _Timers()
         self._out = _Outputs()
@@ -355,14 +352,15 @@ class ClientProtocol:
             which case an :class:`ErrorReceived` with 31009 was emitted, as the
             SDK does (signaling-protocol.md §2.1). A queued message may still
             go out, so its error names no call; a dropped one names its call,
-            which cannot go on. A frame larger than the gateway accepts is
-            never sent (the gateway would close the socket): it is dropped
-            with 31212 for a call message, 31100 otherwise.
+            which cannot go on. A frame larger than the gateway accepts, or
+            not UTF-8 (a lone surrogate from a gateway's ``"\\ud800"``), is
+            never sent: dropped with 31212 for a call message, 31100 otherwise.
         """
         text = encode(message)
-        if text_size(text) > EXCHANGE_MAX_FRAME_BYTES:
+        size, limit = text_size(text), EXCHANGE_MAX_FRAME_BYTES
+        if size > limit or size != len(text.encode("utf-8", "replace")):
             code = 31212 if message.type is MessageType.MESSAGE else 31100
-            reason = f"{message.type} exceeds {EXCHANGE_MAX_FRAME_BYTES} bytes"
+            reason = f"{message.type} exceeds {limit} bytes or is not UTF-8"
             self._out.events.append(
                 ErrorReceived(error_for_code(code, reason, call_sid=message.callsid))
             )
@@ -500,29 +498,36 @@ class ClientProtocol:
         self._out.actions.append(OpenConnection(self.url))
 
     def _lost(self, now: float, error: TwilioError, *, was_connected: bool) -> None:
-        # The engine ends every call on TransportLost, so what is queued for
-        # them is stale: sending it after reconnect would ring a phone for a
-        # call its caller was told had failed.
-        self._queue.clear()
+        # What is queued is stale (a new call's invite would ring a phone for
+        # a call its caller was told had failed), but for hang-ups and the
+        # reconnect invites before them: the far party hears those at once.
+        self._queue = [
+            m
+            for m in self._queue
+            if m.type is MessageType.HANGUP or "reconnect" in m.payload
+        ]
         self._registered = False
         self._timers.idle = None
         self._timers.register = None
         self._timers.token = None
         delay_s = self._backoff.delay_ms(self._attempt, self._random()) / 1000.0
+        if was_connected:
+            self._hurry_until = now + self._reconnect_timeout_s
+        if now < self._hurry_until:
+            delay_s = min(delay_s, 1.0)
         self._attempt += 1
         self._state = TransportState.WAITING
         self._timers.reconnect = now + delay_s
         self._out.events.append(TransportLost(error, now + delay_s, was_connected))
 
     def _send_listen(self) -> None:
-        # reconnectTimeout 0: we hold no call across a signaling drop (§4.4).
         self._frame(
             Message(
                 MessageType.LISTEN,
                 {
                     "token": self._token,
                     "browserinfo": self._browserinfo,
-                    "reconnectTimeout": 0,
+                    "reconnectTimeout": self._reconnect_timeout_s,
                 },
             )
         )

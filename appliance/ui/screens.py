@@ -185,6 +185,10 @@ def _in_call(image: Image.Image, draw: lt.Draw, view: PanelView) -> None:
     lt.big(image, 25, format_duration(elapsed))
     if view.muted:
         _mute_icon(draw, 0, 52)
+    if not view.registered:
+        # Signaling is down; the call holds while the phone reconnects.
+        lt.center(draw, 52, "Reconnecting...")
+    elif view.muted:
         lt.text(draw, 12, 52, "MUTED")
 
 

@@ -10,7 +10,7 @@ from appliance.errors import InvalidStateError
 from appliance.phone.call import CallDirection, CallInput, CallMachine, CallState
 
 S, In = CallState, CallInput
-LIVE = (S.PENDING, S.CONNECTING, S.RINGING, S.OPEN)
+LIVE = (S.PENDING, S.CONNECTING, S.RINGING, S.OPEN, S.RECONNECTING)
 
 #: The whole table, written out: (state, input) -> next state.
 TABLE: dict[tuple[CallState, CallInput], CallState] = {
@@ -23,6 +23,9 @@ TABLE: dict[tuple[CallState, CallInput], CallState] = {
     (S.RINGING, In.RINGING): S.RINGING,
     (S.CONNECTING, In.ANSWERED): S.OPEN,
     (S.RINGING, In.ANSWERED): S.OPEN,
+    # Signaling lost with a reconnect token, then resumed (§4.4).
+    (S.OPEN, In.SIGNALING_LOST): S.RECONNECTING,
+    (S.RECONNECTING, In.RESUMED): S.OPEN,
     **{(state, In.HANGUP): S.CLOSED for state in LIVE},
     **{(state, In.FAIL): S.CLOSED for state in LIVE},
 }
@@ -33,6 +36,7 @@ PATHS: dict[CallState, tuple[CallDirection, tuple[CallInput, ...]]] = {
     S.CONNECTING: (CallDirection.OUTGOING, ()),
     S.RINGING: (CallDirection.OUTGOING, (In.RINGING,)),
     S.OPEN: (CallDirection.OUTGOING, (In.ANSWERED,)),
+    S.RECONNECTING: (CallDirection.OUTGOING, (In.ANSWERED, In.SIGNALING_LOST)),
     S.CLOSED: (CallDirection.OUTGOING, (In.HANGUP,)),
 }
 
@@ -94,6 +98,16 @@ def test_every_other_input_raises_and_leaves_the_state(
     assert raised.value.message == f"cannot {what} while {state}"
     assert raised.value.code == 31000
     assert call.state is state
+
+
+def test_a_call_can_reconnect_more_than_once_and_end_while_reconnecting() -> None:
+    call = call_in(S.OPEN)
+    for _ in range(2):
+        assert call.apply(In.SIGNALING_LOST) is S.RECONNECTING
+        assert not call.can(In.ANSWERED)  # a reconnect answer is RESUMED
+        assert call.apply(In.RESUMED) is S.OPEN
+    call.apply(In.SIGNALING_LOST)
+    assert call.apply(In.FAIL) is S.CLOSED
 
 
 def test_a_closed_call_takes_no_input_at_all() -> None:

@@ -139,6 +139,37 @@ def test_backoff_doubles_from_100_ms_and_is_capped(jitter):
     assert max(delays) <= 3.0
 
 
+def test_listen_asks_for_the_reconnect_timeout_and_retries_fast_meanwhile():
+    # §4.3: while calls may still be resumed, retries come at least every 1 s.
+    proto = ClientProtocol(
+        urls=[URL],
+        token="t",
+        random=lambda: 0.999,
+        backoff=BackoffPolicy.for_option(20_000),
+        reconnect_timeout_s=10,
+    )
+    connected(proto, now=0.0)
+    proto.connection_closed(5.0, "code 1006")
+    now = 5.0
+    delays = []
+    while now < 30.0:
+        lost = [e for e in proto.events_received() if isinstance(e, TransportLost)]
+        assert lost and lost[-1].retry_at is not None
+        delays.append((now, lost[-1].retry_at - now))
+        now = lost[-1].retry_at
+        proto.tick(now)
+        listen = sent(proto)  # nothing is sent: the socket is not open yet
+        assert listen == []
+        proto.actions()
+        proto.connection_failed(now, "refused")
+    assert all(d <= 1.0 for t, d in delays if t < 15.0)
+    assert max(d for _t, d in delays) > 1.0  # the normal backoff after 10 s
+    proto.tick(now + 30)
+    proto.actions()
+    proto.connection_opened(now + 30)
+    assert sent(proto)[0]["payload"]["reconnectTimeout"] == 10
+
+
 def test_backoff_resets_after_connected():
     proto = make()
     proto.start(0.0)
@@ -325,3 +356,17 @@ def test_connected_with_an_unusable_ttl_sets_no_token_timer(ttl):
     assert proto.state is TransportState.CONNECTED
     proto.tick(10**9)
     assert TokenWillExpire() not in proto.events_received()
+
+
+def test_a_frame_that_is_not_utf8_is_never_sent():
+    # A gateway may name a call "\ud800" (valid JSON, a lone surrogate): a
+    # hangup echoing it back cannot be encoded and would kill the writer.
+    proto = make()
+    connected(proto)
+    proto.events_received()
+    hangup = Message(MessageType.HANGUP, {"callsid": "CA\ud800"})
+    assert proto.send(hangup, 1.0) is False
+    assert proto.messages_to_send() == []
+    (event,) = proto.events_received()
+    assert isinstance(event, ErrorReceived) and event.error.code == 31100
+    assert proto.send(Message(MessageType.HANGUP, {"callsid": "CA📞"}), 1.0)
