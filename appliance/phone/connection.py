@@ -21,7 +21,6 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from appliance.errors import (
@@ -37,6 +36,7 @@ from appliance.log import LogLimiter, wire
 from appliance.media import dtmf
 from appliance.phone import meters
 from appliance.phone.call import CallDirection, CallInput, CallMachine, CallState
+from appliance.phone.pacing import DigitPacer
 from appliance.signaling.messages import REJECT_BUSY, Message, MessageType
 from appliance.tasks import TaskSet
 
@@ -158,8 +158,8 @@ class Connection(EventSource):
         self._media: MediaSession | None = None
         self._remote_applied = False
         self._muted = False
-        self._dtmf_free_at = 0.0  # when received digits finish replaying
-        self._local_dtmf_free_at = 0.0  # when local feedback of sent digits ends
+        self._received_digits = DigitPacer(self._live)  # replayed as dtmf events
+        self._sent_digits = DigitPacer(self._live)  # local feedback tones
         self._events = Emitter(CONNECTION_EVENTS)
         self._inbox: asyncio.Queue[Message] = asyncio.Queue(_INBOX_SIZE)
         # A gateway flooding one call would otherwise write a line per frame.
@@ -299,7 +299,7 @@ class Connection(EventSource):
             )
         # Local feedback tones, timed like the digits and queued after any
         # earlier string (the far phone replays them with the same schedule).
-        self._schedule_digits(digits, "_local_dtmf_free_at", self._host.digit_feedback)
+        self._sent_digits.play(digits, self._host.digit_feedback)
 
     @property
     def codec(self) -> str | None:
@@ -316,7 +316,9 @@ class Connection(EventSource):
     def _new_media(self) -> MediaSession:
         media = self._host.new_media(self)
         # RFC 4733 digits arrive in real time: no replay schedule.
-        media.events.on_digit = functools.partial(self._if_live, self._emit_digit)
+        media.events.on_digit = functools.partial(
+            self._received_digits.fire, self._emit_digit
+        )
         return media
 
     async def start_outgoing(self, invite_payload: dict[str, Any]) -> None:
@@ -434,7 +436,7 @@ class Connection(EventSource):
             if self._machine.can(CallInput.CANCEL):
                 self._cancelled()
         elif kind is MessageType.DTMF:
-            self._replay_digits(str(payload["dtmf"]))
+            self._received_digits.play(str(payload["dtmf"]), self._emit_digit)
         elif kind is MessageType.MESSAGE:
             self._events.emit("message", dict(payload))
         elif kind is MessageType.ERROR:
@@ -480,31 +482,8 @@ class Connection(EventSource):
         self._machine.apply(CallInput.HANGUP)
         await self._closed()
 
-    def _replay_digits(self, digits: str) -> None:
-        """Emit ``dtmf`` per digit at Twilio's pace, after any earlier string.
-
-        Strings are queued back to back (not overlapped), so that digits sent
-        one key press at a time arrive in the order they were pressed.
-        """
-        self._schedule_digits(digits, "_dtmf_free_at", self._emit_digit)
-
-    def _schedule_digits(
-        self, digits: str, clock_attr: str, action: Callable[[str], None]
-    ) -> None:
-        """Run ``action(digit)`` at Twilio's pace, after the previous string.
-
-        ``clock_attr`` names the attribute that holds when the previous string
-        ends (one for sent digits, one for received ones).
-        """
-        loop = asyncio.get_running_loop()
-        start = max(loop.time(), getattr(self, clock_attr))
-        setattr(self, clock_attr, start + dtmf.duration(digits))
-        for offset, digit in dtmf.schedule(digits):
-            loop.call_at(start + offset, self._if_live, action, digit)
-
-    def _if_live(self, action: Callable[[str], None], digit: str) -> None:
-        if self._machine.state is not CallState.CLOSED:
-            action(digit)
+    def _live(self) -> bool:
+        return self._machine.state is not CallState.CLOSED
 
     def _emit_digit(self, digit: str) -> None:
         self._events.emit("dtmf", digit)
