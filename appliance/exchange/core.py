@@ -507,7 +507,12 @@ class Exchange:
             if session.registered:
                 session.registered = False
                 self._out.send(session.sid, MessageType.OFFLINE, {})
-        logger.info("session %d: connected as %s", session.sid, wire(claims.identity))
+        logger.info(
+            "session %d: connected as %s from %s",
+            session.sid,
+            wire(claims.identity),
+            session.source or "?",
+        )
         self._out.send(
             session.sid,
             MessageType.CONNECTED,

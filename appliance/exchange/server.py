@@ -273,7 +273,8 @@ class ExchangeServer:
         writer = asyncio.get_running_loop().create_task(self._write(sid, conn))
         conn.writer = writer
         self._connections[sid] = conn
-        logger.info("session %d: connected from %s", sid, ws.remote_address)
+        # INFO comes once the session says who it is (core: "connected as").
+        logger.debug("session %d: socket from %s", sid, ws.remote_address)
         address = ws.remote_address
         source = str(address[0]) if isinstance(address, tuple) and address else ""
         self.core.session_opened(sid, self._clock(), source=source)
