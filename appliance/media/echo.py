@@ -37,9 +37,13 @@ written, and the device delay is at least the playback prefill, the echo
 always comes after its reference (the filter must be causal); the adaptive
 filter's window (:data:`DEFAULT_TAIL_MS`, 200 ms) then spans the whole
 device delay plus the room's tail, so no separate delay estimator is needed.
-When nothing plays, the queue runs dry and the reference is silence; when
-the mixer runs ahead (a burst after a stall) the oldest reference is dropped
-beyond :data:`MAX_REFERENCE_FRAMES` so the lag stays inside the window.
+When nothing plays, the queue runs dry and the reference is silence. After a
+stall of the event loop the mixer catches up with a burst and the capture
+frames wait in their own queue, so the reference queue may fill for a while
+without anything being lost: it is kept (up to :data:`MAX_REFERENCE_FRAMES`).
+Only a backlog that persists for :data:`DRAIN_WINDOW` reads (the capture lost
+frames, or the two devices' clocks drift apart) is dropped down to one
+frame, which restores the pairing once instead of shifting it at every burst.
 
 With every feature off :meth:`VoiceProcessor.near` returns the frame it was
 given, untouched (bit-exact passthrough).
@@ -60,6 +64,7 @@ from appliance.media.frames import FRAME_SAMPLES, SAMPLE_RATE, Samples
 
 __all__ = [
     "DEFAULT_TAIL_MS",
+    "DRAIN_WINDOW",
     "MAX_REFERENCE_FRAMES",
     "ProcessingSettings",
     "ReferenceQueue",
@@ -71,8 +76,10 @@ logger = logging.getLogger(__name__)
 
 #: The adaptive filter's length: device delay plus the room's echo tail.
 DEFAULT_TAIL_MS = 200
-#: Reference frames kept for a late capture (drop oldest beyond): 100 ms.
-MAX_REFERENCE_FRAMES = 5
+#: Reference frames kept for a late capture (drop oldest beyond): 500 ms.
+MAX_REFERENCE_FRAMES = 25
+#: Reads (20 ms each) over which a standing reference backlog is measured.
+DRAIN_WINDOW = 100
 #: Noise attenuation when noise suppression is on (speexdsp's default).
 NOISE_SUPPRESS_DB = -15
 
@@ -152,16 +159,22 @@ class ReferenceQueue:
 
     Args:
         max_frames: reference frames kept; older ones are dropped.
+        window: reads over which a standing backlog is measured and drained.
 
     Attributes:
         underruns: reads that found too little reference (padded with silence).
         dropped: samples dropped because the writer ran ahead.
     """
 
-    def __init__(self, max_frames: int = MAX_REFERENCE_FRAMES) -> None:
+    def __init__(
+        self, max_frames: int = MAX_REFERENCE_FRAMES, window: int = DRAIN_WINDOW
+    ) -> None:
         self._chunks: deque[Samples] = deque()
         self._queued = 0
         self._limit = max_frames * FRAME_SAMPLES
+        self._window = window
+        self._reads = 0
+        self._low = self._limit
         self.underruns = 0
         self.dropped = 0
 
@@ -176,7 +189,9 @@ class ReferenceQueue:
             return
         self._chunks.append(samples)
         self._queued += samples.size
-        excess = self._queued - self._limit
+        self._drop(self._queued - self._limit)
+
+    def _drop(self, excess: int) -> None:
         while excess > 0:
             head = self._chunks[0]
             if head.size <= excess:
@@ -205,12 +220,22 @@ class ReferenceQueue:
             filled += part
         if filled < count and filled > 0:
             self.underruns += 1
+        self._low = min(self._low, self._queued)
+        self._reads += 1
+        if self._reads >= self._window:
+            # More than a frame waited at every read of the window: a standing
+            # backlog, not a burst; drain it to one frame.
+            self._drop(self._low - FRAME_SAMPLES)
+            self._reads = 0
+            self._low = self._limit
         return out
 
     def clear(self) -> None:
         """Forget everything queued."""
         self._chunks.clear()
         self._queued = 0
+        self._reads = 0
+        self._low = self._limit
 
 
 class VoiceProcessor:

@@ -137,3 +137,28 @@ def test_reference_queue_is_one_stream_bounded_and_padded():
     assert queue.queued == MAX_REFERENCE_FRAMES * FRAME_SAMPLES
     assert queue.dropped == 2 * FRAME_SAMPLES
     assert queue.take(1)[0] == 2
+
+
+def frame_of(value: int) -> np.ndarray:
+    return np.full(FRAME_SAMPLES, value, np.int16)
+
+
+def test_a_burst_is_kept_and_a_standing_backlog_drained():
+    queue = ReferenceQueue(window=10)
+    # A stall: the mixer catches up with six frames at once, then the
+    # capture's backlog is read at once. Nothing is lost: the pairing holds.
+    for value in range(6):
+        queue.push(frame_of(value))
+    got = [int(queue.take(FRAME_SAMPLES)[0]) for _ in range(6)]
+    for value in range(6, 20):
+        queue.push(frame_of(value))
+        got.append(int(queue.take(FRAME_SAMPLES)[0]))
+    assert got == list(range(20)) and queue.dropped == 0
+    # A writer that stays 4 frames ahead for a whole window: drained to one.
+    for value in range(4):
+        queue.push(frame_of(100 + value))
+    for value in range(10):
+        queue.push(frame_of(104 + value))
+        queue.take(FRAME_SAMPLES)
+    assert queue.dropped == 3 * FRAME_SAMPLES
+    assert queue.queued == FRAME_SAMPLES
