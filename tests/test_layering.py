@@ -30,6 +30,7 @@ PURE = [
     "media/tones.py",
     "media/levels.py",
     "media/jitter.py",
+    "media/echo.py",
     "../dev/appliance_dev/dtmf_detect.py",  # a test tool, outside the package
     "hardware/keypad.py",
     "hardware/ports.py",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from appliance.errors import InvalidArgumentError, TwilioError
 
@@ -70,6 +70,11 @@ class AudioOptions(Protocol):
     @property
     def fake_local_dtmf(self) -> bool:
         """Play Twilio's off-standard local key-feedback pairs."""
+        ...
+
+    @property
+    def audio_constraints(self) -> bool | Mapping[str, Any]:
+        """The microphone processing wanted (``appliance.audio.speakerphone``)."""
         ...
 
 

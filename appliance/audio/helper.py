@@ -52,6 +52,7 @@ from appliance.audio.outputs import OutputRouter
 from appliance.audio.ringer import Ringer
 from appliance.audio.soundbank import SoundBank
 from appliance.audio.sounds import Sound
+from appliance.audio.speakerphone import Speakerphone, settings_for
 from appliance.errors import InvalidArgumentError, InvalidStateError, TwilioError
 from appliance.events import Emitter, EventSource
 from appliance.media.devices import backend_monitor, open_sink, open_source
@@ -86,6 +87,10 @@ class AudioHelper(EventSource):
         source_opener: opens input device ids (default ``open_source``).
         sink_opener: opens output device ids (default ``open_sink``).
         loader: fetches custom sounds (default: cache in ``default_cache_dir()``).
+        speakerphone: what ``audio_constraints=True`` (the default) means:
+            True runs echo cancellation, noise suppression and AGC on the
+            microphone, False leaves it as the device gives it
+            (``appliance.audio.speakerphone``).
     """
 
     def __init__(
@@ -96,6 +101,7 @@ class AudioHelper(EventSource):
         source_opener: Callable[[str], AudioSource] = open_source,
         sink_opener: Callable[[str], AudioSink] = open_sink,
         loader: SoundLoader | None = None,
+        speakerphone: bool = False,
     ) -> None:
         self._host = host
         self._events = Emitter(AUDIO_EVENTS)
@@ -117,6 +123,10 @@ class AudioHelper(EventSource):
         )
         self._outputs.on_lost = lambda ids, why: self._hotplug.lose(ids, source=why)
         self._constraints: dict[str, Any] | None = None
+        self._speakerphone_default = speakerphone
+        self._speakerphone = Speakerphone(self._echo_device)
+        self._outputs.on_frame = self._speakerphone.played
+        self._inputs.process = self._speakerphone.process
 
     def bind(self, host: AudioHost) -> None:
         """Serve ``host`` (the Device calls this when it is given this helper).
@@ -141,6 +151,7 @@ class AudioHelper(EventSource):
 
     def start(self) -> None:
         """Start watching devices and loading custom sounds (Device.setup)."""
+        self._apply_constraints()
         self._hotplug.start()
         self.sounds.load_custom()
 
@@ -154,6 +165,7 @@ class AudioHelper(EventSource):
         await self._ringer.close()
         await self._inputs.close()
         self._outputs.close()
+        self._speakerphone.close()
         await self._events.drain()
 
     def check_devices(self) -> list[str]:
@@ -251,13 +263,16 @@ class AudioHelper(EventSource):
 
     @property
     def audio_constraints_applied(self) -> bool:
-        """False: echo cancellation, noise suppression and AGC are not built yet."""
-        return False
+        """Whether echo cancellation, noise suppression or AGC runs on the input."""
+        return self._speakerphone.applied
 
     async def set_audio_constraints(self, constraints: Mapping[str, Any]) -> None:
-        """Store constraints for the input (validated; not applied yet).
+        """Apply constraints to the input (they override the Device option).
 
-        ``device_id`` is ignored, as in the seed: select the device with
+        ``echo_cancellation``, ``noise_suppression`` and ``auto_gain_control``
+        switch the processing (``appliance.audio.speakerphone``); the other
+        keys are validated and kept for the seed's API. ``device_id`` is
+        ignored, as in the seed: select the device with
         :meth:`set_input_device`.
 
         Raises:
@@ -282,15 +297,26 @@ class AudioHelper(EventSource):
             if key != "device_id":
                 checked[key] = value
         self._constraints = checked
-        logger.warning(
-            "audio constraints %s stored but not applied: input processing "
-            "(AEC/NS/AGC) is not available yet",
-            checked,
-        )
+        self._apply_constraints()
 
     async def unset_audio_constraints(self) -> None:
-        """Forget the constraints (back to None)."""
+        """Forget the constraints (back to None and the Device option)."""
         self._constraints = None
+        self._apply_constraints()
+
+    def _apply_constraints(self) -> None:
+        wanted: bool | Mapping[str, Any] = True
+        if self._constraints is not None:
+            wanted = self._constraints
+        elif self._host is not None:
+            wanted = self._options().audio_constraints
+        self._speakerphone.configure(
+            settings_for(wanted, default_on=self._speakerphone_default)
+        )
+
+    def _echo_device(self) -> str | None:
+        speakers = self._outputs.role_devices("speaker")
+        return speakers[0] if speakers else None
 
     # ---- sound flags, country, sounds -----------------------------------------------
 

@@ -117,6 +117,9 @@ class InputPath:
         self._taps: list[CallSource] = []
         self._last_volume = -float("inf")
         self._tasks = TaskSet(logger, "audio input")
+        #: Applied to each frame before calls and the meter get it (the
+        #: speakerphone processing, ``appliance.media.echo``), or None.
+        self.process: Callable[[Samples], Samples] | None = None
 
     @property
     def current_id(self) -> str | None:
@@ -278,6 +281,8 @@ class InputPath:
                 self._reader = None
                 await self._lost()
                 return
+            if self.process is not None:
+                frame = self.process(frame)
             for tap in list(self._taps):
                 tap.push(frame)
             now = time.monotonic()

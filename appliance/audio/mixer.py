@@ -284,6 +284,8 @@ class OutputMixer:
 
     Attributes:
         frames_written: mixed frames written since construction.
+        monitor: called with each mixed frame right after it was written to
+            the device (the echo canceller's far-end reference), or None.
     """
 
     def __init__(
@@ -301,6 +303,7 @@ class OutputMixer:
         self._task: asyncio.Task[None] | None = None
         self._failed_reported = False
         self.frames_written = 0
+        self.monitor: Callable[[Samples], None] | None = None
         self.closed = False
 
     @property
@@ -391,6 +394,8 @@ class OutputMixer:
                     self._report_failure(exc)
                     break
                 self.frames_written += 1
+                if self.monitor is not None:
+                    self.monitor(frame)
                 if getattr(sink, "failed", False):
                     self._report_failure(
                         AudioDeviceError(message=f"{self.device_id}: device lost")

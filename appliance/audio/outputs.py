@@ -106,6 +106,8 @@ class OutputRouter:
         self.ringtone_devices = AudioOutputCollection(self, "ringtone")
         #: Called when a mixer's device fails (set by the owner).
         self.on_lost: LostCallback = lambda _ids, _why: None
+        #: Called with (device id, frame) for each frame written to a device.
+        self.on_frame: Callable[[str, Samples], None] | None = None
         self._mixers: dict[str, OutputMixer] = {}
         self._recordings: set[str] = set()  # file: outputs opened once already
         self._append_ok: set[str] = set()  # ...that a new call may reopen
@@ -243,8 +245,13 @@ class OutputRouter:
             mixer = OutputMixer(
                 device_id, opener=self._open_output, on_failed=self._output_failed
             )
+            mixer.monitor = lambda frame: self._frame_written(device_id, frame)
             self._mixers[device_id] = mixer
         return mixer
+
+    def _frame_written(self, device_id: str, frame: Samples) -> None:
+        if self.on_frame is not None:
+            self.on_frame(device_id, frame)
 
     def _open_output(self, device_id: str) -> AudioSink:
         """Open an output for a mixer; a ``file:`` recording only once.

@@ -33,8 +33,9 @@ __all__ = [
 #: Option name -> what it does in this firmware today.
 OPTION_STATUS: dict[str, str] = {
     "allow_incoming_while_busy": "complete",
-    "audio_constraints": "stored and validated; processing (AEC/NS/AGC) comes with "
-    "the voice-quality work and is reported as not applied",
+    "audio_constraints": "complete: echo_cancellation, noise_suppression and "
+    "auto_gain_control switch speexdsp's processing of the microphone; true "
+    "means the phone's default (off unless built as a speakerphone)",
     "backoff_max_ms": "complete",
     "close_protection": "complete: stopping the service during a call logs the "
     "message and ends the call cleanly",

@@ -119,18 +119,20 @@ async def test_listing_selection_and_the_seeds_error_cases(tmp_path):
     await audio.close()
 
 
-async def test_constraints_are_validated_stored_and_not_applied(tmp_path):
+async def test_constraints_are_validated_stored_and_applied(tmp_path):
     _host, audio = helper_for(tmp_path)
     assert audio.audio_constraints is None
+    assert audio.audio_constraints_applied is False
     await audio.set_audio_constraints({"echo_cancellation": True, "device_id": "x"})
     assert audio.audio_constraints == {"echo_cancellation": True}
-    assert audio.audio_constraints_applied is False
+    assert audio.audio_constraints_applied is True
     with pytest.raises(InvalidArgumentError):
         await audio.set_audio_constraints({"echoCancelation": True})
     with pytest.raises(InvalidArgumentError):
         await audio.set_audio_constraints({"channel_count": "two"})
     await audio.unset_audio_constraints()
     assert audio.audio_constraints is None
+    assert audio.audio_constraints_applied is False
 
 
 def test_flags_are_getter_setters():
