@@ -14,6 +14,8 @@ for every stack) and each stack:
 
 * ``phone``: our MediaSession (adaptive jitter buffer, Opus PLC and FEC);
 * ``aiortc``: a bare RTCPeerConnection with MediaPlayer / MediaRecorder;
+* ``baresip``: Debian's baresip, SIP and plain RTP straight between the two
+  namespaces (``appliance_dev.netem_baresip``), when it is installed;
 
 the same espeak-ng speech goes from namespace a to b three times in a row;
 each copy is scored (PESQ-WB) and the last copy's alignment against the first
@@ -28,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -43,36 +47,52 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jitter_bench  # the bench directory is not a package
 
 from appliance_dev.netem import ImpairedLink, Impairment, unavailable_reason
+from appliance_dev.netem_baresip import baresip_across, baresip_missing
 from appliance_dev.netem_call import call_across
 from appliance_dev.rig import RATE, speech, write_wav
 
 LOSSES = (0.0, 0.02, 0.05, 0.10)
 DELAY_S, JITTER_S = 0.040, 0.010
-STACKS = ("phone", "aiortc")
+STACKS = ("phone", "aiortc", "baresip")
 SEED = 1
-COLOURS = {"phone": "blue", "aiortc": "red"}
+COLOURS = {"phone": "blue", "aiortc": "red", "baresip": "darkgreen"}
+#: Silence after the last copy, so every stack's call outlasts the speech.
+TAIL_S = 3.0
 
 
 def run(losses: tuple[float, ...] = LOSSES) -> dict[str, Any]:
     """Every stack at every loss level; raises LinkUnavailableError if the
     machine cannot make namespaces (not root)."""
     rows: list[dict[str, Any]] = []
+    missing = baresip_missing()
+    stacks = STACKS if missing is None else STACKS[:2]
+    if missing:
+        print(f"  baresip left out: {missing}", flush=True)
     with tempfile.TemporaryDirectory(prefix="netem-bench-") as tmp:
         work = Path(tmp)
         feed = work / "speech.wav"
         reference = speech(jitter_bench.TEXT, work / "once.wav", lead_s=0.5, tail_s=0.5)
         copies = jitter_bench.COPIES
-        write_wav(feed, np.tile(reference, copies))
-        seconds = copies * reference.size / RATE + 6.0
+        tail = np.zeros(int(TAIL_S * RATE))
+        write_wav(feed, np.concatenate([np.tile(reference, copies), tail]))
+        seconds = copies * reference.size / RATE + TAIL_S + 3.0
+        silence = work / "silence.wav"
+        write_wav(silence, np.zeros(int((seconds + 60) * RATE)))
         for loss in losses:
             spec = Impairment(loss, DELAY_S, JITTER_S)
-            for stack in STACKS:
+            for stack in stacks:
                 out = work / f"{stack}-{loss:g}.wav"
                 print(f"  {stack}, {spec.describe()}...", flush=True)
+                report: dict[str, Any] = {"b": {"done": {}, "connected": {}}}
                 with ImpairedLink(spec, seed=SEED) as link:
-                    report = call_across(
-                        link, stack, source=feed, sink=out, seconds=seconds
-                    )
+                    if stack == "baresip":
+                        where = work / f"baresip-{loss:g}"
+                        out = baresip_across(link, feed, silence, where, seconds)
+                    else:
+                        report = call_across(
+                            link, stack, source=feed, sink=out, seconds=seconds
+                        )
+                load = os.getloadavg()[0]
                 scores, growth, recorded = jitter_bench.score(
                     reference.astype(np.float64), out, copies
                 )
@@ -86,11 +106,12 @@ def run(losses: tuple[float, ...] = LOSSES) -> dict[str, Any]:
                         "pesq_wb_median": statistics.median(scores) if scores else None,
                         "delay_growth_ms": growth,
                         "recorded_s": recorded,
-                        "connect_s": report["b"]["connected"]["after_s"],
+                        "connect_s": report["b"]["connected"].get("after_s"),
                         "link_dropped": a_to_b.get("dropped", 0)
                         / max(a_to_b.get("seen", 1), 1),
                         "link_reordered": a_to_b.get("reordered", 0),
                         "receiver": done,
+                        "load_1min": load,
                     }
                 )
                 print(f"  {json.dumps(rows[-1])}", flush=True)
@@ -146,8 +167,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 HEADER = (
     "| loss | stack | PESQ-WB (median) | per copy | delay growth | recorded "
-    "| link A->B dropped / reordered | ICE+DTLS | receiver |\n"
-    "|---|---|---|---|---|---|---|---|---|"
+    "| link A->B dropped / reordered | connect | load | receiver |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -168,12 +189,13 @@ def render(result: dict[str, Any] | None, reason: str = "", png: str = "") -> st
                 f"{j['concealed']} PLC, {j['late']} late, {j['stretched']} stretched"
             )
         median = r["pesq_wb_median"]
+        connect = "SIP" if r["connect_s"] is None else f"{r['connect_s']:.2f} s"
         lines.append(
             f"| {100 * r['loss']:g} % | {r['stack']} | "
             f"{'n/a' if median is None else f'{median:.2f}'} | {scores} | "
             f"{r['delay_growth_ms']:+.0f} ms | {r['recorded_s']:.1f} s | "
             f"{100 * r['link_dropped']:.1f} % / {r['link_reordered']} | "
-            f"{r['connect_s']:.2f} s | {extra} |"
+            f"{connect} | {r['load_1min']:.1f} | {extra} |"
         )
     at5 = {r["stack"]: r["pesq_wb_median"] for r in result["rows"] if r["loss"] == 0.05}
     verdict = ""
@@ -182,8 +204,9 @@ def render(result: dict[str, Any] | None, reason: str = "", png: str = "") -> st
             f"At 5 % loss the phone scores {at5['phone']:.2f} "
             f"({'meets' if at5['phone'] >= 3.5 else 'misses'} the 3.5 target)"
         )
-        if at5.get("aiortc") is not None:
-            verdict += f", plain aiortc {at5['aiortc']:.2f}"
+        for other in STACKS[1:]:
+            if at5.get(other) is not None:
+                verdict += f", {other} {at5[other]:.2f}"
         verdict += ".\n"
     picture = f"\n![PESQ-WB against loss]({png})\n" if png else ""
     return f"""{title}
@@ -195,13 +218,19 @@ each other) and forwards every packet, STUN, DTLS and RTCP included, seeded
 alike for each stack. The same espeak-ng speech goes one way {result["copies"]}
 times in a {result["seconds"]:.0f} s call (`bench/netem_bench.py`). Stacks:
 `phone` = our MediaSession (adaptive jitter buffer, Opus PLC and FEC);
-`aiortc` = a bare RTCPeerConnection with aiortc's MediaPlayer/MediaRecorder.
-Baresip is not in this comparison yet.
+`aiortc` = a bare RTCPeerConnection with aiortc's MediaPlayer/MediaRecorder;
+`baresip` = Debian's baresip 1.0 with its example config's media settings
+(jitter buffer 5-10 frames, Opus 28 kb/s, no FEC), SIP and plain RTP straight
+between the namespaces, aufile as microphone, a clocked aubridge speaker, the
+decoded audio dumped by sndfile (`dev/appliance_dev/netem_baresip.py`).
 {picture}
 {HEADER}
 {chr(10).join(lines)}
 
-{verdict}"Recorded" is the length of the receiver's recording: plain aiortc
+{verdict}"Load" is the machine's 1-minute load average at the end of each call
+(2 cores; other work shares the machine). Both call sides run at the phone
+unit's nice value (-5) and the forwarder at -10, so the link itself holds its
+timing under load. "Recorded" is the length of the receiver's recording: plain aiortc
 drops late frames from the timeline, so it records less than the call lasted
 and its copies drift earlier ("delay growth" negative).
 """
@@ -216,6 +245,9 @@ def main() -> int:
     if reason:
         print(render(None, reason))
         return 0
+    # A plain kill ends the run through the context managers (the forwarder
+    # and the namespaces are cleaned up), as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     t0 = time.monotonic()
     result = run()
     print(json.dumps(result, indent=1))

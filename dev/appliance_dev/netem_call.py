@@ -4,7 +4,8 @@ Run inside one namespace (``link.command(side, [python, -m,
 appliance_dev.netem_call, ...])``); the caller relays the SDP between the two
 sides as JSON lines on stdin/stdout, so no signaling server and no address
 outside the link is involved. ICE gathers only on ``--address`` (the
-namespace's end of the link) and uses no STUN or TURN server.
+namespace's end of the link) and uses no STUN or TURN server. Both stacks run
+at the phone unit's nice value, as the phone does when deployed.
 
 Two stacks, the same media files:
 
@@ -44,6 +45,7 @@ from appliance.media.devices import open_sink, open_source
 from appliance.media.ice import HOST_ADDRESSES, install_host_address_hook
 from appliance.media.session import MediaConfig, MediaSession
 from appliance_dev.netem import ImpairedLink
+from appliance_dev.unit_file import run_as_unit
 
 __all__ = ["call_across", "main"]
 
@@ -241,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sink", help="WAV to record (default: discard)")
     parser.add_argument("--seconds", type=float, default=1.0, help="call length")
     parser.add_argument("--limit", type=float, default=30.0, help="connect limit")
+    run_as_unit()  # either stack at the phone unit's Nice=, before any thread
     asyncio.run(_run(parser.parse_args(argv)))
     return 0
 
