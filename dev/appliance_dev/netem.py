@@ -106,6 +106,11 @@ class ImpairedLink:
         """The IPv4 address of ``side`` ("a" or "b") inside its namespace."""
         return self._addresses[side]
 
+    @property
+    def forwarder_pid(self) -> int | None:
+        """The forwarder's process ID while it runs."""
+        return None if self._forwarder is None else self._forwarder.pid
+
     def interface(self, side: str) -> str:
         """The name of ``side``'s end of the link inside its namespace."""
         return self._tuns[side]

@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +122,19 @@ def test_aiortc_call_connects_across_the_link():
     # The media went through the forwarder, both ways.
     assert link.stats["a_to_b"]["seen"] > 20
     assert link.stats["b_to_a"]["seen"] > 20
+
+
+def test_an_error_inside_the_link_still_removes_everything():
+    with pytest.raises(RuntimeError), ImpairedLink(Impairment()) as link:
+        names = set(link.namespaces.values())
+        pid = link.forwarder_pid
+        assert names <= set(_namespaces())
+        raise RuntimeError("the test body failed")
+    assert not names & set(_namespaces())
+    assert pid is not None and not Path(f"/proc/{pid}").exists()
+    assert link.forwarder_pid is None
+
+
+def _namespaces() -> list[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    return [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
