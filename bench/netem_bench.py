@@ -60,12 +60,14 @@ COLOURS = {"phone": "blue", "aiortc": "red", "baresip": "darkgreen"}
 TAIL_S = 3.0
 
 
-def run(losses: tuple[float, ...] = LOSSES) -> dict[str, Any]:
-    """Every stack at every loss level; raises LinkUnavailableError if the
-    machine cannot make namespaces (not root)."""
+def run(
+    losses: tuple[float, ...] = LOSSES, only: tuple[str, ...] = STACKS
+) -> dict[str, Any]:
+    """Every stack (of ``only``) at every loss level; raises
+    LinkUnavailableError if the machine cannot make namespaces (not root)."""
     rows: list[dict[str, Any]] = []
     missing = baresip_missing()
-    stacks = STACKS if missing is None else STACKS[:2]
+    stacks = [s for s in only if s != "baresip" or missing is None]
     if missing:
         print(f"  baresip left out: {missing}", flush=True)
     with tempfile.TemporaryDirectory(prefix="netem-bench-") as tmp:
@@ -228,11 +230,15 @@ decoded audio dumped by sndfile (`dev/appliance_dev/netem_baresip.py`).
 {chr(10).join(lines)}
 
 {verdict}"Load" is the machine's 1-minute load average at the end of each call
-(2 cores; other work shares the machine). Both call sides run at the phone
+(2 cores; other work shares the machine). All call sides run at the phone
 unit's nice value (-5) and the forwarder at -10, so the link itself holds its
-timing under load. "Recorded" is the length of the receiver's recording: plain aiortc
-drops late frames from the timeline, so it records less than the call lasted
-and its copies drift earlier ("delay growth" negative).
+timing under load. The phone and baresip play out on a 20 ms clock, as a
+sound card would: a packet later than the buffer's delay is concealed, and a
+CPU-starved process misses ticks. aiortc's MediaRecorder writes frames as they
+arrive, with no playout clock, so starvation costs it nothing, but it drops
+late frames from the timeline: it records less than the call lasted and its
+copies drift earlier ("delay growth" negative; "recorded" is the length of
+the receiver's recording).
 """
 
 
@@ -240,7 +246,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="write the markdown section here")
     parser.add_argument("--png", default="docs/netem-pesq.png")
+    parser.add_argument("--stacks", default=",".join(STACKS), help="which to run")
+    parser.add_argument(
+        "--from-json", help="render a result this bench printed, without a run"
+    )
     args = parser.parse_args()
+    if args.from_json:
+        result = json.loads(Path(args.from_json).read_text())
+        plot(result, Path(args.png))
+        return _emit(render(result, png=Path(args.png).name), args.out)
     reason = unavailable_reason()
     if reason:
         print(render(None, reason))
@@ -249,13 +263,16 @@ def main() -> int:
     # and the namespaces are cleaned up), as Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     t0 = time.monotonic()
-    result = run()
+    result = run(only=tuple(args.stacks.split(",")))
     print(json.dumps(result, indent=1))
     plot(result, Path(args.png))
-    text = render(result, png=Path(args.png).name)
     print(f"({time.monotonic() - t0:.0f} s)")
-    if args.out:
-        Path(args.out).write_text(text)
+    return _emit(render(result, png=Path(args.png).name), args.out)
+
+
+def _emit(text: str, out: str | None) -> int:
+    if out:
+        Path(out).write_text(text)
     else:
         print(text)
     return 0

@@ -4,7 +4,7 @@ Debian's baresip (``baresip-core``), as configured by its example config where
 it matters to the media (jitter buffer 5-10 frames, Opus at 28 kb/s, no RTCP
 mux), one process per namespace, SIP over UDP straight between the two link
 addresses (no registrar, ``regint=0``), plain RTP (no ICE, no SRTP). No sound
-card is involved:
+card is involved, and both run at the phone unit's nice value:
 
 * ``aufile`` plays the WAV as the caller's microphone; at its end the caller
   hangs up;
@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from appliance_dev.netem import ImpairedLink
+from appliance_dev.unit_file import unit_nice
 
 __all__ = ["baresip_across", "baresip_missing"]
 
@@ -79,13 +80,15 @@ def baresip_across(
     _config(dirs["a"], link, "a", source)
     _config(dirs["b"], link, "b", silence)
     quit_after = str(int(seconds + 10))
+    # At the phone unit's priority, as the other stacks of the bench.
+    nice = ["nice", "-n", str(unit_nice())]
     procs: list[subprocess.Popen[bytes]] = []
     try:
         with (dirs["b"] / "log").open("wb") as log_b:
             procs.append(
                 subprocess.Popen(
                     link.command(
-                        "b", ["baresip", "-f", str(dirs["b"]), "-t", quit_after]
+                        "b", [*nice, "baresip", "-f", str(dirs["b"]), "-t", quit_after]
                     ),
                     stdin=subprocess.DEVNULL,
                     stdout=log_b,
@@ -99,7 +102,16 @@ def baresip_across(
                 subprocess.Popen(
                     link.command(
                         "a",
-                        ["baresip", "-f", str(dirs["a"]), "-t", quit_after, "-e", dial],
+                        [
+                            *nice,
+                            "baresip",
+                            "-f",
+                            str(dirs["a"]),
+                            "-t",
+                            quit_after,
+                            "-e",
+                            dial,
+                        ],
                     ),
                     stdin=subprocess.DEVNULL,
                     stdout=log_a,
