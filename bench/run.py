@@ -21,10 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import audio_bench
 import call_bench  # the bench directory is not a package
+import netem_bench
 import panel_bench
 import soak_bench
 import update_bench
 
+from appliance_dev.netem import unavailable_reason
 from appliance_dev.rig import RigUnavailableError
 
 
@@ -144,6 +146,7 @@ async def main_async(args: argparse.Namespace) -> int:
     print(json.dumps(update), flush=True)
     text = render(setup, cpu, "make bench") + render_panel(panel)
     text += audio_bench.render(audio, reason) + update_bench.render(update)
+    text += await asyncio.to_thread(netem_section, args)
     if args.soak:
         # Long (about 0.4 s a call): only when asked for.
         print(f"soak over {args.soak} calls...", flush=True)
@@ -153,6 +156,21 @@ async def main_async(args: argparse.Namespace) -> int:
     else:
         text += SOAK_POINTER
     return _write(text, args.out)
+
+
+def netem_section(args: argparse.Namespace) -> str:
+    """Speech through loss and jitter across namespaces (needs root), or why not."""
+    reason = "left out (--no-netem)" if args.no_netem else unavailable_reason()
+    if reason:
+        print(f"loss and jitter across namespaces: {reason}", flush=True)
+        return netem_bench.render(None, reason)
+    print("speech through loss and jitter across namespaces...", flush=True)
+    result = netem_bench.run()
+    png = (
+        Path(args.out).resolve().parent if args.out else Path.cwd()
+    ) / "netem-pesq.png"
+    netem_bench.plot(result, png)
+    return netem_bench.render(result, png=png.name)
 
 
 SOAK_POINTER = """
@@ -182,6 +200,11 @@ def main() -> int:
     parser.add_argument("--out", help="write the markdown report here")
     parser.add_argument(
         "--soak", type=int, default=0, help="also run the soak over this many calls"
+    )
+    parser.add_argument(
+        "--no-netem",
+        action="store_true",
+        help="leave out speech through loss and jitter (needs root, ~9 min)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="audio: a 60 s call instead of 10 min"

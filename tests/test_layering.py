@@ -32,6 +32,7 @@ PURE = [
     "media/jitter.py",
     "media/echo.py",
     "../dev/appliance_dev/dtmf_detect.py",  # a test tool, outside the package
+    "../dev/appliance_dev/impairment.py",  # the netns forwarder's decisions
     "hardware/keypad.py",
     "hardware/ports.py",
     "ui/panel.py",
