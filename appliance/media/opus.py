@@ -35,12 +35,15 @@ import numpy as np
 
 from appliance.media.frames import FRAME_SAMPLES, SAMPLE_RATE, Samples
 
-__all__ = ["OpusDecoder", "OpusEncoder", "load_libopus"]
+__all__ = ["OPUS_SILENCE", "OpusDecoder", "OpusEncoder", "load_libopus"]
 
 logger = logging.getLogger(__name__)
 
 # The longest Opus packet lasts 120 ms (RFC 6716 §3.2.5).
 _MAX_SAMPLES = SAMPLE_RATE * 120 // 1000
+#: A 20 ms CELT frame that decodes to digital silence (TOC 0xF8, then the
+#: silence flag, RFC 6716 §4.3 table 56).
+OPUS_SILENCE = b"\xf8\xff\xfe"
 # The longest 20 ms Opus packet is 1275 bytes (RFC 6716 §3.2.1); round up.
 _MAX_PACKET = 1500
 

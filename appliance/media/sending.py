@@ -63,7 +63,7 @@ from appliance.errors import AudioDeviceError
 from appliance.media.devices import FramePacer
 from appliance.media.frames import FRAME_SAMPLES, SAMPLE_RATE, AudioSource, Samples
 from appliance.media.levels import level_from_dbfs, rms_dbfs
-from appliance.media.opus import MAX_BITRATE, MIN_BITRATE, OpusEncoder
+from appliance.media.opus import MAX_BITRATE, MIN_BITRATE, OPUS_SILENCE, OpusEncoder
 
 __all__ = [
     "AUDIO_BAND_HZ",
@@ -186,7 +186,13 @@ class SourceTrack(MediaStreamTrack):
         self._pts += samples.shape[0]
         encoder = self._encoder
         if encoder is not None:  # sources deliver FRAME_SAMPLES (frames.py)
-            packet = av.Packet(encoder.encode(samples))
+            payload = encoder.encode(samples)
+            if not samples.any():
+                # SILK decodes silence as faint noise (about -80 dBFS); mute
+                # must arrive as digital silence. The encoder still sees the
+                # zeros, so its state (and the next packet's FEC) match.
+                payload = OPUS_SILENCE
+            packet = av.Packet(payload)
             packet.pts = pts
             packet.time_base = _TIME_BASE
             return packet

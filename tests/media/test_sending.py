@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fractions
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from aiortc.codecs import CODECS
@@ -13,13 +15,22 @@ from appliance.media import codecs as sdp_codecs
 from appliance.media.devices import open_sink, open_source
 from appliance.media.frames import FRAME_SAMPLES, SAMPLE_RATE, Samples
 from appliance.media.levels import rms_dbfs
-from appliance.media.opus import MAX_BITRATE, MIN_BITRATE, OpusDecoder, OpusEncoder
+from appliance.media.opus import (
+    MAX_BITRATE,
+    MIN_BITRATE,
+    OPUS_SILENCE,
+    OpusDecoder,
+    OpusEncoder,
+)
+from appliance.media.rfc4733 import parse_rtp_header
 from appliance.media.sending import (
     AUDIO_BAND_HZ,
     COMPLEXITY,
     DEFAULT_BITRATE,
     EXPECTED_LOSS_PERCENT,
     OPUS_FMTP,
+    Meters,
+    SourceTrack,
     register_opus_fmtp,
     send_bitrate,
 )
@@ -27,14 +38,16 @@ from appliance.media.session import MediaConfig, MediaSession
 from appliance.phone.options import OPUS_BITRATE_RANGE, DeviceOptions, parse_options
 from appliance_dev.rig import align, pesq_wb, speech
 from tests.conftest import wait_until
-from tests.media.helpers import read_wav, write_wav
+from tests.media.helpers import read_wav
 from tests.media.test_session import connect
 
 LOOPBACK = MediaConfig(local_addresses=("127.0.0.1",))
-#: Lowest accepted PESQ-WB of speech over a loopback call. Our encoder at its
-#: defaults measured 3.75 codec to codec on the same sentence (docs/
-#: benchmarks.md); the floor leaves room for a late packet on a busy machine.
-MIN_PESQ_WB = 3.0
+#: Lowest accepted PESQ-WB of the speech a call carried, decoded as it
+#: crossed the wire: 3.43 on this sentence every time (the encoder is
+#: deterministic), 3.75 on two sentences in docs/benchmarks.md. aiortc's
+#: 96 kb/s stereo scored higher; the voice rate with FEC is the choice
+#: (appliance.media.sending).
+MIN_PESQ_WB = 3.2
 
 
 def speech_like(seconds: float) -> Samples:
@@ -137,6 +150,42 @@ def test_the_encoder_refuses_bad_settings_and_frames():
         encoder.encode(np.zeros(FRAME_SAMPLES // 2, np.int16))
     with pytest.raises(ValueError):
         encoder.encode(np.zeros(FRAME_SAMPLES, np.float32))
+
+
+# -- the send track --------------------------------------------------------------
+
+
+async def next_packet(track: SourceTrack) -> bytes:
+    packet = await track.recv()
+    assert isinstance(packet, av.Packet)
+    assert packet.time_base == fractions.Fraction(1, SAMPLE_RATE)
+    return bytes(packet)
+
+
+async def test_the_track_hands_aiortc_packets_and_mute_is_digital_silence():
+    meters = Meters()
+    track = SourceTrack(open_source("tone:440"), meters)
+    try:
+        frame = await track.recv()
+        assert isinstance(frame, av.AudioFrame)  # aiortc's encoders until told
+        assert track.send_opus(DEFAULT_BITRATE)
+        first = await track.recv()
+        assert isinstance(first, av.Packet) and first.pts == 960
+        packets = [bytes(first)] + [await next_packet(track) for _ in range(2)]
+        assert all(len(p) > len(OPUS_SILENCE) for p in packets)
+        meters.muted = True
+        muted = await next_packet(track)
+        assert muted == OPUS_SILENCE
+        decoder = OpusDecoder()
+        for packet in packets:
+            decoder.decode(packet)
+        decoder.decode(muted)  # the fade out of the tone
+        assert not decoder.decode(muted).any()  # then exact zeros
+        meters.muted = False
+        track.send_frames()
+        assert isinstance(await track.recv(), av.AudioFrame)
+    finally:
+        track.stop()
 
 
 # -- SDP -------------------------------------------------------------------------
@@ -246,6 +295,23 @@ def test_media_config_checks_the_bitrate():
 # -- real calls ------------------------------------------------------------------
 
 
+def decode_in_order(packets: list[bytes]) -> Samples:
+    """Decode received RTP packets by sequence number, concealing any hole."""
+    headers = [parse_rtp_header(p) for p in packets]
+    first = headers[0]
+    assert first is not None
+    by_index = {}
+    for packet, header in zip(packets, headers, strict=True):
+        assert header is not None and header.payload_type == first.payload_type
+        index = (header.sequence - first.sequence) & 0xFFFF
+        by_index[index] = packet[header.header_length :]
+    decoder, out = OpusDecoder(), []
+    for index in range(max(by_index) + 1):
+        payload = by_index.get(index)
+        out.append(decoder.decode(payload) if payload else decoder.conceal())
+    return np.concatenate(out)
+
+
 async def test_speech_over_a_real_call_scores_well(tmp_path: Path):
     said = speech(
         "Please call Stella and ask her to bring these things from the store.",
@@ -255,10 +321,19 @@ async def test_speech_over_a_real_call_scores_well(tmp_path: Path):
         tail_s=0.5,
     )
     heard = tmp_path / "heard.wav"
-    a = MediaSession(
-        LOOPBACK, open_source(f"file:{tmp_path / 'said.wav'}"), open_sink("null")
-    )
+    source = open_source(f"file:{tmp_path / 'said.wav'}")
+    a = MediaSession(LOOPBACK, source, open_sink("null"))
     b = MediaSession(LOOPBACK, open_source("null"), open_sink(f"file:{heard}"))
+    # Every decrypted audio packet b receives, before its jitter buffer.
+    received: list[bytes] = []
+    feed = b.events.on_audio
+    assert feed is not None
+
+    def tap(data: bytes) -> None:
+        received.append(data)
+        feed(data)
+
+    b.events.on_audio = tap
     try:
         await connect(a, b)
         assert a.codec == b.codec == "opus"
@@ -269,12 +344,21 @@ async def test_speech_over_a_real_call_scores_well(tmp_path: Path):
     finally:
         await a.close()
         await b.close()
+    # What went over the wire, decoded as sent: the codec's quality, whatever
+    # the loop's timing did to the playout on a busy machine.
+    wire = decode_in_order(received)
+    found = align(said, wire, max_lag=wire.size - said.size)
+    score = pesq_wb(said, wire[found.lag : found.lag + said.size])
+    assert score is not None, "the pesq package is a dev dependency"
+    assert score >= MIN_PESQ_WB, score
+    # What b played: the speech's energy, not silence. A late packet on a
+    # busy machine is concealed (and SILK's concealment fades fast) and the
+    # buffer stretches or drops frames, shifting what follows by more than
+    # any alignment window holds: measured down to -4.4 dB with two CPU
+    # burners, so no finer or waveform measure is reliable here (the rig's
+    # speech test measures the playout).
     recording, rate, channels = read_wav(heard)
     assert (rate, channels) == (SAMPLE_RATE, 1)
-    found = align(said, recording, max_lag=recording.size - said.size)
-    got = recording[found.lag : found.lag + said.size]
-    write_wav(tmp_path / "aligned.wav", got, SAMPLE_RATE)
-    score = pesq_wb(said, got)
-    print(f"PESQ-WB {score}")
-    assert score is not None, "the pesq package is a dev dependency"
-    assert score >= MIN_PESQ_WB
+    energy = float(np.sum(np.square(recording, dtype=np.float64)))
+    ratio_db = 10 * np.log10(energy / float(np.sum(np.square(said, dtype=np.float64))))
+    assert ratio_db == pytest.approx(0.0, abs=8.0)
