@@ -118,8 +118,10 @@ of each process over {cpu["seconds"]} s of steady call, scaled to one minute.
 {cpu["exchange_cpu_s_per_min"]:.3f} s |
 
 A phone uses about {100 * cpu["alice_cpu_s_per_min"] / 60:.1f} % of one core of
-this machine during a call. On a Raspberry Pi expect several times more; aiortc
-encodes Opus at 48 kHz stereo 96 kb/s (anchors.md §6.3).
+this machine during a call. On a Raspberry Pi expect several times more. The
+phone sends mono Opus at 32 kb/s with in-band FEC from its own libopus encoder
+(`appliance/media/sending.py`; the settings are measured by
+`bench/opus_bench.py`).
 """
 
 

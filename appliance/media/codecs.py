@@ -34,6 +34,7 @@ __all__ = [
     "RtpCodec",
     "audio_codecs",
     "first_audio",
+    "fmtp",
     "sdp_order",
 ]
 
@@ -41,6 +42,7 @@ TELEPHONE_EVENT = "telephone-event"
 
 _AUDIO_MLINE = re.compile(r"^m=audio \d+ \S+ ([\d ]+)", re.MULTILINE)
 _RTPMAP = re.compile(r"^a=rtpmap:(\d+) ([^/\s]+)/(\d+)", re.MULTILINE)
+_FMTP = re.compile(r"^a=fmtp:(\d+) (.*?)\r?$", re.MULTILINE)
 _STATIC = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 9: ("G722", 8000)}
 
 
@@ -71,6 +73,23 @@ def audio_codecs(sdp: str) -> list[RtpCodec]:
         if found is not None:
             codecs.append(RtpCodec(found[0], found[1], pt))
     return codecs
+
+
+def fmtp(sdp: str, payload_type: int) -> dict[str, str]:
+    """Return the format parameters (``a=fmtp``) of one payload type.
+
+    Keys are lower case; a parameter without ``=`` maps to ``""``.
+    """
+    for pt, line in _FMTP.findall(sdp):
+        if int(pt) != payload_type:
+            continue
+        params = {}
+        for item in line.split(";"):
+            key, _, value = item.strip().partition("=")
+            if key:
+                params[key.lower()] = value.strip()
+        return params
+    return {}
 
 
 def sdp_order(listed: list[RtpCodec], acceptable: tuple[str, ...]) -> list[str]:

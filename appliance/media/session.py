@@ -34,11 +34,12 @@ What aiortc lacks, and where the fix goes (anchors.md §6):
   packet arrival, smooths nothing, and never recovers from a lost packet
   (anchors.md §6). It is replaced by an adaptive buffer with Opus PLC and
   FEC (``appliance.media.jitter``, ``appliance.media.playout``), fed from the
-  telephone-event tap; our Opus encoder sends in-band FEC.
-* **Opus level**: aiortc's Opus encoder upmixes our mono frames to stereo
-  with FFmpeg's -3 dB centre mix, so the far end hears us 3 dB quieter
-  (measured: -15 dBFS sent, -18 dBFS received aiortc to aiortc; PCMU is
-  transparent). Sending L=R stereo frames from the send track would avoid it.
+  telephone-event tap.
+* **Opus sending**: aiortc's encoder is 96 kb/s stereo without FEC, and its
+  upmix made us 3 dB quieter at the far end. The send track encodes mono
+  voice-rate Opus with in-band FEC itself and gives aiortc the packets
+  (``appliance.media.sending``); our SDP says so (stereo=0; sprop-stereo=0;
+  useinbandfec=1).
 
 Threading: everything runs on the event loop. aiortc event handlers only
 translate (start the receive pump, schedule ``on_failed``); the work is in
@@ -48,7 +49,6 @@ tasks that :meth:`MediaSession.close` cancels and awaits.
 from __future__ import annotations
 
 import asyncio
-import fractions
 import ipaddress
 import logging
 import re
@@ -57,26 +57,17 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import av
-import numpy as np
 from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 
-from appliance.errors import AudioDeviceError, ConfigError, NegotiationError
+from appliance.errors import ConfigError, NegotiationError
 from appliance.media import codecs as sdp_codecs
-from appliance.media.devices import FramePacer
-from appliance.media.frames import (
-    FRAME_SAMPLES,
-    SAMPLE_RATE,
-    AudioSink,
-    AudioSource,
-    Samples,
-)
+from appliance.media.frames import SAMPLE_RATE, AudioSink, AudioSource, Samples
 from appliance.media.ice import (
     DSCP_EF_TOS,
     HOST_ADDRESSES,
@@ -84,11 +75,15 @@ from appliance.media.ice import (
     mark_sockets,
 )
 from appliance.media.levels import level_from_dbfs, rms_dbfs
-from appliance.media.playout import (
-    PlayoutPath,
-    bypass_aiortc_buffers,
-    install_opus_fec,
-    pump_track,
+from appliance.media.playout import PlayoutPath, bypass_aiortc_buffers, pump_track
+from appliance.media.sending import (
+    DEFAULT_BITRATE,
+    MAX_BITRATE,
+    MIN_BITRATE,
+    Meters,
+    SourceTrack,
+    register_opus_fmtp,
+    send_bitrate,
 )
 from appliance.media.telephone_event import (
     EventTap,
@@ -107,8 +102,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 
 
 def supported_codecs() -> tuple[str, ...]:
@@ -145,9 +138,12 @@ class MediaConfig:
         dscp: mark the media socket EF (DSCP 46) after gathering.
         telephone_event: offer and accept RFC 4733 telephone-event, so that
             digits go in the media when the far side accepts it too.
+        opus_bitrate: the bit rate we send Opus at, bits per second
+            (``appliance.media.sending`` says why 32 kb/s by default).
 
     Raises:
-        ConfigError: an address is not an IP address, or a codec is unknown.
+        ConfigError: an address is not an IP address, a codec is unknown, or
+            the Opus bit rate is out of range.
     """
 
     ice_servers: tuple[IceServer, ...] = ()
@@ -155,8 +151,14 @@ class MediaConfig:
     codecs: tuple[str, ...] = ("opus", "PCMU")
     dscp: bool = True
     telephone_event: bool = True
+    opus_bitrate: int = DEFAULT_BITRATE
 
     def __post_init__(self) -> None:
+        if not MIN_BITRATE <= self.opus_bitrate <= MAX_BITRATE:
+            raise ConfigError(
+                "opus_bitrate",
+                f"must be from {MIN_BITRATE} to {MAX_BITRATE} bits per second",
+            )
         for address in self.local_addresses or ():
             try:
                 ipaddress.ip_address(address)
@@ -197,59 +199,6 @@ class MediaStats:
     rtt_s: float | None = None
 
 
-class _Meters:
-    """State shared between the session, its send track and its receive pump."""
-
-    def __init__(self) -> None:
-        self.muted = False
-        self.input_level = 0.0
-        self.output_level = 0.0
-
-
-class _SourceTrack(MediaStreamTrack):
-    """The send track: reads the source, applies mute, makes ``AudioFrame``s."""
-
-    kind = "audio"
-
-    def __init__(self, source: AudioSource, meters: _Meters) -> None:
-        super().__init__()
-        self._source = source
-        self._meters = meters
-        self._pts = 0
-        # Paces silence once the source has failed; None while it works.
-        self._fallback: FramePacer | None = None
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        samples = await self._read()
-        self._meters.input_level = level_from_dbfs(rms_dbfs(samples))
-        if self._meters.muted:
-            # Muted means the peer gets digital silence; the source is still
-            # read so its pacing (and a sound card's buffer) keeps going.
-            samples = np.zeros_like(samples)
-        frame = av.AudioFrame.from_ndarray(
-            samples.reshape(1, -1), format="s16", layout="mono"
-        )
-        frame.sample_rate = SAMPLE_RATE
-        frame.time_base = _TIME_BASE
-        frame.pts = self._pts
-        self._pts += samples.shape[0]
-        return frame
-
-    async def _read(self) -> Samples:
-        if self._fallback is None:
-            try:
-                return await self._source.read_frame()
-            except AudioDeviceError as exc:
-                # Keep the call up with silence rather than ending the RTP
-                # stream: the user can still hear the far end.
-                logger.warning("audio source failed, sending silence: %s", exc)
-                self._fallback = FramePacer()
-        await self._fallback.wait()
-        return np.zeros(FRAME_SAMPLES, dtype=np.int16)
-
-
 _CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) \d+ ", re.MULTILINE)
 
 
@@ -286,12 +235,12 @@ class MediaSession:
         on_failed: Callable[[], None] | None = None,
     ) -> None:
         install_host_address_hook()
-        install_opus_fec()
+        register_opus_fmtp()
         self.config = config
         self._source = source
         self._sink = sink
         self._on_failed = on_failed
-        self._meters = _Meters()
+        self._meters = Meters()
         self._tasks = TaskSet(logger, "media")
         self._receiving = False
         self._failed_reported = False
@@ -311,7 +260,7 @@ class MediaSession:
         # Always a list: iceServers=None would make aiortc use a public STUN
         # server (stun.l.google.com), which must never happen implicitly.
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
-        self._track = _SourceTrack(source, self._meters)
+        self._track = SourceTrack(source, self._meters)
         self._transceiver = self._pc.addTransceiver(self._track, direction="sendrecv")
         self._transceiver.setCodecPreferences(self._codec_preferences(config.codecs))
         #: RFC 4733 digits in the media (``appliance.media.telephone_event``).
@@ -367,7 +316,7 @@ class MediaSession:
             # provokes (ValueError, KeyError, IndexError...), plus its own
             # W3C-named errors: all of them mean "cannot apply".
             raise NegotiationError(53402, f"cannot apply answer: {exc}") from exc
-        self._negotiated_as(answer, sdp_codecs.first_audio(answer))
+        self._negotiated_as(answer, sdp_codecs.first_audio(answer), sdp)
 
     async def accept_offer(self, sdp: str) -> str:
         """Apply a remote offer and return our complete answer SDP.
@@ -394,7 +343,7 @@ class MediaSession:
             raise NegotiationError(53400, f"cannot create answer: {exc}") from exc
         local = self._local_sdp()
         ours = sdp_codecs.audio_codecs(local)
-        self._negotiated_as(ours, sdp_codecs.first_audio(ours))
+        self._negotiated_as(ours, sdp_codecs.first_audio(ours), sdp)
         return local
 
     async def _set_local(self, description: RTCSessionDescription) -> None:
@@ -421,11 +370,20 @@ class MediaSession:
         return tuple(name.lower() for name in self.config.codecs)
 
     def _negotiated_as(
-        self, answer: list[sdp_codecs.RtpCodec], send: sdp_codecs.RtpCodec | None
+        self,
+        answer: list[sdp_codecs.RtpCodec],
+        send: sdp_codecs.RtpCodec | None,
+        remote_sdp: str,
     ) -> None:
         if not self.config.telephone_event:
             answer = [codec for codec in answer if not codec.is_event]
         self._negotiated = sdp_codecs.Negotiated(tuple(answer), send)
+        # Our encoder for Opus (appliance.media.sending); aiortc's otherwise.
+        if send is not None and send.name.lower() == "opus":
+            remote = sdp_codecs.fmtp(remote_sdp, send.payload_type)
+            self._track.send_opus(send_bitrate(self.config.opus_bitrate, remote))
+        else:
+            self._track.send_frames()
         self.events.configure(self._negotiated)
         self.playout.configure(self._negotiated)
         logger.debug("sending %s, events %s", send, self._negotiated.send_event())
@@ -489,6 +447,12 @@ class MediaSession:
         """The codec we send, by mime subtype (e.g. ``"opus"``), once negotiated."""
         send = self._negotiated.send
         return send.name if send is not None else None
+
+    @property
+    def send_bitrate(self) -> int | None:
+        """Our Opus encoder's target bit rate (None while aiortc's encoder sends)."""
+        encoder = self._track.encoder
+        return encoder.bitrate if encoder is not None else None
 
     @property
     def receive_codec(self) -> str | None:

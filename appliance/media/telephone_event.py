@@ -46,6 +46,7 @@ from aiortc import RTCRtpCodecParameters, RTCRtpSender
 from aiortc.codecs import CODECS
 
 from appliance.media.codecs import TELEPHONE_EVENT, Negotiated
+from appliance.media.opus import OPUS_SILENCE
 from appliance.media.rfc4733 import (
     EventReceiver,
     EventSender,
@@ -64,9 +65,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # One packet of silence per audio codec (mime subtype, lower case); the
-# G.711 ones are as long as the packet (one byte per 8 kHz sample). Opus:
-# a 20 ms CELT frame that decodes to silence (TOC 0xF8, then 0xFF 0xFE).
-_OPUS_SILENCE = b"\xf8\xff\xfe"
+# G.711 ones are as long as the packet (one byte per 8 kHz sample).
 _G711_SILENCE = {"pcmu": 0xFF, "pcma": 0xD5}
 
 _DEFAULT_PACKET_S = 0.020
@@ -257,7 +256,7 @@ class EventTap:
             return None  # older than the last audio: aiortc drops it anyway
         name = self._codec_names.get(self.received_audio_pt, "")
         if name == "opus":
-            payload = _OPUS_SILENCE
+            payload = OPUS_SILENCE
         elif name in _G711_SILENCE:
             payload = bytes([_G711_SILENCE[name]]) * self._step
         else:

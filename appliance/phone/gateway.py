@@ -114,6 +114,7 @@ def media_config(options: DeviceOptions) -> MediaConfig:
         codecs=tuple("PCMU" if c == "pcmu" else c for c in options.codec_preferences),
         dscp=options.dscp,
         telephone_event=options.telephone_event,
+        opus_bitrate=options.opus_bitrate_bps,
     )
 
 

@@ -22,6 +22,7 @@ from appliance.signaling.urls import signaling_urls
 
 __all__ = [
     "OPTION_STATUS",
+    "OPUS_BITRATE_RANGE",
     "SOUND_NAMES",
     "DeviceOptions",
     "IceServerOption",
@@ -54,6 +55,9 @@ OPTION_STATUS: dict[str, str] = {
     "max_call_signaling_timeout_ms": "complete: answered calls survive a "
     "signaling drop this long (reconnecting, then reconnected; 31003 when it "
     "runs out); sent as listen.reconnectTimeout, whole seconds up to 30",
+    "opus_bitrate_bps": "complete: the bit rate our mono Opus is sent at, "
+    "with in-band FEC, at most the far side's maxaveragebitrate (not an SDK "
+    "option)",
     "output_device": "complete for file:, null and alsa: (device.audio's "
     "'default' output)",
     "region": "complete",
@@ -96,6 +100,7 @@ class DeviceOptions:
     input_device: str = "null"
     local_addresses: tuple[str, ...] | None = None
     max_call_signaling_timeout_ms: int = 0
+    opus_bitrate_bps: int = 32_000
     output_device: str = "null"
     region: str = "gll"
     rtc_configuration: tuple[IceServerOption, ...] = ()
@@ -224,6 +229,22 @@ def _codecs(value: Any) -> tuple[str, ...]:
     return lowered
 
 
+#: What RFC 7587 §6.1 allows for maxaveragebitrate (libopus takes the same).
+OPUS_BITRATE_RANGE = (6_000, 510_000)
+
+
+def _opus_bitrate(value: Any) -> int:
+    low, high = OPUS_BITRATE_RANGE
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be an integer (bits per second), not {value!r}")
+    if not low <= value <= high:
+        raise ValueError(
+            f"must be a bit rate from {low} to {high} bits per second "
+            f"(24000-32000 suits voice), not {value!r}"
+        )
+    return value
+
+
 def _optional_str_list(value: Any) -> str | tuple[str, ...] | None:
     return None if value is None else _str_list(value)
 
@@ -283,6 +304,7 @@ register(
         "input_device": _audio_device,
         "local_addresses": _local_addresses,
         "max_call_signaling_timeout_ms": _non_negative_ms,
+        "opus_bitrate_bps": _opus_bitrate,
         "output_device": _audio_device,
         "region": _region,
         "rtc_configuration": _ice_servers,

@@ -79,10 +79,21 @@ async function codecs() {
   });
   return out;
 }
-function newDevice(token, chunderw) {
+async function received() {
+  const report = await window.pcs[window.pcs.length - 1].getStats();
+  const out = {};
+  report.forEach(s => {
+    if (s.type === "inbound-rtp" && s.kind === "audio") {
+      out.energy = s.totalAudioEnergy; out.duration = s.totalSamplesDuration;
+      out.samples = s.totalSamplesReceived; out.concealed = s.concealedSamples;
+    }
+  });
+  return out;
+}
+function newDevice(token, chunderw, extra) {
   window.device = new Twilio.Device(token, {
     chunderw, logLevel: "warn", publishEvents: false,
-    RTCPeerConnection: LoopbackPeerConnection,
+    RTCPeerConnection: LoopbackPeerConnection, ...(extra || {}),
   });
   return window.device;
 }
@@ -96,8 +107,8 @@ async function call(token, chunderw, to) {
   watch(await newDevice(token, chunderw).connect({ params: { To: to } }));
   return true;
 }
-async function answerAll(token, chunderw) {
-  const device = newDevice(token, chunderw);
+async function answerAll(token, chunderw, extra) {
+  const device = newDevice(token, chunderw, extra);
   device.on("incoming", c => { watch(c); c.accept(); });
   device.on("registered", () => window.seen.push("registered"));
   await device.register();
@@ -220,9 +231,13 @@ async def browser_codecs(page: Page, packets: int) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def browser_call(
-    exchange: ExchangeServer, tmp_path: Path, to: str | None
+    exchange: ExchangeServer,
+    tmp_path: Path,
+    to: str | None,
+    options: dict[str, Any] | None = None,
 ) -> AsyncIterator[Page]:
-    """Chromium with the SDK as "alice" calling ``to`` (None: answering calls)."""
+    """Chromium with the SDK as "alice" calling ``to`` (None: answering calls),
+    with extra Device ``options`` when answering."""
     sdk = install_sdk()
     port = int(exchange.url.rsplit(":", 1)[1].split("/")[0])
     async with (
@@ -233,7 +248,10 @@ async def browser_call(
         await page.goto(url)
         await page.wait_for("typeof Twilio !== 'undefined'")
         args = f"{json.dumps(make_token('alice'))}, '127.0.0.1:{tls_port}'"
-        start = f"call({args}, {json.dumps(to)})" if to else f"answerAll({args})"
+        extra = json.dumps(options or {})
+        start = (
+            f"call({args}, {json.dumps(to)})" if to else f"answerAll({args}, {extra})"
+        )
         await page.send("Runtime.evaluate", expression=start, awaitPromise=True)
         yield page
 
@@ -290,3 +308,36 @@ async def test_our_offer_to_the_sdk_runs_one_codec_both_ways(
             assert conn.codec == conn.receive_codec == expected
             await bob.device.destroy()
             assert conn.status() == "closed"
+
+
+async def test_the_sdk_decodes_our_mono_opus_and_we_decode_its(
+    exchange: ExchangeServer,
+    phones: PhoneFactory,  # noqa: F811
+    tmp_path: Path,
+):
+    # With Opus first in the SDK's preferences both directions run Opus: our
+    # own encoder (mono, FEC, appliance.media.sending) to chromium's decoder.
+    bob = await phones("bob", tone=1100)
+    options = {"codecPreferences": ["opus", "pcmu"]}
+    async with browser_call(exchange, tmp_path, None, options) as page:
+        await page.wait_for("window.seen.includes('registered')", 20)
+        conn, events = await bob.call({"To": "alice"})
+        await events.wait("accept", within=20)
+        browser = await browser_codecs(page, packets=100)
+        assert browser["outbound-rtp"] == browser["inbound-rtp"] == "opus"
+        assert conn.codec == conn.receive_codec == "opus"
+        media = conn._media
+        assert media is not None and media.send_bitrate == 32000
+        result = await page.send(
+            "Runtime.evaluate",
+            expression="received()",
+            awaitPromise=True,
+            returnByValue=True,
+        )
+        heard = result["result"]["value"]
+        # The 1100 Hz tone at -15 dBFS has a mean power of about 0.03; the
+        # browser's concealment (silence, fading) would bring it far lower.
+        assert heard["duration"] > 0
+        assert heard["energy"] / heard["duration"] > 0.01
+        await bob.device.destroy()
+        assert conn.status() == "closed"
