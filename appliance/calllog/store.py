@@ -102,13 +102,20 @@ class CallLogStore:
                 raise sqlite3.DatabaseError(f"unknown call log version {version}")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            with db:  # the new columns and the version, or neither
-                db.execute("BEGIN")
-                db.execute(_SCHEMA)
-                if version == 1:
-                    for statement in _FROM_V1:
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            if version != _SCHEMA_VERSION:
+                with db:  # the new columns and the version, or neither
+                    # IMMEDIATE: take the write lock first, waiting for another
+                    # process's write; a deferred transaction that read first
+                    # fails at once ("database is locked") when that process
+                    # commits in between (SQLite's WAL snapshot rule).
+                    db.execute("BEGIN IMMEDIATE")
+                    # Again under the lock: another process may have migrated.
+                    version = db.execute("PRAGMA user_version").fetchone()[0]
+                    db.execute(_SCHEMA)
+                    if version == 1:
+                        for statement in _FROM_V1:
+                            db.execute(statement)
+                    db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             db.execute("SELECT count(*) FROM calls").fetchone()
         except sqlite3.Error:
             db.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,3 +146,46 @@ def test_clock_synchronised_is_the_flag_file(tmp_path: Path) -> None:
     flag.touch()
     assert clock_synchronized(flag)
     assert clock_synchronized(None)
+
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from appliance.calllog.core import Direction, Entry
+from appliance.calllog.store import CallLogStore
+store = CallLogStore(Path(sys.argv[1]))
+print("open", flush=True)
+deadline = time.monotonic() + float(sys.argv[2])
+i = 0
+while time.monotonic() < deadline:
+    store.add(Entry(float(i), Direction.MISSED, "client:x", 0.0))
+    i += 1
+print(i, flush=True)
+"""
+
+
+def test_the_log_opens_while_another_process_writes(tmp_path: Path) -> None:
+    # The service writes calls while a command or a test opens the same file.
+    # Opening must wait for a writer's lock, never fail "database is locked"
+    # (a reader turned writer in a deferred transaction does, in WAL mode).
+    path = tmp_path / "calls.db"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path), "3"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline().strip() == "open"
+        opened = 0
+        while writer.poll() is None:
+            store = CallLogStore(path)
+            store.close()
+            opened += 1
+        written = int(writer.stdout.readline())
+    finally:
+        writer.kill()
+        writer.wait()
+    assert writer.returncode == 0
+    assert opened > 0 and written > 0
+    assert len(CallLogStore(path).recent()) == min(written, 200)
