@@ -238,6 +238,8 @@ async def test_the_delay_grows_under_jitter_stays_bounded_and_shrinks_back(
         await a.close()
         await b.close()
     assert calm <= 0.030, calm  # a clean path holds a frame or so
-    assert grown >= 0.050, grown  # jitter made it grow
+    # The growth itself is the wait above (it fails the test if the target
+    # never reaches 50 ms); grown, the target stays within its bound.
+    assert grown <= b.playout.buffer.max_delay_s, grown
     assert max(delays) <= b.playout.buffer.max_delay_s + 0.060
     assert b.playout.stats().stretched > 0

@@ -31,6 +31,14 @@ def server(publisher) -> Iterator[RepositoryServer]:
         yield srv
 
 
+@pytest.fixture
+def repo(tmp_path: Path) -> Iterator[tuple[Publisher, RepositoryServer]]:
+    """An empty repository and its server, for tests that publish themselves."""
+    publisher = Publisher(tmp_path / "publisher")
+    with RepositoryServer(publisher.repo) as server:
+        yield publisher, server
+
+
 @dataclass
 class Clock:
     now: float = 1000.0

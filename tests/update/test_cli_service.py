@@ -14,15 +14,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from appliance.update.releases import Releases
 from tests.conftest import scaled
-from tests.update.helpers import Publisher
-from tests.update.server import RepositoryServer
 from tests.update.supervisor import (
     Supervisor,
     phone_root,
@@ -37,13 +34,6 @@ from tests.update.supervisor import (
 pytestmark = pytest.mark.slow  # real service processes, restarted
 
 HEALTH_S = scaled(12.0)
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Iterator[tuple[Publisher, RepositoryServer]]:
-    publisher = Publisher(tmp_path / "publisher")
-    with RepositoryServer(publisher.repo) as server:
-        yield publisher, server
 
 
 @pytest.fixture

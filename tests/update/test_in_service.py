@@ -24,8 +24,6 @@ from appliance.exchange.server import ExchangeServer
 from appliance.update.releases import Releases
 from appliance.update.service import StateFile
 from tests.conftest import local_device, make_token, new_keyring, scaled
-from tests.update.helpers import Publisher
-from tests.update.server import RepositoryServer
 from tests.update.supervisor import (
     BROKEN,
     PHONE,
@@ -53,13 +51,6 @@ async def long_ring_exchange() -> AsyncIterator[ExchangeServer]:
     )
     async with ExchangeServer(config) as server:
         yield server
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Iterator[tuple[Publisher, RepositoryServer]]:
-    publisher = Publisher(tmp_path / "publisher")
-    with RepositoryServer(publisher.repo) as server:
-        yield publisher, server
 
 
 @pytest.fixture
