@@ -67,6 +67,7 @@ from appliance.service_tasks import (
     serve_commands,
     watch_token,
 )
+from appliance.system.heap import freeze_startup_heap
 from appliance.system.notify import Notifier
 
 if TYPE_CHECKING:
@@ -192,6 +193,7 @@ async def run_service(
             logger.error("cannot open the audio devices: %s", exc)
             updater.health_failed(f"cannot open audio: {exc.message}")
     logger.info("phone service started (%s)", ", ".join(config.sources))
+    freeze_startup_heap()  # no full collection pass in the middle of a call
 
     async with asyncio.TaskGroup() as group:
         confirm = front.controller.confirm_reset if front else None

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import audio_bench
 import call_bench  # the bench directory is not a package
+import gc_bench
 import netem_bench
 import panel_bench
 import soak_bench
@@ -146,8 +147,12 @@ async def main_async(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         update = await update_bench.measure_service(Path(tmp), 3)
     print(json.dumps(update), flush=True)
+    print("collector pauses in a call...", flush=True)
+    pauses = await asyncio.to_thread(gc_bench.run)
+    print(json.dumps(pauses), flush=True)
     text = render(setup, cpu, "make bench") + render_panel(panel)
     text += audio_bench.render(audio, reason) + update_bench.render(update)
+    text += gc_bench.render(pauses)
     text += await asyncio.to_thread(netem_section, args)
     if args.soak:
         # Long (about 0.4 s a call): only when asked for.

@@ -150,6 +150,10 @@ async def test_service_registers_tells_systemd_follows_the_token_file_and_stops(
     await wait_until(lambda: svc.saw("STATUS=registered as desk-1"), 5.0)
     await wait_until(lambda: sum("WATCHDOG=1" in n for n in svc.notices) >= 2, 5.0)
     assert any("front panel 'reference' started" in line for line in svc.stderr)
+    # Once up, the start-up heap is out of the collector's full passes.
+    await wait_until(
+        lambda: any("start-up heap frozen" in line for line in svc.stderr), 5.0
+    )
 
     # Provisioning writes a new token (here for another identity): the
     # service picks it up from the file and registers with it.

@@ -28,6 +28,7 @@ from appliance.errors import ApplianceError, TwilioError
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
 from appliance.phone.options import parse_options
+from appliance.system.heap import freeze_startup_heap
 from appliance.tasks import TaskSet
 
 __all__ = ["run_agent"]
@@ -174,6 +175,7 @@ async def run_agent(
     # A rejected token is reported as an error event; keep taking commands.
     with contextlib.suppress(TwilioError):
         await device.setup(token)
+    freeze_startup_heap()  # as the service does once it is up
     while True:
         line = await reader.readline()
         if not line:

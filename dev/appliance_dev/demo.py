@@ -37,6 +37,7 @@ from appliance.media.levels import rms_dbfs
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
 from appliance.phone.options import parse_options
+from appliance.system.heap import freeze_startup_heap
 from appliance.tokens import create_access_token
 from appliance_dev.exchange_process import start_exchange_process, stop_process
 from appliance_dev.rig import (
@@ -256,6 +257,7 @@ async def run_demo(out: Path) -> int:
                 outgoing_application_sid=app,
             )
             await device.setup(token)
+        freeze_startup_heap()  # as the service does once it is up
         return await _script(devices, timeline, out, cards)
     except (ApplianceError, TwilioError) as exc:
         timeline.add("demo", f"FAILED: {exc}")
