@@ -25,6 +25,7 @@ __all__ = [
     "ResetCancelled",
     "ResetProvisioning",
     "SendDigits",
+    "SetCountry",
     "SetDirectory",
     "SetDnd",
     "SetMute",
@@ -131,6 +132,13 @@ class SetDirectory:
 
 
 @dataclass(frozen=True)
+class SetCountry:
+    """The country of the tones was chosen (the web page), to be saved."""
+
+    country: str
+
+
+@dataclass(frozen=True)
 class MarkMissedSeen:
     """The log was opened: the missed calls are seen (the LED stops)."""
 
@@ -151,5 +159,6 @@ Command = (
     | Decline
     | SetDnd
     | SetDirectory
+    | SetCountry
     | MarkMissedSeen
 )

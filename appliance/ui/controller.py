@@ -75,6 +75,7 @@ from appliance.ui.commands import (
     ResetCancelled,
     ResetProvisioning,
     SendDigits,
+    SetCountry,
     SetDirectory,
     SetDnd,
     SetMute,
@@ -162,6 +163,7 @@ class PanelController:
                 panel.volume_levels,
                 lambda: panel.dnd,
                 lambda: panel.edited_directory,
+                lambda: panel.chosen_country,
             )
         )
         self._effects = PanelEffects(device, io)
@@ -441,9 +443,11 @@ class PanelController:
             self._spawn(self._setup(), "panel-setup")
         elif isinstance(command, Decline):
             self._decline(command)
-        elif isinstance(command, SetDnd | SetDirectory):
+        elif isinstance(command, SetDnd | SetDirectory | SetCountry):
             if isinstance(command, SetDnd):
                 logger.info("do-not-disturb %s", "on" if command.on else "off")
+            elif isinstance(command, SetCountry):
+                logger.info("tones of %s", command.country)
             if self._saver is not None:
                 self._saver.changed()
         elif isinstance(command, MarkMissedSeen):

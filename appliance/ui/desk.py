@@ -10,8 +10,8 @@ the Panel through :meth:`PanelController.apply` as facts:
 * the log and its count of unseen missed calls, whenever the log changes;
 * the clock's text, at every minute boundary;
 * the network bars, from the last call's quality score;
-* the saved do-not-disturb switch, at start, and the directory as last edited
-  on the web page (kept in the same state file).
+* the saved do-not-disturb switch, at start, and the directory and country as
+  last edited on the web page (kept in the same state file).
 
 Opening the log on the panel (:class:`MarkMissedSeen`) marks the missed calls
 seen in the store.
@@ -85,6 +85,9 @@ async def open_call_log(
         edited = await asyncio.to_thread(settings.load_directory)
         if edited is not None:
             controller.apply(lambda panel, now: _restore(panel, edited))
+        country = await asyncio.to_thread(settings.load_country)
+        if country is not None:
+            controller.apply(lambda panel, now: _restore_country(panel, country))
         await stack.enter_async_context(link)
     return recorder
 
@@ -93,6 +96,12 @@ def _restore(panel: Panel, edited: dict[str, str]) -> None:
     dropped = panel.restore_directory(edited)
     if dropped:
         logger.warning("saved directory: invalid entries dropped: %s", dropped)
+
+
+def _restore_country(panel: Panel, country: str) -> None:
+    problem = panel.restore_country(country)
+    if problem is not None:
+        logger.warning("saved country not used: %s", problem)
 
 
 def call_log_path(ui: UiConfig) -> Path | None:

@@ -45,7 +45,11 @@ class PanelEffects:
         return self._tone[0] if self._tone and self._tone[1].playing else None
 
     def show(self, panel: Panel) -> None:
-        """Set the ringer, the status LED and the progress tone ``panel`` wants."""
+        """Set the ringer, the status LED, the tones' country and the progress
+        tone ``panel`` wants."""
+        audio = self._device.audio
+        if audio.country != panel.country:  # the next ring and tone use it
+            audio.country = panel.country
         if self._io is not None:
             self._io.set_ringer(panel.ringer_pattern())
             self._io.set_status_led(panel.status_led().value)

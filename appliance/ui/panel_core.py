@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from appliance.cadence import Cadence, tones_for
+from appliance.cadence import COUNTRIES, Cadence, tones_for
 from appliance.errors import ConfigError
 from appliance.ui.calllog_view import DND_MODES, DeskState
 from appliance.ui.commands import (
@@ -24,6 +24,7 @@ from appliance.ui.commands import (
     Dial,
     ResetCancelled,
     ResetProvisioning,
+    SetCountry,
     SetDirectory,
 )
 from appliance.ui.reset_confirm import ResetConfirm
@@ -81,6 +82,8 @@ class PanelCore:
         dnd_mode: str = "busy",
     ) -> None:
         self._directory = dict(directory or {})
+        #: ``[ui.directory]``, which reverting an edited directory brings back.
+        self._configured_directory = dict(self._directory)
         for code, name in self._directory.items():
             problem = directory_problem(code, name)
             if problem is not None:
@@ -96,7 +99,11 @@ class PanelCore:
         if dnd_mode not in DND_MODES:
             raise ConfigError("ui.dnd_mode", f"must be one of {', '.join(DND_MODES)}")
         self._desk = DeskState(dnd_silent=dnd_mode == "ignore")
+        self._ring_override = ring_cadence
+        self._country = tones_for(country).country
         self._ring = ring_cadence or tones_for(country).ring
+        #: Set once the country is chosen (then saved in the state file).
+        self._country_chosen = False
         self._max_dial = max_dial_length
         self._ignore_after = ignore_after_rings
         self._error_display_s = error_display_s
@@ -277,6 +284,60 @@ class PanelCore:
         self._directory_edited = True
         self._commands.append(SetDirectory(tuple(sorted(self._directory.items()))))
         return None
+
+    def revert_directory(self, now: float) -> bool:
+        """Go back to ``[ui.directory]`` after edits; False when not edited.
+
+        Emits :class:`~appliance.ui.commands.SetDirectory` (the saved copy is
+        dropped from the state file, so a later ``[ui.directory]`` applies).
+        """
+        self._now = now
+        if not self._directory_edited:
+            return False
+        self._directory = dict(self._configured_directory)
+        self._directory_edited = False
+        self._commands.append(SetDirectory(tuple(sorted(self._directory.items()))))
+        return True
+
+    # --- the country of the tones (the configuration's, or as chosen) -------
+
+    @property
+    def country(self) -> str:
+        """The country whose ring and call-progress tones the phone plays."""
+        return self._country
+
+    @property
+    def chosen_country(self) -> str | None:
+        """The country to keep in the state file; None while it is still the
+        configuration's (so a later edit of ``ui.country`` applies)."""
+        return self._country if self._country_chosen else None
+
+    def _set_country(self, country: str) -> str | None:
+        tones = COUNTRIES.get(country.strip().upper())
+        if tones is None:
+            known = ", ".join(sorted(COUNTRIES))
+            return f"unknown country {country!r} (known: {known})"
+        self._country = tones.country  # "UK" is GB
+        self._ring = self._ring_override or tones.ring
+        self._country_chosen = True
+        return None
+
+    def restore_country(self, country: str) -> str | None:
+        """Use the country saved after a choice (at start; no command).
+        Returns why it cannot be used, or None."""
+        return self._set_country(country)
+
+    def choose_country(self, country: str, now: float) -> str | None:
+        """Choose the tones' country (the web page); say why not, or None.
+
+        The next ring and call-progress tone use it. Emits
+        :class:`~appliance.ui.commands.SetCountry` (to be saved).
+        """
+        self._now = now
+        problem = self._set_country(country)
+        if problem is None:
+            self._commands.append(SetCountry(self._country))
+        return problem
 
     # --- moves many transitions share -------------------------------------
 

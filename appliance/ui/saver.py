@@ -28,14 +28,15 @@ SETTINGS_SAVE_DELAY_S = 1.0
 
 
 class SettingsSaver:
-    """Writes what ``levels``, ``dnd`` and ``directory`` return to
-    ``settings``, debounced.
+    """Writes what ``levels``, ``dnd``, ``directory`` and ``country`` return
+    to ``settings``, debounced.
 
     Args:
         settings: the settings file.
         levels: returns the current level of each role.
         dnd: returns whether do-not-disturb is on.
         directory: returns the edited directory (None: the configuration's).
+        country: returns the chosen country (None: the configuration's).
     """
 
     def __init__(
@@ -44,11 +45,13 @@ class SettingsSaver:
         levels: Callable[[], dict[str, int]],
         dnd: Callable[[], bool],
         directory: Callable[[], dict[str, str] | None] = lambda: None,
+        country: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._settings = settings
         self._levels = levels
         self._dnd = dnd
         self._directory = directory
+        self._country = country
         self._wanted = asyncio.Event()
         self._unsaved = False
         self._writing: asyncio.Future[None] | None = None
@@ -86,6 +89,7 @@ class SettingsSaver:
                     levels,
                     dnd=self._dnd(),
                     directory=self._directory(),
+                    country=self._country(),
                 )
             )
         )

@@ -282,15 +282,29 @@ class PanelSettings:
             return None
         return {k: v for k, v in found.items() if isinstance(v, str)}
 
+    def load_country(self) -> str | None:
+        """The country as last chosen on the page; None when it never was
+        (then ``ui.country`` applies). The Panel checks it."""
+        if self.path is None:
+            return None
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # load_volume reports and sets a bad file aside
+        found = raw.get("country") if isinstance(raw, dict) else None
+        return found if isinstance(found, str) else None
+
     def save_volume(
         self,
         volume: Mapping[str, int],
         *,
         dnd: bool = False,
         directory: Mapping[str, str] | None = None,
+        country: str | None = None,
     ) -> None:
-        """Replace the file atomically with ``volume``, the ``dnd`` switch and
-        the edited ``directory`` (None: not edited, not written).
+        """Replace the file atomically with ``volume``, the ``dnd`` switch,
+        the edited ``directory`` and the chosen ``country`` (None: not edited
+        or chosen, not written).
 
         Raises:
             OSError: the directory is not writable or the disk is full (the
@@ -301,6 +315,8 @@ class PanelSettings:
         state: dict[str, Any] = {"format": _FORMAT, "volume": dict(volume), "dnd": dnd}
         if directory is not None:
             state["directory"] = dict(directory)
+        if country is not None:
+            state["country"] = country
         data = json.dumps(state, indent=1)
         write_atomic(self.path, (data + "\n").encode())
 

@@ -170,9 +170,12 @@ def settings_page(
     directory: Mapping[str, str] | None = None,
     directory_edited: bool = False,
     country: str = "",
+    country_chosen: bool = False,
+    countries: Sequence[str] = (),
     notice: str = "",
 ) -> str:
-    """Volumes and do-not-disturb (None: no front panel to set them on)."""
+    """Volumes, do-not-disturb, audio devices, the directory and the tones'
+    country (None: no front panel to set them on)."""
     if volume is None or dnd is None:
         body = (
             "<p class=note>The front panel is off (<code>ui.enabled</code>), so "
@@ -220,13 +223,60 @@ def settings_page(
             "role's devices at its volume. The devices are chosen in the "
             "configuration (<code>[device]</code>, docs/audio.md).</p></section>"
         )
-    body += _directory_section(csrf, directory or {}, directory_edited, country)
+    body += _directory_section(csrf, directory or {}, directory_edited)
+    body += _country_section(csrf, country, country_chosen, countries)
     return _page("Settings", body, csrf=csrf)
 
 
-def _directory_section(
-    csrf: str, directory: Mapping[str, str], edited: bool, country: str
+def _country_section(
+    csrf: str, country: str, chosen: bool, countries: Sequence[str]
 ) -> str:
+    options = "".join(
+        f'<option value="{escape(code)}"{" selected" if code == country else ""}>'
+        f"{escape(code)}</option>"
+        for code in countries
+    )
+    where = (
+        "Chosen here: kept in <code>ui.state_file</code> and used instead of "
+        "<code>ui.country</code> from now on."
+        if chosen
+        else "From the configuration (<code>ui.country</code>); a choice here "
+        "is kept in <code>ui.state_file</code> and used instead from then on."
+    )
+    return (
+        "<section><h2>Country tones</h2>"
+        f"<form method=post action=/settings/country>{_token(csrf)}"
+        f"<p>Ring, dial tone and ringback of <b id=country>{escape(country)}</b>. "
+        f"<label>Country <select name=country id=country-choice>{options}"
+        "</select></label> <button id=save-country>Apply</button></p></form>"
+        "<p class=note>The next ring and call tone use it (EU stands for the "
+        f"CEPT tones). {where}</p></section>"
+    )
+
+
+def revert_page(
+    csrf: str, edited: Mapping[str, str], configured: Mapping[str, str]
+) -> str:
+    """Asks before the edited directory gives way to ``[ui.directory]``."""
+    rows = "".join(
+        f"<tr><th>{escape(code)}</th><td>{escape(name)}</td></tr>"
+        for code, name in sorted(configured.items())
+    )
+    body = (
+        f"<p>The directory edited here ({len(edited)} "
+        f"entr{'y' if len(edited) == 1 else 'ies'}) is dropped "
+        "from <code>ui.state_file</code>, and the phone dials from "
+        "<code>[ui.directory]</code> in the configuration again:</p>"
+        f"<table id=configured>{rows or '<tr><td>No entries.</td></tr>'}</table>"
+        f"<form method=post action=/settings/directory/revert>{_token(csrf)}"
+        "<input type=hidden name=confirm value=1>"
+        "<p><button id=confirm-revert>Revert to the configured directory</button> "
+        "<a href=/settings id=cancel-revert>Cancel</a></p></form>"
+    )
+    return _page("Revert the directory?", body, csrf=csrf)
+
+
+def _directory_section(csrf: str, directory: Mapping[str, str], edited: bool) -> str:
     rows = "".join(
         f"<tr><th>{escape(code)}</th><td>{escape(name)}</td><td>"
         f"<form method=post action=/settings/directory>{_token(csrf)}"
@@ -237,7 +287,9 @@ def _directory_section(
     )
     where = (
         "Edited here: kept with the volumes in <code>ui.state_file</code>, and "
-        "used instead of <code>[ui.directory]</code> from now on."
+        "used instead of <code>[ui.directory]</code> from now on.</p>"
+        "<p><a href=/settings/directory/revert id=revert-directory>Revert to "
+        "the configured directory</a>"
         if edited
         else "From the configuration (<code>[ui.directory]</code>); an edit "
         "here is kept in <code>ui.state_file</code> and used instead from then "
@@ -253,8 +305,6 @@ def _directory_section(
         "<button id=save-entry>Save</button></p></form>"
         "<p class=note>Dialling a code calls its client; saving "
         f"a code already there replaces it. {where}</p>"
-        f"<p>Ring and call tones of <b id=country>{escape(country)}</b> "
-        "(<code>ui.country</code> in the configuration; read-only here).</p>"
         "</section>"
     )
 

@@ -32,6 +32,7 @@ from typing import Protocol
 from aiohttp import web
 
 from appliance import __version__
+from appliance.cadence import COUNTRIES
 from appliance.calllog.recorder import CallLogRecorder
 from appliance.errors import ApplianceError
 from appliance.log import LineFormatter, RedactionFilter
@@ -64,6 +65,7 @@ LOG_LINES = 200
 TEST_SOUND_LIMIT_S = 15.0
 _NOTICES = {
     "applied": "Applied.",
+    "reverted": "The configured directory is back.",
     "tested": "The test sound played.",
     "test-failed": "The test sound could not be played (see Logs).",
 }
@@ -185,6 +187,9 @@ class WebPage:
                 web.post("/settings/dnd", self._set_dnd),
                 web.post("/settings/test", self._test_audio),
                 web.post("/settings/directory", self._edit_directory),
+                web.get("/settings/directory/revert", self._ask_revert),
+                web.post("/settings/directory/revert", self._revert_directory),
+                web.post("/settings/country", self._set_country),
                 web.get("/calls", self._calls_page),
                 web.get("/logs", self._logs),
                 web.post("/restart", self._restart_now),
@@ -368,7 +373,9 @@ class WebPage:
             devices=self._devices(),
             directory=self._config.ui.directory if panel is None else panel.directory,
             directory_edited=panel is not None and panel.edited_directory is not None,
-            country=self._config.ui.country,
+            country=self._config.ui.country if panel is None else panel.country,
+            country_chosen=panel is not None and panel.chosen_country is not None,
+            countries=sorted({tones.country for tones in COUNTRIES.values()}),
             notice=notice,
         )
         return self._html(text, status)
@@ -434,6 +441,39 @@ class WebPage:
         logger.info(
             "web page: directory entry %s", "removed" if name is None else "set"
         )
+        raise web.HTTPSeeOther("/settings?done=applied")
+
+    async def _ask_revert(self, request: web.Request) -> web.StreamResponse:
+        panel = self._panel_controller().panel
+        edited = panel.edited_directory
+        if edited is None:
+            raise web.HTTPSeeOther("/settings")
+        text = pages.revert_page(self._csrf(request), edited, self._config.ui.directory)
+        return self._html(text)
+
+    async def _revert_directory(self, request: web.Request) -> web.StreamResponse:
+        controller = self._panel_controller()
+        form = await request.post()
+        if form.get("confirm") != "1":
+            return self._settings_page(request, "Not reverted: not confirmed.", 400)
+        reverted: list[bool] = []
+        controller.apply(
+            lambda panel, now: reverted.append(panel.revert_directory(now))
+        )
+        if reverted[0]:
+            logger.info("web page: directory reverted to [ui.directory]")
+        raise web.HTTPSeeOther("/settings?done=reverted")
+
+    async def _set_country(self, request: web.Request) -> web.StreamResponse:
+        controller = self._panel_controller()
+        form = await request.post()
+        country = str(form.get("country", ""))
+        problems: list[str | None] = []
+        controller.apply(
+            lambda panel, now: problems.append(panel.choose_country(country, now))
+        )
+        if problems[0] is not None:
+            return self._settings_page(request, f"Not saved: {problems[0]}.", 400)
         raise web.HTTPSeeOther("/settings?done=applied")
 
     async def _calls_page(self, request: web.Request) -> web.StreamResponse:

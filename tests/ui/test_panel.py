@@ -12,6 +12,7 @@ from appliance.ui.commands import (
     PlayLocalDtmf,
     Reject,
     SendDigits,
+    SetCountry,
     SetDirectory,
     SetMute,
     Setup,
@@ -260,6 +261,53 @@ def test_a_restored_directory_drops_bad_entries_and_emits_nothing():
     assert panel.directory == panel.edited_directory == {"42": "erin"}
     assert panel.commands_to_send() == []
     assert Panel().restore_directory({}) == []
+
+
+def test_reverting_brings_the_configured_directory_back():
+    panel = registered_panel()
+    assert panel.revert_directory(1.0) is False  # never edited: nothing to do
+    assert panel.commands_to_send() == []
+    panel.edit_directory("42", "erin", 1.5)
+    panel.edit_directory("7", None, 1.6)
+    panel.commands_to_send()
+    assert panel.revert_directory(2.0) is True
+    assert panel.commands_to_send() == [SetDirectory((("100", "alice"), ("7", "bob")))]
+    assert panel.directory == {"100": "alice", "7": "bob"}
+    assert panel.edited_directory is None  # the state file drops its copy
+    restored = registered_panel()
+    restored.restore_directory({"42": "erin"})
+    assert restored.revert_directory(3.0) is True
+    assert restored.directory == {"100": "alice", "7": "bob"}
+
+
+def test_a_chosen_country_rings_at_once_and_is_the_one_to_save():
+    panel = ringing_panel()
+    assert (panel.country, panel.chosen_country) == ("US", None)
+    assert panel.choose_country("gb", 10.5) is None
+    assert panel.commands_to_send() == [SetCountry("GB")]
+    assert (panel.country, panel.chosen_country) == ("GB", "GB")
+    assert panel.ringer_pattern() == tones_for("GB").ring  # the ring in progress
+    problem = panel.choose_country("XX", 11.0)
+    assert problem is not None and problem.startswith("unknown country 'XX' (known:")
+    assert panel.commands_to_send() == []
+    assert panel.country == "GB"
+    assert panel.choose_country("UK", 11.2) is None  # what people type
+    assert panel.commands_to_send() == [SetCountry("GB")]
+    assert panel.choose_country("FR", 11.5) is None
+    assert panel.ringer_pattern() == tones_for("FR").ring
+    # A fixed cadence stays; the country still changes (the tones).
+    fixed = ringing_panel(ring_cadence=Cadence((100, 100)))
+    assert fixed.choose_country("JP", 10.5) is None
+    assert (fixed.country, fixed.ringer_pattern()) == ("JP", Cadence((100, 100)))
+
+
+def test_a_restored_country_emits_nothing():
+    panel = Panel(country="DE")
+    assert panel.restore_country("fr") is None
+    assert (panel.country, panel.chosen_country) == ("FR", "FR")
+    assert panel.commands_to_send() == []
+    assert panel.restore_country("nowhere") is not None
+    assert panel.country == "FR"
 
 
 def test_hook_down_while_dialing_clears():

@@ -213,6 +213,24 @@ async def test_the_owner_sets_up_logs_in_and_changes_the_phone(
         )
         directory = await page.text("#directory")
         assert "carol" in directory and "reception" not in directory
+        # Back to [ui.directory], once confirmed: dropped from ui.state_file.
+        await submit(page, "#revert-directory", "location.pathname.endsWith('/revert')")
+        assert "reception" in await page.text("#configured")
+        await shot(page, tmp_path, "revert")
+        await submit(page, "#confirm-revert", "!!document.querySelector('#notice')")
+        await wait_until(lambda: "directory" not in service.saved(), 10.0)
+        directory = await page.text("#directory")
+        assert "reception" in directory and "carol" not in directory
+
+        # The country of the tones: the panel plays them at once; kept.
+        await page.fill("#country-choice", "JP")
+        await submit(
+            page,
+            "#save-country",
+            "document.querySelector('#country')?.innerText == 'JP'",
+        )
+        await wait_until(lambda: service.saw("tones of JP"), 10.0)
+        await wait_until(lambda: service.saved().get("country") == "JP", 10.0)
 
         # Each role's devices play a test sound.
         await submit(page, "#test-ringtone", "!!document.querySelector('#notice')")
