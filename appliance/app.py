@@ -112,6 +112,9 @@ async def run_service(
     notifier = Notifier()
     tokens = TokenSource(config.token_file)
     device = build_device(config.device)
+    # The front panel may change the tones' country later (ui/desk.py); a
+    # phone without one still plays the configured dial tone and ringback.
+    device.audio.country = config.ui.country
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
