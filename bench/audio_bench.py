@@ -45,10 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import call_bench  # the bench directory is not a package
 
-from appliance_dev.exchange_process import stop_process
-from appliance_dev.rig import (
-    RATE,
-    VirtualCards,
+from appliance_dev.analysis import (
     align,
     chirp,
     find_delays,
@@ -59,6 +56,8 @@ from appliance_dev.rig import (
     windowed_correlation,
     write_wav,
 )
+from appliance_dev.exchange_process import stop_process
+from appliance_dev.rig import RATE, VirtualCards
 
 #: Silence at the start of every feed: phones start and call inside it.
 LEAD_S = 12.0

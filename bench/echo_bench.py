@@ -40,6 +40,7 @@ import numpy as np
 
 from appliance.media.echo import ProcessingSettings, VoiceProcessor
 from appliance.media.frames import FRAME_SAMPLES, SAMPLE_RATE, Samples
+from appliance_dev.analysis import pesq_wb, speech
 from appliance_dev.echo_path import (
     EchoScene,
     erle_db,
@@ -47,7 +48,6 @@ from appliance_dev.echo_path import (
     room_response,
     run_processor,
 )
-from appliance_dev.rig import pesq_wb, speech
 
 FAR_TEXT = (
     "The quick brown fox jumps over the lazy dog near the river bank. "

@@ -38,7 +38,8 @@ from aiortc.contrib.media import MediaPlayer, MediaRecorder
 
 from appliance.media.devices import open_sink, open_source
 from appliance.media.session import MediaConfig, MediaSession
-from appliance_dev.rig import RATE, align, pesq_wb, read_wav, speech, write_wav
+from appliance_dev.analysis import align, pesq_wb, read_wav, speech, write_wav
+from appliance_dev.rig import RATE
 
 TEXT = (
     "The quick brown fox jumps over the lazy dog near the river bank. "

@@ -46,10 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jitter_bench  # the bench directory is not a package
 
+from appliance_dev.analysis import speech, write_wav
 from appliance_dev.netem import ImpairedLink, Impairment, unavailable_reason
 from appliance_dev.netem_baresip import baresip_across, baresip_missing
 from appliance_dev.netem_call import call_across
-from appliance_dev.rig import RATE, speech, write_wav
+from appliance_dev.rig import RATE
 
 LOSSES = (0.0, 0.02, 0.05, 0.10)
 DELAY_S, JITTER_S = 0.040, 0.010

@@ -29,7 +29,7 @@ from appliance.media.sending import (
     DEFAULT_BITRATE,
     EXPECTED_LOSS_PERCENT,
 )
-from appliance_dev.rig import pesq_wb, speech
+from appliance_dev.analysis import pesq_wb, speech
 
 SENTENCES = (
     ("The quick brown fox jumps over the lazy dog near the river bank.", "en-us"),

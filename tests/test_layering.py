@@ -54,6 +54,7 @@ PURE = [
     "exchange/model.py",
     "exchange/timers.py",
     "exchange/calls.py",
+    "exchange/relay.py",
     "exchange/outbox.py",
     "exchange/quotas.py",
     "update/machine.py",

@@ -1,8 +1,8 @@
-"""Calls through the local exchange: invite, ring, answer, relay, end.
+"""Calls through the local exchange: invite, ring, answer, end.
 
 Why a module of its own: :mod:`appliance.exchange.core` owns sessions (tokens,
-registration, timers) and hands every call-level frame to the
-:class:`CallRouter` here, which owns the calls. Both answer through one
+registration, timers) and hands the frames that make, answer and end calls to
+the :class:`CallRouter` here, which owns the calls. Both answer through one
 :class:`~appliance.exchange.outbox.Outbox` and share one
 :class:`~appliance.exchange.timers.TimerHeap` (the ring timeouts).
 
@@ -19,15 +19,12 @@ A session is *busy* while it is the caller of a call that has not ended, or the
 callee that answered one. Busy sessions are invited only if they registered
 with ``callWaiting: true`` (our phones' extension; Twilio ignores unknown keys).
 
+Once a call is answered, the frames its legs send each other (``dtmf``,
+``message``, ``reinvite``) change nothing about it: :mod:`appliance.exchange.relay`
+passes them on, naming the call with :meth:`CallRouter.find`.
+
 Local extensions and choices:
 
-* ``dtmf{callsid, dtmf}`` is relayed to the other leg as ``dtmf`` with that
-  leg's own callsid. The real gateway turns it into RFC 4733 towards the far
-  end instead; both our legs speak this protocol, so relaying is simpler and
-  exact.
-* ``message`` is relayed and acknowledged with ``ack``; to the echo
-  destination it is echoed back.
-* ``reinvite`` gets ``error 31100`` (no ICE restart: aiortc cannot do one).
 * A ringing callee's ``hangup`` is treated like ``reject`` (whole call declined),
   as the SDK's ``destroy()`` does (§9.2 #4).
 * ``reject{callsid, reason: "busy"}`` (our phones' do-not-disturb; the SDK's
@@ -37,9 +34,8 @@ Local extensions and choices:
   the application's answer (TwiML ``<Reject reason="busy">``).
 * ``answer`` for a call that no longer rings for that session (cancelled,
   answered elsewhere, already ended) gets ``hangup{callsid}`` so the late
-  answerer's call ends cleanly. Other frames for unknown calls get
-  ``error 31400``, except ``hangup`` and ``reject``, which are ignored (they
-  race with the other side ending the call).
+  answerer's call ends cleanly. ``hangup`` and ``reject`` for unknown calls
+  are ignored (they race with the other side ending the call).
 * A socket closing mid-call ends the call: the other leg gets ``cancel``
   (ringing callee), or ``hangup`` with error 31005 (answered call, or caller
   whose last ringing session went away gets 31480); unless the party asked
@@ -54,15 +50,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
-from appliance.exchange.fields import (
-    check_content,
-    check_identity,
-    check_params,
-    check_sdp,
-    check_short,
-)
+from appliance.exchange.fields import check_identity, check_params, check_sdp
 from appliance.exchange.model import (
     Call,
     CallState,
@@ -233,8 +222,13 @@ class CallRouter:
     def _is_busy(self, sid: int) -> bool:
         return any(c.caller == sid or c.callee == sid for c in self._calls.values())
 
-    def _lookup(self, session: Session, callsid: str) -> tuple[Call, bool] | None:
-        """Find the call ``callsid`` names for this session; bool = is caller."""
+    def find(self, session: Session, callsid: str) -> tuple[Call, bool] | None:
+        """Find the call ``callsid`` names for this session; bool = is caller.
+
+        The caller knows its call by the parent sid (or its own temporary
+        ``TJS`` id until ``ringing``), a callee by the child sid, and only
+        while that call rings there, was cancelled there or was answered there.
+        """
         for call in self._calls.values():
             if call.caller == session.sid and callsid in (
                 call.parent_sid,
@@ -330,7 +324,7 @@ class CallRouter:
             self._out.complain(session.sid, now, refused)
             self._out.hangup(session.sid, temp, refused.code, refused.message)
             return
-        if self._lookup(session, temp) is not None:
+        if self.find(session, temp) is not None:
             self._out.error(
                 session.sid, 31400, "invite: callsid already in use", callsid=temp
             )
@@ -428,7 +422,7 @@ class CallRouter:
                 session.sid, 31400, "answer: callsid and sdp must be strings"
             )
             return
-        found = self._lookup(session, callsid)
+        found = self.find(session, callsid)
         if found is None or found[1] or session.sid not in found[0].forks:
             # Cancelled, answered elsewhere or ended: end the late answer cleanly.
             self._out.hangup(session.sid, callsid)
@@ -460,7 +454,7 @@ class CallRouter:
         gets 31486 if no other phone of that identity still rings.
         """
         callsid = message.callsid or ""
-        found = self._lookup(session, callsid)
+        found = self.find(session, callsid)
         if found is None or found[1] or session.sid not in found[0].forks:
             logger.debug("session %d: reject for a call not ringing there", session.sid)
             return
@@ -474,7 +468,7 @@ class CallRouter:
     def on_hangup(self, session: Session, message: Message, now: float) -> None:
         """Either leg hangs up (a ringing callee's hangup declines)."""
         callsid = message.callsid or ""
-        found = self._lookup(session, callsid)
+        found = self.find(session, callsid)
         if found is None:
             logger.debug("session %d: hangup for unknown call", session.sid)
             return
@@ -493,121 +487,3 @@ class CallRouter:
         elif session.sid in call.forks:
             call.forks.discard(session.sid)
             self._fail_ringing(call, 31603, "Call declined")
-
-    def _peer(self, call: Call, is_caller: bool) -> tuple[int, str] | None:
-        """The other leg of an answered call: (session, its callsid)."""
-        if is_caller:
-            if call.callee is None or call.child_sid is None:
-                return None
-            return call.callee, call.child_sid
-        return call.caller, call.parent_sid
-
-    def _active(
-        self, session: Session, callsid: str, kind: str
-    ) -> tuple[Call, bool] | None:
-        found = self._lookup(session, callsid)
-        if found is None:
-            self._out.error(
-                session.sid, 31400, f"{kind}: no such call", callsid=callsid
-            )
-            return None
-        if found[0].state is not CallState.ACTIVE or (
-            not found[1] and found[0].callee != session.sid
-        ):
-            self._out.error(
-                session.sid, 31400, f"{kind}: call is not answered", callsid=callsid
-            )
-            return None
-        return found
-
-    def on_dtmf(self, session: Session, message: Message, now: float) -> None:
-        """Relay digits to the other leg (not to the echo destination)."""
-        callsid, digits = message.callsid or "", message.payload["dtmf"]
-        if not isinstance(digits, str):
-            self._out.error(
-                session.sid, 31400, "dtmf: dtmf must be a string", callsid=callsid
-            )
-            return
-        refused = check_short("dtmf", "dtmf", digits)
-        if refused is not None:
-            self._out.complain(session.sid, now, refused)
-            self._out.refuse(session.sid, refused, callsid=callsid)
-            return
-        found = self._active(session, callsid, "dtmf")
-        if found is None:
-            return
-        call, is_caller = found
-        if call.is_echo:
-            logger.info(
-                "call %s: dtmf %s to the echo destination ignored",
-                call.parent_sid,
-                wire(digits),
-            )
-            return
-        peer = self._peer(call, is_caller)
-        if peer is not None:
-            self._out.send(
-                peer[0], MessageType.DTMF, {"callsid": peer[1], "dtmf": digits}
-            )
-
-    def on_message(self, session: Session, message: Message, now: float) -> None:
-        """Relay a call message to the other leg (echo: back) and ``ack`` it."""
-        callsid = message.callsid or ""
-        event_sid = message.payload.get("voiceeventsid")
-        refused = next(
-            (
-                r
-                for r in (
-                    check_short("message", key, message.payload.get(key))
-                    for key in ("voiceeventsid", "contenttype", "messagetype")
-                )
-                if r is not None
-            ),
-            None,
-        )
-        if refused is not None:
-            self._out.complain(session.sid, now, refused)
-            self._out.refuse(session.sid, refused, callsid=callsid)
-            return
-        refused = check_content(message.payload.get("content"))
-        if refused is not None:
-            self._out.complain(session.sid, now, refused)
-            # The SDK routes an error with voiceeventsid to its Call.
-            extra = {"voiceeventsid": event_sid} if event_sid is not None else None
-            self._out.error(
-                session.sid,
-                refused.code,
-                refused.message,
-                callsid=callsid,
-                extra=extra,
-            )
-            return
-        found = self._active(session, callsid, "message")
-        if found is None:
-            return
-        call, is_caller = found
-        forwarded: dict[str, Any] = {
-            key: message.payload[key]
-            for key in ("content", "contenttype", "messagetype", "voiceeventsid")
-            if key in message.payload
-        }
-        peer = (
-            (session.sid, call.parent_sid)
-            if call.is_echo
-            else self._peer(call, is_caller)
-        )
-        if peer is not None:
-            self._out.send(
-                peer[0], MessageType.MESSAGE, {"callsid": peer[1], **forwarded}
-            )
-        ack: dict[str, Any] = {"acktype": "message", "callsid": callsid}
-        if event_sid is not None:
-            ack["voiceeventsid"] = event_sid
-        self._out.send(session.sid, MessageType.ACK, ack)
-
-    def on_reinvite(self, session: Session, message: Message, now: float) -> None:
-        """ICE restarts are not supported: 31100."""
-        # aiortc cannot ICE-restart (anchors.md, aiortc#211), so neither do we.
-        self._out.error(
-            session.sid, 31100, "reinvite is not supported", callsid=message.callsid
-        )

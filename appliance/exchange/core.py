@@ -32,8 +32,10 @@ Registrations are per (account, identity); one identity may be registered by
 several sessions, which all ring (§9.2 #4).
 
 Calls are :mod:`appliance.exchange.calls`' business: the core hands it every
-call-level frame of a session that sent a good ``listen``; calls held across a
-dropped socket (``listen.reconnectTimeout``) are :mod:`appliance.exchange.resume`'s.
+call-level frame of a session that sent a good ``listen``, and the frames
+between the legs of an answered call to :mod:`appliance.exchange.relay`; calls
+held across a dropped socket (``listen.reconnectTimeout``) are
+:mod:`appliance.exchange.resume`'s.
 
 Limits: each relayed field has a cap (:mod:`appliance.exchange.fields`,
 stated in :mod:`appliance.signaling.limits`), answered with its Twilio code.
@@ -70,6 +72,7 @@ from appliance.exchange.model import (
 )
 from appliance.exchange.outbox import Outbox
 from appliance.exchange.quotas import QUOTA_CODE, QuotaLog, Quotas
+from appliance.exchange.relay import CallRelay
 from appliance.exchange.resume import RESUME_TIMERS, Resumes, reconnect_timeout
 from appliance.exchange.timers import TimerHeap
 from appliance.log import wire
@@ -188,15 +191,16 @@ class Exchange:
             self.quota_log,
             self._sessions,
         )
+        relay = CallRelay(self._out, self._router.find)
         self._handlers: dict[MessageType, _Handler] = {
             MessageType.REGISTER: self._on_register,
             MessageType.INVITE: self._router.on_invite,
             MessageType.ANSWER: self._router.on_answer,
             MessageType.REJECT: self._router.on_reject,
             MessageType.HANGUP: self._router.on_hangup,
-            MessageType.DTMF: self._router.on_dtmf,
-            MessageType.MESSAGE: self._router.on_message,
-            MessageType.REINVITE: self._router.on_reinvite,
+            MessageType.DTMF: relay.on_dtmf,
+            MessageType.MESSAGE: relay.on_message,
+            MessageType.REINVITE: relay.on_reinvite,
         }
 
     # ------------------------------------------------------------------ inputs

@@ -7,12 +7,9 @@ at a time by the connection's own task, because applying an SDP answer awaits
 aiortc and a ``hangup`` right behind an ``answer`` must wait for it. Every state
 change goes through the pure :class:`~appliance.phone.call.CallMachine`.
 
-Signaling reconnect (signaling-protocol.md §4.4): an open call with a reconnect
-token (``answer.reconnect``, ``invite.reconnect``) whose socket drops goes
-``reconnecting`` (53001) and keeps its media when the Device allows it
-(``max_call_signaling_timeout_ms``); connected again, it sends
-``invite{callsid, reconnect, sdp}`` and the gateway's ``answer`` makes it
-``open`` (``reconnected``). Past the grace it fails with 31003.
+An open call whose signaling socket drops may be held and taken back
+(signaling-protocol.md §4.4): :mod:`appliance.phone.reconnect` keeps what that
+needs and states the rules.
 """
 
 from __future__ import annotations
@@ -37,6 +34,7 @@ from appliance.media import dtmf
 from appliance.phone import meters
 from appliance.phone.call import CallDirection, CallInput, CallMachine, CallState
 from appliance.phone.pacing import DigitPacer
+from appliance.phone.reconnect import CallReconnect
 from appliance.signaling.messages import REJECT_BUSY, Message, MessageType
 from appliance.tasks import TaskSet
 
@@ -152,9 +150,7 @@ class Connection(EventSource):
         self.parameters: dict[str, str] = dict(parameters or {})
         self.custom_parameters: dict[str, str] = dict(custom_parameters or {})
         self._offer_sdp = offer_sdp
-        self._reconnect_token = reconnect_token
-        self._local_sdp = ""  # what we sent; a reconnect invite repeats it
-        self._grace: asyncio.TimerHandle | None = None  # while reconnecting
+        self._reconnect = CallReconnect(reconnect_token)
         self._media: MediaSession | None = None
         self._remote_applied = False
         self._muted = False
@@ -214,7 +210,7 @@ class Connection(EventSource):
             raise
         if self._machine.state is not CallState.CONNECTING:
             return  # cancelled while the answer was being built
-        self._local_sdp = answer
+        self._reconnect.sent(answer)
         self._host.send(
             Message(MessageType.ANSWER, {"callsid": self.call_sid, "sdp": answer})
         )
@@ -256,7 +252,7 @@ class Connection(EventSource):
         if self._machine.state is CallState.RECONNECTING:
             # Queued behind the next listen: take the call back, then end it,
             # so that the far party hears the hangup now, not at the grace.
-            self._host.send(self._reconnect_invite())
+            self._host.send(self._reconnect.invite(self.call_sid))
         self._machine.apply(CallInput.HANGUP)
         self._host.send(Message(MessageType.HANGUP, {"callsid": self.call_sid}))
         await self._closed()
@@ -335,7 +331,7 @@ class Connection(EventSource):
             raise
         if self._machine.state is CallState.CLOSED:
             return
-        self._local_sdp = offer
+        self._reconnect.sent(offer)
         payload = {"callsid": self.call_sid, "sdp": offer, **invite_payload}
         self._host.send(Message(MessageType.INVITE, payload))
 
@@ -357,12 +353,11 @@ class Connection(EventSource):
         grace = self._host.signaling_grace_s
         if self._machine.state is CallState.PENDING:
             self._cancelled()
-        elif resumable and grace > 0 and self._reconnect_token is not None:
+        elif resumable and self._reconnect.possible(grace):
             if self._machine.can(CallInput.SIGNALING_LOST):
                 self._machine.apply(CallInput.SIGNALING_LOST)
                 self.log.info("call %s reconnecting", wire(self.call_sid))
-                loop = asyncio.get_running_loop()
-                self._grace = loop.call_later(grace, self._grace_over, grace)
+                self._reconnect.hold(grace, self._grace_over)
                 lost = error_for_code(53001, error.message, call_sid=self.call_sid)
                 lost.connection = self
                 self._events.emit("reconnecting", lost)
@@ -372,12 +367,7 @@ class Connection(EventSource):
     def resume_signaling(self) -> None:
         """The Device is connected again: ask the gateway for this call back."""
         if self._machine.state is CallState.RECONNECTING:
-            self._host.send(self._reconnect_invite())
-
-    def _reconnect_invite(self) -> Message:
-        payload: dict[str, Any] = {"callsid": self.call_sid, "twilio": {}}
-        payload.update(reconnect=self._reconnect_token, sdp=self._local_sdp)
-        return Message(MessageType.INVITE, payload)
+            self._host.send(self._reconnect.invite(self.call_sid))
 
     def _grace_over(self, grace_s: float) -> None:
         if self._machine.state is CallState.RECONNECTING:
@@ -420,12 +410,10 @@ class Connection(EventSource):
                 await self._on_answer(sdp)
         elif kind is MessageType.ANSWER:
             self._set_call_sid(message.callsid)
-            if isinstance(token := payload.get("reconnect"), str) and token:
-                self._reconnect_token = token
+            self._reconnect.renew(payload.get("reconnect"))
             if self._machine.can(CallInput.RESUMED):
                 self._machine.apply(CallInput.RESUMED)
-                if self._grace is not None:
-                    self._grace.cancel()
+                self._reconnect.resumed()
                 self.log.info("call %s reconnected", wire(self.call_sid))
                 self._events.emit("reconnected")
                 return

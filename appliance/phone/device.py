@@ -19,7 +19,9 @@ Device through a :class:`~appliance.phone.connection.CallHost`, an object of
 :mod:`appliance.phone.call_host`, so the Twilio-facing Device keeps only the
 Twilio API. Signaling
 events arrive on the loop and are translated into Device and Connection events;
-nothing here blocks.
+the gateway's call frames (an ``invite`` becoming a call, the rest reaching
+theirs) go through a :class:`~appliance.phone.dispatch.CallDispatcher`.
+Nothing here blocks.
 
 Events (``device.on(name, handler)``): ``ready(device)``, ``offline(device)``,
 ``incoming(connection)``, ``connect(connection)``, ``disconnect(connection)``,
@@ -46,16 +48,12 @@ from appliance.errors import (
 )
 from appliance.events import Emitter, EventSource, Subscribers
 from appliance.log import LogLimiter, enable_debug, wire
-from appliance.phone.call import CallDirection, CallState
+from appliance.phone.call import CallDirection
 from appliance.phone.call_host import DeviceCallHost
 from appliance.phone.calls import CallBook
 from appliance.phone.connection import Connection
-from appliance.phone.gateway import (
-    invite_parameters,
-    new_protocol,
-    session_options,
-    token_grants,
-)
+from appliance.phone.dispatch import CallDispatcher
+from appliance.phone.gateway import new_protocol, session_options, token_grants
 from appliance.phone.options import DeviceOptions, parse_options
 from appliance.phone.ports import (
     CallAudio,
@@ -165,7 +163,6 @@ class Device(EventSource):
         self._connected = False
         self._reported: str | None = None  # last of "ready"/"offline" emitted
         self._setup_waiter: asyncio.Future[TwilioError | None] | None = None
-        self._destroying = False  # destroy() is ending calls and the session
         # Lines a gateway can cause at will (errors, offline/ready flapping).
         self._log_limit = LogLimiter()
         self._tasks = TaskSet(logger, "device")
@@ -183,6 +180,14 @@ class Device(EventSource):
             publish=self._publish,
         )
         self.audio.bind(self._host)
+        self._dispatch = CallDispatcher(
+            self._host,
+            lambda: self._options,
+            self._calls,
+            self._call_audio,
+            self._tasks,
+            self._publish,
+        )
         self._undo_debug: Callable[[], None] | None = None
         self._apply_debug()
         if token is not None:
@@ -369,8 +374,8 @@ class Device(EventSource):
         """
         self._resolve_setup(InvalidStateError(message="the device was destroyed"))
         # Invites that arrive while the calls below are hung up are declined
-        # (_on_invite): a call created now would outlive the device.
-        self._destroying = True
+        # (CallDispatcher): a call created now would outlive the device.
+        self._dispatch.destroying = True
         try:
             conns = self.connections()
             await self.disconnect_all()
@@ -380,7 +385,7 @@ class Device(EventSource):
             for conn in conns:
                 await conn.wait_closed()
         finally:
-            self._destroying = False
+            self._dispatch.destroying = False
         self._ready = self._connected = False
         if self._reported != "offline":
             self._reported = "offline"
@@ -397,7 +402,7 @@ class Device(EventSource):
 
     def _on_signaling_event(self, event: Event) -> None:
         if isinstance(event, MessageReceived):
-            self._on_message(event.message)
+            self._dispatch.deliver(event.message)
         elif isinstance(event, Connected):
             was_connected, self._connected = self._connected, True
             self._reconnect_at = None
@@ -435,70 +440,6 @@ class Device(EventSource):
             self._on_error(event.error)
         elif isinstance(event, TokenWillExpire):
             self._events.emit("token_will_expire", self)
-
-    def _on_message(self, message: Message) -> None:
-        sid = message.callsid
-        if message.type is MessageType.INVITE:
-            self._on_invite(message)
-            return
-        conn = self._calls.get(sid)
-        if conn is None and message.type in (MessageType.RINGING, MessageType.ANSWER):
-            # The gateway answers an invite with the real CallSid only; like the
-            # SDK, an outgoing call still known by its temporary TJS id takes the
-            # first ringing/answer (signaling-protocol.md §5, "CallSid").
-            conn = self._calls.unconfirmed_outgoing()
-            if conn is not None and sid:
-                # Alias at once: the call's inbox adopts the sid later, and a
-                # hangup right behind this ringing must already find the call.
-                self._calls.add(conn, sid)
-        if conn is None:
-            logger.debug("< %s for unknown call %s ignored", message.type, sid)
-            return
-        conn.deliver(message)
-
-    def _on_invite(self, message: Message) -> None:
-        payload = message.payload
-        sid = str(payload["callsid"])
-        if sid in self._calls:
-            return  # a repeated invite for a call we already know
-        if self._destroying:
-            # Declined as destroy() declines a ringing call: the caller gets
-            # 31603 at once instead of ringing until the session drops.
-            logger.info(
-                "incoming call %s declined: the device is being destroyed", wire(sid)
-            )
-            self._send(Message(MessageType.REJECT, {"callsid": sid}))
-            return
-        if self.status() == "busy" and not self._options.allow_incoming_while_busy:
-            # Twilio.Device ignores it silently (seed: allowIncomingWhileBusy).
-            logger.info("incoming call %s ignored: busy", wire(sid))
-            return
-        parameters, custom = invite_parameters(payload, sid)
-        conn = Connection(
-            self._host,
-            CallDirection.INCOMING,
-            call_sid=sid,
-            parameters=parameters,
-            custom_parameters=custom,
-            offer_sdp=str(payload["sdp"]),
-            reconnect_token=str(payload.get("reconnect") or "") or None,
-        )
-        self._calls.add(conn)
-        logger.info("incoming call %s from %s", wire(sid), wire(parameters.get("From")))
-        self._publish(CallOffered(conn))
-        # The ring starts first; ``incoming`` follows once it plays, or after
-        # 2 s at the latest, and not while busy (signaling-protocol.md §7).
-        self._tasks.spawn(
-            self._announce_incoming(conn, ring=self.status() != "busy"),
-            "device-incoming",
-        )
-
-    async def _announce_incoming(self, conn: Connection, *, ring: bool) -> None:
-        await self._call_audio.ring(
-            conn, ring=ring, wanted=lambda: conn.state is CallState.PENDING
-        )
-        if conn.state is CallState.PENDING:
-            self._events.emit("incoming", conn)
 
     def _on_error(self, error: TwilioError) -> None:
         conn = self._calls.get(error.call_sid)

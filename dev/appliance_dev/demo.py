@@ -39,17 +39,15 @@ from appliance.phone.device import Device
 from appliance.phone.options import parse_options
 from appliance.system.heap import freeze_startup_heap
 from appliance.tokens import create_access_token
-from appliance_dev.exchange_process import start_exchange_process, stop_process
-from appliance_dev.rig import (
-    RigProcess,
-    RigUnavailableError,
-    VirtualCards,
+from appliance_dev.analysis import (
     align,
     read_wav,
     resample,
     windowed_correlation,
     write_wav,
 )
+from appliance_dev.exchange_process import start_exchange_process, stop_process
+from appliance_dev.rig import RigProcess, RigUnavailableError, VirtualCards
 from appliance_dev.unit_file import run_as_unit
 
 __all__ = ["run_demo"]

@@ -20,8 +20,8 @@ import pytest
 
 from appliance import Device
 from appliance.media.dtmf import duration
+from appliance_dev.analysis import read_wav
 from appliance_dev.dtmf_detect import detect_digits
-from appliance_dev.rig import read_wav
 from tests.conftest import make_token, scaled, wait_until
 
 pytestmark = pytest.mark.slow  # virtual sound cards

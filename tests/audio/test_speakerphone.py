@@ -27,8 +27,8 @@ from appliance.errors import AudioDeviceError
 from appliance.hardware.alsa_devices import CardMonitor
 from appliance.media.echo import ProcessingSettings
 from appliance.media.frames import FRAME_SAMPLES, Samples
+from appliance_dev.analysis import speech
 from appliance_dev.echo_path import room_response
-from appliance_dev.rig import speech
 from tests.audio.test_helper import Host, Listing
 from tests.conftest import wait_until
 from tests.media.test_echo import FAR_TEXT, MIN_ERLE_DB

@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from appliance_dev.rig import (
-    RATE,
+from appliance_dev.analysis import (
     align,
     normalized_correlation,
     pesq_wb,
@@ -31,6 +30,7 @@ from appliance_dev.rig import (
     windowed_correlation,
     write_wav,
 )
+from appliance_dev.rig import RATE
 from tests.conftest import make_token, scaled
 
 pytestmark = pytest.mark.slow  # virtual sound cards

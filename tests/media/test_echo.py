@@ -23,8 +23,8 @@ from appliance.media.echo import (
     VoiceProcessor,
 )
 from appliance.media.frames import FRAME_SAMPLES
+from appliance_dev.analysis import pesq_wb, speech
 from appliance_dev.echo_path import EchoScene, erle_db, make_scene, run_processor
-from appliance_dev.rig import pesq_wb, speech
 
 #: Issue 11, item 7.
 MIN_ERLE_DB = 25.0

@@ -36,7 +36,7 @@ from appliance.media.sending import (
 )
 from appliance.media.session import MediaConfig, MediaSession
 from appliance.phone.options import OPUS_BITRATE_RANGE, DeviceOptions, parse_options
-from appliance_dev.rig import align, pesq_wb, speech
+from appliance_dev.analysis import align, pesq_wb, speech
 from tests.conftest import wait_until
 from tests.media.helpers import read_wav
 from tests.media.test_session import connect

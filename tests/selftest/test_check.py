@@ -30,7 +30,8 @@ from appliance.media.frames import SAMPLE_RATE
 from appliance.media.levels import rms_dbfs
 from appliance.selftest.plan import AskInput, Outcome
 from appliance.ui.notices import render_check_summary, render_test_pattern
-from appliance_dev.rig import VirtualCards, read_wav, write_wav
+from appliance_dev.analysis import read_wav, write_wav
+from appliance_dev.rig import VirtualCards
 from tests.conftest import scaled, wait_until
 
 pytestmark = pytest.mark.slow  # virtual sound cards, real time
