@@ -4,7 +4,7 @@ panel shows in each phase."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import signal
 
 import pytest
 
@@ -20,9 +20,11 @@ from appliance.update.machine import (
     UpdatePolicy,
     UpdateState,
 )
-from appliance.update.phone_updater import banner
+from appliance.update.phone_updater import RESTART_EXIT_STATUS, banner
 from appliance.update.service import StateFile, Updater
+from appliance_dev.unit_file import unit_settings
 from tests.update.helpers import make_wheel
+from tests.update.supervisor import unit_restarts
 
 
 def service(phone) -> Updater:
@@ -188,18 +190,14 @@ async def test_a_rollback_by_hand_cut_at_any_step_swaps_the_links(phone, done):
     assert phone.installed_version() == "1.1.0"
 
 
-UNIT = Path(__file__).resolve().parents[2] / "systemd/appliance.service"
-
-
-def unit_settings() -> dict[str, list[str]]:
-    """The unit file's settings (a key may repeat), continuation lines joined."""
-    text = UNIT.read_text().replace("\\\n", " ")
-    settings: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
-            key, value = line.split("=", 1)
-            settings.setdefault(key.strip(), []).append(value.strip())
-    return settings
+def test_the_unit_starts_the_service_again_after_any_exit_but_a_config_error():
+    # A release on trial that ends by itself, even cleanly, must start again
+    # for the boot check to count it and switch back.
+    clean = (0, -signal.SIGTERM, -signal.SIGHUP)
+    crashes = (1, -signal.SIGKILL, -signal.SIGABRT)  # SIGABRT: the watchdog
+    for status in (*clean, *crashes, RESTART_EXIT_STATUS):
+        assert unit_restarts(status), status
+    assert not unit_restarts(2)  # a configuration error stops the unit
 
 
 async def test_a_crash_loop_ends_on_the_old_release_within_the_units_start_limit(
@@ -221,7 +219,8 @@ async def test_a_crash_loop_ends_on_the_old_release_within_the_units_start_limit
         starts += 1
         assert starts <= int(burst), "systemd would give up on the new release"
     assert phone.releases.current == "1.0.0"
-    # The budget the constant is built from, and the margin left over.
+    # The budget the constant is built from, and the margin left over: the
+    # same for a release that exits cleanly at each start (Restart=always).
     assert starts == MAX_STARTS + 2
     assert int(burst) - starts >= 2
 
