@@ -57,7 +57,9 @@ def boot_check(root: Path, *, max_starts: int = MAX_STARTS) -> str:
         state_file.save(machine.state)
         for action in machine.actions():
             # RESTART is left out: the service starts next anyway.
-            if action.kind is ActionKind.SWITCH_BACK:
+            if action.kind is ActionKind.LINK_PREVIOUS:
+                releases.link_previous(action.version)
+            elif action.kind is ActionKind.SWITCH_BACK:
                 logger.warning("update: switching back to %s", action.version)
                 releases.switch_back(action.version)
         write_atomic(state_dir / BOOT_MARK, b"")

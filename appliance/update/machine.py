@@ -38,6 +38,15 @@ Rules of this file:
   :attr:`UpdatePolicy.max_starts` times during the trial (a crash loop), the
   machine switches back to the last committed release and records why. A
   release rolled back is never installed again by itself.
+* ``previous`` is the release a rollback switches to: at rest it names the
+  release committed before ``current`` (the link and :attr:`UpdateState.previous`
+  agree), never one that failed its health check. A trial that fails puts
+  both links back where they were before the switch. A rollback by hand from
+  a committed release swaps them: the release left becomes ``previous``
+  (it passed its health check), so a second rollback undoes the first; it is
+  refused for automatic installs like any release rolled back.
+  :attr:`ActionKind.LINK_PREVIOUS` comes before the switch back, so a cut
+  between the two redoes both.
 """
 
 from __future__ import annotations
@@ -144,6 +153,7 @@ class ActionKind(StrEnum):
     RESTART = "restart"  # restart the service
     COMMIT = "commit"  # keep <version>, make the old one `previous`
     SWITCH_BACK = "switch-back"  # point `current` back at <version>
+    LINK_PREVIOUS = "link-previous"  # point `previous` at <version>; "": none
 
 
 @dataclass(frozen=True)
@@ -213,10 +223,11 @@ class UpdatePolicy:
 class UpdateState:
     """What survives a restart: plain data, written to disk by the adapter.
 
-    ``current`` is the last committed (known-good) release; ``candidate`` the
-    one being updated to or on trial; ``rollback_to`` the release a rollback
-    switches to. ``refused`` lists versions rolled back, never installed
-    again without an explicit request.
+    ``current`` is the last committed (known-good) release and ``previous``
+    the one a rollback returns to (see the module docstring); ``candidate``
+    the one being updated to or on trial; ``rollback_to`` the release a
+    rollback under way switches to. ``refused`` lists versions rolled back
+    from, never installed again without an explicit request.
     """
 
     phase: Phase = Phase.IDLE
@@ -327,6 +338,10 @@ class UpdateMachine:
                 self.state = replace(state, phase=Phase.INSTALLED)
             else:  # started from the old release after the switch: undone
                 self._rolled_back(f"{state.candidate} did not start")
+                # The switch pointed `previous` at the running release.
+                self._actions.append(
+                    Action(ActionKind.LINK_PREVIOUS, self.state.previous)
+                )
         elif phase is Phase.ROLLING_BACK:
             if running == state.rollback_to:
                 self._rolled_back(state.reason)
@@ -485,7 +500,7 @@ class UpdateMachine:
         if state.phase is Phase.HEALTH_CHECK:
             self._fail_trial(reason)
             return
-        if not state.previous:
+        if not state.previous or state.previous == state.current:
             raise InvalidStateError(message="cannot rollback: no previous release")
         self._go(
             Input.ROLLBACK,
@@ -531,21 +546,34 @@ class UpdateMachine:
         self._go(Input.UNHEALTHY, rollback_to=self.state.current, reason=reason)
         self._queue_rollback()
 
+    def _previous_after_rollback(self) -> str:
+        """What ``previous`` names once the rollback under way is done."""
+        state = self.state
+        target = state.rollback_to or state.current
+        if target == state.current:
+            # A trial failed: back to before the switch; the candidate never
+            # becomes `previous`.
+            return state.previous
+        # By hand from the committed release: it stays at hand.
+        return state.current
+
     def _queue_rollback(self) -> None:
+        previous = self._previous_after_rollback()
+        self._actions.append(Action(ActionKind.LINK_PREVIOUS, previous))
         self._actions.append(Action(ActionKind.SWITCH_BACK, self.state.rollback_to))
         self._actions.append(Action(ActionKind.RESTART))
 
     def _rolled_back(self, reason: str) -> None:
         state = self.state
-        refused = state.refused
+        target = state.rollback_to or state.current
+        refused = tuple(v for v in state.refused if v != target)
         if state.candidate and state.candidate not in refused:
             refused = (*refused, state.candidate)
-        target = state.rollback_to or state.current
         self.state = replace(
             state,
             phase=Phase.ROLLED_BACK,
             current=target,
-            previous="" if target == state.previous else state.previous,
+            previous=self._previous_after_rollback(),
             candidate="",
             rollback_to="",
             reason=reason,

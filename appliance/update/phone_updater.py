@@ -17,7 +17,7 @@ restarting, rolled back with the reason) through a callable, so the update
 package knows nothing of the panel. The restart is a callable too: in the
 service it stops the service with :data:`RESTART_EXIT_STATUS`, and systemd
 starts the unit again from the release ``current`` names (the unit's
-``Restart=on-failure``; docs/updates.md).
+``Restart=always``; docs/updates.md).
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ __all__ = ["RESTART_EXIT_STATUS", "Banner", "PhoneUpdater", "banner"]
 logger = logging.getLogger(__name__)
 
 #: The service's exit status when it restarts into another release (EX_TEMPFAIL:
-#: not 0, so ``Restart=on-failure`` starts it again; not 2, which stops the unit).
+#: not 2, which stops the unit; not 0, so that the journal tells it from a
+#: clean end, and so that a unit with ``Restart=on-failure`` restarts it too).
 RESTART_EXIT_STATUS = 75
 
 #: What the panel shows: status, version, download fraction, reason.

@@ -4,7 +4,7 @@ Layout under ``ROOT`` (``/`` on a phone, a temp dir in tests)::
 
     opt/appliance/releases/<version>/   manifest.json, wheels/, lib/
     opt/appliance/current  -> releases/<version>    the service runs this
-    opt/appliance/previous -> releases/<version>    the last known-good one
+    opt/appliance/previous -> releases/<version>    what a rollback returns to
 
 The service starts ``PYTHONPATH=/opt/appliance/current/lib python -m
 appliance run`` (docs/updates.md). A new release is unpacked and installed
@@ -16,6 +16,12 @@ neither). Nothing from the artifact runs while it is installed: the tarball
 is unpacked with tarfile's ``data`` filter (no links out, no devices, no
 setuid bits), wheels are checked against the manifest and installed by pip
 from that directory only, binary wheels only (no build step, no setup.py).
+
+``previous`` names a release that passed its health check on this phone and
+is not ``current`` (or nothing): :meth:`Releases.switch` points it at the
+release it replaces, and a rollback points it where the update machine says
+(:meth:`Releases.link_previous`, before :meth:`Releases.switch_back`), never
+at a release that failed its trial.
 """
 
 from __future__ import annotations
@@ -168,8 +174,24 @@ class Releases:
         self._point(self.current_link, version)
 
     def switch_back(self, version: str) -> None:
-        """Make ``version`` current again (a rollback); previous is kept."""
+        """Make ``version`` current again (a rollback); ``previous`` is left
+        to :meth:`link_previous`."""
         self._point(self.current_link, version)
+
+    def link_previous(self, version: str) -> None:
+        """Point ``previous`` at ``version``; remove it for "".
+
+        A release no longer on disk leaves no ``previous`` (logged) rather
+        than failing: this runs on the way back to a working release.
+        """
+        if version and (self.dir / version).is_dir():
+            self._point(self.previous_link, version)
+            return
+        if version:
+            logger.warning("update: release %s is gone: no previous release", version)
+        if self.previous_link.is_symlink():
+            self.previous_link.unlink()
+            fsync_dir(self.base)
 
     def prune(self) -> None:
         """Delete every release but ``current`` and ``previous``."""

@@ -281,6 +281,8 @@ class Updater:
                 self.machine.switched()
             elif kind is ActionKind.SWITCH_BACK:
                 await asyncio.to_thread(self.releases.switch_back, action.version)
+            elif kind is ActionKind.LINK_PREVIOUS:
+                await asyncio.to_thread(self.releases.link_previous, action.version)
             elif kind is ActionKind.COMMIT:
                 await asyncio.to_thread(self.releases.prune)
                 logger.info("update: %s committed", action.version)

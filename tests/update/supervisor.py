@@ -6,9 +6,10 @@ phone's root in a temp dir: before each start the boot check
 as the unit runs the image's), then ``python -m appliance run`` with
 ``PYTHONPATH=ROOT/opt/appliance/current/lib`` (the release ``current``
 names), a notify socket, and a restart after ``restart_s`` whenever the
-service exits with a status other than 0 and 2 (``Restart=on-failure``,
-``RestartPreventExitStatus=2``). It keeps a timeline: starts, exits, and
-what each process sent to the notify socket, with monotonic times.
+unit's ``Restart=`` and ``RestartPreventExitStatus=`` say systemd restarts it
+(:func:`unit_restarts`, read from ``systemd/appliance.service``). It keeps a
+timeline: starts, exits, and what each process sent to the notify socket,
+with monotonic times.
 
 Also here: :func:`appliance_wheel`, a wheel of this repository's own code
 under another version (optionally patched), which is what a release of the
@@ -35,10 +36,32 @@ from pathlib import Path
 
 from appliance.update.artifact import build_artifact
 from appliance.update.releases import Releases
+from appliance_dev.unit_file import unit_settings
 from tests.conftest import local_device, make_token, scaled
 from tests.update.helpers import Publisher, release
 
 SOURCE = Path(__file__).resolve().parents[2] / "appliance"
+
+#: Signals systemd counts as a clean exit (systemd.service(5), SuccessExitStatus=).
+_CLEAN_SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE}
+
+
+def unit_restarts(status: int, settings: dict[str, list[str]] | None = None) -> bool:
+    """Whether systemd starts the unit again after its service ended with
+    ``status`` (negative: killed by that signal) without being stopped, by
+    the unit's ``Restart=`` and ``RestartPreventExitStatus=``
+    (systemd.service(5); the watchdog's kill is SIGABRT, not clean).
+    """
+    settings = unit_settings() if settings is None else settings
+    prevent = " ".join(settings.get("RestartPreventExitStatus", [])).split()
+    if str(status) in prevent:
+        return False
+    clean = status == 0 or (status < 0 and -status in _CLEAN_SIGNALS)
+    policy = settings.get("Restart", ["no"])[-1]
+    rules = {"no": False, "always": True, "on-success": clean, "on-failure": not clean}
+    if policy not in rules:
+        raise AssertionError(f"Restart={policy}: teach the test supervisor")
+    return rules[policy]
 
 
 def appliance_wheel(
@@ -182,7 +205,7 @@ class Supervisor:
         try:
             while not self._stopping:
                 status = await self._start_once(path)
-                if self._stopping or status in (0, 2):
+                if self._stopping or not unit_restarts(status):
                     return
                 await asyncio.sleep(self.restart_s)
         finally:
@@ -234,6 +257,9 @@ BROKEN = {
     "crashes": {
         "app.py": ("    notifier = Notifier()\n", '    raise RuntimeError("broken")\n')
     },
+    # Ends by itself, cleanly (status 0), at every start: the unit restarts
+    # it (Restart=always), so its starts are counted like a crash's.
+    "exits-cleanly": {"app.py": ("    notifier = Notifier()\n", "    return 0\n")},
     "never-registers": {
         "app.py": ("await device.setup(current[0])", "await asyncio.sleep(0)")
     },

@@ -4,20 +4,27 @@ panel shows in each phase."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import signal
 
 import pytest
 
+from appliance.errors import InvalidStateError
+from appliance.update.artifact import build_artifact
 from appliance.update.boot import BOOT_MARK, boot_check
+from appliance.update.control import status_of
 from appliance.update.machine import (
     MAX_STARTS,
     START_LIMIT_BURST_MIN,
+    ActionKind,
     Phase,
     UpdatePolicy,
     UpdateState,
 )
-from appliance.update.phone_updater import banner
+from appliance.update.phone_updater import RESTART_EXIT_STATUS, banner
 from appliance.update.service import StateFile, Updater
+from appliance_dev.unit_file import unit_settings
+from tests.update.helpers import make_wheel
+from tests.update.supervisor import unit_restarts
 
 
 def service(phone) -> Updater:
@@ -61,33 +68,136 @@ async def test_a_start_is_counted_once_and_the_trial_commits(phone):
     assert updater.machine.state.phase is Phase.COMMITTED
 
 
-async def test_a_release_that_dies_before_its_updater_runs_is_switched_back(phone):
+def with_history(phone, tmp_path) -> None:
+    """1.0.0 was committed over 0.9.0, which is still on disk as `previous`."""
+    wheel = make_wheel(tmp_path / "older", "0.9.0")
+    artifact = build_artifact(
+        [wheel], tmp_path / "older", complete=False, platform="any"
+    )
+    releases = phone.releases
+    releases.install(artifact.path, "0.9.0")
+    releases.link_previous("0.9.0")
+    StateFile(phone.state_dir / "state.json").save(
+        UpdateState(phase=Phase.COMMITTED, current="1.0.0", previous="0.9.0")
+    )
+
+
+def links_agree(updater: Updater) -> tuple[str, str]:
+    """``appliance update status``: the state and the links say the same."""
+    status = status_of(updater)
+    links = status["links"]
+    assert (status["current"], status["previous"]) == (
+        links["current"],
+        links["previous"],
+    )
+    return links["current"], links["previous"]
+
+
+async def test_a_release_that_dies_before_its_updater_runs_is_switched_back(
+    phone, tmp_path
+):
+    with_history(phone, tmp_path)
     await switched_to_new_release(phone)
+    assert phone.releases.previous == "1.0.0"  # during the trial
     # It crashes at import each time: only the boot check ever runs.
     for start in range(1, phone.policy.max_starts + 1):
         assert f"start {start} of 1.1.0" in boot_check(phone.root)
         assert phone.releases.current == "1.1.0"
     boot_check(phone.root)
     assert phone.releases.current == "1.0.0"
-    state = service(phone).machine.state  # the old release's service
+    updater = service(phone)  # the old release's service
+    state = updater.machine.state
     assert state.phase is Phase.ROLLED_BACK
     assert state.reason == "1.1.0 restarted 3 times"
     assert state.refused == ("1.1.0",)
     assert phone.installed_version() == "1.0.0"
+    # Both links as before the update: the failed release is not `previous`.
+    assert links_agree(updater) == ("1.0.0", "0.9.0")
 
 
-UNIT = Path(__file__).resolve().parents[2] / "systemd/appliance.service"
+async def on_trial_of_new_release(phone) -> Updater:
+    await switched_to_new_release(phone)
+    boot_check(phone.root)
+    return service(phone)
 
 
-def unit_settings() -> dict[str, list[str]]:
-    """The unit file's settings (a key may repeat), continuation lines joined."""
-    text = UNIT.read_text().replace("\\\n", " ")
-    settings: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
-            key, value = line.split("=", 1)
-            settings.setdefault(key.strip(), []).append(value.strip())
-    return settings
+async def test_a_failed_health_check_puts_previous_back(phone, tmp_path):
+    with_history(phone, tmp_path)
+    updater = await on_trial_of_new_release(phone)
+    updater.health_failed("cannot open audio: no sound card")
+    await updater.run_once()
+    assert phone.restarts == 2  # into 1.1.0, then back
+    boot_check(phone.root)
+    updater = service(phone)
+    assert updater.machine.state.phase is Phase.ROLLED_BACK
+    assert links_agree(updater) == ("1.0.0", "0.9.0")
+    # A later rollback by hand goes further back, never to 1.1.0.
+    updater.rollback("rolled back by hand")
+    await updater.run_once()
+    boot_check(phone.root)
+    assert links_agree(service(phone)) == ("0.9.0", "1.0.0")
+
+
+async def test_a_failed_first_update_leaves_nothing_to_roll_back_to(phone):
+    updater = await on_trial_of_new_release(phone)
+    updater.health_failed("cannot open audio: no sound card")
+    await updater.run_once()
+    boot_check(phone.root)
+    updater = service(phone)
+    assert links_agree(updater) == ("1.0.0", "")
+    with pytest.raises(InvalidStateError, match="no previous release"):
+        updater.request("rollback")
+
+
+async def committed_on_new_release(phone) -> None:
+    updater = await on_trial_of_new_release(phone)
+    for fact in ("ready", "registered", "audio"):
+        updater.health(fact)
+    await updater.run_once()
+    assert links_agree(updater) == ("1.1.0", "1.0.0")
+
+
+@pytest.mark.parametrize("done", [0, 1, 2])
+async def test_a_rollback_by_hand_cut_at_any_step_swaps_the_links(phone, done):
+    """The power is cut after the state is written and ``done`` of the
+    rollback's steps are carried out; the unit starts again."""
+    await committed_on_new_release(phone)
+    updater = service(phone)
+    updater.rollback("rolled back by hand")
+    actions = updater.machine.actions()
+    assert [a.kind for a in actions] == [
+        ActionKind.LINK_PREVIOUS,
+        ActionKind.SWITCH_BACK,
+        ActionKind.RESTART,
+    ]
+    for action in actions[:done]:
+        if action.kind is ActionKind.LINK_PREVIOUS:
+            phone.releases.link_previous(action.version)
+        else:
+            phone.releases.switch_back(action.version)
+    boot_check(phone.root)
+    updater = service(phone)
+    await updater.run_once()
+    assert updater.machine.state.phase is Phase.ROLLED_BACK
+    assert links_agree(updater) == ("1.0.0", "1.1.0")
+    assert phone.installed_version() == "1.0.0"
+    # 1.1.0 passed its health check: a second rollback undoes the first.
+    updater.request("rollback")
+    await updater.run_once()
+    boot_check(phone.root)
+    updater = service(phone)
+    assert links_agree(updater) == ("1.1.0", "1.0.0")
+    assert phone.installed_version() == "1.1.0"
+
+
+def test_the_unit_starts_the_service_again_after_any_exit_but_a_config_error():
+    # A release on trial that ends by itself, even cleanly, must start again
+    # for the boot check to count it and switch back.
+    clean = (0, -signal.SIGTERM, -signal.SIGHUP)
+    crashes = (1, -signal.SIGKILL, -signal.SIGABRT)  # SIGABRT: the watchdog
+    for status in (*clean, *crashes, RESTART_EXIT_STATUS):
+        assert unit_restarts(status), status
+    assert not unit_restarts(2)  # a configuration error stops the unit
 
 
 async def test_a_crash_loop_ends_on_the_old_release_within_the_units_start_limit(
@@ -109,7 +219,8 @@ async def test_a_crash_loop_ends_on_the_old_release_within_the_units_start_limit
         starts += 1
         assert starts <= int(burst), "systemd would give up on the new release"
     assert phone.releases.current == "1.0.0"
-    # The budget the constant is built from, and the margin left over.
+    # The budget the constant is built from, and the margin left over: the
+    # same for a release that exits cleanly at each start (Restart=always).
     assert starts == MAX_STARTS + 2
     assert int(burst) - starts >= 2
 

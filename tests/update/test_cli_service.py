@@ -83,6 +83,11 @@ async def test_update_commands_go_through_the_running_service(
     assert code == 0, err
     assert "links: current -> 1.0.0, previous -> -" in out
 
+    # The service refuses what the state does not allow, with its reason.
+    code, out, err = await update("rollback")
+    assert code == 1
+    assert "no previous release" in err
+
     # The lock is the service's: only the service can have answered these.
     code, out, err = await update("check")
     assert code == 0, err
@@ -112,11 +117,11 @@ async def test_update_commands_go_through_the_running_service(
     )
     await _until(lambda: state(root).get("phase") == "rolled-back", HEALTH_S)
     assert await rings(exchange.url)
-
-    # The service refuses what the phase does not allow, with its reason.
-    code, out, err = await update("rollback")
-    assert code == 1
-    assert "no previous release" in err
+    # 1.1.0 passed its health check: kept as `previous`, the state agreeing.
+    code, out, err = await update("status")
+    assert code == 0, err
+    assert "previous: 1.1.0" in out
+    assert "links: current -> 1.0.0, previous -> 1.1.0" in out
 
     # Service stopped: the command reads the disk itself.
     await supervisor.stop()

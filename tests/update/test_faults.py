@@ -33,11 +33,12 @@ def start_install(phone, publisher, tmp_path):
     trust.write_bytes(publisher.root)
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(restart: str = "true") -> subprocess.Popen[bytes]:
+    def start(restart: str = "true", step: str = "install") -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "appliance", "update", "--root", str(phone.root),
              "--url", phone.url, "--trust-root", str(trust), "--platform", "any",
-             "--restart-command", restart, "install"],
+             "--socket", str(tmp_path / "no-service.sock"),
+             "--restart-command", restart, step],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         procs.append(proc)
@@ -151,3 +152,18 @@ async def test_killed_service_on_trial_crash_loops_back(phone, start_install):
     assert state.phase is Phase.ROLLED_BACK
     assert state.reason == "1.1.0 restarted 3 times"
     working(phone)
+    # The failed release is nobody's `previous` (the first update: none).
+    assert (state.previous, phone.releases.previous) == ("", "")
+
+
+async def test_kill_during_the_restart_of_a_rollback_by_hand(phone, start_install):
+    await complete_update(phone)
+    proc = start_install(restart="sleep 60", step="rollback")
+    wait_for(lambda: phone.releases.current == "1.0.0")
+    kill9(proc)
+    # Power back: the service starts from `current`, the release gone back to.
+    state = phone.updater().machine.state
+    assert state.phase is Phase.ROLLED_BACK
+    working(phone)
+    assert (state.current, state.previous) == ("1.0.0", "1.1.0")
+    assert phone.releases.previous == "1.1.0"  # passed its trial: at hand

@@ -3,11 +3,11 @@
 The phone is ``python -m appliance run`` (mock pins, dummy OLED) on a local
 exchange, its root a temp dir with release 1.0.0 current, run by
 :class:`~tests.update.supervisor.Supervisor` under the unit's rules (boot
-check, ``PYTHONPATH`` on ``current``, restart on failure). Releases hold this
-repository's own code, published with ``appliance release`` to a TUF
-repository served on 127.0.0.1. A broken release is the same code with one
-patch: it crashes at start, never registers, or cannot open its audio
-devices.
+check, ``PYTHONPATH`` on ``current``, the unit's restart policy). Releases
+hold this repository's own code, published with ``appliance release`` to a
+TUF repository served on 127.0.0.1. A broken release is the same code with
+one patch: it crashes or exits cleanly at start, never registers, cannot open
+its audio devices, or refuses the configuration.
 """
 
 from __future__ import annotations
@@ -152,6 +152,7 @@ async def test_a_broken_release_is_rolled_back_and_the_phone_registers_again(
     reason = str(saved["reason"])
     expected = {
         "crashes": "1.1.0 restarted 3 times",
+        "exits-cleanly": "1.1.0 restarted 3 times",
         "never-registers": "not registered within the health check",
         "no-audio": "cannot open audio: no sound card",
         "refuses-config": "1.1.0 restarted 3 times",

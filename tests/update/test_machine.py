@@ -237,9 +237,15 @@ def test_versions_are_release_numbers():
 
 
 def on_trial(**policy) -> UpdateMachine:
+    """1.1.0 on trial; 1.0.0 committed, after 0.9.0."""
     m = UpdateMachine(
         UpdatePolicy(**policy),
-        UpdateState(phase=Phase.RESTARTING, current="1.0.0", candidate="1.1.0"),
+        UpdateState(
+            phase=Phase.RESTARTING,
+            current="1.0.0",
+            previous="0.9.0",
+            candidate="1.1.0",
+        ),
     )
     m.resume(0.0, "1.1.0")
     assert m.state.phase is Phase.HEALTH_CHECK
@@ -255,13 +261,36 @@ def test_no_registration_within_the_bound_rolls_back_with_the_reason():
     m.tick(90.0, NOON)
     assert m.state.phase is Phase.ROLLING_BACK
     assert m.state.reason == "not registered within the health check"
-    assert m.actions() == [Action(A.SWITCH_BACK, "1.0.0"), Action(A.RESTART)]
+    # `previous` goes back to what it named before the switch, first.
+    assert m.actions() == [
+        Action(A.LINK_PREVIOUS, "0.9.0"),
+        Action(A.SWITCH_BACK, "1.0.0"),
+        Action(A.RESTART),
+    ]
     m2 = UpdateMachine(m.policy, m.state)
     m2.resume(0.0, "1.0.0")
     assert m2.state.phase is Phase.ROLLED_BACK
-    assert m2.state.current == "1.0.0"
+    assert (m2.state.current, m2.state.previous) == ("1.0.0", "0.9.0")
     assert m2.state.refused == ("1.1.0",)
     assert m2.state.reason == "not registered within the health check"
+    assert m2.actions() == []
+    # A rollback by hand now goes further back, never to the failed release.
+    m2.rollback_requested("by hand")
+    assert [a.version for a in m2.actions()] == ["1.0.0", "0.9.0", ""]
+
+
+def test_a_trial_failed_on_the_first_update_leaves_no_previous():
+    m = UpdateMachine(
+        UpdatePolicy(),
+        UpdateState(phase=Phase.RESTARTING, current="1.0.0", candidate="1.1.0"),
+    )
+    m.resume(0.0, "1.1.0")
+    m.health_failed("cannot open audio")
+    assert m.actions()[0] == Action(A.LINK_PREVIOUS, "")
+    m.resume(0.0, "1.0.0")
+    assert (m.state.current, m.state.previous) == ("1.0.0", "")
+    with pytest.raises(InvalidStateError, match="no previous release"):
+        m.rollback_requested("by hand")
 
 
 def test_a_crash_loop_on_trial_rolls_back():
@@ -286,17 +315,44 @@ def test_a_refused_version_is_not_installed_again_by_itself():
     assert m.actions() == [Action(A.DOWNLOAD, "1.1.0")]
 
 
-def test_manual_rollback_goes_to_the_previous_release():
+def test_manual_rollback_goes_to_the_previous_release_and_can_be_undone():
     m = machine(phase=Phase.COMMITTED, current="1.1.0", previous="1.0.0")
     m.rollback_requested("by hand")
-    assert m.actions() == [Action(A.SWITCH_BACK, "1.0.0"), Action(A.RESTART)]
+    # 1.1.0 passed its health check: it becomes `previous`.
+    assert m.actions() == [
+        Action(A.LINK_PREVIOUS, "1.1.0"),
+        Action(A.SWITCH_BACK, "1.0.0"),
+        Action(A.RESTART),
+    ]
     m2 = UpdateMachine(m.policy, m.state)
     m2.resume(0.0, "1.0.0")
     assert m2.state.phase is Phase.ROLLED_BACK
-    assert (m2.state.current, m2.state.previous) == ("1.0.0", "")
-    assert m2.state.refused == ("1.1.0",)
-    with pytest.raises(InvalidStateError, match="no previous release"):
-        m2.rollback_requested("again")
+    assert (m2.state.current, m2.state.previous) == ("1.0.0", "1.1.0")
+    assert m2.state.refused == ("1.1.0",)  # not installed again by itself
+    m2.rollback_requested("again")
+    assert [a.version for a in m2.actions()] == ["1.0.0", "1.1.0", ""]
+    m2.resume(0.0, "1.1.0")
+    assert (m2.state.current, m2.state.previous) == ("1.1.0", "1.0.0")
+    assert m2.state.refused == ("1.0.0",)
+
+
+def test_a_rollback_asked_for_during_the_trial_fails_the_trial():
+    m = on_trial()
+    m.rollback_requested("by hand")
+    assert m.state.phase is Phase.ROLLING_BACK
+    assert m.actions()[:2] == [
+        Action(A.LINK_PREVIOUS, "0.9.0"),
+        Action(A.SWITCH_BACK, "1.0.0"),
+    ]
+
+
+def test_a_release_switched_away_from_by_hand_during_the_trial():
+    # `current` put back to 1.0.0 by hand while 1.1.0 was on trial.
+    m = on_trial()
+    m.resume(0.0, "1.0.0")
+    assert m.state.phase is Phase.ROLLED_BACK
+    assert (m.state.current, m.state.previous) == ("1.0.0", "0.9.0")
+    assert m.actions() == [Action(A.LINK_PREVIOUS, "0.9.0")]
 
 
 def test_health_facts_are_named():
@@ -321,9 +377,19 @@ class Phone:
 
     behaviour: dict[str, str]  # version -> "good" | "crash" | "silent" | "no-audio"
     link: str = "1.0.0"
-    saved: dict = field(default_factory=lambda: UpdateState().to_dict())
-    installed: set[str] = field(default_factory=lambda: {"1.0.0"})
+    previous: str = "0.9.0"  # the `previous` link
+    saved: dict = field(
+        default_factory=lambda: UpdateState(current="1.0.0", previous="0.9.0").to_dict()
+    )
+    installed: set[str] = field(default_factory=lambda: {"0.9.0", "1.0.0"})
     steps: int = 0
+
+    def link_previous(self, version: str) -> None:
+        self.previous = version if version in self.installed else ""
+
+    def agrees(self, m: UpdateMachine) -> None:
+        """At rest, the links are what the state says."""
+        assert (self.link, self.previous) == (m.state.current, m.state.previous)
 
     def boot(self, now: float) -> UpdateMachine:
         """Start the service from `current`, after the boot check.
@@ -339,10 +405,18 @@ class Phone:
             )
             m.resume(now, self.link)
             self.saved = m.state.to_dict()
+            actions = m.actions()
+            for action in actions:
+                if action.kind is A.LINK_PREVIOUS:
+                    self.link_previous(action.version)
             if m.state.phase is not Phase.ROLLING_BACK:
                 return m
-            (back, restart) = m.actions()
-            assert (back.kind, restart.kind) == (A.SWITCH_BACK, A.RESTART)
+            (link, back, restart) = actions
+            assert (link.kind, back.kind, restart.kind) == (
+                A.LINK_PREVIOUS,
+                A.SWITCH_BACK,
+                A.RESTART,
+            )
             self.link = back.version
 
 
@@ -389,10 +463,12 @@ def run_update(phone: Phone, cut_at: int | None, limit: int = 200) -> UpdateMach
                 phone.installed.add(action.version)
                 m.installed(now, NOON)
             elif action.kind is A.SWITCH:
-                phone.link = action.version
+                phone.previous, phone.link = phone.link, action.version
                 m.switched()
             elif action.kind is A.SWITCH_BACK:
                 phone.link = action.version
+            elif action.kind is A.LINK_PREVIOUS:
+                phone.link_previous(action.version)
             elif action.kind is A.RESTART:
                 phone.saved = m.state.to_dict()
                 m = phone.boot(now)
@@ -416,7 +492,7 @@ def test_a_power_cut_at_any_step_ends_on_a_working_release(behaviour, cut_at):
     phone = Phone({"1.0.0": "good", "1.1.0": behaviour})
     m = run_update(phone, cut_at)
     assert phone.behaviour[phone.link] == "good", m.state
-    assert m.state.current == phone.link
+    phone.agrees(m)
     if behaviour == "good":
         assert phone.link == "1.1.0"
         assert m.state.phase in (Phase.COMMITTED, Phase.IDLE)
@@ -426,3 +502,32 @@ def test_a_power_cut_at_any_step_ends_on_a_working_release(behaviour, cut_at):
         assert m.state.phase is Phase.ROLLED_BACK
         assert m.state.refused == ("1.1.0",)
         assert m.state.reason
+        # As before the update: a rollback by hand never brings 1.1.0 back.
+        assert phone.previous == "0.9.0"
+
+
+@pytest.mark.parametrize("cut_at", [None, 1, 2, 3])
+def test_a_power_cut_during_a_rollback_by_hand_ends_with_the_links_swapped(cut_at):
+    phone = Phone(
+        {"1.0.0": "good", "1.1.0": "good"},
+        link="1.1.0",
+        previous="1.0.0",
+        saved=UpdateState(
+            phase=Phase.COMMITTED, current="1.1.0", previous="1.0.0"
+        ).to_dict(),
+        installed={"1.0.0", "1.1.0"},
+    )
+    m = phone.boot(0.0)
+    m.rollback_requested("by hand")
+    for step, action in enumerate(m.actions(), 1):
+        phone.saved = m.state.to_dict()  # write-ahead
+        if step == cut_at:
+            break  # the power is back below; what is left is lost
+        if action.kind is A.LINK_PREVIOUS:
+            phone.link_previous(action.version)
+        elif action.kind is A.SWITCH_BACK:
+            phone.link = action.version
+    m = phone.boot(0.0)
+    assert m.state.phase is Phase.ROLLED_BACK
+    phone.agrees(m)
+    assert (phone.link, phone.previous) == ("1.0.0", "1.1.0")

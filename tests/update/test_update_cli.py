@@ -61,6 +61,31 @@ def test_install_switches_and_restarts_then_rollback_goes_back(update, phone, ca
     out = capsys.readouterr().out
     assert "phase: rolling-back" in out
     assert "reason: rolled back by hand" in out
+    # The service comes back on 1.0.0: the failed 1.1.0 is nobody's `previous`.
+    phone.updater()
+    assert update("status") == 0
+    out = capsys.readouterr().out
+    assert "phase: rolled-back" in out and "previous:" not in out
+    assert "links: current -> 1.0.0, previous -> -" in out
+    assert update("rollback") == 1
+    assert "no previous release" in capsys.readouterr().err
+
+
+async def test_a_rollback_of_a_committed_release_keeps_it_as_previous(
+    update, phone, capsys
+):
+    assert await asyncio.to_thread(update, "install") == 0
+    service = phone.updater()  # restarted on 1.1.0: its trial passes
+    for fact in ("ready", "registered", "audio"):
+        service.health(fact)
+    await service.run_once()
+    assert await asyncio.to_thread(update, "rollback") == 0
+    phone.updater()  # the service comes back on 1.0.0
+    capsys.readouterr()
+    assert update("status") == 0
+    out = capsys.readouterr().out
+    assert "current: 1.0.0\nprevious: 1.1.0\n" in out
+    assert "links: current -> 1.0.0, previous -> 1.1.0" in out
 
 
 def test_commands_refuse_while_an_update_is_under_way(update, phone, capsys):
