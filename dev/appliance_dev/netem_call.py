@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import dataclasses
 import fractions
 import json
@@ -76,12 +77,15 @@ def call_across(
     limit_s: float = 30.0,
     cards: dict[str, tuple[str, str]] | None = None,
     env: dict[str, str] | None = None,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """A one-way call from namespace ``a`` to ``b`` with ``stack``; both sides'
     reports: ``{"a": {...}, "b": {...}}`` with "connected" and "done" lines.
 
     ``cards`` gives a side its sound card, ``(mic PCM, speaker PCM)``, in
-    place of the files (a call both ways); ``env`` is the sides' environment.
+    place of the files (a call both ways); ``env`` is the sides' environment;
+    ``profile``: each side writes its main thread's cProfile stats to
+    ``profile`` + ``-a`` / ``-b``.
 
     Raises:
         RuntimeError: a side exited or said nothing within its limit.
@@ -98,6 +102,8 @@ def call_across(
                 argv += ["--mic", cards[side][0], "--speaker", cards[side][1]]
             elif path is not None:
                 argv += [flag, str(path)]
+            if profile is not None:
+                argv += ["--profile", f"{profile}-{side}"]
             sides[side] = subprocess.Popen(
                 link.command(side, argv),
                 stdin=subprocess.PIPE,
@@ -204,7 +210,9 @@ async def _phone(args: argparse.Namespace, stdin: asyncio.StreamReader) -> None:
         await _until(lambda: session.connection_state == "connected", args.limit)
         _say({"event": "connected", "after_s": time.monotonic() - t0})
         targets: list[float] = []
-        for _ in range(int(args.seconds * 10)):
+        # By the clock, not by count: a starved loop oversleeps every tick.
+        end = time.monotonic() + args.seconds
+        while time.monotonic() < end:
             await asyncio.sleep(0.1)
             targets.append(session.playout.buffer.target_delay)
         stats = await session.stats()
@@ -355,8 +363,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--speaker", help="ALSA PCM to play (instead of --sink)")
     parser.add_argument("--seconds", type=float, default=1.0, help="call length")
     parser.add_argument("--limit", type=float, default=30.0, help="connect limit")
+    parser.add_argument("--profile", help="write cProfile stats (main thread) here")
     run_as_unit()  # either stack at the phone unit's Nice=, before any thread
-    asyncio.run(_run(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    if not args.profile:
+        asyncio.run(_run(args))
+        return 0
+    profiler = cProfile.Profile(time.thread_time)  # the loop thread alone
+    try:
+        profiler.runcall(asyncio.run, _run(args))
+    finally:
+        profiler.dump_stats(args.profile)
     return 0
 
 
