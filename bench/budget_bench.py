@@ -42,18 +42,18 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from appliance_dev import cpu_budget
+from appliance_dev.cpu_budget import PERIOD_US, CpuGroup, burners
 from appliance_dev.netem import ImpairedLink, Impairment, unavailable_reason
 from appliance_dev.netem_baresip import baresip_cards, baresip_missing
 from appliance_dev.netem_call import call_across
@@ -71,8 +71,6 @@ from appliance_dev.rig import (
 
 STACKS = ("phone", "aiortc", "baresip")
 COLOURS = {"phone": "blue", "aiortc": "red", "baresip": "darkgreen"}
-CGROUP_ROOT = Path("/sys/fs/cgroup/cpu")
-PERIOD_US = 100_000
 #: 25 % of one core: a Raspberry Pi core is several times slower than one here.
 QUOTA = 0.25
 #: Real-time runtime per second for each group. The phone's two ALSA threads
@@ -103,105 +101,7 @@ def unavailable() -> str | None:
     reason = unavailable_reason()
     if reason:
         return reason
-    if not (CGROUP_ROOT / "cpu.cfs_quota_us").exists():
-        return f"needs the cgroup v1 cpu controller at {CGROUP_ROOT}"
-    return None
-
-
-class CpuGroup:
-    """One cgroup v1 ``cpu`` group with a CFS quota, removed on close.
-
-    Processes join it themselves before they exec (:meth:`wrap`), so every
-    thread and child they start is held too. A sampler thread sums the CPU
-    time of its members (utime + stime, last value seen per PID).
-    """
-
-    def __init__(self, name: str, quota: float, rt_us: int = 0) -> None:
-        self.path = CGROUP_ROOT / name
-        self.path.mkdir()
-        self.rt_granted = True
-        try:
-            (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
-            (self.path / "cpu.cfs_quota_us").write_text(str(int(quota * PERIOD_US)))
-            rt = self.path / "cpu.rt_runtime_us"
-            if rt.exists() and rt_us:
-                try:
-                    rt.write_text(str(rt_us))
-                except OSError:  # the parent has no runtime to hand out
-                    self.rt_granted = False
-        except BaseException:
-            self.path.rmdir()
-            raise
-        self._seen: dict[int, float] = {}
-        self._rt_seen: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._sampler = threading.Thread(target=self._sample, daemon=True)
-        self._sampler.start()
-
-    def wrap(self, argv: Sequence[str]) -> list[str]:
-        """``argv`` started inside this group (a shell joins it, then execs)."""
-        procs = str(self.path / "cgroup.procs")
-        return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, *argv]
-
-    def _sample(self) -> None:
-        tick = os.sysconf("SC_CLK_TCK")
-        while not self._stop.wait(0.25):
-            with contextlib.suppress(OSError):
-                for pid in (self.path / "cgroup.procs").read_text().split():
-                    with contextlib.suppress(OSError, ValueError, IndexError):
-                        stat = Path(f"/proc/{pid}/stat").read_text()
-                        fields = stat.rsplit(")", 1)[1].split()
-                        used = (int(fields[11]) + int(fields[12])) / tick
-                        self._seen[int(pid)] = max(self._seen.get(int(pid), 0), used)
-                    self._sample_rt_threads(pid, tick)
-
-    def _sample_rt_threads(self, pid: str, tick: int) -> None:
-        """CPU time of the member's threads under a real-time policy."""
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                with contextlib.suppress(OSError, ValueError, IndexError):
-                    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                    if int(fields[38]) in (os.SCHED_FIFO, os.SCHED_RR):
-                        used = (int(fields[11]) + int(fields[12])) / tick
-                        tid = int(task.name)
-                        self._rt_seen[tid] = max(self._rt_seen.get(tid, 0), used)
-
-    def cpu_seconds(self) -> float:
-        return sum(self._seen.values())
-
-    def rt_cpu_seconds(self) -> float:
-        """Of :meth:`cpu_seconds`, what real-time threads used."""
-        return sum(self._rt_seen.values())
-
-    def throttled(self) -> dict[str, float]:
-        stat = dict(
-            line.split()
-            for line in (self.path / "cpu.stat").read_text().splitlines()
-            if line.strip()
-        )
-        return {
-            "periods": float(stat.get("nr_periods", 0)),
-            "throttled": float(stat.get("nr_throttled", 0)),
-            "throttled_s": float(stat.get("throttled_time", 0)) / 1e9,
-        }
-
-    def close(self) -> None:
-        """Stop sampling and remove the group. Its members are ours (the
-        call sides, ended by PID by whoever started them): any left are
-        moved back to the root group first so the directory can go."""
-        self._stop.set()
-        self._sampler.join(2.0)
-        for _ in range(50):
-            try:
-                self.path.rmdir()
-                return
-            except OSError:
-                left = (self.path / "cgroup.procs").read_text().split()
-                for pid in left:
-                    with contextlib.suppress(OSError):
-                        (CGROUP_ROOT / "cgroup.procs").write_text(pid)
-                time.sleep(0.1)
-        print(f"  could not remove {self.path}", flush=True)
+    return cpu_budget.unavailable_reason()
 
 
 class BudgetedLink(ImpairedLink):
@@ -212,18 +112,6 @@ class BudgetedLink(ImpairedLink):
 
     def command(self, side: str, argv: Sequence[str]) -> list[str]:
         return self.groups[side].wrap(super().command(side, argv))
-
-
-@contextlib.contextmanager
-def burners(count: int) -> Iterator[list[int]]:
-    """``count`` busy processes beside the call; ended by PID."""
-    procs = [subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) for _ in range(count)]
-    try:
-        yield [p.pid for p in procs]
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
 
 
 def _feed(said: np.ndarray, seconds: float) -> tuple[np.ndarray, list[int]]:
