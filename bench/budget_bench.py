@@ -42,6 +42,7 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -70,7 +71,23 @@ from appliance_dev.rig import (
 )
 
 STACKS = ("phone", "aiortc", "baresip")
-COLOURS = {"phone": "blue", "aiortc": "red", "baresip": "darkgreen"}
+COLOURS = {"phone": "blue", "aiortc": "red", "baresip": "darkgreen", "rig": "gray"}
+#: The control (``--stacks rig``): no phone at all, a raw pyalsaaudio
+#: passthrough A mic -> B speaker and B mic -> A speaker in the same groups
+#: beside the same burners. If this breaks up, the machine cannot hold audio
+#: at all in that run, whatever the phones do.
+PASSTHROUGH = """
+import sys, alsaaudio
+kw = dict(rate=48000, channels=1, format=alsaaudio.PCM_FORMAT_S16_LE,
+          periodsize=480, periods=3)
+cap = alsaaudio.PCM(alsaaudio.PCM_CAPTURE, device=sys.argv[1], **kw)
+play = alsaaudio.PCM(alsaaudio.PCM_PLAYBACK, device=sys.argv[2], **kw)
+play.write(bytes(2 * 960))
+while True:
+    n, data = cap.read()
+    if n > 0:
+        play.write(data)
+"""
 #: 25 % of one core: a Raspberry Pi core is several times slower than one here.
 QUOTA = 0.25
 #: Real-time runtime per second for each group. The phone's two ALSA threads
@@ -199,6 +216,25 @@ def _world_on_time(procs: Sequence[RigProcess]) -> None:
             os.sched_setscheduler(proc.pid, os.SCHED_RR, os.sched_param(WORLD_RT))
 
 
+def _passthrough(
+    link: ImpairedLink,
+    cards: dict[str, tuple[str, str]],
+    seconds: float,
+    env: dict[str, str],
+) -> None:
+    """The control: each side's mic straight to the other side's speaker."""
+    procs = []
+    try:
+        for side, other in (("a", "b"), ("b", "a")):
+            argv = [sys.executable, "-c", PASSTHROUGH, cards[side][0], cards[other][1]]
+            procs.append(subprocess.Popen(link.command(side, argv), env=env))
+        time.sleep(seconds)
+    finally:
+        for proc in procs:  # ours, by PID
+            proc.kill()
+            proc.wait()
+
+
 def call_on_rig(
     rig: VirtualCards,
     stack: str,
@@ -234,7 +270,9 @@ def call_on_rig(
         link.groups = groups
         t0 = time.monotonic()
         with link:
-            if stack == "baresip":
+            if stack == "rig":
+                _passthrough(link, cards, call_s, rig.env)
+            elif stack == "baresip":
                 baresip_cards(link, cards, work / "baresip", call_s, env=rig.env)
             else:
                 call_across(
@@ -438,7 +476,9 @@ gives its delay; the growth is the median of the last {ENDS} copies' delays
 less that of the first {ENDS}. Stacks: `phone` = our MediaSession with its
 ALSA backend; `aiortc` = a bare RTCPeerConnection with PyAV's alsa capture
 and playback; `baresip` = Debian's baresip with its alsa module (the netem
-bench's media settings). Made with {how}.
+bench's media settings); `rig` (when run) = the control, no phone at all: a
+raw pyalsaaudio passthrough from each mic to the other speaker in the same
+groups beside the same burners. Made with {how}.
 {picture}
 {TABLE_HEAD}
 {chr(10).join(lines)}
