@@ -176,16 +176,27 @@ def _copies(
             continue
         found = align(fed, heard)
         segment = heard[found.lag : found.lag + fed.size]
+        if segment.size < fed.size:  # cut off by the end of the recording
+            continue
         out.append(
             {
                 "t_s": (on - spans[0][0]) / RATE,
                 "delay_ms": 1000.0 * found.lag / RATE,
                 "correlation": found.correlation,
                 "fed_s": fed.size / RATE,
-                "pesq_wb": pesq_wb(fed, segment) or 0.0,
+                "pesq_wb": _pesq(fed, segment),
             }
         )
     return out
+
+
+def _pesq(reference: np.ndarray, degraded: np.ndarray) -> float:
+    """PESQ-WB, or 0.0 where it cannot score (no pesq package, no speech)."""
+    try:
+        return pesq_wb(reference, degraded) or 0.0
+    except RuntimeError as exc:  # pesq's PesqError: too short, no utterances
+        print(f"  PESQ failed on a copy: {exc}", flush=True)
+        return 0.0
 
 
 def _direction(copies: list[dict[str, float]], sent: int) -> dict[str, Any]:
@@ -319,6 +330,7 @@ def run(
     only: Sequence[str] = STACKS,
     keep: Path | None = None,
     *,
+    progress: Path | None = None,
     quota: float = QUOTA,
     burn: int = BURNERS,
     rt_us: int = RT_RUNTIME_US,
@@ -347,12 +359,20 @@ def run(
                     prof = profile / stack if profile else None
                     row = call_on_rig(rig, stack, seconds, where, quota, rt_us, prof)
                 rows.append(row)
+                if progress is not None:  # a later failure keeps this row
+                    progress.write_text(json.dumps(_result(seconds, quota, burn, rows)))
                 brief = {k: v for k, v in row.items() if k not in ("a_to_b", "b_to_a")}
                 for d in ("a_to_b", "b_to_a"):
                     brief[d] = {k: v for k, v in row[d].items() if k != "series"}
                 print(f"  {json.dumps(brief)}", flush=True)
         finally:
             rig.stop()
+    return _result(seconds, quota, burn, rows)
+
+
+def _result(
+    seconds: float, quota: float, burn: int, rows: list[dict[str, Any]]
+) -> dict[str, Any]:
     return {"seconds": seconds, "quota": quota, "burners": burn, "rows": rows}
 
 
@@ -532,6 +552,7 @@ def main() -> int:
                 burn=args.burners,
                 rt_us=args.rt_runtime_us,
                 profile=Path(args.profile) if args.profile else None,
+                progress=Path(args.json) if args.json else None,
             )
         except RigUnavailableError as exc:
             print(render(None, str(exc)))
