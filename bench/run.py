@@ -20,6 +20,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import audio_bench
+import budget_bench
 import call_bench  # the bench directory is not a package
 import gc_bench
 import netem_bench
@@ -154,6 +155,7 @@ async def main_async(args: argparse.Namespace) -> int:
     text += audio_bench.render(audio, reason) + update_bench.render(update)
     text += gc_bench.render(pauses)
     text += await asyncio.to_thread(netem_section, args)
+    text += await asyncio.to_thread(budget_section, args)
     if args.soak:
         # Long (about 0.4 s a call): only when asked for.
         print(f"soak over {args.soak} calls...", flush=True)
@@ -178,6 +180,29 @@ def netem_section(args: argparse.Namespace) -> str:
     ) / "netem-pesq.png"
     netem_bench.plot(result, png)
     return netem_bench.render(result, png=png.name)
+
+
+def budget_section(args: argparse.Namespace) -> str:
+    """Speech under a CPU quota beside burners (needs root), or why not."""
+    reason = "left out (--no-budget)" if args.no_budget else budget_bench.unavailable()
+    if reason:
+        print(f"speech under a CPU budget: {reason}", flush=True)
+        return budget_bench.render(None, reason)
+    print(f"speech under a CPU budget ({args.budget_seconds:.0f} s calls)...")
+    try:
+        result = budget_bench.run(args.budget_seconds)
+    except RigUnavailableError as exc:
+        return budget_bench.render(None, str(exc))
+    png = (
+        Path(args.out).resolve().parent if args.out else Path.cwd()
+    ) / "budget-delay.png"
+    budget_bench.plot(result, png)
+    command = "make bench" + (
+        f" (--budget-seconds {args.budget_seconds:g})"
+        if args.budget_seconds != 300.0
+        else ""
+    )
+    return budget_bench.render(result, png=png.name, command=command)
 
 
 SOAK_POINTER = """
@@ -215,6 +240,17 @@ def main() -> int:
     )
     parser.add_argument(
         "--quick", action="store_true", help="audio: a 60 s call instead of 10 min"
+    )
+    parser.add_argument(
+        "--no-budget",
+        action="store_true",
+        help="leave out speech under a CPU quota (needs root, ~20 min)",
+    )
+    parser.add_argument(
+        "--budget-seconds",
+        type=float,
+        default=300.0,
+        help="length of each call under the CPU quota (published: 300)",
     )
     return asyncio.run(main_async(parser.parse_args()))
 

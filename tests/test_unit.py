@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.hardware.alsa_pcm import RT_PRIORITY
 from appliance_dev.unit_file import UNIT, unit_nice, unit_settings
 
 MAX_EXPOSURE = 2.0
@@ -88,6 +89,10 @@ def test_unit_grants_what_the_phone_uses() -> None:
     # gpiozero reads the board revision under /proc/device-tree.
     assert "ProcSubset" not in s
     assert s["Type"] == ["notify"] and s["WatchdogSec"] == ["30"]
+    # The ALSA I/O threads may take SCHED_FIFO at their priority, no higher.
+    assert s["LimitRTPRIO"] == [str(RT_PRIORITY)]
+    assert s["RestrictRealtime"] == ["no"]
+    assert s["SystemCallFilter"][-1] == "sched_setscheduler"
 
 
 def test_dscp_marks_need_no_capability(tmp_path: Path) -> None:

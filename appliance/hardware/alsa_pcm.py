@@ -32,6 +32,15 @@ size, so a stall turns into permanent extra latency instead. We therefore
 treat "ring (almost) full after a read" as an overrun ourselves, and drop the
 backlog with ``PCM.drop()``, which is what a hardware overrun does anyway.
 
+Each I/O thread asks for real-time scheduling (``SCHED_FIFO`` at the modest
+priority :data:`RT_PRIORITY`, below the sound server's) for itself alone, as
+its first act: it does little work, but that work must happen on time even
+when the CPU is saturated or held to a quota (a cgroup's CFS quota does not
+throttle real-time threads). Where the system refuses (no ``LimitRTPRIO=``, no
+capability, a cgroup without real-time runtime) the thread keeps its normal
+policy and the refusal is logged once per process at INFO; nothing else
+changes. The unit grants it (systemd/appliance.service).
+
 Playback is pre-filled with 40 ms of silence when a stream starts or restarts:
 without it the first write underruns at once (test-rig.md §2 gotcha 2, §8
 gotcha 3).
@@ -60,6 +69,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -79,6 +89,7 @@ except ImportError:  # pragma: no cover - pyalsaaudio is the "hardware" extra
 
 __all__ = [
     "ID_PREFIX",
+    "RT_PRIORITY",
     "AlsaSink",
     "AlsaSource",
     "open_alsa_sink",
@@ -100,6 +111,12 @@ IDLE_GAP_S = 0.25
 #: At most one xrun warning per device in this many seconds.
 XRUN_LOG_INTERVAL_S = 5.0
 JOIN_TIMEOUT_S = 1.0
+#: SCHED_FIFO priority of the I/O threads: above every normal thread, below
+#: PulseAudio/PipeWire's (5-20 on desktops, 20 on the test rig) and far below
+#: the kernel's own threads (50 and up). The unit's LimitRTPRIO= matches it.
+RT_PRIORITY = 10
+
+_rt_outcome_logged = False
 
 
 # ---------------------------------------------------------------------------
@@ -108,6 +125,29 @@ JOIN_TIMEOUT_S = 1.0
 
 def strip_prefix(name: str) -> str:
     return name[len(ID_PREFIX) :] if name.startswith(ID_PREFIX) else name
+
+
+def _ask_realtime(what: str) -> bool:
+    """Put the calling thread (only it: Linux applies the policy per thread)
+    under SCHED_FIFO at :data:`RT_PRIORITY`; False if the system refuses."""
+    global _rt_outcome_logged  # one line per process, not per stream
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
+    except (OSError, AttributeError) as exc:
+        if not _rt_outcome_logged:
+            _rt_outcome_logged = True
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            logger.info(
+                "ALSA %s thread runs without real-time priority (%s); "
+                "audio may break up when the CPU is busy",
+                what,
+                reason,
+            )
+        return False
+    if not _rt_outcome_logged:
+        _rt_outcome_logged = True
+        logger.info("ALSA I/O threads run at SCHED_FIFO priority %d", RT_PRIORITY)
+    return True
 
 
 def _is_xrun_error(exc: BaseException) -> bool:
@@ -251,6 +291,8 @@ class _AlsaStream:
             self._loop = asyncio.get_running_loop()
         self._xrun_log = _XrunLog(f"ALSA {self.kind} {self.pcm_name!r}")
         self._thread: threading.Thread | None = None
+        #: Whether the I/O thread got real-time scheduling (None until it ran).
+        self.realtime: bool | None = None
 
     @property
     def device_id(self) -> str:
@@ -268,8 +310,12 @@ class _AlsaStream:
         return self._closed
 
     def _start_thread(self, target: Callable[[], None]) -> None:
+        def body() -> None:
+            self.realtime = _ask_realtime(self.kind)
+            target()
+
         self._thread = threading.Thread(
-            target=target, name=f"alsa-{self.kind}-{self.pcm_name}", daemon=True
+            target=body, name=f"alsa-{self.kind}-{self.pcm_name}", daemon=True
         )
         self._thread.start()
 

@@ -67,6 +67,10 @@ _LOSS_MEMORY = 100
 _FEC_LOSS = 0.01
 # Packets in a row that come too late to play: the stream has fallen behind.
 _LATE_RUN = 10
+# The target's quantile is taken again after this many packets (100 ms), not
+# on every frame: over a 2 s window it barely moves in between, and taking it
+# 50 times a second was a fifth of the event loop's CPU time under a quota.
+_MEASURE_EVERY = 5
 
 
 class FrameKind(enum.Enum):
@@ -157,6 +161,8 @@ class JitterBuffer:
         self._last_transit: float | None = None
         self._jitter = 0.0
         self._target = start_delay_s
+        self._lateness: float | None = None  # the quantile last taken
+        self._unmeasured = 0  # packets pushed since
         self._since_drop = 0
         self._run = 0
         self._loss = 0.0  # recent share of frames lost, smoothed
@@ -184,6 +190,7 @@ class JitterBuffer:
             self._jitter += (abs(transit - self._last_transit) - self._jitter) / 16
         self._last_transit = transit
         self._history.append((arrival, transit))
+        self._unmeasured += 1
         while self._history and self._history[0][0] < arrival - self._window:
             self._history.popleft()
         if not self._frames and self._next is None:
@@ -225,6 +232,8 @@ class JitterBuffer:
         self._next = None
         self._last_transit = None
         self._target = self._start_delay
+        self._lateness = None
+        self._unmeasured = 0
         self._run = 0
         self._late_run = 0
 
@@ -285,8 +294,12 @@ class JitterBuffer:
     def _measure_target(self) -> float:
         if len(self._history) < 2:
             return self._target
-        transits = np.fromiter((t for _, t in self._history), dtype=np.float64)
-        lateness = float(np.quantile(transits - transits.min(), self._quantile))
+        if self._lateness is None or self._unmeasured >= _MEASURE_EVERY:
+            transits = np.fromiter((t for _, t in self._history), dtype=np.float64)
+            quantile = np.quantile(transits - transits.min(), self._quantile)
+            self._lateness = float(quantile)
+            self._unmeasured = 0
+        lateness = self._lateness
         if self.fec and self._loss > _FEC_LOSS:
             lateness += self.frame_s  # hold the next packet too, for its FEC
         return min(max(lateness, self.min_delay_s), self.max_delay_s)

@@ -13,6 +13,9 @@ card is involved, and both run at the phone unit's nice value:
 * ``sndfile`` dumps what the callee decodes (``dump-*-dec.wav``), the
   recording that is scored.
 
+With :func:`baresip_cards` each side uses a sound card instead (baresip's ``alsa``
+module, e.g. on the virtual cards of :mod:`appliance_dev.rig`), both ways.
+
 Needs the ``baresip`` program (``apt-get install baresip-core``).
 """
 
@@ -26,7 +29,7 @@ from pathlib import Path
 from appliance_dev.netem import ImpairedLink
 from appliance_dev.unit_file import unit_nice
 
-__all__ = ["baresip_across", "baresip_missing"]
+__all__ = ["baresip_across", "baresip_cards", "baresip_missing"]
 
 MODULES = "/usr/lib/baresip/modules"
 
@@ -38,18 +41,35 @@ def baresip_missing() -> str | None:
     return None
 
 
-def _config(where: Path, link: ImpairedLink, side: str, source: Path) -> None:
+def _config(
+    where: Path,
+    link: ImpairedLink,
+    side: str,
+    source: Path,
+    card: tuple[str, str] | None = None,
+) -> None:
     where.mkdir(parents=True, exist_ok=True)
-    modules = ["opus", "g711", "aufile", "aubridge"] + (
-        ["sndfile"] if side == "b" else []
-    )
+    if card is None:
+        modules = ["opus", "g711", "aufile", "aubridge"] + (
+            ["sndfile"] if side == "b" else []
+        )
+        devices = [
+            "audio_player aubridge,speaker",
+            f"audio_source aufile,{source}",
+            "audio_alert aubridge,speaker",
+        ]
+    else:
+        modules = ["opus", "g711", "alsa"]
+        devices = [
+            f"audio_player alsa,{card[1]}",
+            f"audio_source alsa,{card[0]}",
+            f"audio_alert alsa,{card[1]}",
+        ]
     lines = [
         f"module_path {MODULES}",
         f"sip_listen {link.address(side)}:5060",
         f"net_interface {link.interface(side)}",
-        "audio_player aubridge,speaker",
-        f"audio_source aufile,{source}",
-        "audio_alert aubridge,speaker",
+        *devices,
         *(f"{key} 48000" for key in ("ausrc_srate", "auplay_srate")),
         *(f"{key} 1" for key in ("ausrc_channels", "auplay_channels")),
         "jitter_buffer_delay 5-10",
@@ -79,6 +99,39 @@ def baresip_across(
     dirs = {side: work / f"baresip-{side}" for side in "ab"}
     _config(dirs["a"], link, "a", source)
     _config(dirs["b"], link, "b", silence)
+    _call(link, dirs, seconds, None)
+    found = sorted(dirs["b"].glob("dump-*-dec.wav"))
+    if not found:
+        raise RuntimeError(f"baresip recorded nothing; see {dirs['b'] / 'log'}")
+    return found[-1]
+
+
+def baresip_cards(
+    link: ImpairedLink,
+    cards: dict[str, tuple[str, str]],
+    work: Path,
+    seconds: float,
+    env: dict[str, str] | None = None,
+) -> None:
+    """Call from ``a`` to ``b`` both ways on sound cards, ``(mic PCM, speaker
+    PCM)`` per side, for about ``seconds``; ``env`` is the sides' environment
+    (the cards' recording is the caller's).
+
+    Raises:
+        RuntimeError: the callee never became ready.
+    """
+    dirs = {side: work / f"baresip-{side}" for side in "ab"}
+    for side in "ab":
+        _config(dirs[side], link, side, Path(), cards[side])
+    _call(link, dirs, seconds, env)
+
+
+def _call(
+    link: ImpairedLink,
+    dirs: dict[str, Path],
+    seconds: float,
+    env: dict[str, str] | None,
+) -> None:
     quit_after = str(int(seconds + 10))
     # At the phone unit's priority, as the other stacks of the bench.
     nice = ["nice", "-n", str(unit_nice())]
@@ -93,29 +146,20 @@ def baresip_across(
                     stdin=subprocess.DEVNULL,
                     stdout=log_b,
                     stderr=subprocess.STDOUT,
+                    env=env,
                 )
             )
         _wait_for(dirs["b"] / "log", b"baresip is ready", procs[0], 20.0)
         dial = f"/dial sip:b@{link.address('b')}"
+        argv = [*nice, "baresip", "-f", str(dirs["a"]), "-t", quit_after, "-e", dial]
         with (dirs["a"] / "log").open("wb") as log_a:
             procs.append(
                 subprocess.Popen(
-                    link.command(
-                        "a",
-                        [
-                            *nice,
-                            "baresip",
-                            "-f",
-                            str(dirs["a"]),
-                            "-t",
-                            quit_after,
-                            "-e",
-                            dial,
-                        ],
-                    ),
+                    link.command("a", argv),
                     stdin=subprocess.DEVNULL,
                     stdout=log_a,
                     stderr=subprocess.STDOUT,
+                    env=env,
                 )
             )
         for proc in procs:
@@ -125,10 +169,6 @@ def baresip_across(
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-    found = sorted(dirs["b"].glob("dump-*-dec.wav"))
-    if not found:
-        raise RuntimeError(f"baresip recorded nothing; see {dirs['b'] / 'log'}")
-    return found[-1]
 
 
 def _wait_for(

@@ -15,6 +15,13 @@ Two stacks, the same media files:
   ``MediaRecorder`` (the minimal aiortc phone of anchors.md), nothing changed
   but the host address.
 
+Instead of files, either side can use sound cards (``--mic``/``--speaker``:
+ALSA PCM names, e.g. the virtual cards of :mod:`appliance_dev.rig`): the phone
+through its ALSA backend, aiortc through a track and a player that do
+blocking pyalsaaudio reads and writes in a worker thread, as a minimal aiortc
+phone would (PyAV's wheels carry their own ALSA library, which cannot load the
+cards' PulseAudio plugin).
+
 :func:`call_across` starts both sides (the offerer in namespace ``a``
 sending, the answerer in ``b`` recording) and relays between them.
 
@@ -27,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import dataclasses
+import fractions
 import json
 import select
 import subprocess
@@ -37,9 +46,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+import alsaaudio
+import numpy as np
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.contrib.media import MediaBlackhole, MediaPlayer, MediaRecorder
 from aiortc.mediastreams import AudioStreamTrack
+from av import AudioFrame
 
 from appliance.media.devices import open_sink, open_source
 from appliance.media.ice import HOST_ADDRESSES, install_host_address_hook
@@ -58,9 +75,17 @@ def call_across(
     sink: Path | None = None,
     seconds: float = 1.0,
     limit_s: float = 30.0,
+    cards: dict[str, tuple[str, str]] | None = None,
+    env: dict[str, str] | None = None,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """A one-way call from namespace ``a`` to ``b`` with ``stack``; both sides'
     reports: ``{"a": {...}, "b": {...}}`` with "connected" and "done" lines.
+
+    ``cards`` gives a side its sound card, ``(mic PCM, speaker PCM)``, in
+    place of the files (a call both ways); ``env`` is the sides' environment;
+    ``profile``: each side writes its main thread's cProfile stats to
+    ``profile`` + ``-a`` / ``-b``.
 
     Raises:
         RuntimeError: a side exited or said nothing within its limit.
@@ -73,12 +98,18 @@ def call_across(
             argv = [sys.executable, "-m", "appliance_dev.netem_call"]
             argv += ["--stack", stack, "--role", role, "--address", link.address(side)]
             argv += ["--seconds", str(seconds), "--limit", str(limit_s)]
-            argv += [flag, str(path)] if path is not None else []
+            if cards and side in cards:
+                argv += ["--mic", cards[side][0], "--speaker", cards[side][1]]
+            elif path is not None:
+                argv += [flag, str(path)]
+            if profile is not None:
+                argv += ["--profile", f"{profile}-{side}"]
             sides[side] = subprocess.Popen(
                 link.command(side, argv),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
+                env=env,
             )
         offer = _line(sides["a"], 30.0)
         _tell(sides["b"], offer)
@@ -154,8 +185,20 @@ async def _until(check: Any, limit_s: float) -> float:
 
 async def _phone(args: argparse.Namespace, stdin: asyncio.StreamReader) -> None:
     config = MediaConfig(local_addresses=(args.address,), dscp=False)
-    source = open_source(f"file:{args.source}" if args.source else "null")
-    sink = open_sink(f"file:{args.sink}" if args.sink else "null")
+    source = open_source(
+        f"alsa:{args.mic}"
+        if args.mic
+        else f"file:{args.source}"
+        if args.source
+        else "null"
+    )
+    sink = open_sink(
+        f"alsa:{args.speaker}"
+        if args.speaker
+        else f"file:{args.sink}"
+        if args.sink
+        else "null"
+    )
     session = MediaSession(config, source, sink)
     t0 = time.monotonic()
     try:
@@ -167,7 +210,9 @@ async def _phone(args: argparse.Namespace, stdin: asyncio.StreamReader) -> None:
         await _until(lambda: session.connection_state == "connected", args.limit)
         _say({"event": "connected", "after_s": time.monotonic() - t0})
         targets: list[float] = []
-        for _ in range(int(args.seconds * 10)):
+        # By the clock, not by count: a starved loop oversleeps every tick.
+        end = time.monotonic() + args.seconds
+        while time.monotonic() < end:
             await asyncio.sleep(0.1)
             targets.append(session.playout.buffer.target_delay)
         stats = await session.stats()
@@ -185,15 +230,88 @@ async def _phone(args: argparse.Namespace, stdin: asyncio.StreamReader) -> None:
         await session.close()
 
 
+_ALSA = {"rate": 48_000, "channels": 1, "periodsize": 960, "periods": 4}
+
+
+class _AlsaMic(MediaStreamTrack):
+    """A minimal aiortc microphone: blocking 20 ms reads in a worker thread."""
+
+    kind = "audio"
+
+    def __init__(self, pcm_name: str) -> None:
+        super().__init__()
+        self._pcm = alsaaudio.PCM(
+            alsaaudio.PCM_CAPTURE,
+            device=pcm_name,
+            format=alsaaudio.PCM_FORMAT_S16_LE,
+            **_ALSA,
+        )
+        self._pts = 0
+
+    async def recv(self) -> AudioFrame:
+        length, data = 0, b""
+        while length <= 0:
+            length, data = await asyncio.to_thread(self._pcm.read)
+        samples = np.frombuffer(data, dtype=np.int16).reshape(1, -1)
+        frame = AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = 48_000
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, 48_000)
+        self._pts += samples.shape[1]
+        return frame
+
+
+class _AlsaSpeaker:
+    """A minimal aiortc speaker: every decoded frame, mixed to mono, written
+    with a blocking write in a worker thread (the card paces the reads)."""
+
+    def __init__(self, pcm_name: str) -> None:
+        self._pcm = alsaaudio.PCM(
+            alsaaudio.PCM_PLAYBACK,
+            device=pcm_name,
+            format=alsaaudio.PCM_FORMAT_S16_LE,
+            **_ALSA,
+        )
+        self._tracks: list[MediaStreamTrack] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def addTrack(self, track: MediaStreamTrack) -> None:  # noqa: N802 (aiortc's name)
+        self._tracks.append(track)
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._play(t)) for t in self._tracks]
+
+    async def _play(self, track: MediaStreamTrack) -> None:
+        while True:
+            frame = await track.recv()
+            assert isinstance(frame, AudioFrame)
+            samples = frame.to_ndarray().reshape(-1, len(frame.layout.channels))
+            mono = samples.mean(axis=1).astype(np.int16)
+            await asyncio.to_thread(self._pcm.write, mono.tobytes())
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 async def _aiortc(args: argparse.Namespace, stdin: asyncio.StreamReader) -> None:
     install_host_address_hook()
     HOST_ADDRESSES.set((args.address,))
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    track = MediaPlayer(args.source).audio if args.source else AudioStreamTrack()
+    track: MediaStreamTrack | None
+    if args.mic:
+        track = _AlsaMic(args.mic)
+    else:
+        track = MediaPlayer(args.source).audio if args.source else AudioStreamTrack()
     assert track is not None
     pc.addTrack(track)
-    recorder: MediaRecorder | MediaBlackhole = (
-        MediaRecorder(args.sink) if args.sink else MediaBlackhole()
+    recorder: MediaRecorder | MediaBlackhole | _AlsaSpeaker = (
+        _AlsaSpeaker(args.speaker)
+        if args.speaker
+        else MediaRecorder(args.sink)
+        if args.sink
+        else MediaBlackhole()
     )
     pc.on("track", recorder.addTrack)
     t0 = time.monotonic()
@@ -241,10 +359,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--address", required=True, help="the only ICE address")
     parser.add_argument("--source", help="WAV to send (default: silence)")
     parser.add_argument("--sink", help="WAV to record (default: discard)")
+    parser.add_argument("--mic", help="ALSA PCM to capture (instead of --source)")
+    parser.add_argument("--speaker", help="ALSA PCM to play (instead of --sink)")
     parser.add_argument("--seconds", type=float, default=1.0, help="call length")
     parser.add_argument("--limit", type=float, default=30.0, help="connect limit")
+    parser.add_argument("--profile", help="write cProfile stats (main thread) here")
     run_as_unit()  # either stack at the phone unit's Nice=, before any thread
-    asyncio.run(_run(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    if not args.profile:
+        asyncio.run(_run(args))
+        return 0
+    profiler = cProfile.Profile(time.thread_time)  # the loop thread alone
+    try:
+        profiler.runcall(asyncio.run, _run(args))
+    finally:
+        profiler.dump_stats(args.profile)
     return 0
 
 
