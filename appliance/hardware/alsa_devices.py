@@ -26,12 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.errors import AudioDeviceError
-from appliance.hardware.alsa_pcm import (
-    ID_PREFIX,
-    open_alsa_sink,
-    open_alsa_source,
-    strip_prefix,
-)
+from appliance.hardware.alsa_capture import open_alsa_source
+from appliance.hardware.alsa_pcm import ID_PREFIX, open_alsa_sink, strip_prefix
 from appliance.media.devices import AudioBackend
 from appliance.media.listing import (
     ChangeCallback,

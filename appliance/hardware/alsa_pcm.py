@@ -1,8 +1,9 @@
 """ALSA capture and playback (pyalsaaudio) as media-layer sources and sinks.
 
-Design: **one thread per direction**. Each :class:`AlsaSource` and
-:class:`AlsaSink` owns a daemon thread that does blocking ``PCM.read()`` /
-``PCM.write()`` of fixed 10 ms periods and exchanges 20 ms frames with the
+Design: **one thread per direction**. Each
+:class:`~appliance.hardware.alsa_capture.AlsaSource` and :class:`AlsaSink`
+owns a daemon thread that does blocking ``PCM.read()`` / ``PCM.write()`` of
+fixed 10 ms periods and exchanges 20 ms frames with the
 event loop through a bounded queue. pyalsaaudio releases the GIL inside
 ``snd_pcm_readi``/``snd_pcm_writei``, so the threads cost little, and a busy
 event loop (Opus encoding, a slow handler) cannot starve the sound card: that
@@ -24,13 +25,6 @@ loop or the device was late). Each event increments ``xruns``, is logged at
 WARNING (rate limited) and is recovered without raising. pyalsaaudio ≥ 0.10
 reports an xrun as a negative length (``-EPIPE``) and re-prepares the PCM;
 older releases raise ``ALSAAudioError("Broken pipe")``: both are handled.
-
-Capture overruns through the ALSA ``pulse`` plugin (the test rig, and
-PulseAudio/PipeWire desktops) are never reported: the server keeps buffering
-up to 4 times the ring and the plugin's ``avail()`` saturates just below the ring
-size, so a stall turns into permanent extra latency instead. We therefore
-treat "ring (almost) full after a read" as an overrun ourselves, and drop the
-backlog with ``PCM.drop()``, which is what a hardware overrun does anyway.
 
 Each I/O thread asks for real-time scheduling (``SCHED_FIFO`` at the modest
 priority :data:`RT_PRIORITY`, below the sound server's) for itself alone, as
@@ -57,7 +51,7 @@ returns paced silence / discards frames until closed.
 
 Example::
 
-    source = open_alsa_source("alsa:plughw:CARD=Headset,DEV=0")
+    source = open_alsa_source("alsa:plughw:CARD=Headset,DEV=0")  # alsa_capture
     sink = open_alsa_sink("alsa:plughw:CARD=Headset,DEV=0", on_lost=fallback)
     frame = await source.read_frame()
     await sink.write_frame(frame)
@@ -80,7 +74,7 @@ from typing import Any, Literal
 import numpy as np
 
 from appliance.errors import AudioDeviceError
-from appliance.media.frames import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE, Samples
+from appliance.media.frames import SAMPLE_RATE, Samples
 
 try:
     import alsaaudio
@@ -91,9 +85,8 @@ __all__ = [
     "ID_PREFIX",
     "RT_PRIORITY",
     "AlsaSink",
-    "AlsaSource",
+    "AlsaStream",
     "open_alsa_sink",
-    "open_alsa_source",
     "strip_prefix",
 ]
 
@@ -150,7 +143,7 @@ def _ask_realtime(what: str) -> bool:
     return True
 
 
-def _is_xrun_error(exc: BaseException) -> bool:
+def is_xrun_error(exc: BaseException) -> bool:
     """Return True for the errors older pyalsaaudio raises on an xrun/suspend."""
     text = str(exc)
     return any(
@@ -186,7 +179,7 @@ class _XrunLog:
             self._suppressed += 1
 
 
-class _Resampler:
+class Resampler:
     """Streaming mono int16 rate conversion with PyAV (libswresample)."""
 
     def __init__(self, in_rate: int, out_rate: int) -> None:
@@ -210,20 +203,20 @@ class _Resampler:
 
 
 @dataclass(frozen=True)
-class _PcmConfig:
+class PcmConfig:
     rate: int
     channels: int
     period_frames: int
     buffer_frames: int
 
 
-def _open_pcm(
+def open_pcm(
     kind: Literal["capture", "playback"],
     name: str,
     rate: int,
     channels: int,
     periods: int,
-) -> tuple[Any, _PcmConfig]:
+) -> tuple[Any, PcmConfig]:
     """Open a PCM in blocking mode; raise AudioDeviceError with a clear message."""
     what = f"ALSA {kind} device {name!r}"
     if alsaaudio is None:
@@ -250,7 +243,7 @@ def _open_pcm(
             message=f"{what} does not support S16_LE (got {info['format_name']}); "
             "use its plughw: name"
         )
-    config = _PcmConfig(
+    config = PcmConfig(
         rate=int(info["rate"]),
         channels=int(info["channels"]),
         period_frames=int(info["period_size"]),
@@ -271,7 +264,7 @@ def _open_pcm(
 # Common machinery
 
 
-class _AlsaStream:
+class AlsaStream:
     """State shared by source and sink: thread, counters, failure reporting."""
 
     kind: Literal["capture", "playback"]
@@ -377,204 +370,16 @@ class _AlsaStream:
                 logger.warning("ALSA %s thread did not stop in time", self.kind)
 
 
-def _resolve_future(fut: asyncio.Future[None]) -> None:
+def resolve_future(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-# ---------------------------------------------------------------------------
-# Capture
-
-
-class AlsaSource(_AlsaStream):
-    """An ALSA capture device as an :class:`~appliance.media.frames.AudioSource`.
-
-    Args:
-        pcm_name: ALSA PCM name (``plughw:CARD=Headset,DEV=0``, ``default``,
-            ...), with or without the ``alsa:`` prefix.
-        on_lost: called once with an :class:`AudioDeviceError` when the device
-            disappears; afterwards :meth:`read_frame` returns paced silence.
-        rate: rate to ask the device for (default 48000); the device may pick
-            another, which is converted.
-        channels: channel count to ask for (default 1).
-        periods: ALSA ring size in 10 ms periods. A larger ring adds no
-            latency on capture (reads return as soon as a period is ready),
-            it only tolerates longer thread stalls.
-        max_queue_frames: frames (20 ms) kept for a late event loop.
-
-    Raises:
-        AudioDeviceError: (31402) the device cannot be opened.
-
-    Attributes:
-        xruns: overruns of the ALSA ring or of the frame queue.
-        dropped_frames: frames dropped because the loop did not read them.
-    """
-
-    kind = "capture"
-
-    def __init__(
-        self,
-        pcm_name: str,
-        *,
-        on_lost: LostCallback | None = None,
-        rate: int = SAMPLE_RATE,
-        channels: int = 1,
-        periods: int = 8,
-        max_queue_frames: int = 10,
-    ) -> None:
-        super().__init__(pcm_name, on_lost)
-        self._pcm, self.config = _open_pcm(
-            "capture", self.pcm_name, rate, channels, periods
-        )
-        self._frames: deque[Samples] = deque()
-        self._max_frames = max_queue_frames
-        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None
-        self._waiter = None
-        self._resampler = (
-            _Resampler(self.config.rate, SAMPLE_RATE)
-            if self.config.rate != SAMPLE_RATE
-            else None
-        )
-        self._acc: Samples = np.zeros(0, dtype=np.int16)
-        self._silence_next: float | None = None
-        self._start_thread(self._run)
-
-    # -- loop side --
-
-    async def read_frame(self) -> Samples:
-        """Wait for and return the next 20 ms frame (silence once failed).
-
-        Raises:
-            AudioDeviceError: the source was closed.
-        """
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        while True:
-            with self._lock:
-                if self._closed:
-                    raise AudioDeviceError(message=f"{self.device_id} is closed")
-                if self._frames:
-                    return self._frames.popleft()
-                if self._failed:
-                    break
-                fut: asyncio.Future[None] = loop.create_future()
-                self._waiter = (loop, fut)
-            try:
-                await fut
-            finally:
-                with self._lock:
-                    if self._waiter is not None and self._waiter[1] is fut:
-                        self._waiter = None
-        return await self._silence()
-
-    async def _silence(self) -> Samples:
-        # Pace silence like a sound card would, so consumers do not spin.
-        now = time.monotonic()
-        if self._silence_next is None or self._silence_next < now - 0.1:
-            self._silence_next = now
-        await asyncio.sleep(max(0.0, self._silence_next - now))
-        self._silence_next += FRAME_SECONDS
-        return np.zeros(FRAME_SAMPLES, dtype=np.int16)
-
-    def close(self) -> None:
-        """Stop the capture thread and release the device."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._join()
-
-    def _wake(self) -> None:
-        with self._lock:
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            loop, fut = waiter
-            with contextlib.suppress(RuntimeError):  # loop already closed
-                loop.call_soon_threadsafe(_resolve_future, fut)
-
-    # -- I/O thread --
-
-    def _run(self) -> None:
-        pcm = self._pcm
-        cfg = self.config
-        errors = 0
-        # Ring almost full after a read: we are a whole ring behind (see the
-        # module docstring on the pulse plugin).
-        behind = cfg.buffer_frames - cfg.period_frames
-        try:
-            while not self._stop.is_set():
-                try:
-                    length, data = pcm.read()
-                except alsaaudio.ALSAAudioError as exc:
-                    if _is_xrun_error(exc):
-                        self._count_xrun("capture overrun")
-                        with contextlib.suppress(alsaaudio.ALSAAudioError):
-                            pcm.drop()
-                        continue
-                    errors += 1
-                    if errors >= LOST_AFTER_ERRORS:
-                        self._lose(exc)
-                        return
-                    self._stop.wait(PERIOD_MS / 1000)
-                    continue
-                if length < 0:
-                    self._count_xrun("capture overrun")
-                    continue
-                if length == 0:
-                    # -EAGAIN in blocking mode: nothing to read; should not
-                    # happen, count it like an error so a dead device ends.
-                    errors += 1
-                    if errors >= LOST_AFTER_ERRORS * 10:
-                        self._lose(OSError(errno.EAGAIN, "no data from device"))
-                        return
-                    self._stop.wait(PERIOD_MS / 1000)
-                    continue
-                errors = 0
-                avail = pcm.avail()
-                if avail >= behind:
-                    self._count_xrun("capture overrun (reader fell behind)")
-                    with contextlib.suppress(alsaaudio.ALSAAudioError):
-                        pcm.drop()
-                self._deliver(np.frombuffer(data, dtype="<i2"))
-        finally:
-            with contextlib.suppress(alsaaudio.ALSAAudioError):
-                pcm.close()
-
-    def _deliver(self, raw: Samples) -> None:
-        cfg = self.config
-        if cfg.channels != 1:
-            frames = raw[: raw.size - raw.size % cfg.channels]
-            mixed = frames.reshape(-1, cfg.channels).mean(axis=1)
-            raw = mixed.astype(np.int16)
-        if self._resampler is not None:
-            raw = self._resampler.convert(raw)
-        acc = np.concatenate((self._acc, raw)) if self._acc.size else raw
-        start = 0
-        while acc.size - start >= FRAME_SAMPLES:
-            self._push(acc[start : start + FRAME_SAMPLES].copy())
-            start += FRAME_SAMPLES
-        self._acc = acc[start:].copy()
-
-    def _push(self, frame: Samples) -> None:
-        with self._lock:
-            dropped = 0
-            if len(self._frames) >= self._max_frames:
-                self._frames.popleft()
-                dropped = 1
-            self._frames.append(frame)
-            waiter, self._waiter = self._waiter, None
-        self._note_drop(dropped)
-        if waiter is not None:
-            loop, fut = waiter
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve_future, fut)
 
 
 # ---------------------------------------------------------------------------
 # Playback
 
 
-class AlsaSink(_AlsaStream):
+class AlsaSink(AlsaStream):
     """An ALSA playback device as an :class:`~appliance.media.frames.AudioSink`.
 
     Args:
@@ -611,7 +416,7 @@ class AlsaSink(_AlsaStream):
         max_queue_ms: int = 120,
     ) -> None:
         super().__init__(pcm_name, on_lost)
-        self._pcm, self.config = _open_pcm(
+        self._pcm, self.config = open_pcm(
             "playback", self.pcm_name, rate, channels, periods
         )
         self._cond = threading.Condition(self._lock)
@@ -622,7 +427,7 @@ class AlsaSink(_AlsaStream):
         prefill_frames = min(cfg.rate * prefill_ms // 1000, cfg.buffer_frames)
         self._prefill = bytes(2 * cfg.channels * prefill_frames)
         self._resampler = (
-            _Resampler(SAMPLE_RATE, cfg.rate) if cfg.rate != SAMPLE_RATE else None
+            Resampler(SAMPLE_RATE, cfg.rate) if cfg.rate != SAMPLE_RATE else None
         )
         self._errors = 0
         self._started = False  # prefill written since the last (re)start
@@ -724,7 +529,7 @@ class AlsaSink(_AlsaStream):
         try:
             written = int(pcm.write(data))
         except alsaaudio.ALSAAudioError as exc:
-            if _is_xrun_error(exc):
+            if is_xrun_error(exc):
                 with contextlib.suppress(alsaaudio.ALSAAudioError):
                     pcm.drop()  # next write prepares again
                 return -errno.EPIPE
@@ -740,15 +545,6 @@ class AlsaSink(_AlsaStream):
 
 # ---------------------------------------------------------------------------
 # Factories
-
-
-def open_alsa_source(name: str, *, on_lost: LostCallback | None = None) -> AlsaSource:
-    """Open ``alsa:NAME`` (or ``NAME``) for capture.
-
-    Raises:
-        AudioDeviceError: (31402) unknown or unusable device.
-    """
-    return AlsaSource(name, on_lost=on_lost)
 
 
 def open_alsa_sink(name: str, *, on_lost: LostCallback | None = None) -> AlsaSink:

@@ -18,19 +18,14 @@ import numpy as np
 import pytest
 
 from appliance.errors import AudioDeviceError
+from appliance.hardware.alsa_capture import AlsaSource, open_alsa_source
 from appliance.hardware.alsa_devices import (
     AlsaDeviceInfo,
     CardMonitor,
     list_pcm_devices,
     pcm_label,
 )
-from appliance.hardware.alsa_pcm import (
-    RT_PRIORITY,
-    AlsaSink,
-    AlsaSource,
-    open_alsa_sink,
-    open_alsa_source,
-)
+from appliance.hardware.alsa_pcm import RT_PRIORITY, AlsaSink, open_alsa_sink
 from appliance.media.frames import FRAME_SAMPLES, SAMPLE_RATE
 from appliance.media.listing import DeviceChange, DeviceSetTracker
 from appliance_dev.rig import VirtualCards
