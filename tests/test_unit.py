@@ -89,6 +89,7 @@ def test_unit_grants_what_the_phone_uses() -> None:
     # gpiozero reads the board revision under /proc/device-tree.
     assert "ProcSubset" not in s
     assert s["Type"] == ["notify"] and s["WatchdogSec"] == ["30"]
+    assert s["TimeoutStartSec"] == ["180"]  # a slow board's first start fits
     # The ALSA I/O threads may take SCHED_FIFO at their priority, no higher.
     assert s["LimitRTPRIO"] == [str(RT_PRIORITY)]
     assert s["RestrictRealtime"] == ["no"]
