@@ -278,6 +278,9 @@ class _Runtime:
     last_tick: float = 0.0
 
 
+#: How often an update waiting for an idle phone or the window looks again.
+_LOOK_AGAIN_S = 60.0
+
 #: The facts a release on trial must report (issue: READY, registered, audio).
 HEALTH_FACTS = frozenset({"ready", "registered", "audio"})
 
@@ -311,7 +314,7 @@ class UpdateMachine:
         times = [check, rt.health_deadline, rt.stay_up_until]
         if self.state.phase in (Phase.VERIFIED, Phase.INSTALLED):
             # waiting for idle or for the window: look again each minute
-            times.append(rt.last_tick + 60.0)
+            times.append(rt.last_tick + _LOOK_AGAIN_S)  # at once after a start
         found = [t for t in times if t is not None]
         return min(found) if found else None
 
@@ -341,7 +344,7 @@ class UpdateMachine:
         """
         self.adopt(running)
         state = self.state
-        self._rt = _Runtime(next_check=now, last_tick=now)
+        self._rt = _Runtime(next_check=now, last_tick=now - _LOOK_AGAIN_S)
         phase = state.phase
         if phase in (Phase.CHECKING, Phase.DOWNLOADING):
             self.state = replace(state, phase=Phase.IDLE)
@@ -376,7 +379,7 @@ class UpdateMachine:
         state = self.state
         if state.phase is Phase.HEALTH_CHECK and running == state.candidate:
             self.adopt(running)
-            self._rt = _Runtime(next_check=now, last_tick=now)
+            self._rt = _Runtime(next_check=now, last_tick=now - _LOOK_AGAIN_S)
             self._rt.health_deadline = now + self.policy.health_timeout_s
             return
         self.resume(now, running)

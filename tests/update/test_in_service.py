@@ -146,7 +146,8 @@ async def test_a_broken_release_is_rolled_back_and_the_phone_registers_again(
         # kill -9 of the release on trial: the start counts, the trial goes on
         await supervisor.wait_for(running("1.1.0"), scaled(30))
         supervisor.kill9()
-    await _until(lambda: state(root).get("phase") == "rolled-back", 4 * HEALTH_S)
+    # Up to 4 starts (each up to HEALTH_S; dies-after-checks: a few s more).
+    await _until(lambda: state(root).get("phase") == "rolled-back", 8 * HEALTH_S)
     await supervisor.wait_for(running("1.0.0", exited.generation), scaled(30))
     await supervisor.wait_for(
         lambda e: registered(e) and e.generation == supervisor.generation, scaled(30)

@@ -196,6 +196,22 @@ def test_a_call_during_install_delays_the_switch():
     assert m.actions() == [Action(A.SWITCH, "1.1.0")]
 
 
+def test_resumed_while_waiting_it_looks_at_once_then_each_minute():
+    m = UpdateMachine(
+        UpdatePolicy(),
+        UpdateState(phase=Phase.VERIFIED, current="1.0.0", candidate="1.1.0"),
+    )
+    m.resume(500.0, "1.0.0")
+    assert m.next_deadline() == 500.0  # not the scheduled check: no update then
+    m.phone_busy(True)
+    m.tick(500.0, NOON)
+    assert m.actions() == []
+    assert m.next_deadline() == 560.0  # not a check due in the past: no busy loop
+    m.phone_busy(False)
+    m.tick(510.0, NOON)
+    assert m.actions() == [Action(A.INSTALL, "1.1.0")]
+
+
 def test_manual_policy_only_shows_what_is_available():
     m = machine(Policy.MANUAL)
     m.check_requested(0.0)
