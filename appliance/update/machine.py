@@ -33,9 +33,12 @@ Rules of this file:
   persisted phase to one that ends on a working release (``_resume_table``
   in the tests walks all of them).
 * A release on trial is committed only when the service reports ready,
-  registered and audio opened within :attr:`UpdatePolicy.health_timeout_s`;
-  if it does not, or the service starts more than
-  :attr:`UpdatePolicy.max_starts` times during the trial (a crash loop), the
+  registered and audio opened within :attr:`UpdatePolicy.health_timeout_s`,
+  and then stays up for :attr:`UpdatePolicy.stay_up_s` (the last fact: a
+  release that passes the others and dies seconds later must not be kept).
+  If it does not, or the service starts more than
+  :attr:`UpdatePolicy.max_starts` times during the trial (a crash loop; every
+  start before the commit counts, a power cut while waiting too), the
   machine switches back to the last committed release and records why. A
   release rolled back is never installed again by itself.
 * ``previous`` is the release a rollback switches to: at rest it names the
@@ -200,6 +203,9 @@ class UpdatePolicy:
     check_interval_s: float = 6 * 3600.0
     idle_after_s: float = 60.0
     health_timeout_s: float = 120.0
+    #: After the health facts, the service stays up this long before the
+    #: commit (0: commit at once).
+    stay_up_s: float = 60.0
     max_starts: int = MAX_STARTS
 
     def __post_init__(self) -> None:
@@ -210,6 +216,8 @@ class UpdatePolicy:
             raise ConfigError("update", "intervals must be positive")
         if self.max_starts < 1:
             raise ConfigError("update.max_starts", "must be at least 1")
+        if self.stay_up_s < 0:
+            raise ConfigError("update.stay_up_s", "must not be negative")
 
     def in_window(self, minute_of_day: int) -> bool:
         """Whether ``minute_of_day`` lies in the install window."""
@@ -264,10 +272,14 @@ class _Runtime:
     last_key: float | None = None
     busy: bool = False
     health_deadline: float | None = None
+    stay_up_until: float | None = None  # all facts in; commit then if still up
     facts: set[str] = field(default_factory=set)
     progress: float = 0.0
     last_tick: float = 0.0
 
+
+#: How often an update waiting for an idle phone or the window looks again.
+_LOOK_AGAIN_S = 60.0
 
 #: The facts a release on trial must report (issue: READY, registered, audio).
 HEALTH_FACTS = frozenset({"ready", "registered", "audio"})
@@ -296,10 +308,13 @@ class UpdateMachine:
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` must be called next (monotonic seconds)."""
-        times = [self._rt.next_check, self._rt.health_deadline]
+        rt = self._rt
+        # A check due during an update waits for its end (not a busy loop).
+        check = rt.next_check if self.state.phase in _RESTING else None
+        times = [check, rt.health_deadline, rt.stay_up_until]
         if self.state.phase in (Phase.VERIFIED, Phase.INSTALLED):
             # waiting for idle or for the window: look again each minute
-            times.append(self._rt.last_tick + 60.0)
+            times.append(rt.last_tick + _LOOK_AGAIN_S)  # at once after a start
         found = [t for t in times if t is not None]
         return min(found) if found else None
 
@@ -307,6 +322,11 @@ class UpdateMachine:
     def progress(self) -> float:
         """Download progress, 0.0 to 1.0 (for the screen)."""
         return self._rt.progress
+
+    @property
+    def staying_up(self) -> bool:
+        """On trial with every health fact in: waiting for the commit."""
+        return self._rt.stay_up_until is not None
 
     # -------------------------------------------------------------- inputs
 
@@ -324,7 +344,7 @@ class UpdateMachine:
         """
         self.adopt(running)
         state = self.state
-        self._rt = _Runtime(next_check=now, last_tick=now)
+        self._rt = _Runtime(next_check=now, last_tick=now - _LOOK_AGAIN_S)
         phase = state.phase
         if phase in (Phase.CHECKING, Phase.DOWNLOADING):
             self.state = replace(state, phase=Phase.IDLE)
@@ -359,7 +379,7 @@ class UpdateMachine:
         state = self.state
         if state.phase is Phase.HEALTH_CHECK and running == state.candidate:
             self.adopt(running)
-            self._rt = _Runtime(next_check=now, last_tick=now)
+            self._rt = _Runtime(next_check=now, last_tick=now - _LOOK_AGAIN_S)
             self._rt.health_deadline = now + self.policy.health_timeout_s
             return
         self.resume(now, running)
@@ -376,6 +396,9 @@ class UpdateMachine:
         """Time passed: scheduled checks, health deadline, idle installs."""
         rt = self._rt
         rt.last_tick = now
+        if rt.stay_up_until is not None and now >= rt.stay_up_until:
+            self._commit()
+            return
         if rt.health_deadline is not None and now >= rt.health_deadline:
             missing = sorted(HEALTH_FACTS - rt.facts)
             rt.health_deadline = None
@@ -468,7 +491,11 @@ class UpdateMachine:
         self._actions.append(Action(ActionKind.RESTART))
 
     def health(self, now: float, fact: str) -> None:
-        """The release on trial reports ``ready``, ``registered`` or ``audio``."""
+        """The release on trial reports ``ready``, ``registered`` or ``audio``.
+
+        With all three in, the release must stay up (this process keep
+        running) for ``stay_up_s``: :meth:`tick` commits it then.
+        """
         if fact not in HEALTH_FACTS:
             raise ValueError(f"unknown health fact {fact!r}")
         if self.state.phase is not Phase.HEALTH_CHECK:
@@ -477,17 +504,9 @@ class UpdateMachine:
         rt.facts.add(fact)
         if rt.facts >= HEALTH_FACTS and rt.health_deadline is not None:
             rt.health_deadline = None
-            state = self.state
-            self._go(
-                Input.HEALTHY,
-                previous=state.current,
-                current=state.candidate,
-                candidate="",
-                reason="",
-                starts=0,
-                install_requested=False,
-            )
-            self._actions.append(Action(ActionKind.COMMIT, self.state.current))
+            rt.stay_up_until = now + self.policy.stay_up_s
+            if self.policy.stay_up_s == 0:
+                self._commit()
 
     def health_failed(self, reason: str) -> None:
         """The release on trial failed in a way seen before the deadline."""
@@ -541,8 +560,22 @@ class UpdateMachine:
         self._rt.facts = set()
         self._rt.health_deadline = now + self.policy.health_timeout_s
 
+    def _commit(self) -> None:
+        self._rt.stay_up_until = None
+        state = self.state
+        self._go(
+            Input.HEALTHY,
+            previous=state.current,
+            current=state.candidate,
+            candidate="",
+            reason="",
+            starts=0,
+            install_requested=False,
+        )
+        self._actions.append(Action(ActionKind.COMMIT, self.state.current))
+
     def _fail_trial(self, reason: str) -> None:
-        self._rt.health_deadline = None
+        self._rt.health_deadline = self._rt.stay_up_until = None
         self._go(Input.UNHEALTHY, rollback_to=self.state.current, reason=reason)
         self._queue_rollback()
 

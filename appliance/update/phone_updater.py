@@ -64,7 +64,8 @@ def banner(status: dict[str, Any], *, dismissed: bool = False) -> Banner | None:
 
     Waiting for the phone to be idle shows nothing (the phone is in use);
     ``rolled-back`` shows its reason until someone presses a key
-    (``dismissed``).
+    (``dismissed``). A release on trial that passed its checks and is only
+    waiting to have stayed up shows nothing either (the phone works).
     """
     phase = Phase(status["phase"])
     version = str(status["candidate"])
@@ -75,7 +76,7 @@ def banner(status: dict[str, Any], *, dismissed: bool = False) -> Banner | None:
         return ("Installing", version, None, "")
     if phase in (Phase.SWITCHING, Phase.RESTARTING):
         return ("Restarting", version, None, "")
-    if phase is Phase.HEALTH_CHECK:
+    if phase is Phase.HEALTH_CHECK and not status.get("staying_up"):
         return ("Starting", version, None, "")
     if phase is Phase.ROLLING_BACK:
         return ("Rolling back", "", None, reason)

@@ -198,7 +198,14 @@ class Updater:
 
     def health(self, fact: str) -> None:
         """``ready``, ``registered`` or ``audio`` (the release on trial)."""
+        staying_up = self.machine.staying_up
         self.machine.health(self._clock(), fact)
+        if self.machine.staying_up and not staying_up:
+            logger.info(
+                "update: %s healthy; committed if it stays up %.0f s",
+                self.machine.state.candidate,
+                self.machine.policy.stay_up_s,
+            )
         self._commit_state()
 
     def health_failed(self, reason: str) -> None:
@@ -208,7 +215,12 @@ class Updater:
 
     def status(self) -> dict[str, Any]:
         """The state and download progress, for the screen and the CLI."""
-        return {**self.machine.state.to_dict(), "progress": self.machine.progress}
+        machine = self.machine
+        return {
+            **machine.state.to_dict(),
+            "progress": machine.progress,
+            "staying_up": machine.staying_up,
+        }
 
     # ----------------------------------------------------------------- loop
 

@@ -70,6 +70,12 @@ def _positive(value: Any) -> float:
     return float(value)
 
 
+def _not_negative(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"must be a number of seconds, 0 or more, not {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class UpdateConfig:
     """``[update]``: keys and defaults as in ``default.toml``.
@@ -83,6 +89,8 @@ class UpdateConfig:
         idle_after_s: no key for this long before installing.
         health_timeout_s: a new release must be ready, registered and have
             opened its audio devices within this bound.
+        stay_up_s: then stay up this long before it is committed (a start
+            that ends sooner counts toward the starts on trial; 0: at once).
         root: the phone's file system root (``/``; a scratch tree in tests):
             releases live in ``ROOT/opt/appliance``, the updater's state,
             TUF's trusted metadata and downloads in
@@ -97,6 +105,7 @@ class UpdateConfig:
     check_interval_s: float = 6 * 3600.0
     idle_after_s: float = 60.0
     health_timeout_s: float = 120.0
+    stay_up_s: float = 60.0
     root: str = "/"
     platform: str = ""
 
@@ -114,6 +123,7 @@ class UpdateConfig:
             check_interval_s=self.check_interval_s,
             idle_after_s=self.idle_after_s,
             health_timeout_s=self.health_timeout_s,
+            stay_up_s=self.stay_up_s,
         )
 
     @property
@@ -131,6 +141,7 @@ register(
         "check_interval_s": _positive,
         "idle_after_s": _positive,
         "health_timeout_s": _positive,
+        "stay_up_s": _not_negative,
     },
 )
 
@@ -159,6 +170,7 @@ def update_config_to_mapping(config: UpdateConfig) -> dict[str, Any]:
         "check_interval_s": config.check_interval_s,
         "idle_after_s": config.idle_after_s,
         "health_timeout_s": config.health_timeout_s,
+        "stay_up_s": config.stay_up_s,
         "root": config.root,
         "platform": config.platform,
     }

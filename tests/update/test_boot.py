@@ -252,3 +252,11 @@ def test_what_the_panel_shows(phase, shown):
     assert banner(status) == shown
     if phase == "rolled-back":
         assert banner(status, dismissed=True) is None
+
+
+def test_the_panel_shows_nothing_once_the_release_on_trial_is_healthy():
+    # The phone works; it only waits to have stayed up before the commit.
+    state = UpdateState(phase=Phase.HEALTH_CHECK, candidate="1.1.0")
+    status = {**state.to_dict(), "progress": 0.0, "staying_up": True}
+    assert banner(status) is None
+    assert banner({**status, "staying_up": False}) == ("Starting", "1.1.0", None, "")

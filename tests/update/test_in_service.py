@@ -7,7 +7,8 @@ check, ``PYTHONPATH`` on ``current``, the unit's restart policy). Releases
 hold this repository's own code, published with ``appliance release`` to a
 TUF repository served on 127.0.0.1. A broken release is the same code with
 one patch: it crashes or exits cleanly at start, never registers, cannot open
-its audio devices, or refuses the configuration.
+its audio devices, refuses the configuration, or passes those checks and
+dies seconds later (before it stayed up).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ pytestmark = pytest.mark.slow  # real service processes, restarted
 
 #: A release on trial must be healthy within this (scaled for the machine).
 HEALTH_S = scaled(12.0)
+#: ... then stay up this long (a broken release never gets there, so it costs
+#: nothing; the releases that commit use the config's 1 s).
+STAY_UP_S = scaled(30.0)
 
 
 @pytest.fixture
@@ -130,7 +134,8 @@ async def test_a_broken_release_is_rolled_back_and_the_phone_registers_again(
     publish(publisher, "1.1.0", broken)
     root = phone_root(tmp_path, publisher)
     supervisor = Supervisor(
-        root, write_config(root, exchange.url, server.url, HEALTH_S)
+        root,
+        write_config(root, exchange.url, server.url, HEALTH_S, stay_up_s=STAY_UP_S),
     )
     unit.append(supervisor)
     supervisor.start()
@@ -141,7 +146,8 @@ async def test_a_broken_release_is_rolled_back_and_the_phone_registers_again(
         # kill -9 of the release on trial: the start counts, the trial goes on
         await supervisor.wait_for(running("1.1.0"), scaled(30))
         supervisor.kill9()
-    await _until(lambda: state(root).get("phase") == "rolled-back", 4 * HEALTH_S)
+    # Up to 4 starts (each up to HEALTH_S; dies-after-checks: a few s more).
+    await _until(lambda: state(root).get("phase") == "rolled-back", 8 * HEALTH_S)
     await supervisor.wait_for(running("1.0.0", exited.generation), scaled(30))
     await supervisor.wait_for(
         lambda e: registered(e) and e.generation == supervisor.generation, scaled(30)
@@ -152,12 +158,20 @@ async def test_a_broken_release_is_rolled_back_and_the_phone_registers_again(
     reason = str(saved["reason"])
     expected = {
         "crashes": "1.1.0 restarted 3 times",
+        "dies-after-checks": "1.1.0 restarted 3 times",
         "exits-cleanly": "1.1.0 restarted 3 times",
         "never-registers": "not registered within the health check",
         "no-audio": "cannot open audio: no sound card",
         "refuses-config": "1.1.0 restarted 3 times",
     }[broken]
     assert reason == expected, supervisor.log_text()
+    if broken == "dies-after-checks":  # it passed the other checks each time
+        trials = {
+            e.generation
+            for e in supervisor.events
+            if "healthy; committed if it stays up" in e.detail
+        }
+        assert len(trials) == 3, supervisor.log_text()
     assert Releases(root).current == "1.0.0"
     assert (
         StateFile(root / "var/lib/appliance/update/state.json").load().current

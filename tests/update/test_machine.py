@@ -79,11 +79,14 @@ def test_an_update_goes_through_every_phase_to_committed():
     m2 = UpdateMachine(m.policy, m.state)
     m2.resume(0.0, "1.1.0")
     assert m2.state.phase is Phase.HEALTH_CHECK
-    assert m2.next_deadline() == 0.0  # the scheduled check is due, too
+    assert m2.next_deadline() == 120.0  # no check during the trial
     for fact in ("ready", "registered"):
         m2.health(1.0, fact)
         assert m2.state.phase is Phase.HEALTH_CHECK
     m2.health(2.0, "audio")
+    assert m2.state.phase is Phase.HEALTH_CHECK  # and now stays up 60 s
+    assert m2.next_deadline() == 62.0
+    m2.tick(62.0, NOON)
     assert m2.state.phase is Phase.COMMITTED
     assert (m2.state.current, m2.state.previous) == ("1.1.0", "1.0.0")
     assert m2.actions() == [Action(A.COMMIT, "1.1.0")]
@@ -193,6 +196,22 @@ def test_a_call_during_install_delays_the_switch():
     assert m.actions() == [Action(A.SWITCH, "1.1.0")]
 
 
+def test_resumed_while_waiting_it_looks_at_once_then_each_minute():
+    m = UpdateMachine(
+        UpdatePolicy(),
+        UpdateState(phase=Phase.VERIFIED, current="1.0.0", candidate="1.1.0"),
+    )
+    m.resume(500.0, "1.0.0")
+    assert m.next_deadline() == 500.0  # not the scheduled check: no update then
+    m.phone_busy(True)
+    m.tick(500.0, NOON)
+    assert m.actions() == []
+    assert m.next_deadline() == 560.0  # not a check due in the past: no busy loop
+    m.phone_busy(False)
+    m.tick(510.0, NOON)
+    assert m.actions() == [Action(A.INSTALL, "1.1.0")]
+
+
 def test_manual_policy_only_shows_what_is_available():
     m = machine(Policy.MANUAL)
     m.check_requested(0.0)
@@ -219,6 +238,7 @@ def test_window_wraps_past_midnight():
         {"window": (0, 1440)},
         {"max_starts": 0},
         {"health_timeout_s": 0},
+        {"stay_up_s": -1.0},
     ],
 )
 def test_bad_policy_is_a_config_error(kwargs):
@@ -277,6 +297,106 @@ def test_no_registration_within_the_bound_rolls_back_with_the_reason():
     # A rollback by hand now goes further back, never to the failed release.
     m2.rollback_requested("by hand")
     assert [a.version for a in m2.actions()] == ["1.0.0", "0.9.0", ""]
+
+
+def healthy(m: UpdateMachine, now: float) -> None:
+    for fact in ("ready", "registered", "audio"):
+        m.health(now, fact)
+
+
+# stay_up_s, the health facts at, then what happens at which time -> phase
+STAY_UP_CASES = [
+    (60.0, 5.0, "tick", 64.9, Phase.HEALTH_CHECK),
+    (60.0, 5.0, "tick", 65.0, Phase.COMMITTED),
+    # past the health bound (90 s) but the facts were in: it only has to stay up
+    (120.0, 80.0, "tick", 199.0, Phase.HEALTH_CHECK),
+    (120.0, 80.0, "tick", 200.0, Phase.COMMITTED),
+    (60.0, 5.0, "facts-again", 30.0, Phase.HEALTH_CHECK),  # not re-armed
+    (60.0, 5.0, "no-audio", 30.0, Phase.ROLLING_BACK),
+    (60.0, 5.0, "rollback", 30.0, Phase.ROLLING_BACK),
+    (60.0, 5.0, "restarted", 30.0, Phase.HEALTH_CHECK),  # crashed; start 2 of 2
+    (0.0, 5.0, "nothing", 5.0, Phase.COMMITTED),  # 0: at once
+]
+
+
+@pytest.mark.parametrize(("stay_up", "facts_at", "what", "at", "phase"), STAY_UP_CASES)
+def test_a_healthy_release_is_committed_only_once_it_stayed_up(
+    stay_up, facts_at, what, at, phase
+):
+    m = on_trial(health_timeout_s=90.0, stay_up_s=stay_up, max_starts=2)
+    healthy(m, facts_at)
+    assert m.staying_up is (stay_up > 0)
+    if stay_up:
+        assert m.state.phase is Phase.HEALTH_CHECK
+        assert m.actions() == []
+        assert m.next_deadline() == facts_at + stay_up
+    if what == "tick":
+        m.tick(at, NOON)
+    elif what == "facts-again":
+        healthy(m, at)
+        assert m.next_deadline() == facts_at + stay_up
+        m.tick(facts_at + stay_up, NOON)  # the first deadline holds
+        assert m.state.phase is Phase.COMMITTED
+        return
+    elif what == "no-audio":
+        m.health_failed("cannot open audio: gone")
+    elif what == "rollback":
+        m.rollback_requested("by hand")
+    elif what == "restarted":
+        m = UpdateMachine(m.policy, m.state)
+        m.resume(at, "1.1.0")
+        assert not m.staying_up  # the facts again, then stay up again
+        assert m.state.starts == 2
+        assert m.next_deadline() == at + 90.0
+    assert m.state.phase is phase
+    if phase is Phase.COMMITTED:
+        assert m.actions() == [Action(A.COMMIT, "1.1.0")]
+        assert (m.state.current, m.state.previous) == ("1.1.0", "1.0.0")
+        assert not m.staying_up and m.next_deadline() == 0.0  # the check is due
+    elif phase is Phase.ROLLING_BACK:
+        assert not m.staying_up
+        assert m.actions()[1] == Action(A.SWITCH_BACK, "1.0.0")
+
+
+def test_a_release_that_dies_before_it_stayed_up_uses_up_its_starts():
+    # Healthy at each start, then gone (a crash, or the power cut) before the
+    # bound: every start counts, and past max_starts it is switched back.
+    m = on_trial(stay_up_s=60.0, max_starts=3)
+    for start in (2, 3, 4):
+        healthy(m, 10.0)
+        m.tick(69.0, NOON)
+        assert m.state.phase is Phase.HEALTH_CHECK
+        m = UpdateMachine(m.policy, m.state)  # the process is gone
+        m.resume(0.0, "1.1.0")
+        assert m.state.starts == start
+    assert m.state.phase is Phase.ROLLING_BACK
+    assert m.state.reason == "1.1.0 restarted 3 times"
+    assert m.actions() == [
+        Action(A.LINK_PREVIOUS, "0.9.0"),
+        Action(A.SWITCH_BACK, "1.0.0"),
+        Action(A.RESTART),
+    ]
+
+
+def test_a_power_cut_while_staying_up_starts_the_trial_again():
+    m = on_trial(stay_up_s=60.0)
+    healthy(m, 10.0)
+    m.tick(50.0, NOON)
+    saved = UpdateState.from_dict(json.loads(json.dumps(m.state.to_dict())))
+    assert saved.phase is Phase.HEALTH_CHECK  # what is on disk: not committed
+    m = UpdateMachine(m.policy, saved)
+    m.resume(0.0, "1.1.0")  # power back, on the release on trial
+    assert (m.state.phase, m.state.starts, m.staying_up) == (
+        Phase.HEALTH_CHECK,
+        2,
+        False,
+    )
+    m.tick(59.0, NOON)  # the old stay-up deadline is gone with the process
+    assert m.state.phase is Phase.HEALTH_CHECK
+    healthy(m, 20.0)
+    m.tick(80.0, NOON)
+    assert m.state.phase is Phase.COMMITTED
+    assert m.state.starts == 0
 
 
 def test_a_trial_failed_on_the_first_update_leaves_no_previous():
@@ -375,7 +495,8 @@ def test_state_is_plain_data():
 class Phone:
     """The disk (state file, `current` link) and a service with a behaviour."""
 
-    behaviour: dict[str, str]  # version -> "good" | "crash" | "silent" | "no-audio"
+    #: version -> "good" | "crash" | "silent" | "no-audio" | "dies-later"
+    behaviour: dict[str, str]
     link: str = "1.0.0"
     previous: str = "0.9.0"  # the `previous` link
     saved: dict = field(
@@ -435,9 +556,14 @@ def run_update(phone: Phone, cut_at: int | None, limit: int = 200) -> UpdateMach
                 continue
         phase = m.state.phase
         if phase is Phase.HEALTH_CHECK:
-            if behaviour == "good":
+            if behaviour in ("good", "dies-later"):
                 for fact in ("ready", "registered", "audio"):
                     m.health(now, fact)
+                if behaviour == "dies-later":  # before it stayed up
+                    now += 30.0
+                    m.tick(now, NOON)
+                    m = phone.boot(now)
+                    continue
             elif behaviour == "no-audio":
                 m.health(now, "ready")
                 m.health(now, "registered")
@@ -483,7 +609,7 @@ def run_update(phone: Phone, cut_at: int | None, limit: int = 200) -> UpdateMach
     raise AssertionError(f"no end after {limit} steps: {m.state if m else None}")
 
 
-BEHAVIOURS = ["good", "crash", "silent", "no-audio"]
+BEHAVIOURS = ["good", "crash", "silent", "no-audio", "dies-later"]
 
 
 @pytest.mark.parametrize("behaviour", BEHAVIOURS)

@@ -21,7 +21,11 @@ def phone_updater(phone, tmp_path) -> tuple[PhoneUpdater, list[tuple[object, ...
     trust = tmp_path / "update-root.json"
     trust.write_bytes(phone.trust_root)
     config = UpdateConfig(
-        url=phone.url, trust_root=str(trust), root=str(phone.root), platform="any"
+        url=phone.url,
+        trust_root=str(trust),
+        root=str(phone.root),
+        platform="any",
+        stay_up_s=0,  # the loop sleeps in real time; the bound: test_updater.py
     )
     shown: list[tuple[object, ...]] = []
 

@@ -56,6 +56,26 @@ async def test_a_silent_release_is_rolled_back_after_the_health_bound(phone):
     assert phone.installed_version() == "1.0.0"
 
 
+async def test_a_healthy_release_is_committed_once_it_stayed_up(phone):
+    phone.policy = UpdatePolicy(stay_up_s=60.0)
+    updater = phone.updater()
+    updater.check_now()
+    await updater.run_once()
+    new = phone.updater()
+    for fact in ("ready", "registered", "audio"):
+        new.health(fact)
+    await new.run_once()
+    assert new.status()["staying_up"] is True
+    assert new.machine.state.phase is Phase.HEALTH_CHECK
+    assert new.machine.next_deadline() == phone.clock.now + 60.0
+    phone.clock.now += 60.0
+    new.machine.tick(phone.clock.now, 720)
+    await new.run_once()
+    assert new.machine.state.phase is Phase.COMMITTED
+    assert new.status()["staying_up"] is False
+    assert (phone.releases.current, phone.releases.previous) == ("1.1.0", "1.0.0")
+
+
 async def test_manual_rollback_after_commit(phone):
     updater = phone.updater()
     updater.check_now()
