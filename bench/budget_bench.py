@@ -53,41 +53,24 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from audio_bench import PASSTHROUGH  # the bench directory is not a package
+
 from appliance_dev import cpu_budget
+from appliance_dev.analysis import align, pesq_wb, read_wav, speech, write_wav
 from appliance_dev.cpu_budget import PERIOD_US, CpuGroup, burners
 from appliance_dev.netem import ImpairedLink, Impairment, unavailable_reason
 from appliance_dev.netem_baresip import baresip_cards, baresip_missing
 from appliance_dev.netem_call import call_across
-from appliance_dev.rig import (
-    RATE,
-    RigProcess,
-    RigUnavailableError,
-    VirtualCards,
-    align,
-    pesq_wb,
-    read_wav,
-    speech,
-    write_wav,
-)
+from appliance_dev.rig import RATE, RigProcess, RigUnavailableError, VirtualCards
 
 STACKS = ("phone", "aiortc", "baresip")
 COLOURS = {"phone": "blue", "aiortc": "red", "baresip": "darkgreen", "rig": "gray"}
 #: The control (``--stacks rig``): no phone at all, a raw pyalsaaudio
 #: passthrough A mic -> B speaker and B mic -> A speaker in the same groups
-#: beside the same burners. If this breaks up, the machine cannot hold audio
-#: at all in that run, whatever the phones do.
-PASSTHROUGH = """
-import sys, alsaaudio
-kw = dict(rate=48000, channels=1, format=alsaaudio.PCM_FORMAT_S16_LE,
-          periodsize=480, periods=3)
-cap = alsaaudio.PCM(alsaaudio.PCM_CAPTURE, device=sys.argv[1], **kw)
-play = alsaaudio.PCM(alsaaudio.PCM_PLAYBACK, device=sys.argv[2], **kw)
-play.write(bytes(2 * 960))
-while True:
-    n, data = cap.read()
-    if n > 0:
-        play.write(data)
-"""
+#: beside the same burners (audio_bench's, test-rig.md §8). If this breaks
+#: up, the machine cannot hold audio at all in that run, whatever the phones do.
 #: 25 % of one core: a Raspberry Pi core is several times slower than one here.
 QUOTA = 0.25
 #: Real-time runtime per second for each group. The phone's two ALSA threads
