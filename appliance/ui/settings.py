@@ -260,24 +260,25 @@ class PanelSettings:
 
     def load_dnd(self) -> bool:
         """Whether do-not-disturb was left on (False when unknown)."""
-        if self.path is None:
-            return False
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return False  # load_volume reports and sets a bad file aside
-        return isinstance(raw, dict) and raw.get("dnd") is True
+        return self._saved("dnd") is True
 
-    def load_directory(self) -> dict[str, str] | None:
-        """The directory as last edited on the page; None when it never was
-        (then ``[ui.directory]`` applies). The Panel checks the entries."""
+    def _saved(self, key: str) -> Any:
+        """``key`` of the state file, or None (no file, unreadable, absent).
+
+        Quietly: :meth:`load_volume` reports and sets a bad file aside.
+        """
         if self.path is None:
             return None
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return None  # load_volume reports and sets a bad file aside
-        found = raw.get("directory") if isinstance(raw, dict) else None
+            return None
+        return raw.get(key) if isinstance(raw, dict) else None
+
+    def load_directory(self) -> dict[str, str] | None:
+        """The directory as last edited on the page; None when it never was
+        (then ``[ui.directory]`` applies). The Panel checks the entries."""
+        found = self._saved("directory")
         if not isinstance(found, dict):
             return None
         return {k: v for k, v in found.items() if isinstance(v, str)}
@@ -285,13 +286,7 @@ class PanelSettings:
     def load_country(self) -> str | None:
         """The country as last chosen on the page; None when it never was
         (then ``ui.country`` applies). The Panel checks it."""
-        if self.path is None:
-            return None
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None  # load_volume reports and sets a bad file aside
-        found = raw.get("country") if isinstance(raw, dict) else None
+        found = self._saved("country")
         return found if isinstance(found, str) else None
 
     def save_volume(
