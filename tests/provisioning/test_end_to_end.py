@@ -90,8 +90,11 @@ async def test_qr_enrollment_registration_refresh_and_revocation(
 
             codes = await until(pending, 15.0)
             assert len(codes) == 1
-            # The code the phone logs is the one it shows (and the QR holds).
-            assert any(codes[0]["user_code"] in line for line in svc.stderr)
+            # The code the phone logs is the one it shows (and the QR holds);
+            # the provisioner may list it before the phone's line is read.
+            await wait_until(
+                lambda: any(codes[0]["user_code"] in line for line in svc.stderr), 5.0
+            )
             async with http.post(
                 f"{prov.url}/api/admin/approve",
                 json={"user_code": codes[0]["user_code"], "identity": "alice"},
