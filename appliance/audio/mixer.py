@@ -88,11 +88,21 @@ class StreamInput:
     20 ms glitch at most once a second (time-stretching, as NetEQ does, comes
     with the voice-quality work).
 
+    The frames come from the call's playout clock and leave on the mixer's,
+    two 20 ms timers of one event loop, so a frame waits here for the phase
+    between them plus ``prefetch`` frames. One frame of prefetch is enough
+    while both tasks run on time; an underrun says they did not (the loop
+    was held up), and each one raises ``prefetch`` by a frame, up to
+    ``max_prefetch``, for the rest of the call: the delay is spent only where
+    the machine shows it is needed.
+
     Args:
         capacity: most frames kept (each 20 ms); beyond it the oldest is dropped.
         prefetch: frames to collect before playing, at the start and after
             each underrun; also the delay the drain aims at.
         gain: linear factor applied by the mixer.
+        max_prefetch: the most ``prefetch`` may grow to after underruns;
+            ``None`` keeps it fixed.
 
     Attributes:
         dropped_frames: frames dropped because the buffer was full.
@@ -100,11 +110,22 @@ class StreamInput:
         underruns: periods in which a primed buffer had no frame to give.
     """
 
-    def __init__(self, capacity: int = 5, prefetch: int = 2, gain: float = 1.0) -> None:
-        if capacity < 1 or not 0 <= prefetch <= capacity:
-            raise ValueError("need capacity >= 1 and 0 <= prefetch <= capacity")
+    def __init__(
+        self,
+        capacity: int = 5,
+        prefetch: int = 2,
+        gain: float = 1.0,
+        *,
+        max_prefetch: int | None = None,
+    ) -> None:
+        top = prefetch if max_prefetch is None else max_prefetch
+        if capacity < 1 or not 0 <= prefetch <= top <= capacity:
+            raise ValueError(
+                "need capacity >= 1 and 0 <= prefetch <= max_prefetch <= capacity"
+            )
         self.capacity = capacity
         self.prefetch = prefetch
+        self.max_prefetch = top
         self.gain = gain
         self.dropped_frames = 0
         self.drained_frames = 0
@@ -145,6 +166,7 @@ class StreamInput:
             return self._frames.popleft()
         if self._primed:
             self.underruns += 1
+            self.prefetch = min(self.prefetch + 1, self.max_prefetch)
             self._primed = self.prefetch == 0
         return np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
@@ -433,7 +455,9 @@ class FanOutSink:
     Args:
         on_close: called once with this sink when it is closed.
         capacity: :class:`StreamInput` capacity for each device.
-        prefetch: :class:`StreamInput` prefetch for each device.
+        prefetch: :class:`StreamInput` prefetch for each device at the start.
+        max_prefetch: what underruns may raise it to (docs/audio.md, the
+            delay budget).
     """
 
     def __init__(
@@ -441,11 +465,13 @@ class FanOutSink:
         on_close: Callable[[FanOutSink], object] | None = None,
         *,
         capacity: int = 5,
-        prefetch: int = 2,
+        prefetch: int = 1,
+        max_prefetch: int | None = 2,
     ) -> None:
         self._on_close = on_close
         self.capacity = capacity
         self.prefetch = prefetch
+        self.max_prefetch = max_prefetch
         self.streams: dict[str, tuple[OutputMixer, StreamInput]] = {}
         self.gain = 1.0
         self.closed = False
@@ -464,7 +490,9 @@ class FanOutSink:
                 return
             # The device's old mixer failed (unplugged, then back): move on.
             self.detach(mixer.device_id)
-        stream = StreamInput(self.capacity, self.prefetch, self.gain)
+        stream = StreamInput(
+            self.capacity, self.prefetch, self.gain, max_prefetch=self.max_prefetch
+        )
         mixer.add(stream)
         self.streams[mixer.device_id] = (mixer, stream)
 

@@ -31,11 +31,11 @@ from appliance.hardware.alsa_pcm import (
     PERIOD_MS,
     AlsaStream,
     LostCallback,
-    Resampler,
     is_xrun_error,
     open_pcm,
     resolve_future,
 )
+from appliance.hardware.resample import Resampler
 from appliance.media.frames import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE, Samples
 
 try:

@@ -37,7 +37,15 @@ changes. The unit grants it (systemd/appliance.service).
 
 Playback is pre-filled with 40 ms of silence when a stream starts or restarts:
 without it the first write underruns at once (test-rig.md §2 gotcha 2, §8
-gotcha 3).
+gotcha 3). The pre-fill stays in the ring as delay for as long as the stream
+plays, and a stream's first second is its riskiest (the device and the sound
+server start, the call's first packets come in a burst). So a stream starts
+with 40 ms, and once it has played :data:`SETTLE_S` without an underrun it
+gives back the half above :data:`SETTLED_PREFILL_MS` by leaving that much out
+of a quiet chunk (or any chunk after :data:`FORCE_SETTLE_S`): 20 ms less
+mouth-to-ear delay for the rest of the call (docs/audio.md, the delay
+budget). An underrun starts over with the full pre-fill, so a machine that
+stalls keeps its margin.
 
 Devices are opened at 48 kHz mono s16 when they accept it. Otherwise (USB
 headsets and codecs that only do 44.1/16/8 kHz or stereo) we convert: channels
@@ -74,6 +82,7 @@ from typing import Any, Literal
 import numpy as np
 
 from appliance.errors import AudioDeviceError
+from appliance.hardware.resample import Resampler
 from appliance.media.frames import SAMPLE_RATE, Samples
 
 try:
@@ -104,6 +113,15 @@ IDLE_GAP_S = 0.25
 #: At most one xrun warning per device in this many seconds.
 XRUN_LOG_INTERVAL_S = 5.0
 JOIN_TIMEOUT_S = 1.0
+#: Playback pre-fill at a stream's (re)start, and the level it settles to.
+PREFILL_MS = 40
+SETTLED_PREFILL_MS = 20
+#: Playing this long without an underrun lets the pre-fill settle, in a quiet
+#: chunk (RMS below :data:`QUIET_RMS`, about -40 dBFS)...
+SETTLE_S = 2.0
+QUIET_RMS = 328.0
+#: ...or in whatever chunk comes after this long.
+FORCE_SETTLE_S = 10.0
 #: SCHED_FIFO priority of the I/O threads: above every normal thread, below
 #: PulseAudio/PipeWire's (5-20 on desktops, 20 on the test rig) and far below
 #: the kernel's own threads (50 and up). The unit's LimitRTPRIO= matches it.
@@ -177,29 +195,6 @@ class _XrunLog:
             self._suppressed = 0
         else:
             self._suppressed += 1
-
-
-class Resampler:
-    """Streaming mono int16 rate conversion with PyAV (libswresample)."""
-
-    def __init__(self, in_rate: int, out_rate: int) -> None:
-        import av  # lazy: only devices that need it pay for the import
-
-        self._av = av
-        self.in_rate = in_rate
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=out_rate)
-
-    def convert(self, samples: Samples) -> Samples:
-        if samples.size == 0:
-            return samples
-        frame = self._av.AudioFrame.from_ndarray(
-            samples.reshape(1, -1), format="s16", layout="mono"
-        )
-        frame.sample_rate = self.in_rate
-        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
-        if not out:
-            return np.zeros(0, dtype=np.int16)
-        return np.concatenate(out).astype(np.int16, copy=False)
 
 
 @dataclass(frozen=True)
@@ -391,6 +386,8 @@ class AlsaSink(AlsaStream):
         periods: ALSA ring size in 10 ms periods. Through the pulse plugin the
             whole ring can become latency (test-rig.md §8 gotcha 3).
         prefill_ms: silence written when the stream (re)starts.
+        settled_prefill_ms: what is left of it once the stream has played
+            :data:`SETTLE_S` without an underrun (at most ``prefill_ms``).
         max_queue_ms: audio kept waiting for the device before the oldest is
             dropped.
 
@@ -400,6 +397,8 @@ class AlsaSink(AlsaStream):
     Attributes:
         xruns: underruns of the ALSA ring or overflows of the frame queue.
         dropped_frames: frames dropped because the device did not take them.
+        settled_frames: device frames of pre-fill given back (left out of
+            the audio) since the stream opened.
     """
 
     kind = "playback"
@@ -412,7 +411,8 @@ class AlsaSink(AlsaStream):
         rate: int = SAMPLE_RATE,
         channels: int = 1,
         periods: int = 6,
-        prefill_ms: int = 40,
+        prefill_ms: int = PREFILL_MS,
+        settled_prefill_ms: int = SETTLED_PREFILL_MS,
         max_queue_ms: int = 120,
     ) -> None:
         super().__init__(pcm_name, on_lost)
@@ -426,6 +426,11 @@ class AlsaSink(AlsaStream):
         cfg = self.config
         prefill_frames = min(cfg.rate * prefill_ms // 1000, cfg.buffer_frames)
         self._prefill = bytes(2 * cfg.channels * prefill_frames)
+        settled = min(cfg.rate * settled_prefill_ms // 1000, prefill_frames)
+        self._settle_frames = prefill_frames - settled
+        self._excess = 0  # pre-fill frames still to give back
+        self._steady_since = 0.0  # last (re)start of the stream
+        self.settled_frames = 0
         self._resampler = (
             Resampler(SAMPLE_RATE, cfg.rate) if cfg.rate != SAMPLE_RATE else None
         )
@@ -510,19 +515,44 @@ class AlsaSink(AlsaStream):
             if self._write(pcm, self._prefill) is None:
                 return not self._failed
             self._started = True
+            self._restarted(time.monotonic())
+        else:
+            data = self._settle(data, time.monotonic())
         result = self._write(pcm, data)
         if result is None:
             return not self._failed
         if result < 0:  # -EPIPE: underrun; the PCM is prepared again
-            if time.monotonic() - self._last_write > IDLE_GAP_S:
+            now = time.monotonic()
+            if now - self._last_write > IDLE_GAP_S:
                 logger.debug("%s restarts after idle", self.device_id)
             else:
                 self._count_xrun("playback underrun")
             if self._write(pcm, self._prefill) is None:
                 return not self._failed
+            self._restarted(now)
             self._write(pcm, data)
         self._last_write = time.monotonic()
         return True
+
+    def _restarted(self, now: float) -> None:
+        """The full pre-fill is in the ring again; settling starts over."""
+        self._excess = self._settle_frames
+        self._steady_since = now
+
+    def _settle(self, data: bytes, now: float) -> bytes:
+        """Leave pre-fill in excess out of ``data`` once the stream holds."""
+        if self._excess == 0 or now - self._steady_since < SETTLE_S:
+            return data
+        samples = np.frombuffer(data, dtype="<i2")
+        if now - self._steady_since < FORCE_SETTLE_S:
+            rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+            if rms >= QUIET_RMS:
+                return data
+        frame_bytes = 2 * self.config.channels
+        cut = min(self._excess, len(data) // frame_bytes)
+        self._excess -= cut
+        self.settled_frames += cut
+        return data[cut * frame_bytes :]
 
     def _write(self, pcm: Any, data: bytes) -> int | None:
         """Return frames written, a negative errno on xrun, None on error."""

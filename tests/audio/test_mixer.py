@@ -180,3 +180,35 @@ def test_steady_jittery_arrival_is_not_drained():
         stream.next_frame()
     assert stream.drained_frames == 0
     assert stream.underruns == 0
+
+
+def test_underruns_raise_the_prefetch_to_its_ceiling_and_no_further():
+    from appliance.audio.mixer import StreamInput
+
+    stream = StreamInput(capacity=5, prefetch=1, max_prefetch=2)
+    stream.push(_frame(1))
+    assert stream.next_frame()[0] == 1  # one frame is enough to start
+    silent = stream.next_frame()  # the loop was late: nothing to give
+    assert not silent.any() and stream.underruns == 1 and stream.prefetch == 2
+    stream.push(_frame(2))
+    assert not stream.next_frame().any()  # now waits for two frames...
+    stream.push(_frame(3))
+    assert stream.next_frame()[0] == 2  # ...then plays them in order
+    assert stream.next_frame()[0] == 3
+    for _ in range(3):  # more underruns: the ceiling holds
+        stream.next_frame()
+        stream.push(_frame())
+        stream.push(_frame())
+        stream.next_frame()
+        stream.next_frame()
+    assert stream.underruns >= 2 and stream.prefetch == 2
+
+
+def test_a_fixed_prefetch_stays_fixed_after_underruns():
+    from appliance.audio.mixer import StreamInput
+
+    stream = StreamInput(capacity=5, prefetch=1)
+    stream.push(_frame())
+    stream.next_frame()
+    stream.next_frame()
+    assert stream.underruns == 1 and stream.prefetch == 1

@@ -25,7 +25,14 @@ from appliance.hardware.alsa_devices import (
     list_pcm_devices,
     pcm_label,
 )
-from appliance.hardware.alsa_pcm import RT_PRIORITY, AlsaSink, open_alsa_sink
+from appliance.hardware.alsa_pcm import (
+    PREFILL_MS,
+    RT_PRIORITY,
+    SETTLE_S,
+    SETTLED_PREFILL_MS,
+    AlsaSink,
+    open_alsa_sink,
+)
 from appliance.media.frames import FRAME_SAMPLES, SAMPLE_RATE
 from appliance.media.listing import DeviceChange, DeviceSetTracker
 from appliance_dev.rig import VirtualCards
@@ -200,6 +207,40 @@ async def test_sink_playback_is_recorded_from_speaker_monitor(rig, tmp_path):
     assert played.size / SAMPLE_RATE == pytest.approx(1.5, abs=0.06)
     assert peak_hz(played) == pytest.approx(700, abs=1)
     assert sink.xruns == 0
+
+
+async def play_silence_until(sink: AlsaSink, done, within: float) -> None:
+    """Write silent frames in real time until ``done()`` or ``within`` s."""
+    start = time.monotonic()
+    i = 0
+    while not done():
+        assert time.monotonic() - start < within, "timed out"
+        await sink.write_frame(np.zeros(FRAME_SAMPLES, np.int16))
+        i += 1
+        await asyncio.sleep(max(0.0, start + i * 0.02 - time.monotonic()))
+
+
+async def test_prefill_settles_in_quiet_and_starts_over_after_an_underrun(rig):
+    sink = AlsaSink("C_spk")
+    excess = sink.config.rate * (PREFILL_MS - SETTLED_PREFILL_MS) // 1000
+    try:
+        # Sound for longer than SETTLE_S: nothing is left out of it.
+        await play_tone(sink, 500, round((SETTLE_S + 0.5) / 0.02))
+        assert sink.settled_frames == 0
+        # The first quiet chunk gives the excess back, once.
+        await play_silence_until(sink, lambda: sink.settled_frames > 0, scaled(3))
+        assert sink.settled_frames == excess
+        # The loop stalls: the ring underruns and the stream restarts with
+        # the full pre-fill, which settles again after SETTLE_S.
+        xruns = sink.xruns
+        time.sleep(0.15)  # noqa: ASYNC251 - blocking the loop is the test
+        await play_silence_until(sink, lambda: sink.xruns > xruns, scaled(1))
+        await play_silence_until(
+            sink, lambda: sink.settled_frames >= 2 * excess, scaled(SETTLE_S + 3)
+        )
+        assert sink.settled_frames % excess == 0  # whole excesses, once each
+    finally:
+        sink.close()
 
 
 async def test_two_phones_at_once_without_crosstalk(rig, tmp_path):
