@@ -543,10 +543,9 @@ class AlsaSink(AlsaStream):
         """Leave pre-fill in excess out of ``data`` once the stream holds."""
         if self._excess == 0 or now - self._steady_since < SETTLE_S:
             return data
-        samples = np.frombuffer(data, dtype="<i2")
         if now - self._steady_since < FORCE_SETTLE_S:
-            rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
-            if rms >= QUIET_RMS:
+            samples = np.frombuffer(data, dtype="<i2").astype(np.float64)
+            if float(np.sqrt(np.mean(samples * samples))) >= QUIET_RMS:
                 return data
         frame_bytes = 2 * self.config.channels
         cut = min(self._excess, len(data) // frame_bytes)
