@@ -22,13 +22,8 @@ import time
 from pathlib import Path
 
 from appliance.files import write_atomic
-from appliance.update.machine import (
-    MAX_STARTS,
-    ActionKind,
-    Phase,
-    UpdateMachine,
-    UpdatePolicy,
-)
+from appliance.update.machine import ActionKind, Phase, UpdateMachine
+from appliance.update.policy import MAX_STARTS, UpdatePolicy
 from appliance.update.releases import Releases
 from appliance.update.service import StateFile
 from appliance.update.settings import STATE_DIR

@@ -21,9 +21,10 @@ Rules of this file:
   (:meth:`phone_busy`, :meth:`key_pressed`), as is time (``now``, monotonic
   seconds of this process, and ``minute_of_day``, local wall-clock minutes for
   the time-window policy).
-* Policy: ``automatic`` checks, downloads and installs by itself; ``window``
-  installs only inside the daily window; ``manual`` checks and shows what is
-  available, and goes further only on :meth:`install_requested`.
+* Policy (:mod:`appliance.update.policy`): ``automatic`` checks, downloads
+  and installs by itself; ``window`` installs only inside the daily window;
+  ``manual`` checks and shows what is available, and goes further only on
+  :meth:`install_requested`.
 * Crash or power cut at any step: the adapter persists :attr:`state`
   (:class:`UpdateState`, plain data) *before* it carries out the actions of a
   transition, and at every process start calls :meth:`resume` with the
@@ -60,33 +61,17 @@ from enum import StrEnum
 from typing import Any
 
 from appliance.errors import ConfigError, InvalidStateError
+from appliance.update.policy import Policy, UpdatePolicy
 
 __all__ = [
-    "MAX_STARTS",
-    "START_LIMIT_BURST_MIN",
     "Action",
     "ActionKind",
     "Input",
     "Phase",
-    "Policy",
     "UpdateMachine",
-    "UpdatePolicy",
     "UpdateState",
     "parse_version",
 ]
-
-#: Starts of a release on trial before it is switched back (a crash loop): the
-#: boot check switches ``current`` back at start ``MAX_STARTS + 1``.
-MAX_STARTS = 3
-
-#: The least ``StartLimitBurst`` of the unit (systemd/appliance.service) that
-#: lets a crash loop always end on the old release before systemd gives up.
-#: Inside one ``StartLimitIntervalSec`` a failed update takes up to
-#: ``MAX_STARTS + 2`` starts: the start that installed and switched, the
-#: ``MAX_STARTS`` starts on trial, and the start the boot check switches back
-#: on; two more are the margin (a restart by hand, one watchdog kill of the
-#: old release). tests/update/test_boot.py reads the unit and checks it.
-START_LIMIT_BURST_MIN = MAX_STARTS + 2 + 2
 
 _VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
 
@@ -117,14 +102,6 @@ class Phase(StrEnum):
     COMMITTED = "committed"
     ROLLING_BACK = "rolling-back"
     ROLLED_BACK = "rolled-back"
-
-
-class Policy(StrEnum):
-    """``[update] policy`` in the config."""
-
-    AUTOMATIC = "automatic"
-    WINDOW = "window"
-    MANUAL = "manual"
 
 
 class Input(StrEnum):
@@ -190,41 +167,6 @@ _TRANSITIONS: dict[tuple[Phase, Input], Phase] = {
     (_P.ROLLING_BACK, _I.STARTED_NEW): _P.ROLLING_BACK,  # cut before switch-back
     **{(p, _I.FAILED): _P.IDLE for p in _FAILABLE},
 }
-
-
-@dataclass(frozen=True)
-class UpdatePolicy:
-    """The ``[update]`` settings the machine decides by."""
-
-    policy: Policy = Policy.AUTOMATIC
-    #: Daily install window for ``window``, local minutes since midnight;
-    #: ``start > end`` wraps past midnight (e.g. 22:00-05:00).
-    window: tuple[int, int] = (120, 300)
-    check_interval_s: float = 6 * 3600.0
-    idle_after_s: float = 60.0
-    health_timeout_s: float = 120.0
-    #: After the health facts, the service stays up this long before the
-    #: commit (0: commit at once).
-    stay_up_s: float = 60.0
-    max_starts: int = MAX_STARTS
-
-    def __post_init__(self) -> None:
-        start, end = self.window
-        if not (0 <= start < 1440 and 0 <= end < 1440) or start == end:
-            raise ConfigError("update.window", "must be two different times of day")
-        if self.check_interval_s <= 0 or self.health_timeout_s <= 0:
-            raise ConfigError("update", "intervals must be positive")
-        if self.max_starts < 1:
-            raise ConfigError("update.max_starts", "must be at least 1")
-        if self.stay_up_s < 0:
-            raise ConfigError("update.stay_up_s", "must not be negative")
-
-    def in_window(self, minute_of_day: int) -> bool:
-        """Whether ``minute_of_day`` lies in the install window."""
-        start, end = self.window
-        if start < end:
-            return start <= minute_of_day < end
-        return minute_of_day >= start or minute_of_day < end
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,9 @@ from appliance.errors import InvalidStateError
 from appliance.update.artifact import build_artifact
 from appliance.update.boot import BOOT_MARK, boot_check
 from appliance.update.control import status_of
-from appliance.update.machine import (
-    MAX_STARTS,
-    START_LIMIT_BURST_MIN,
-    ActionKind,
-    Phase,
-    UpdatePolicy,
-    UpdateState,
-)
+from appliance.update.machine import ActionKind, Phase, UpdateState
 from appliance.update.phone_updater import RESTART_EXIT_STATUS, banner
+from appliance.update.policy import MAX_STARTS, START_LIMIT_BURST_MIN, UpdatePolicy
 from appliance.update.service import StateFile, Updater
 from appliance_dev.unit_file import unit_settings
 from tests.update.helpers import make_wheel

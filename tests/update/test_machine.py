@@ -19,12 +19,11 @@ from appliance.update.machine import (
     ActionKind,
     Input,
     Phase,
-    Policy,
     UpdateMachine,
-    UpdatePolicy,
     UpdateState,
     parse_version,
 )
+from appliance.update.policy import Policy, UpdatePolicy
 
 A = ActionKind
 NOON = 12 * 60
