@@ -55,7 +55,11 @@ def boot_check(root: Path, *, max_starts: int = MAX_STARTS) -> str:
             if action.kind is ActionKind.LINK_PREVIOUS:
                 releases.link_previous(action.version)
             elif action.kind is ActionKind.SWITCH_BACK:
-                logger.warning("update: switching back to %s", action.version)
+                logger.warning(
+                    "update: switching back to %s: %s",
+                    action.version,
+                    machine.state.reason,
+                )
                 releases.switch_back(action.version)
         write_atomic(state_dir / BOOT_MARK, b"")
     state = machine.state
