@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from appliance.cli import main as cli  # noqa: E402
-from appliance.update.machine import Phase, UpdatePolicy  # noqa: E402
+from appliance.update.machine import Phase  # noqa: E402
+from appliance.update.policy import UpdatePolicy  # noqa: E402
 from appliance.update.releases import Releases  # noqa: E402
 from appliance.update.service import StateFile, Updater  # noqa: E402
 from appliance.update.source import ReleaseSource  # noqa: E402

@@ -58,6 +58,7 @@ PURE = [
     "exchange/outbox.py",
     "exchange/quotas.py",
     "update/machine.py",
+    "update/policy.py",
     "tokens.py",
     "provisioning/grant.py",
     "provisioning/admin.py",

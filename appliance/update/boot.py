@@ -22,13 +22,8 @@ import time
 from pathlib import Path
 
 from appliance.files import write_atomic
-from appliance.update.machine import (
-    MAX_STARTS,
-    ActionKind,
-    Phase,
-    UpdateMachine,
-    UpdatePolicy,
-)
+from appliance.update.machine import ActionKind, Phase, UpdateMachine
+from appliance.update.policy import MAX_STARTS, UpdatePolicy
 from appliance.update.releases import Releases
 from appliance.update.service import StateFile
 from appliance.update.settings import STATE_DIR
@@ -60,7 +55,11 @@ def boot_check(root: Path, *, max_starts: int = MAX_STARTS) -> str:
             if action.kind is ActionKind.LINK_PREVIOUS:
                 releases.link_previous(action.version)
             elif action.kind is ActionKind.SWITCH_BACK:
-                logger.warning("update: switching back to %s", action.version)
+                logger.warning(
+                    "update: switching back to %s: %s",
+                    action.version,
+                    machine.state.reason,
+                )
                 releases.switch_back(action.version)
         write_atomic(state_dir / BOOT_MARK, b"")
     state = machine.state

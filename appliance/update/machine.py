@@ -19,11 +19,13 @@ Rules of this file:
   begin only when the phone is idle: not ringing, not in a call, and no key
   pressed for :attr:`UpdatePolicy.idle_after_s` (60 s). These are inputs
   (:meth:`phone_busy`, :meth:`key_pressed`), as is time (``now``, monotonic
-  seconds of this process, and ``minute_of_day``, local wall-clock minutes for
-  the time-window policy).
-* Policy: ``automatic`` checks, downloads and installs by itself; ``window``
-  installs only inside the daily window; ``manual`` checks and shows what is
-  available, and goes further only on :meth:`install_requested`.
+  seconds, and ``minute_of_day``, local wall-clock minutes for the
+  time-window policy). The boot check and the service read ``now`` from one
+  clock (``time.monotonic``, shared by all processes of a boot).
+* Policy (:mod:`appliance.update.policy`): ``automatic`` checks, downloads
+  and installs by itself; ``window`` installs only inside the daily window;
+  ``manual`` checks and shows what is available, and goes further only on
+  :meth:`install_requested`.
 * Crash or power cut at any step: the adapter persists :attr:`state`
   (:class:`UpdateState`, plain data) *before* it carries out the actions of a
   transition, and at every process start calls :meth:`resume` with the
@@ -41,6 +43,10 @@ Rules of this file:
   start before the commit counts, a power cut while waiting too), the
   machine switches back to the last committed release and records why. A
   release rolled back is never installed again by itself.
+* A release that passed its checks and stopped while it had to stay up is
+  told apart from one that fails at start: when its checks passed and its
+  stay-up deadline are persisted, and the start that switches it back says
+  so, and how long after its checks it came (:func:`_restarted_reason`).
 * ``previous`` is the release a rollback switches to: at rest it names the
   release committed before ``current`` (the link and :attr:`UpdateState.previous`
   agree), never one that failed its health check. A trial that fails puts
@@ -54,39 +60,24 @@ Rules of this file:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from appliance.errors import ConfigError, InvalidStateError
+from appliance.update.policy import Policy, UpdatePolicy
 
 __all__ = [
-    "MAX_STARTS",
-    "START_LIMIT_BURST_MIN",
     "Action",
     "ActionKind",
     "Input",
     "Phase",
-    "Policy",
     "UpdateMachine",
-    "UpdatePolicy",
     "UpdateState",
     "parse_version",
 ]
-
-#: Starts of a release on trial before it is switched back (a crash loop): the
-#: boot check switches ``current`` back at start ``MAX_STARTS + 1``.
-MAX_STARTS = 3
-
-#: The least ``StartLimitBurst`` of the unit (systemd/appliance.service) that
-#: lets a crash loop always end on the old release before systemd gives up.
-#: Inside one ``StartLimitIntervalSec`` a failed update takes up to
-#: ``MAX_STARTS + 2`` starts: the start that installed and switched, the
-#: ``MAX_STARTS`` starts on trial, and the start the boot check switches back
-#: on; two more are the margin (a restart by hand, one watchdog kill of the
-#: old release). tests/update/test_boot.py reads the unit and checks it.
-START_LIMIT_BURST_MIN = MAX_STARTS + 2 + 2
 
 _VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
 
@@ -117,14 +108,6 @@ class Phase(StrEnum):
     COMMITTED = "committed"
     ROLLING_BACK = "rolling-back"
     ROLLED_BACK = "rolled-back"
-
-
-class Policy(StrEnum):
-    """``[update] policy`` in the config."""
-
-    AUTOMATIC = "automatic"
-    WINDOW = "window"
-    MANUAL = "manual"
 
 
 class Input(StrEnum):
@@ -193,41 +176,6 @@ _TRANSITIONS: dict[tuple[Phase, Input], Phase] = {
 
 
 @dataclass(frozen=True)
-class UpdatePolicy:
-    """The ``[update]`` settings the machine decides by."""
-
-    policy: Policy = Policy.AUTOMATIC
-    #: Daily install window for ``window``, local minutes since midnight;
-    #: ``start > end`` wraps past midnight (e.g. 22:00-05:00).
-    window: tuple[int, int] = (120, 300)
-    check_interval_s: float = 6 * 3600.0
-    idle_after_s: float = 60.0
-    health_timeout_s: float = 120.0
-    #: After the health facts, the service stays up this long before the
-    #: commit (0: commit at once).
-    stay_up_s: float = 60.0
-    max_starts: int = MAX_STARTS
-
-    def __post_init__(self) -> None:
-        start, end = self.window
-        if not (0 <= start < 1440 and 0 <= end < 1440) or start == end:
-            raise ConfigError("update.window", "must be two different times of day")
-        if self.check_interval_s <= 0 or self.health_timeout_s <= 0:
-            raise ConfigError("update", "intervals must be positive")
-        if self.max_starts < 1:
-            raise ConfigError("update.max_starts", "must be at least 1")
-        if self.stay_up_s < 0:
-            raise ConfigError("update.stay_up_s", "must not be negative")
-
-    def in_window(self, minute_of_day: int) -> bool:
-        """Whether ``minute_of_day`` lies in the install window."""
-        start, end = self.window
-        if start < end:
-            return start <= minute_of_day < end
-        return minute_of_day >= start or minute_of_day < end
-
-
-@dataclass(frozen=True)
 class UpdateState:
     """What survives a restart: plain data, written to disk by the adapter.
 
@@ -235,7 +183,9 @@ class UpdateState:
     the one a rollback returns to (see the module docstring); ``candidate``
     the one being updated to or on trial; ``rollback_to`` the release a
     rollback under way switches to. ``refused`` lists versions rolled back
-    from, never installed again without an explicit request.
+    from, never installed again without an explicit request. While the
+    release on trial has to stay up, ``checked_at`` is when its checks passed
+    and ``stay_up_until`` when it is committed (monotonic seconds).
     """
 
     phase: Phase = Phase.IDLE
@@ -247,6 +197,8 @@ class UpdateState:
     starts: int = 0
     install_requested: bool = False
     refused: tuple[str, ...] = ()
+    checked_at: float | None = None
+    stay_up_until: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -335,6 +287,8 @@ class UpdateMachine:
         nxt = _TRANSITIONS.get((phase, event))
         if nxt is None:
             raise InvalidStateError(message=f"cannot {event} while {phase}")
+        if nxt is not Phase.HEALTH_CHECK:  # the stay-up record ends with the trial
+            changes.update(checked_at=None, stay_up_until=None)
         self.state = replace(self.state, phase=nxt, **changes)
 
     def resume(self, now: float, running: str) -> None:
@@ -505,6 +459,8 @@ class UpdateMachine:
         if rt.facts >= HEALTH_FACTS and rt.health_deadline is not None:
             rt.health_deadline = None
             rt.stay_up_until = now + self.policy.stay_up_s
+            until = rt.stay_up_until  # persisted: a next start tells why it came
+            self.state = replace(self.state, checked_at=now, stay_up_until=until)
             if self.policy.stay_up_s == 0:
                 self._commit()
 
@@ -552,10 +508,11 @@ class UpdateMachine:
             self._actions.append(Action(ActionKind.SWITCH, version))
 
     def _trial_started(self, now: float) -> None:
-        starts = self.state.starts + 1
-        self._go(Input.STARTED_NEW, starts=starts)
+        before = self.state
+        starts = before.starts + 1
+        self._go(Input.STARTED_NEW, starts=starts, checked_at=None, stay_up_until=None)
         if starts > self.policy.max_starts:
-            self._fail_trial(f"{self.state.candidate} restarted {starts - 1} times")
+            self._fail_trial(_restarted_reason(before, now))
             return
         self._rt.facts = set()
         self._rt.health_deadline = now + self.policy.health_timeout_s
@@ -613,4 +570,28 @@ class UpdateMachine:
             starts=0,
             install_requested=False,
             refused=refused,
+            checked_at=None,
+            stay_up_until=None,
         )
+
+
+def _restarted_reason(before: UpdateState, now: float) -> str:
+    """Why a release on trial is switched back at start ``before.starts + 1``.
+
+    ``before`` is the state its last start left. If that start passed its
+    health checks, the release stopped while it had to stay up: say so, and
+    how long after its checks this start came (at most that long up). After
+    a power cut the clock starts again: a ``now`` before ``checked_at`` gives
+    no figure, and one after it gives a wrong one (only if the new boot
+    reached its boot check later than the old one reached the checks).
+    """
+    restarted = f"restarted {before.starts} times"
+    checked_at, until = before.checked_at, before.stay_up_until
+    if checked_at is None or until is None:
+        return f"{before.candidate} {restarted}"
+    since = now - checked_at
+    when = f"within {max(math.ceil(since), 1)} s of" if since >= 0 else "after"
+    return (
+        f"{before.candidate} stopped {when} passing its health checks, "
+        f"before it had stayed up {until - checked_at:g} s ({restarted})"
+    )

@@ -34,9 +34,9 @@ from appliance.update.machine import (
     ActionKind,
     Phase,
     UpdateMachine,
-    UpdatePolicy,
     UpdateState,
 )
+from appliance.update.policy import UpdatePolicy
 from appliance.update.releases import Releases
 from appliance.update.source import Release, ReleaseSource
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.schema import Problems, register, structure
-from appliance.update.machine import Policy, UpdatePolicy
+from appliance.update.policy import Policy, UpdatePolicy
 
 __all__ = [
     "STATE_DIR",

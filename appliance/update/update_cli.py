@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.errors import ApplianceError
 from appliance.system.control import DEFAULT_SOCKET
-from appliance.update.machine import MAX_STARTS
+from appliance.update.policy import MAX_STARTS
 
 if TYPE_CHECKING:
     from appliance.update.service import Updater
@@ -97,7 +97,7 @@ def add_update_parser(subparsers: Any) -> None:
 
 def _updater(args: argparse.Namespace) -> Updater:
     from appliance.update.artifact import host_platform
-    from appliance.update.machine import Policy, UpdatePolicy
+    from appliance.update.policy import Policy, UpdatePolicy
     from appliance.update.releases import Releases
     from appliance.update.service import StateFile, Updater
     from appliance.update.source import ReleaseSource

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from appliance.update.artifact import build_artifact
-from appliance.update.machine import UpdatePolicy
+from appliance.update.policy import UpdatePolicy
 from appliance.update.releases import Releases
 from appliance.update.service import StateFile, Updater
 from appliance.update.source import ReleaseSource

@@ -4,7 +4,10 @@ panel shows in each phase."""
 
 from __future__ import annotations
 
+import logging
+import re
 import signal
+import time
 
 import pytest
 
@@ -12,22 +15,16 @@ from appliance.errors import InvalidStateError
 from appliance.update.artifact import build_artifact
 from appliance.update.boot import BOOT_MARK, boot_check
 from appliance.update.control import status_of
-from appliance.update.machine import (
-    MAX_STARTS,
-    START_LIMIT_BURST_MIN,
-    ActionKind,
-    Phase,
-    UpdatePolicy,
-    UpdateState,
-)
+from appliance.update.machine import ActionKind, Phase, UpdateState
 from appliance.update.phone_updater import RESTART_EXIT_STATUS, banner
+from appliance.update.policy import MAX_STARTS, START_LIMIT_BURST_MIN, UpdatePolicy
 from appliance.update.service import StateFile, Updater
 from appliance_dev.unit_file import unit_settings
 from tests.update.helpers import make_wheel
 from tests.update.supervisor import unit_restarts
 
 
-def service(phone) -> Updater:
+def service(phone, clock=None) -> Updater:
     """The service starting after the boot check (it finds the mark)."""
 
     async def restart() -> None:
@@ -40,7 +37,7 @@ def service(phone) -> Updater:
         state_file=StateFile(phone.state_dir / "state.json"),
         running=phone.releases.current,
         restart=restart,
-        clock=phone.clock,
+        clock=clock or phone.clock,
         boot_mark=phone.state_dir / BOOT_MARK,
     )
     updater.start()
@@ -119,6 +116,35 @@ async def on_trial_of_new_release(phone) -> Updater:
     await switched_to_new_release(phone)
     boot_check(phone.root)
     return service(phone)
+
+
+async def test_a_release_that_dies_while_it_must_stay_up_is_switched_back_saying_so(
+    phone, tmp_path, caplog
+):
+    phone.policy = UpdatePolicy(stay_up_s=60.0)
+    with_history(phone, tmp_path)
+    await switched_to_new_release(phone)
+    for start in range(1, phone.policy.max_starts + 1):
+        assert f"start {start} of 1.1.0" in boot_check(phone.root)
+        # The service reads the boot check's clock, as on the phone.
+        updater = service(phone, clock=time.monotonic)
+        for fact in ("ready", "registered", "audio"):
+            updater.health(fact)
+        assert updater.machine.staying_up
+        # ... and dies before it stayed up: what it wrote is what is left.
+    caplog.set_level(logging.WARNING, logger="appliance.update.boot")
+    boot_check(phone.root)
+    assert phone.releases.current == "1.0.0"
+    updater = service(phone)
+    assert updater.machine.state.phase is Phase.ROLLED_BACK
+    reason = status_of(updater)["reason"]  # what `appliance update status` prints
+    assert re.fullmatch(
+        r"1\.1\.0 stopped within \d+ s of passing its health checks, "
+        r"before it had stayed up 60 s \(restarted 3 times\)",
+        reason,
+    ), reason
+    assert f"switching back to 1.0.0: {reason}" in caplog.text  # the journal
+    assert links_agree(updater) == ("1.0.0", "0.9.0")
 
 
 async def test_a_failed_health_check_puts_previous_back(phone, tmp_path):

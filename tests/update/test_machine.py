@@ -19,12 +19,11 @@ from appliance.update.machine import (
     ActionKind,
     Input,
     Phase,
-    Policy,
     UpdateMachine,
-    UpdatePolicy,
     UpdateState,
     parse_version,
 )
+from appliance.update.policy import Policy, UpdatePolicy
 
 A = ActionKind
 NOON = 12 * 60
@@ -358,24 +357,76 @@ def test_a_healthy_release_is_committed_only_once_it_stayed_up(
         assert m.actions()[1] == Action(A.SWITCH_BACK, "1.0.0")
 
 
-def test_a_release_that_dies_before_it_stayed_up_uses_up_its_starts():
-    # Healthy at each start, then gone (a crash, or the power cut) before the
-    # bound: every start counts, and past max_starts it is switched back.
+def stopped(when: str) -> str:
+    return (
+        f"1.1.0 stopped {when} passing its health checks, "
+        "before it had stayed up 60 s (restarted 3 times)"
+    )
+
+
+# Each start is healthy at 10 s (the last: `last`), then gone (a crash, or the
+# power cut) before it stayed up; the next start comes at `again` -> reason.
+STAY_UP_FAILURES = [
+    (13.0, "healthy", stopped("within 3 s of")),
+    (69.5, "healthy", stopped("within 60 s of")),
+    (10.0, "healthy", stopped("within 1 s of")),
+    # a power cut: the clock of the new boot started again, no figure
+    (4.0, "healthy", stopped("after")),
+    # the last start died before its checks: a start failure
+    (13.0, "ready", "1.1.0 restarted 3 times"),
+]
+
+
+@pytest.mark.parametrize(("again", "last", "reason"), STAY_UP_FAILURES)
+def test_a_release_that_dies_before_it_stayed_up_uses_up_its_starts(
+    again, last, reason
+):
+    # Every start counts, and past max_starts it is switched back, saying why.
     m = on_trial(stay_up_s=60.0, max_starts=3)
-    for start in (2, 3, 4):
-        healthy(m, 10.0)
-        m.tick(69.0, NOON)
+    for start in (2, 3, 4):  # the one gone is start - 1
+        if start < 4 or last == "healthy":
+            healthy(m, 10.0)
+        else:
+            m.health(10.0, "ready")
+        m.tick(10.0 + 59.0, NOON)
         assert m.state.phase is Phase.HEALTH_CHECK
         m = UpdateMachine(m.policy, m.state)  # the process is gone
-        m.resume(0.0, "1.1.0")
+        m.resume(again, "1.1.0")
         assert m.state.starts == start
     assert m.state.phase is Phase.ROLLING_BACK
-    assert m.state.reason == "1.1.0 restarted 3 times"
+    assert m.state.reason == reason
     assert m.actions() == [
         Action(A.LINK_PREVIOUS, "0.9.0"),
         Action(A.SWITCH_BACK, "1.0.0"),
         Action(A.RESTART),
     ]
+    m.resume(again + 1.0, "1.0.0")  # back on the committed release
+    assert (m.state.phase, m.state.reason) == (Phase.ROLLED_BACK, reason)
+
+
+def test_the_stay_up_record_is_kept_only_while_the_release_must_stay_up():
+    m = on_trial(stay_up_s=60.0)
+    assert (m.state.checked_at, m.state.stay_up_until) == (None, None)
+    healthy(m, 10.0)
+    saved = UpdateState.from_dict(json.loads(json.dumps(m.state.to_dict())))
+    assert (saved.checked_at, saved.stay_up_until) == (10.0, 70.0)
+    m2 = UpdateMachine(m.policy, saved)
+    m2.resume(12.0, "1.1.0")  # started again: the record is read, then gone
+    assert (m2.state.checked_at, m2.state.stay_up_until) == (None, None)
+    m.tick(70.0, NOON)  # stayed up: committed
+    assert m.state.phase is Phase.COMMITTED
+    assert (m.state.checked_at, m.state.stay_up_until) == (None, None)
+    m = on_trial(stay_up_s=60.0)
+    healthy(m, 10.0)
+    m.health_failed("cannot open audio: gone")  # failed while staying up
+    assert m.state.phase is Phase.ROLLING_BACK
+    assert m.state.reason == "cannot open audio: gone"
+    assert (m.state.checked_at, m.state.stay_up_until) == (None, None)
+    m = on_trial(stay_up_s=60.0)
+    healthy(m, 10.0)
+    m.resume(12.0, "1.0.0")  # switched back by hand while it had to stay up
+    assert m.state.phase is Phase.ROLLED_BACK
+    assert (m.state.checked_at, m.state.stay_up_until) == (None, None)
 
 
 def test_a_power_cut_while_staying_up_starts_the_trial_again():

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from appliance.update.artifact import build_artifact
-from appliance.update.machine import Phase, UpdatePolicy
+from appliance.update.machine import Phase
+from appliance.update.policy import UpdatePolicy
 from tests.update.helpers import make_wheel
 
 
