@@ -7,7 +7,8 @@ phone B (each an ``appliance phone`` process; B answers on ``incoming``),
 each connected for a few hundred milliseconds of Opus both ways and then hung
 up by A, and samples every process between calls:
 
-* RSS (``VmRSS`` of /proc/PID/status), in MB;
+* RSS (``VmRSS`` of /proc/PID/status), in MB, and the peak so far
+  (``VmHWM``, reached during a call; issue 11 asks for <= 60 MB);
 * open descriptors (entries of /proc/PID/fd);
 * asyncio tasks alive, as the phone's ``status`` command reports them (the
   exchange has no such console: its row shows RSS and descriptors only).
@@ -42,11 +43,21 @@ WARM_UP_CALLS = 100
 RSS_TARGET_MB = 5.0
 
 
-def rss_mb(pid: int) -> float:
+def _status_mb(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024.0
     return float("nan")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory now (``VmRSS``)."""
+    return _status_mb(pid, "VmRSS")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The most resident memory the process ever had (``VmHWM``): in a call."""
+    return _status_mb(pid, "VmHWM")
 
 
 def open_fds(pid: int) -> int:
@@ -99,6 +110,7 @@ async def run(calls: int, media_s: float = 0.3) -> dict[str, Any]:
             pid = lines.proc.pid
             row[name] = {
                 "rss_mb": round(rss_mb(pid), 2),
+                "peak_mb": round(peak_rss_mb(pid), 2),
                 "fds": open_fds(pid),
                 "tasks": await lines.tasks(),
             }
