@@ -4,8 +4,9 @@
 runs until SIGTERM (the token-file watch, the systemd watchdog ping, the
 provisioning client, the control socket) and the small pieces of its
 start-up and shutdown (the token source, the incoming-call log line, the
-message when a stop cuts a call) are here, so the composition root reads as
-the order in which parts are built, started and stopped. Nothing here builds
+message when a stop cuts a call, the C heap's release after each call) are
+here, so the composition root reads as the order in which parts are built,
+started and stopped. Nothing here builds
 a part: each function is handed what it works on.
 """
 
