@@ -64,6 +64,7 @@ from appliance.service_tasks import (
     log_call_cut,
     log_incoming,
     ping_watchdog,
+    release_heap_after_calls,
     serve_commands,
     watch_token,
 )
@@ -112,6 +113,7 @@ async def run_service(
     notifier = Notifier()
     tokens = TokenSource(config.token_file)
     device = build_device(config.device)
+    heap_release = release_heap_after_calls(device)
     # The front panel may change the tones' country later (ui/desk.py); a
     # phone without one still plays the configured dial tone and ringback.
     device.audio.country = config.ui.country
@@ -219,6 +221,7 @@ async def run_service(
     log_call_cut(device)
     await panel.aclose()
     await device.destroy()
+    await heap_release.close()
     if updater is not None:
         updater.close()
     logger.info("phone service stopped")

@@ -4,8 +4,9 @@
 runs until SIGTERM (the token-file watch, the systemd watchdog ping, the
 provisioning client, the control socket) and the small pieces of its
 start-up and shutdown (the token source, the incoming-call log line, the
-message when a stop cuts a call) are here, so the composition root reads as
-the order in which parts are built, started and stopped. Nothing here builds
+message when a stop cuts a call, the C heap's release after each call) are
+here, so the composition root reads as the order in which parts are built,
+started and stopped. Nothing here builds
 a part: each function is handed what it works on.
 """
 
@@ -22,6 +23,8 @@ from appliance.config import Secret, environ_token, read_token
 from appliance.errors import ConfigError, TwilioError
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
+from appliance.phone.ports import CallEnded, EngineEvent
+from appliance.system.native_heap import HeapRelease
 from appliance.system.notify import Notifier, watchdog_interval_s
 
 if TYPE_CHECKING:
@@ -38,6 +41,7 @@ __all__ = [
     "log_call_cut",
     "log_incoming",
     "ping_watchdog",
+    "release_heap_after_calls",
     "serve_commands",
     "watch_token",
 ]
@@ -157,6 +161,23 @@ def latest_token(current: list[str]) -> str:
 def log_incoming(conn: Connection) -> None:
     """The journal line of an incoming call."""
     logger.info("incoming call from %s", conn.parameters.get("From"))
+
+
+def release_heap_after_calls(device: Device) -> HeapRelease:
+    """Trim the C heap once each call's objects are gone (system/native_heap.py).
+
+    The release waits for the ended call's own tasks (its media teardown
+    among them) and is skipped while another call is in progress. Close it
+    after the Device is destroyed.
+    """
+    release = HeapRelease(busy=lambda: bool(device.connections()))
+
+    def on_fact(fact: EngineEvent) -> None:
+        if isinstance(fact, CallEnded):
+            release.after(fact.connection.wait_closed)
+
+    device.subscribe(on_fact)
+    return release
 
 
 def log_call_cut(device: Device) -> None:

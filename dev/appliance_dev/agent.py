@@ -28,6 +28,7 @@ from appliance.errors import ApplianceError, TwilioError
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
 from appliance.phone.options import parse_options
+from appliance.service_tasks import release_heap_after_calls
 from appliance.system.heap import freeze_startup_heap
 from appliance.tasks import TaskSet
 
@@ -165,6 +166,7 @@ async def run_agent(
         sys.stdout.flush()
 
     device = build_device(parse_options(options))
+    heap_release = release_heap_after_calls(device)  # as the service does
     for flag in (device.audio.incoming, device.audio.outgoing, device.audio.disconnect):
         flag(sounds)
     agent = _Agent(device, write, auto_answer=auto_answer)
@@ -189,4 +191,5 @@ async def run_agent(
             break
     await agent.tasks.close()
     await device.destroy()
+    await heap_release.close()
     return 0
