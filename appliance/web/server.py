@@ -45,7 +45,7 @@ from appliance.ui.settings import UiConfig
 from appliance.ui.volume import VOLUME_MAX_LEVEL, VOLUME_ROLES, volume_range
 from appliance.update.settings import UpdateConfig
 from appliance.web import pages, tls
-from appliance.web.account import SESSION_KEY, Account, see_other
+from appliance.web.account import PASSWORD_NAME, SESSION_KEY, Account, see_other
 from appliance.web.settings import WebConfig
 
 __all__ = [
@@ -60,7 +60,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 COOKIE = "__Host-phone"
-PASSWORD_NAME = "web-password"
 LOG_LINES = 200
 #: A test sound that has not finished playing by then has failed.
 TEST_SOUND_LIMIT_S = 15.0
