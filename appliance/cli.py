@@ -30,6 +30,7 @@ from appliance.log import configure_logging
 from appliance.provisioning.cli import add_provision_parser, add_provisioner_parser
 from appliance.update.release_cli import add_release_parser
 from appliance.update.update_cli import add_update_parser
+from appliance.web.cli import add_web_password_parser
 
 if TYPE_CHECKING:
     from appliance.config import AppConfig
@@ -491,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     installer.add_uninstall_parser(subparsers)
     add_devices_parser(subparsers)
     add_check_parser(subparsers)
+    add_web_password_parser(subparsers)
     # Development tools (the simulator, the demo, the JSON phone agent) live
     # in the appliance-devtools distribution, which is not installed on a
     # phone; installed, it adds its commands through this entry-point group.

@@ -33,8 +33,17 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes | Path, *, mode: int = 0o600) -> None:
+def write_atomic(
+    path: Path,
+    data: bytes | Path,
+    *,
+    mode: int = 0o600,
+    owner: tuple[int, int] | None = None,
+) -> None:
     """Replace ``path`` with ``data`` (bytes, or a file to copy), file mode ``mode``.
+
+    ``owner`` (uid, gid) gives the new file to another user before it takes
+    the old one's place (root writing a file for the service's user).
 
     Raises:
         OSError: the directory is not writable or the disk is full; the
@@ -52,6 +61,8 @@ def write_atomic(path: Path, data: bytes | Path, *, mode: int = 0o600) -> None:
             out.flush()
             os.fsync(out.fileno())
         Path(tmp).chmod(mode)
+        if owner is not None:
+            os.chown(tmp, *owner)
         Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -47,9 +47,13 @@ async def sample_quality(
 
     ``on_sample(mos, jitter_s, loss_percent)`` gets each second's MOS and
     jitter and the loss over the whole call so far (kept for the call log).
+    The first sample with packets in it is logged (INFO), once per call: the
+    journal then says that the far end's media arrived and what it scored,
+    and a call without that line received none.
     """
     monitor = QualityMonitor()
     received = lost = 0
+    measured = False
     while True:
         await asyncio.sleep(STATS_INTERVAL_S)
         session = media()
@@ -67,7 +71,16 @@ async def sample_quality(
             packets_lost=max(0, stats.packets_lost - lost),
         )
         received, lost = stats.packets_received, stats.packets_lost
-        on_sample(mos(sample), stats.jitter_s, loss_percent(received, lost))
+        score = mos(sample)
+        on_sample(score, stats.jitter_s, loss_percent(received, lost))
+        if not measured and received > 0:
+            measured = True
+            log.info(
+                "media measured: MOS %.2f, jitter %.1f ms, %d packets received",
+                score,
+                1000.0 * stats.jitter_s,
+                received,
+            )
         for change in monitor.add(sample):
             if change.raised:
                 emit(

@@ -20,6 +20,7 @@ __all__ = [
     "VOLUME_ROLES",
     "Volume",
     "volume_gain",
+    "volume_range",
 ]
 
 #: Volume steps of the Vol+/Vol- buttons: level 0 to 8, 3 dB apart, level 6
@@ -44,6 +45,17 @@ def volume_gain(level: int) -> float:
 
 def _min_level(role: str) -> int:
     return 0 if role == "ringtone" else 1
+
+
+def volume_range(role: str) -> tuple[int, int]:
+    """The lowest and highest level ``role`` may be set to, both included.
+
+    Raises:
+        ValueError: ``role`` is not one of :data:`VOLUME_ROLES`.
+    """
+    if role not in VOLUME_ROLES:
+        raise ValueError(f"no volume role {role!r}")
+    return _min_level(role), VOLUME_MAX_LEVEL
 
 
 class Volume:

@@ -1,5 +1,9 @@
 """The page's password: set on the first visit, checked at login, changed.
 
+It may also be set before any visit, by ``appliance web-password``
+(:mod:`appliance.web.cli`), which writes the same file through
+:func:`write_password`.
+
 Why a module of its own: the page's other handlers (status, settings, logs)
 only need to know who is logged in, and the password's handlers (with the
 file, scrypt off the event loop and the rate limit) made
@@ -37,10 +41,19 @@ from appliance.web.guard import (
     verify_password,
 )
 
-__all__ = ["SESSION_KEY", "Account", "html", "see_other"]
+__all__ = [
+    "PASSWORD_NAME",
+    "SESSION_KEY",
+    "Account",
+    "html",
+    "see_other",
+    "write_password",
+]
 
 logger = logging.getLogger(__name__)
 
+#: The password hash's file in the page's state directory.
+PASSWORD_NAME = "web-password"
 #: The request's session, set by the page's middleware.
 SESSION_KEY = web.RequestKey("session", Session)
 
@@ -53,6 +66,21 @@ def html(text: str, status: int = 200) -> web.Response:
 def see_other(location: str) -> web.Response:
     """A 303 to ``location`` (a response, so the middleware adds the cookie)."""
     return web.Response(status=303, headers={"Location": location})
+
+
+def write_password(
+    path: Path, password: str, owner: tuple[int, int] | None = None
+) -> None:
+    """Keep ``password``'s scrypt hash in ``path`` (mode 0600, atomically).
+
+    The first visit, a change on the page and ``appliance web-password``
+    all write it here. Slow (scrypt) and blocking: not on the event loop.
+
+    Raises:
+        OSError: the directory is not writable.
+    """
+    hashed = hash_password(password)
+    write_atomic(path, (hashed + "\n").encode(), mode=0o600, owner=owner)
 
 
 def _csrf(request: web.Request) -> str:
@@ -108,10 +136,7 @@ class Account:
         return self._logged_in(request, "/status")
 
     async def _store(self, password: str) -> None:
-        hashed = await asyncio.to_thread(hash_password, password)
-        await asyncio.to_thread(
-            write_atomic, self.password_file, (hashed + "\n").encode(), mode=0o600
-        )
+        await asyncio.to_thread(write_password, self.password_file, password)
 
     def _logged_in(self, request: web.Request, target: str) -> web.StreamResponse:
         session = self.sessions.log_in(request[SESSION_KEY], self._clock())

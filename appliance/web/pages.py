@@ -15,9 +15,11 @@ from html import escape
 
 from appliance.calllog.core import Entry
 from appliance.ui.view import PanelView
+from appliance.ui.volume import volume_range
 
 __all__ = [
     "STYLE",
+    "VOLUME_NAMES",
     "call_row",
     "calls_page",
     "last_call_rows",
@@ -30,6 +32,9 @@ __all__ = [
     "setup_page",
     "status_page",
 ]
+
+#: The settings page's label of each volume role (the form field's name).
+VOLUME_NAMES = {"ringtone": "Ringer volume", "speaker": "Call volume"}
 
 STYLE = """
 body{font-family:sans-serif;margin:0;background:#f4f4f4;color:#222}
@@ -182,16 +187,15 @@ def settings_page(
             "there are no volumes or do-not-disturb switch to set.</p>"
         )
         return _page("Settings", body, csrf=csrf)
-    names = {"ringtone": "Ringer volume", "speaker": "Call volume"}
     rows = ""
     for role, level in volume.items():
-        lowest = 0 if role == "ringtone" else 1
+        lowest, _highest = volume_range(role)
         options = "".join(
             f"<option value={n}{' selected' if n == level else ''}>{n}</option>"
             for n in range(lowest, max_level + 1)
         )
         rows += (
-            f"<tr><th><label for=level-{role}>{escape(names.get(role, role))}"
+            f"<tr><th><label for=level-{role}>{escape(VOLUME_NAMES.get(role, role))}"
             f"</label></th><td><select name={role} id=level-{role}>{options}"
             f"</select> of {max_level}</td></tr>"
         )

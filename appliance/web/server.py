@@ -22,9 +22,10 @@ import collections
 import contextlib
 import functools
 import logging
+import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -41,10 +42,10 @@ from appliance.tokens import describe_unverified
 from appliance.ui.controller import PanelController
 from appliance.ui.panel import Panel
 from appliance.ui.settings import UiConfig
-from appliance.ui.volume import VOLUME_MAX_LEVEL, VOLUME_ROLES
+from appliance.ui.volume import VOLUME_MAX_LEVEL, VOLUME_ROLES, volume_range
 from appliance.update.settings import UpdateConfig
 from appliance.web import pages, tls
-from appliance.web.account import SESSION_KEY, Account, see_other
+from appliance.web.account import PASSWORD_NAME, SESSION_KEY, Account, see_other
 from appliance.web.settings import WebConfig
 
 __all__ = [
@@ -59,7 +60,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 COOKIE = "__Host-phone"
-PASSWORD_NAME = "web-password"
 LOG_LINES = 200
 #: A test sound that has not finished playing by then has failed.
 TEST_SOUND_LIMIT_S = 15.0
@@ -413,11 +413,12 @@ class WebPage:
     async def _set_volume(self, request: web.Request) -> web.StreamResponse:
         controller = self._panel_controller()
         form = await request.post()
-        for role in VOLUME_ROLES:
-            raw = form.get(role)
-            if not isinstance(raw, str) or not raw.isdigit():
-                continue
-            controller.apply(functools.partial(_set_level, role, int(raw)))
+        try:
+            levels = _form_levels(form)
+        except ValueError as exc:  # all or nothing: no level of the form is set
+            return self._settings_page(request, f"Not saved: {exc}.", 400)
+        for role, level in levels.items():
+            controller.apply(functools.partial(_set_level, role, level))
         raise web.HTTPSeeOther("/settings?done=applied")
 
     async def _set_dnd(self, request: web.Request) -> web.StreamResponse:
@@ -495,6 +496,37 @@ class WebPage:
 
 def _set_level(role: str, level: int, panel: Panel, now: float) -> None:
     panel.set_volume_level(role, level, now)
+
+
+def _form_levels(form: Mapping[str, object]) -> dict[str, int]:
+    """The level of each volume role the settings form gives.
+
+    A role the form leaves out keeps its level. The page only offers levels
+    in each role's range; anything else comes from a crafted request, and is
+    refused rather than clamped, so that what the page answers is what the
+    phone did.
+
+    Raises:
+        ValueError: a level is not a whole number in its role's range (the
+            message names the field and the range), or the form gives none.
+    """
+    levels: dict[str, int] = {}
+    for role in VOLUME_ROLES:
+        if role not in form:
+            continue
+        raw = form[role]
+        low, high = volume_range(role)
+        text = raw.strip() if isinstance(raw, str) else ""
+        if re.fullmatch(r"[0-9]{1,2}", text) is None or not low <= int(text) <= high:
+            given = repr(raw[:20]) if isinstance(raw, str) else "a file"
+            raise ValueError(
+                f"{pages.VOLUME_NAMES[role].lower()} ({role}) must be a whole "
+                f"number from {low} to {high}, not {given}"
+            )
+        levels[role] = int(text)
+    if not levels:
+        raise ValueError(f"no volume given ({' or '.join(VOLUME_ROLES)})")
+    return levels
 
 
 async def start_web(

@@ -169,6 +169,21 @@ def add_sim_parser(subparsers: _Subparsers) -> None:
     parser.add_argument(
         "--export-screens", metavar="DIR", help="render every screen as PNG and exit"
     )
+    parser.add_argument(
+        "--web-port",
+        type=int,
+        default=8443,
+        metavar="PORT",
+        help="the phone's web page on https://127.0.0.1:PORT/ (0: a free port)",
+    )
+    parser.add_argument("--no-web", action="store_true", help="serve no web page")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep the web page's password and certificate in DIR "
+        "(default: a temporary directory, removed at exit)",
+    )
     add_log_level(parser, "WARNING")
     parser.set_defaults(handler=run_sim)
 

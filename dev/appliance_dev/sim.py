@@ -31,6 +31,16 @@ and starts a second simulated phone, ``bob``, that answers after a second,
 plays a tone and logs the DTMF digits it receives. The directory maps ``2``
 to bob and ``3`` to the exchange's echo destination (dial ``2#`` or ``3#``).
 
+The phone's web page (docs/web.md) is served as the service serves it, by
+the composition root's :func:`~appliance.web.server.start_web`, on
+``https://127.0.0.1:8443/`` (``--web-port``; ``--no-web`` for none). Its
+password and certificate are kept in ``--state-dir``, by default a temporary
+directory removed at exit, so each run asks for a password on the first
+visit. The volumes and the rest set there apply to the simulated panel; they
+are not saved, as the sim keeps no ``ui.state_file``. Restart on the page
+ends the simulator with the service's restart status (75): there is no
+systemd here to start it again.
+
 Output: on a terminal, the OLED is drawn with Unicode half blocks and
 redrawn in place; otherwise each new frame is printed after a
 ``screen: NAME`` line, and LED changes as ``leds: ringer=on status=off``.
@@ -47,6 +57,7 @@ import logging
 import os
 import secrets
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,9 +65,12 @@ from typing import Any, TextIO
 
 from PIL import Image
 
-from appliance.app import build_device, open_front_panel
+from appliance.app import FrontPanel, build_device, open_front_panel
+from appliance.calllog.recorder import CallLogRecorder
 from appliance.cli import read_secret
+from appliance.config import AppConfig
 from appliance.errors import ApplianceError, ConfigError
+from appliance.files import write_atomic
 from appliance.hardware.display import register_display_driver
 from appliance.hardware.mock import HOLD_S, TAP_S, MockPanelHardware
 from appliance.hardware.pinmap import (
@@ -74,6 +88,8 @@ from appliance.ui.controller import PanelController
 from appliance.ui.desk import open_call_log
 from appliance.ui.settings import UiConfig
 from appliance.ui.view import PanelState, PanelView
+from appliance.web.server import start_web
+from appliance.web.settings import WebConfig
 from appliance_dev.screen_samples import export_screens
 from appliance_dev.terminal import Terminal, TerminalOled, cbreak
 
@@ -375,7 +391,9 @@ async def run_sim(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> in
             raise ApplianceError("the simulated front panel did not start")
         controller, hardware, display = front.controller, front.mock, front.display
         # The call log in memory, the clock as the desktop has it.
-        await open_call_log(ui, device, controller, panel_stack, synced=lambda: True)
+        calls = await open_call_log(
+            ui, device, controller, panel_stack, synced=lambda: True
+        )
 
         def note_screen(_image: Image.Image, view: PanelView) -> None:
             oled.screen = view.screen.value
@@ -385,6 +403,17 @@ async def run_sim(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> in
             lambda cmd, _t: terminal.log(f"panel: {cmd}")
         )
         sim = _Sim(controller, hardware, terminal, bob)
+        restarted: list[int] = []  # the page's Restart: the service's status
+        if not args.no_web:
+            await _start_page(
+                args,
+                ui,
+                token_text,
+                (device, front, calls),
+                panel_stack,
+                sim,
+                restarted,
+            )
         if interactive:
             stdout.write("\x1b[2J")  # clear once; frames then redraw in place
         terminal.log(f"exchange {url}; you are {SIM_IDENTITY!r}; directory {directory}")
@@ -405,8 +434,41 @@ async def run_sim(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> in
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await display.flush()
-        terminal.log(f"bye (status {sim.status})")
-        return sim.status
+        status = restarted[0] if restarted else sim.status
+        terminal.log(f"bye (status {status})")
+        return status
+
+
+async def _start_page(
+    args: argparse.Namespace,
+    ui: UiConfig,
+    token: str,
+    phone: tuple[Device, FrontPanel, CallLogRecorder],
+    stack: contextlib.AsyncExitStack,
+    sim: _Sim,
+    restarted: list[int],
+) -> None:
+    """Serve the phone's web page as the service does (``start_web``), on
+    127.0.0.1, with its password and certificate in ``--state-dir`` (or a
+    temporary directory that goes with ``stack``)."""
+    if args.state_dir is not None:
+        state = Path(args.state_dir)  # made by the token's write if missing
+    else:
+        state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sim-")))
+    # The status page reads the token's expiry from its file, as on a phone.
+    token_file = state / "sim-token"
+    await asyncio.to_thread(write_atomic, token_file, token.encode(), mode=0o600)
+    config = AppConfig(
+        token_file=token_file,
+        ui=ui,
+        web=WebConfig(address="127.0.0.1", port=args.web_port, state_dir=str(state)),
+    )
+    device, front, calls = phone
+    page = await start_web(config, device, front, calls, stack, sim.quit, restarted)
+    if page is None:
+        sim.terminal.log("web page off (the log says why)")
+    else:
+        sim.terminal.log(f"web page {page.url} (password and certificate in {state})")
 
 
 def _default_pinmap() -> PinMap:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 from PIL import Image
 
-from tests.conftest import scaled
+from appliance_dev.exchange_process import stop_process
+from tests.conftest import scaled, wait_until
 
 #: A user's script. The sim has no command to wait for a DTMF or a mute, so the
 #: pauses before hanging up are scaled like the waits, for slow machines.
@@ -38,7 +43,8 @@ wait idle {scaled(5)}
 
 def run_sim(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "appliance", "sim", *args],
+        # The web page on a free port: 8443 may be another sim's.
+        [sys.executable, "-m", "appliance", "sim", "--web-port", "0", *args],
         input=script,
         capture_output=True,
         text=True,
@@ -157,3 +163,66 @@ def test_sim_missed_call_log_and_dnd() -> None:
     assert "panel: SetDnd(on=True)" in out, out
     assert "panel: Decline(silent=False)" in out, out
     assert "FAILED" not in out
+
+
+async def test_sim_serves_the_web_page_of_its_phone(tmp_path: Path) -> None:
+    # The page the service serves, started the same way, on the sim's phone:
+    # the first visit sets the password, and the status shows the sim.
+    state = tmp_path / "state"
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "appliance", "sim", "--web-port", "0"),
+        *("--state-dir", str(state)),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdin is not None
+    out: list[str] = []
+
+    async def read(stream: asyncio.StreamReader | None) -> None:
+        assert stream is not None  # drained to the end: a full pipe stalls the sim
+        async for line in stream:
+            out.append(line.decode(errors="replace"))
+
+    readers = [
+        asyncio.get_running_loop().create_task(read(s))
+        for s in (process.stdout, process.stderr)
+    ]
+
+    def seen(pattern: str) -> re.Match[str] | None:
+        return next(filter(None, (re.search(pattern, line) for line in out)), None)
+
+    try:
+        web_line = r"web page (https://127\.0\.0\.1:\d+/)"
+        await wait_until(lambda: seen(web_line) or process.returncode is not None, 30)
+        found = seen(web_line)
+        assert found, "".join(out)
+        url = found.group(1)
+        process.stdin.write(b"wait idle 20\n")
+        await wait_until(lambda: seen("wait idle: ") or process.returncode, 30)
+        assert seen("wait idle: ok"), "".join(out)
+        assert (state / "web-cert.pem").exists()
+        key = state / "web-key.pem"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        jar = aiohttp.CookieJar(unsafe=True)  # an address, not a host name
+        async with aiohttp.ClientSession(cookie_jar=jar) as http:
+            async with http.get(url, ssl=False) as answer:
+                assert (answer.status, answer.url.path) == (200, "/setup")
+                html = await answer.text()
+            assert "id=repeat" in html
+            csrf = re.search(r'name=csrf value="([^"]+)"', html)
+            assert csrf, html
+            password = "sim-page-password"
+            form = {"password": password, "repeat": password, "csrf": csrf.group(1)}
+            async with http.post(url + "setup", data=form, ssl=False) as answer:
+                assert answer.url.path == "/status"
+                html = await answer.text()
+        assert '<td id="identity">desk</td>' in html, html
+        assert '<td id="registration">ready</td>' in html, html
+        assert (state / "web-password").read_text().startswith("scrypt$")
+        process.stdin.write(b"quit\n")
+        await process.stdin.drain()
+        assert await asyncio.wait_for(process.wait(), scaled(30)) == 0
+    finally:
+        await stop_process(process, grace_s=scaled(10))
+        await asyncio.gather(*readers, return_exceptions=True)

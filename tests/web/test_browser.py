@@ -44,6 +44,14 @@ class Service:
     def saw(self, needle: str) -> bool:
         return any(needle in line for line in self.lines)
 
+    def count(self, needle: str) -> int:
+        return sum(needle in line for line in self.lines)
+
+    def say(self, line: str) -> None:
+        """A line for the finger on the panel (``tap accept``)."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+
     def port(self) -> int:
         for line in self.lines:
             found = re.search(r"web page on port (\d+)", line)
@@ -172,7 +180,7 @@ async def test_the_owner_sets_up_logs_in_and_changes_the_phone(
         assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d", await page.text("#token-expires"))
         stored = (tmp_path / "web" / "web-password").read_text()
         assert stored.startswith("scrypt$") and PASSWORD not in stored
-        await shot(page, tmp_path, "status")
+        assert await page.text("#call") == "none yet"
 
         # The ringer volume, applied on the phone and kept in ui.state_file.
         await page.goto(f"{base}/settings")
@@ -236,20 +244,45 @@ async def test_the_owner_sets_up_logs_in_and_changes_the_phone(
         await submit(page, "#test-ringtone", "!!document.querySelector('#notice')")
         assert await page.text("#notice") == "The test sound played."
 
-        # A call the phone missed, read in the call log.
-        carol = local_device(exchange.url, input_device="null")
+        # A call the phone missed, read in the call log; then one that
+        # connects (Accept on the panel), whose figures the status shows.
+        carol = local_device(exchange.url, input_device="tone:440")
         try:
             await carol.setup(make_token("carol"))
             call = await carol.connect({"To": "client:desk-1"})
             await wait_until(lambda: service.saw("screen: ringing"), 10.0)
             await call.disconnect()
             await wait_until(lambda: service.saw("call log: missed client:carol"), 10)
+
+            rings = service.count("screen: ringing")
+            call = await carol.connect({"To": "client:desk-1"})
+            await wait_until(lambda: service.count("screen: ringing") > rings, 10.0)
+            service.say("tap accept")
+            await wait_until(lambda: service.saw("screen: in_call"), 10.0)
+            # The phone's first stats sample of carol's media, kept for the log.
+            await wait_until(lambda: service.saw("media measured: MOS"), 15.0)
+            await call.disconnect()
+            await wait_until(
+                lambda: service.saw("call log: incoming client:carol"), 10.0
+            )
         finally:
             await carol.destroy()
         await page.goto(f"{base}/calls")
         calls = await page.text("#calls")
         assert "missed" in calls and "client:carol" in calls
         await shot(page, tmp_path, "calls")
+
+        await page.goto(f"{base}/status")
+        assert (await page.text("#call")).startswith("incoming client:carol at ")
+        assert (await page.text("#codec")).lower() in {"opus", "pcmu"}
+        assert 1.0 <= float(await page.text("#mos")) <= 5.0
+        jitter = await page.text("#jitter")
+        assert re.fullmatch(r"\d+\.\d ms", jitter), jitter
+        assert 0.0 <= float(jitter.split()[0]) < 1000.0
+        loss = await page.text("#packet-loss")
+        assert re.fullmatch(r"\d+\.\d\d %", loss), loss
+        assert 0.0 <= float(loss.split()[0]) <= 100.0
+        await shot(page, tmp_path, "status", whole=True)
 
         # Do-not-disturb from the page: the phone's switch, saved.
         await page.goto(f"{base}/settings")

@@ -1,6 +1,6 @@
-"""The page's country and directory forms on a real phone: the HTTPS server,
-a plain HTTP client, the front panel's controller on mock pins, a Device on
-the in-process exchange, and the state file the panel keeps.
+"""The page's volume, country and directory forms on a real phone: the HTTPS
+server, a plain HTTP client, the front panel's controller on mock pins, a
+Device on the in-process exchange, and the state file the panel keeps.
 
 What the browser test (tests/web/test_browser.py) does once, these check in
 full: the choice applies at once (the next dial tone is the new country's),
@@ -14,6 +14,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ def _csrf(html: str) -> str:
 
 def _notice(html: str) -> str:
     found = re.search(r"<p id=notice>([^<]*)</p>", html)
-    return found.group(1) if found else ""
+    return unescape(found.group(1)) if found else ""
 
 
 async def _log_in(http: aiohttp.ClientSession, page: WebPage) -> str:
@@ -204,3 +205,42 @@ async def test_the_configured_directory_comes_back_after_a_confirmation(
     async with phone_with_page(exchange, tmp_path) as (again, _page, _settings):
         assert again.panel.directory == CONFIGURED
         assert again.panel.edited_directory is None
+
+
+async def test_a_volume_out_of_range_or_not_a_number_is_refused(
+    exchange: ExchangeServer, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with phone_with_page(exchange, tmp_path) as (bob, page, settings):
+        csrf = await _log_in(http, page)
+        before = bob.panel.volume_levels()
+        assert before == {"speaker": 6, "ringtone": 6}
+        refused = [
+            ({"ringtone": "9"}, "ringer volume (ringtone)", "0 to 8, not '9'"),
+            ({"ringtone": "-1"}, "ringer volume (ringtone)", "0 to 8, not '-1'"),
+            ({"speaker": "0"}, "call volume (speaker)", "1 to 8, not '0'"),
+            ({"speaker": "loud"}, "call volume (speaker)", "1 to 8, not 'loud'"),
+            ({"speaker": "3.5"}, "call volume (speaker)", "1 to 8, not '3.5'"),
+            ({"speaker": ""}, "call volume (speaker)", "1 to 8, not ''"),
+            # One good level beside a bad one: neither is set.
+            ({"speaker": "3", "ringtone": "99"}, "ringer volume (ringtone)", "0 to 8"),
+            ({}, "no volume given", "(speaker or ringtone)"),
+        ]
+        for fields, field, allowed in refused:
+            form = {**fields, "csrf": csrf}
+            status, where, html = await _post(http, page, "settings/volume", form)
+            notice = _notice(html)
+            assert (status, where) == (400, "/settings/volume"), fields
+            assert notice.startswith(f"Not saved: {field}"), notice
+            assert allowed in notice, notice
+            assert "Applied" not in html
+            assert bob.panel.volume_levels() == before, fields
+        assert settings.load_volume() == {}  # nothing was written
+
+        # The edges of each range are levels like any other.
+        form = {"speaker": "1", "ringtone": "0", "csrf": csrf}
+        status, where, html = await _post(http, page, "settings/volume", form)
+        assert (status, where, _notice(html)) == (200, "/settings", "Applied.")
+        assert bob.panel.volume_levels() == {"speaker": 1, "ringtone": 0}
+        await wait_until(
+            lambda: settings.load_volume() == {"speaker": 1, "ringtone": 0}, 5.0
+        )
