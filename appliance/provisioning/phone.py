@@ -111,15 +111,34 @@ def device_id(paths: tuple[Path, ...] = DEVICE_ID_FILES) -> str:
     return ""
 
 
+#: The codes of an unusable answer (:mod:`appliance.errors`).
+UNREACHABLE = 31009
+TIMED_OUT = 31003
+MALFORMED = 31400
+SERVER_ERROR = 20500
+NOT_TRUSTED = 20151
+
+
 class _BadAnswerError(ProvisioningError):
     """The provisioner's answer was unusable (network, status, JSON, TLS).
 
-    ``short`` fits the OLED.
+    ``short`` fits the OLED; ``code`` says which kind (31009 unreachable,
+    31003 no answer in time, 20500 a server error, 31400 malformed, 20151 a
+    certificate not trusted). ``str()`` is ``"<code> <message>"`` for the log.
     """
 
-    def __init__(self, message: str, short: str = "Provisioner unreachable") -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        short: str = "Provisioner unreachable",
+        *,
+        code: int = MALFORMED,
+    ) -> None:
+        super().__init__(message, code=code)
         self.short = short
+
+    def __str__(self) -> str:
+        return f"error {self.code}: {self.args[0]}"
 
 
 class PhoneProvisioning:
@@ -261,7 +280,7 @@ class PhoneProvisioning:
                 provisioner_url=self.url,
             )
         except usb.UsbFileError as exc:
-            self._usb_refused(exc.short, str(exc))
+            self._usb_refused(exc.short, exc.code, str(exc))
             return
         except ProvisioningError as exc:
             logger.error("USB provisioning unavailable: %s", exc)
@@ -277,7 +296,9 @@ class PhoneProvisioning:
             try:
                 await self._try_credential(stored)
             except _BadAnswerError as exc:
-                self._usb_refused(exc.short, f"kept the current credential: {exc}")
+                self._usb_refused(
+                    exc.short, exc.code, f"kept the current credential: {exc}"
+                )
                 return
         try:
             if bundle.wifi is not None and stick.wifi_dir is not None:
@@ -295,8 +316,8 @@ class PhoneProvisioning:
         self._status(f"USB: provisioned as {bundle.identity}")
         self.flow.credential_installed(self._now())
 
-    def _usb_refused(self, short: str, detail: str) -> None:
-        logger.error("USB provisioning file refused: %s", detail)
+    def _usb_refused(self, short: str, code: int, detail: str) -> None:
+        logger.error("USB provisioning file refused (error %d): %s", code, detail)
         self.flow.usb_message(short, self._now())
         self._status(f"USB: {short}")
 
@@ -313,8 +334,11 @@ class PhoneProvisioning:
         finally:
             await http.close()
         if status != 200:
+            code = body.get("code")
             raise _BadAnswerError(
-                f"HTTP {status} {body.get('error')}", "USB credential refused"
+                f"HTTP {status} {body.get('error')}",
+                "USB credential refused",
+                code=code if type(code) is int else 20003,
             )
 
     async def reset(self) -> bool:
@@ -402,11 +426,26 @@ class PhoneProvisioning:
             raise _BadAnswerError(
                 f"the provisioner's TLS certificate is not trusted: {why}",
                 "TLS pin mismatch" if pinned else "TLS certificate not trusted",
+                code=NOT_TRUSTED,
             ) from exc
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise _BadAnswerError(f"provisioner unreachable: {exc}") from exc
+        except TimeoutError as exc:  # before ClientError: ServerTimeoutError is both
+            raise _BadAnswerError(
+                f"provisioner unreachable: no answer within {REQUEST_TIMEOUT_S:g} s",
+                code=TIMED_OUT,
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _BadAnswerError(
+                f"provisioner unreachable: {str(exc) or type(exc).__name__}",
+                code=UNREACHABLE,
+            ) from exc
+        if status >= 500:
+            raise _BadAnswerError(
+                f"HTTP {status} from the provisioner",
+                "Provisioner error",
+                code=SERVER_ERROR,
+            )
         if len(body) > _MAX_BODY:
-            raise _BadAnswerError("answer too large")
+            raise _BadAnswerError(f"HTTP {status}: answer over {_MAX_BODY} bytes")
         try:
             parsed = json.loads(body)
         except ValueError as exc:

@@ -54,6 +54,7 @@ from appliance.provisioning.trust import MAX_CA_PEM, check_ca_pem, parse_pin
 from appliance.provisioning.wifi import WifiNetwork, parse_wifi
 
 __all__ = [
+    "CODES",
     "FILE_NAME",
     "MAX_SIZE",
     "POLL_S",
@@ -70,11 +71,26 @@ MAX_SIZE = 16 * 1024
 POLL_S = 2.0
 
 
+#: The code of each refusal (:mod:`appliance.errors`): the signature is an
+#: authentication failure, expiry is a token's, the binding an authorization's,
+#: a stick gone mid-read a transport's; anything else is a malformed file.
+CODES = {
+    "Bad signature": 20151,
+    "USB file expired": 20104,
+    "For another phone": 31201,
+    "Other provisioner": 31201,
+    "USB read error": 31009,
+}
+
+
 class UsbFileError(ProvisioningError):
-    """A provisioning file was refused; ``short`` fits the OLED."""
+    """A provisioning file was refused; ``short`` fits the OLED, ``code``
+    comes from :data:`CODES` (31400 for a malformed file)."""
 
     def __init__(self, short: str, detail: str = "") -> None:
-        super().__init__(f"{short}: {detail}" if detail else short)
+        super().__init__(
+            f"{short}: {detail}" if detail else short, code=CODES.get(short, 31400)
+        )
         self.short = short
 
 
