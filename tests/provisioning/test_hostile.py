@@ -5,6 +5,7 @@ credential file it holds stays byte for byte what it was."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -140,7 +141,7 @@ async def test_bad_answers_are_coded_retried_and_keep_the_credential(
         assert "secret" not in caplog.text
         # Backoff: the n-th retry waits at least 0.05 * 2**(n-1) / 2 s.
         times = [at for _, at in hostile.requests]
-        for n, (earlier, later) in enumerate(zip(times, times[1:], strict=False)):
+        for n, (earlier, later) in enumerate(itertools.pairwise(times)):
             assert later - earlier >= 0.025 * 2**n - 0.005, (n, times)
         assert credential_file.read_bytes() == before
     finally:
