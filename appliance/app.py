@@ -317,6 +317,7 @@ def provision_phone(
         apply_token=apply_token,
         show=show,
         status=notifier.status,
+        usb_result=front.controller.show_usb_result if front is not None else None,
     )
     device.on("token_will_expire", lambda _d: client.token_will_expire())
     if front is not None:

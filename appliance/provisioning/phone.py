@@ -15,9 +15,15 @@ file's credential and trust succeeded, so a wrong pin or a stale file never
 costs the phone a working identity. :meth:`PhoneProvisioning.reset` forgets
 the credential (``appliance provision reset``, once the panel confirmed it).
 
-The composition root (:mod:`appliance.app`) gives it three callbacks: apply a
+The composition root (:mod:`appliance.app`) gives it callbacks: apply a
 token to the Device, show a :class:`~.flow.ProvisioningView` on the panel,
-and report a status line to systemd.
+report a status line to systemd, and show what reading a stick did (in every
+phase: a provisioned or revoked phone hears about a stick too).
+
+A stick's file is read once per insertion: the same path, modification time
+and size is the same insertion, so a file that was refused is logged once,
+not at every look, and one that was applied is not applied again. A file
+that goes away (the stick pulled) ends the insertion.
 """
 
 from __future__ import annotations
@@ -155,6 +161,8 @@ class PhoneProvisioning:
         apply_token: gives a token to the Device (setup, then update_token).
         show: draws a provisioning view on the panel.
         status: one line for systemd's STATUS.
+        usb_result: shows what reading a stick did for a few seconds: a
+            message and the refusal's code (None for a success).
         flow: the state machine (tests pass one with fixed jitter).
     """
 
@@ -168,16 +176,19 @@ class PhoneProvisioning:
         apply_token: Callable[[str], Awaitable[None]],
         show: Callable[[ProvisioningView], None],
         status: Callable[[str], None],
+        usb_result: Callable[[str, int | None], None] | None = None,
         flow: PhoneFlow | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.credential_file = credential_file
         self.ca_file = ca_file
         self.stick = stick
-        self._last_stick: bytes | None = None
+        #: The stick file handled last: (mtime_ns, size), or None.
+        self._stick_file: tuple[int, int] | None = None
         self._apply = apply_token
         self._show = show
         self._status = status
+        self._usb_result = usb_result or (lambda _message, _code: None)
         self.flow = flow or PhoneFlow()
         self._wake = asyncio.Event()
         self._credential: StoredCredential | None = None
@@ -263,13 +274,24 @@ class PhoneProvisioning:
             self.flow.tick(self._now())
 
     async def _check_stick(self, stick: UsbSource) -> None:
-        """Apply a provisioning file found on a stick (once per file)."""
+        """Apply a provisioning file found on a stick (once per insertion)."""
+        try:
+            found = await asyncio.to_thread(usb.stick_file, stick.directory)
+        except usb.UsbFileError as exc:
+            found = (-1, -1)  # unreadable: refused once, until it reads again
+            if found != self._stick_file:
+                self._stick_file = found
+                self._usb_refused(exc.short, exc.code, str(exc))
+            return
+        if found is None or found == self._stick_file:
+            self._stick_file = found
+            return
+        self._stick_file = found
         try:
             data = await asyncio.to_thread(usb.read_stick, stick.directory)
-            if data is None or data == self._last_stick:
-                self._last_stick = data
+            if data is None:
+                self._stick_file = None
                 return
-            self._last_stick = data
             this_phone = await asyncio.to_thread(device_id, stick.device_id_files)
             key = await asyncio.to_thread(usb.load_public_key, stick.public_key_file)
             bundle = usb.verify_bundle(
@@ -310,16 +332,19 @@ class PhoneProvisioning:
         except ProvisioningError as exc:
             logger.error("%s", exc)
             self.flow.usb_message("Cannot save", self._now())
+            self._usb_result("Cannot save", exc.code)
             return
         self._credential = stored
         logger.info("provisioned from USB as %s", bundle.identity)
         self._status(f"USB: provisioned as {bundle.identity}")
+        self._usb_result(f"Provisioned as {bundle.identity}", None)
         self.flow.credential_installed(self._now())
 
     def _usb_refused(self, short: str, code: int, detail: str) -> None:
         logger.error("USB provisioning file refused (error %d): %s", code, detail)
         self.flow.usb_message(short, self._now())
         self._status(f"USB: {short}")
+        self._usb_result(short, code)
 
     async def _try_credential(self, stored: StoredCredential) -> None:
         """One token request with ``stored`` and the trust it names.

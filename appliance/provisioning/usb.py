@@ -27,7 +27,7 @@ mid-read) is a :class:`UsbFileError` with a short message for the OLED; the
 credential in use is replaced only by a file that passed every check.
 
 :func:`sign_bundle` and :func:`verify_bundle` are pure (bytes and time in);
-:func:`read_stick` does the file I/O.
+:func:`read_stick` and :func:`stick_file` do the file I/O.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ __all__ = [
     "load_public_key",
     "read_stick",
     "sign_bundle",
+    "stick_file",
     "verify_bundle",
 ]
 
@@ -219,6 +220,23 @@ def verify_bundle(
         pin,
         wifi,
     )
+
+
+def stick_file(directory: Path) -> tuple[int, int] | None:
+    """Which file is on the stick: its ``(mtime_ns, size)``, not following a
+    symlink, or ``None`` when there is none. The same pair at the same path
+    is the same insertion (the phone reads and reports it once).
+
+    Raises:
+        UsbFileError: the directory cannot be read (the stick was pulled).
+    """
+    try:
+        info = os.lstat(directory / FILE_NAME)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UsbFileError("USB read error", exc.strerror or "") from exc
+    return info.st_mtime_ns, info.st_size
 
 
 def read_stick(directory: Path) -> bytes | None:
