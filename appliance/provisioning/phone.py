@@ -289,9 +289,8 @@ class PhoneProvisioning:
         self._stick_file = found
         try:
             data = await asyncio.to_thread(usb.read_stick, stick.directory)
-            if data is None:
-                self._stick_file = None
-                return
+            if data is None:  # listed a moment ago: the stick went mid-read
+                raise usb.UsbFileError("USB read error", "the file went away")
             this_phone = await asyncio.to_thread(device_id, stick.device_id_files)
             key = await asyncio.to_thread(usb.load_public_key, stick.public_key_file)
             bundle = usb.verify_bundle(
