@@ -162,14 +162,16 @@ def verify_bundle(
     *,
     now: float,
     device_id: str,
-    provisioner_url: str,
+    provisioner_url: str | None,
 ) -> UsbBundle:
     """Check a file's signature, expiry, device binding and provisioner.
 
     Args:
         now: Unix time (``expires_at`` is absolute).
         device_id: this phone's id.
-        provisioner_url: the provisioner this phone is configured for.
+        provisioner_url: the provisioner this phone is configured for;
+            ``None`` for a phone configured with none, which takes the
+            file's (signed, so as trustworthy as the rest of it).
 
     Raises:
         UsbFileError: what is wrong, the signature checked before anything
@@ -200,7 +202,9 @@ def verify_bundle(
     if bound and bound != device_id:
         raise UsbFileError("For another phone", f"bound to {bound}")
     url = _field(payload, "provisioner_url")
-    if url.rstrip("/") != provisioner_url.rstrip("/"):
+    if not url.startswith(("http://", "https://")):
+        raise UsbFileError("Bad USB file", "provisioner_url is not a web address")
+    if provisioner_url is not None and url.rstrip("/") != provisioner_url.rstrip("/"):
         raise UsbFileError("Other provisioner", url)
     try:
         ca_pem = _field(payload, "ca_pem", required=False, limit=MAX_CA_PEM)
