@@ -23,8 +23,8 @@ destroy the Device, STOPPING. A restart into another release exits with the
 updater's status (75) for systemd to start the unit again.
 
 The token is re-read when the gateway says it will expire and whenever the
-token file changes, so that provisioning (USB stick, QR code, refresh service)
-only has to write the file.
+token file changes. A phone with no token and no provisioner waits for the
+file or a USB stick instead of exiting (``service_tasks.fresh_phone``).
 
 This stays the one place that wires parts together. Two helpers beside it
 hold what is not wiring: :mod:`appliance.service_tasks` (the service's
