@@ -84,7 +84,7 @@ async def wait_for_token_or_stick(
                 try:
                     if error is not None:
                         raise error
-                    url = await _apply(stick, credential_file)
+                    stored = await _apply(stick, credential_file)
                 except usb.UsbFileError as exc:
                     logger.error(
                         "USB provisioning file refused (error %d): %s", exc.code, exc
@@ -94,14 +94,14 @@ async def wait_for_token_or_stick(
                     logger.error("USB provisioning unavailable: %s", exc)
                     usb_result("Cannot save", exc.code)
                 else:
-                    usb_result(f"Provisioned from {url}", None)
-                    return url
+                    usb_result(f"Provisioned as {stored.identity}", None)
+                    return stored.provisioner
             seen = found
         await asyncio.sleep(usb.POLL_S)
 
 
-async def _apply(stick: UsbSource, credential_file: Path) -> str:
-    """Read, verify and apply a stick's file; return its provisioner.
+async def _apply(stick: UsbSource, credential_file: Path) -> StoredCredential:
+    """Read, verify and apply a stick's file; return what was saved.
 
     Raises:
         UsbFileError: the file was refused.
@@ -127,7 +127,7 @@ async def _apply(stick: UsbSource, credential_file: Path) -> str:
     )
     await asyncio.to_thread(save_credential, credential_file, stored)
     logger.info("enrolled from USB as %s at %s", bundle.identity, stored.provisioner)
-    return stored.provisioner
+    return stored
 
 
 def usb_source(config: AppConfig) -> UsbSource | None:

@@ -132,7 +132,7 @@ async def test_a_stick_naming_its_provisioner_enrolls_a_fresh_phone(
         waiting.cancel()
         await asyncio.gather(waiting, return_exceptions=True)
     assert url == "https://phones.example.com"
-    assert results[-1] == ("Provisioned from https://phones.example.com", None)
+    assert results[-1] == ("Provisioned as bob", None)
     stored = load_credential(credential_file)
     assert stored is not None and stored.identity == "bob"
     # The next start finds its provisioner in the saved credential.
