@@ -130,7 +130,7 @@ class _BadAnswerError(ProvisioningError):
 
     ``short`` fits the OLED; ``code`` says which kind (31009 unreachable,
     31003 no answer in time, 20500 a server error, 31400 malformed, 20151 a
-    certificate not trusted). ``str()`` is ``"<code> <message>"`` for the log.
+    certificate not trusted). ``str()`` reads ``error <code>: <message>``.
     """
 
     def __init__(
