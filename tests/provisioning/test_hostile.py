@@ -17,7 +17,7 @@ from appliance.provisioning import phone as phone_module
 from appliance.provisioning.credential import StoredCredential, save_credential
 from appliance.provisioning.flow import Phase, PhoneFlow
 from appliance.provisioning.phone import PhoneProvisioning
-from tests.conftest import wait_until
+from tests.conftest import scaled, wait_until
 
 #: (mode, the code the phone must log for it); "good" ends the test.
 MODES = [
@@ -104,7 +104,7 @@ async def test_bad_answers_are_coded_retried_and_keep_the_credential(
 ):
     # Short delays so that the whole backoff ladder fits in a test.
     monkeypatch.setattr(flow_module, "BACKOFF_MIN_S", 0.05)
-    monkeypatch.setattr(phone_module, "REQUEST_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(phone_module, "REQUEST_TIMEOUT_S", scaled(2.0))
     caplog.set_level(logging.WARNING, "appliance.provisioning.phone")
     hostile = HostileProvisioner()
     await hostile.start()

@@ -137,7 +137,7 @@ async def test_a_registered_phone_shows_each_stick_result_and_logs_a_file_once(
             device_id=device,
         )
 
-    async with panel_phone(exchange, "alice", Panel(error_display_s=1.0)) as phone:
+    async with panel_phone(exchange, "alice", Panel(error_display_s=2.0)) as phone:
         assert phone.panel.state is PanelState.IDLE
         tokens: list[str] = []
 
