@@ -23,8 +23,8 @@ destroy the Device, STOPPING. A restart into another release exits with the
 updater's status (75) for systemd to start the unit again.
 
 The token is re-read when the gateway says it will expire and whenever the
-token file changes, so that provisioning (USB stick, QR code, refresh service)
-only has to write the file.
+token file changes. A phone with no token and no provisioner waits for the
+file or a USB stick instead of exiting (``service_tasks.fresh_phone``).
 
 This stays the one place that wires parts together. Two helpers beside it
 hold what is not wiring: :mod:`appliance.service_tasks` (the service's
@@ -60,6 +60,7 @@ from appliance.service_tasks import (
     ServiceStatus,
     TokenRefresh,
     TokenSource,
+    fresh_phone,
     latest_token,
     log_call_cut,
     log_incoming,
@@ -129,8 +130,17 @@ async def run_service(
     current: list[str] = []  # the newest token, for Ready and provisioning
     refresh_token = TokenRefresh(tokens, device, current).refresh
 
-    provisioned = config.provisioner_url is not None
-    if not provisioned:
+    url = config.provisioner_url
+    # No token and no provisioner (the image's defaults): wait for either,
+    # unless a stick enrolled this phone before (provisioning/waiting.py).
+    fresh = url is None and not tokens.present()
+    if fresh:
+        from appliance.provisioning.waiting import WAITING, saved_provisioner
+
+        url = await asyncio.to_thread(saved_provisioner, config.credential_file)
+        fresh = url is None
+    provisioned = url is not None
+    if not provisioned and not fresh:
         device.on("token_will_expire", refresh_token)
         try:
             token = tokens.read()
@@ -164,8 +174,8 @@ async def run_service(
         config.ui, device, front.controller if front else None, panel
     )
     provisioning = (
-        provision_phone(config, device, notifier, front, current)
-        if provisioned
+        provision_phone(config, device, notifier, front, current, url)
+        if url is not None
         else None
     )
     status: list[int] = []  # the exit status of a restart into another release
@@ -173,7 +183,9 @@ async def run_service(
     from appliance.web.server import start_web  # the phone's page (docs/web.md)
 
     await start_web(config, device, front, calls, panel, stop, status)
-    if provisioning is None:
+    if fresh:
+        notifier.ready(f"not registered: {WAITING}")  # fresh_phone shows it
+    elif provisioning is None:
         try:
             await device.setup(current[0])
         except TwilioError as exc:
@@ -206,6 +218,15 @@ async def run_service(
             group.create_task(
                 provisioning.run()
                 if provisioning is not None
+                else fresh_phone(
+                    config,
+                    (tokens, device, current, status_line),
+                    front.controller if front is not None else None,
+                    lambda url: provision_phone(
+                        config, device, notifier, front, current, url
+                    ).run(),
+                )
+                if fresh
                 else watch_token(tokens, refresh_token)
             ),
             group.create_task(ping_watchdog(notifier)),
@@ -276,8 +297,10 @@ def provision_phone(
     notifier: Notifier,
     front: FrontPanel | None,
     current: list[str],
+    url: str | None = None,
 ) -> PhoneProvisioning:
-    """The provisioning client of a phone with ``phone.provisioner_url``.
+    """The provisioning client of a phone with ``phone.provisioner_url`` (or
+    ``url``, the provisioner a stick named on a phone configured without).
 
     It asks for a device code and shows it on the panel, stores the device
     credential, and gives the Device its tokens: ``setup`` while the Device is
@@ -286,7 +309,8 @@ def provision_phone(
     latest token for the panel's Ready gesture.
     """
     from appliance.provisioning.flow import ProvisioningView
-    from appliance.provisioning.phone import PhoneProvisioning, UsbSource
+    from appliance.provisioning.phone import PhoneProvisioning
+    from appliance.provisioning.waiting import usb_source
 
     async def apply_token(token: str) -> None:
         current[:] = [token]
@@ -302,24 +326,17 @@ def provision_phone(
         if front is not None:
             front.controller.show_provisioning(view.user_code, view.uri, view.message)
 
-    assert config.provisioner_url is not None
+    url = url or config.provisioner_url
+    assert url is not None
     client = PhoneProvisioning(
-        config.provisioner_url,
+        url,
         config.credential_file,
         ca_file=config.provisioner_ca_file,
-        stick=(
-            UsbSource(
-                config.usb_dir,
-                config.usb_public_key_file,
-                # A stick's Wi-Fi goes beside the credential, for the image.
-                wifi_dir=config.credential_file.parent,
-            )
-            if config.usb_dir and config.usb_public_key_file
-            else None
-        ),
+        stick=usb_source(config),
         apply_token=apply_token,
         show=show,
         status=notifier.status,
+        usb_result=front.controller.show_usb_result if front is not None else None,
     )
     device.on("token_will_expire", lambda _d: client.token_will_expire())
     if front is not None:

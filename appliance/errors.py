@@ -20,9 +20,19 @@ Hierarchy::
           AudioDeviceError(MediaError, OSError)  unknown, missing or failing device
       HardwareError(ApplianceError, OSError)     GPIO, display
       ControlError                               no answer on the control socket
-      ProvisioningError
+      ProvisioningError                          with a numeric ``code`` (see below)
       UpdateError
         SignatureError                           never retried
+
+Provisioning errors carry Twilio-style codes too, from the same table: the
+provisioner answers with REST API codes (20001 bad input, 20003 unknown
+credential, 20403 revoked, 20404 not found, 20429 too many requests); on the
+phone a provisioner that cannot be reached is 31009 (31003 when it does not
+answer in time), one that answers with an HTTP 5xx 20500, an answer that is
+not what the API promises 31400, a certificate not trusted 20151, and a USB
+file refused for its signature 20151, its expiry 20104, another phone or
+provisioner 31201, its content 31400, a stick gone mid-read 31009
+(docs/provisioning.md).
 
 Every error the engine emits on an ``error`` event is a :class:`TwilioError`, so a
 handler can always read ``code`` and ``message``, as with Twilio.Device. The codes
@@ -79,11 +89,18 @@ def _table(*rows: tuple[int, str, str]) -> dict[int, ErrorInfo]:
     return {code: ErrorInfo(code, name, message) for code, name, message in rows}
 
 
-#: Codes the engine and the local exchange use (Voice SDK error reference).
+#: Codes the engine, the local exchange and provisioning use (Voice SDK error
+#: reference; the 200xx below 20100 and 20403-20500 are Twilio's REST API codes).
 CATALOGUE: dict[int, ErrorInfo] = _table(
+    (20001, "InvalidParameter", "Invalid parameter"),
+    (20003, "PermissionDenied", "Permission denied"),
     (20101, "AccessTokenInvalid", "Invalid Access Token"),
     (20104, "AccessTokenExpired", "Access Token expired or expiration date invalid"),
     (20151, "AuthenticationFailed", "Authentication failed"),
+    (20403, "Forbidden", "Forbidden"),
+    (20404, "NotFound", "Not found"),
+    (20429, "TooManyRequests", "Too many requests"),
+    (20500, "InternalServerError", "Internal server error"),
     (31000, "UnknownError", "An unknown error has occurred"),
     (31001, "ApplicationNotFound", "Application not found"),
     (31002, "ConnectionDeclined", "Connection declined"),
@@ -305,7 +322,18 @@ class ControlError(ApplianceError):
 
 
 class ProvisioningError(ApplianceError):
-    """Provisioning (token by USB stick or QR code) failed."""
+    """Provisioning (token by USB stick or QR code) failed.
+
+    Attributes:
+        code: a Twilio-style numeric code from :data:`CATALOGUE` (the module
+            docstring says which); 31000 when nothing more precise fits.
+    """
+
+    default_code = 31000
+
+    def __init__(self, *args: object, code: int | None = None) -> None:
+        super().__init__(*args)
+        self.code = self.default_code if code is None else code
 
 
 class UpdateError(ApplianceError):

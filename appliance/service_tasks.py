@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from appliance.config import Secret, environ_token, read_token
+from appliance.config import AppConfig, Secret, environ_token, read_token
 from appliance.errors import ConfigError, TwilioError
 from appliance.phone.connection import Connection
 from appliance.phone.device import Device
@@ -29,6 +29,7 @@ from appliance.system.notify import Notifier, watchdog_interval_s
 
 if TYPE_CHECKING:
     from appliance.provisioning.phone import PhoneProvisioning
+    from appliance.ui.controller import PanelController
     from appliance.update.phone_updater import PhoneUpdater
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "ServiceStatus",
     "TokenRefresh",
     "TokenSource",
+    "fresh_phone",
     "latest_token",
     "log_call_cut",
     "log_incoming",
@@ -77,6 +79,14 @@ class TokenSource:
         token = read_token(self.path)
         self._mtime = mtime
         return token
+
+    def present(self) -> bool:
+        """Whether there is a token to read: the file exists (or, with no
+        file configured, ``APPLIANCE_TOKEN`` is set). A file that is there
+        but cannot be used is a configuration error for :meth:`read`."""
+        if self.path is None:
+            return environ_token() is not None
+        return os.path.lexists(self.path)
 
     def changed(self) -> bool:
         if self.path is None:
@@ -212,6 +222,69 @@ async def serve_commands(
         commands.update(update_commands(updater.updater))
     if runtime and commands:
         await serve_control(Path(runtime) / SOCKET_NAME, commands)
+
+
+async def fresh_phone(
+    config: AppConfig,
+    phone: tuple[TokenSource, Device, list[str], ServiceStatus],
+    panel: PanelController | None,
+    provision: Callable[[str], Awaitable[None]],
+) -> None:
+    """A phone with neither a token nor a provisioner (the image's defaults).
+
+    Waits until the token file appears or a USB stick enrolls the phone
+    (:mod:`appliance.provisioning.waiting`). With a token, the phone leaves
+    the waiting screen, registers, and follows the file as
+    :func:`watch_token` does; with a stick, ``provision`` runs the
+    provisioning client for the provisioner the stick named. A token file
+    that appears but cannot be used (readable by others, not a token) is
+    logged and waited on until it is fixed.
+
+    Args:
+        phone: the token file, the Device, the newest token (shared with
+            the panel's Ready) and the STATUS line.
+    """
+    from appliance.provisioning.waiting import (
+        WAITING,
+        usb_source,
+        wait_for_token_or_stick,
+    )
+
+    tokens, device, current, status = phone
+    if panel is not None:
+        panel.show_provisioning("", "", WAITING.capitalize())
+    problem = ""
+    while True:
+        url = await wait_for_token_or_stick(
+            tokens.present,
+            usb_source(config),
+            config.credential_file,
+            usb_result=panel.show_usb_result if panel else lambda _m, _c: None,
+        )
+        if url is not None:
+            await provision(url)
+            return
+        try:
+            token = tokens.read()
+        except ConfigError as exc:
+            if str(exc) != problem:
+                logger.error("%s", exc)
+                problem = str(exc)
+            await asyncio.sleep(TOKEN_POLL_S)
+            continue
+        break
+    logger.info("the token file appeared; registering")
+    current[:] = [token.reveal()]
+    refresh = TokenRefresh(tokens, device, current).refresh
+    device.on("token_will_expire", refresh)
+    if panel is not None:
+        panel.show_provisioning("", "", "")
+    try:
+        await device.setup(current[0])
+    except TwilioError as exc:
+        logger.error("the gateway refused the token: %s", exc)
+        status.failed(f"the gateway refused the token: {exc}")
+    await watch_token(tokens, refresh)
 
 
 async def watch_token(

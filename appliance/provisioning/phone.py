@@ -15,9 +15,15 @@ file's credential and trust succeeded, so a wrong pin or a stale file never
 costs the phone a working identity. :meth:`PhoneProvisioning.reset` forgets
 the credential (``appliance provision reset``, once the panel confirmed it).
 
-The composition root (:mod:`appliance.app`) gives it three callbacks: apply a
+The composition root (:mod:`appliance.app`) gives it callbacks: apply a
 token to the Device, show a :class:`~.flow.ProvisioningView` on the panel,
-and report a status line to systemd.
+report a status line to systemd, and show what reading a stick did (in every
+phase: a provisioned or revoked phone hears about a stick too).
+
+A stick's file is read once per insertion: the same path, modification time
+and size is the same insertion, so a file that was refused is logged once,
+not at every look, and one that was applied is not applied again. A file
+that goes away (the stick pulled) ends the insertion.
 """
 
 from __future__ import annotations
@@ -111,15 +117,34 @@ def device_id(paths: tuple[Path, ...] = DEVICE_ID_FILES) -> str:
     return ""
 
 
+#: The codes of an unusable answer (:mod:`appliance.errors`).
+UNREACHABLE = 31009
+TIMED_OUT = 31003
+MALFORMED = 31400
+SERVER_ERROR = 20500
+NOT_TRUSTED = 20151
+
+
 class _BadAnswerError(ProvisioningError):
     """The provisioner's answer was unusable (network, status, JSON, TLS).
 
-    ``short`` fits the OLED.
+    ``short`` fits the OLED; ``code`` says which kind (31009 unreachable,
+    31003 no answer in time, 20500 a server error, 31400 malformed, 20151 a
+    certificate not trusted). ``str()`` reads ``error <code>: <message>``.
     """
 
-    def __init__(self, message: str, short: str = "Provisioner unreachable") -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        short: str = "Provisioner unreachable",
+        *,
+        code: int = MALFORMED,
+    ) -> None:
+        super().__init__(message, code=code)
         self.short = short
+
+    def __str__(self) -> str:
+        return f"error {self.code}: {self.args[0]}"
 
 
 class PhoneProvisioning:
@@ -136,6 +161,8 @@ class PhoneProvisioning:
         apply_token: gives a token to the Device (setup, then update_token).
         show: draws a provisioning view on the panel.
         status: one line for systemd's STATUS.
+        usb_result: shows what reading a stick did for a few seconds: a
+            message and the refusal's code (None for a success).
         flow: the state machine (tests pass one with fixed jitter).
     """
 
@@ -149,16 +176,19 @@ class PhoneProvisioning:
         apply_token: Callable[[str], Awaitable[None]],
         show: Callable[[ProvisioningView], None],
         status: Callable[[str], None],
+        usb_result: Callable[[str, int | None], None] | None = None,
         flow: PhoneFlow | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.credential_file = credential_file
         self.ca_file = ca_file
         self.stick = stick
-        self._last_stick: bytes | None = None
+        #: The stick file handled last: (mtime_ns, size), or None.
+        self._stick_file: tuple[int, int] | None = None
         self._apply = apply_token
         self._show = show
         self._status = status
+        self._usb_result = usb_result or (lambda _message, _code: None)
         self.flow = flow or PhoneFlow()
         self._wake = asyncio.Event()
         self._credential: StoredCredential | None = None
@@ -244,13 +274,23 @@ class PhoneProvisioning:
             self.flow.tick(self._now())
 
     async def _check_stick(self, stick: UsbSource) -> None:
-        """Apply a provisioning file found on a stick (once per file)."""
+        """Apply a provisioning file found on a stick (once per insertion)."""
+        try:
+            found = await asyncio.to_thread(usb.stick_file, stick.directory)
+        except usb.UsbFileError as exc:
+            found = (-1, -1)  # unreadable: refused once, until it reads again
+            if found != self._stick_file:
+                self._stick_file = found
+                self._usb_refused(exc.short, exc.code, str(exc))
+            return
+        if found is None or found == self._stick_file:
+            self._stick_file = found
+            return
+        self._stick_file = found
         try:
             data = await asyncio.to_thread(usb.read_stick, stick.directory)
-            if data is None or data == self._last_stick:
-                self._last_stick = data
-                return
-            self._last_stick = data
+            if data is None:  # listed a moment ago: the stick went mid-read
+                raise usb.UsbFileError("USB read error", "the file went away")
             this_phone = await asyncio.to_thread(device_id, stick.device_id_files)
             key = await asyncio.to_thread(usb.load_public_key, stick.public_key_file)
             bundle = usb.verify_bundle(
@@ -261,7 +301,7 @@ class PhoneProvisioning:
                 provisioner_url=self.url,
             )
         except usb.UsbFileError as exc:
-            self._usb_refused(exc.short, str(exc))
+            self._usb_refused(exc.short, exc.code, str(exc))
             return
         except ProvisioningError as exc:
             logger.error("USB provisioning unavailable: %s", exc)
@@ -277,7 +317,9 @@ class PhoneProvisioning:
             try:
                 await self._try_credential(stored)
             except _BadAnswerError as exc:
-                self._usb_refused(exc.short, f"kept the current credential: {exc}")
+                self._usb_refused(
+                    exc.short, exc.code, f"kept the current credential: {exc}"
+                )
                 return
         try:
             if bundle.wifi is not None and stick.wifi_dir is not None:
@@ -289,16 +331,19 @@ class PhoneProvisioning:
         except ProvisioningError as exc:
             logger.error("%s", exc)
             self.flow.usb_message("Cannot save", self._now())
+            self._usb_result("Cannot save", exc.code)
             return
         self._credential = stored
         logger.info("provisioned from USB as %s", bundle.identity)
         self._status(f"USB: provisioned as {bundle.identity}")
+        self._usb_result(f"Provisioned as {bundle.identity}", None)
         self.flow.credential_installed(self._now())
 
-    def _usb_refused(self, short: str, detail: str) -> None:
-        logger.error("USB provisioning file refused: %s", detail)
+    def _usb_refused(self, short: str, code: int, detail: str) -> None:
+        logger.error("USB provisioning file refused (error %d): %s", code, detail)
         self.flow.usb_message(short, self._now())
         self._status(f"USB: {short}")
+        self._usb_result(short, code)
 
     async def _try_credential(self, stored: StoredCredential) -> None:
         """One token request with ``stored`` and the trust it names.
@@ -313,8 +358,11 @@ class PhoneProvisioning:
         finally:
             await http.close()
         if status != 200:
+            code = body.get("code")
             raise _BadAnswerError(
-                f"HTTP {status} {body.get('error')}", "USB credential refused"
+                f"HTTP {status} {body.get('error')}",
+                "USB credential refused",
+                code=code if type(code) is int else 20003,
             )
 
     async def reset(self) -> bool:
@@ -402,11 +450,26 @@ class PhoneProvisioning:
             raise _BadAnswerError(
                 f"the provisioner's TLS certificate is not trusted: {why}",
                 "TLS pin mismatch" if pinned else "TLS certificate not trusted",
+                code=NOT_TRUSTED,
             ) from exc
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise _BadAnswerError(f"provisioner unreachable: {exc}") from exc
+        except TimeoutError as exc:  # before ClientError: ServerTimeoutError is both
+            raise _BadAnswerError(
+                f"provisioner unreachable: no answer within {REQUEST_TIMEOUT_S:g} s",
+                code=TIMED_OUT,
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _BadAnswerError(
+                f"provisioner unreachable: {str(exc) or type(exc).__name__}",
+                code=UNREACHABLE,
+            ) from exc
+        if status >= 500:
+            raise _BadAnswerError(
+                f"HTTP {status} from the provisioner",
+                "Provisioner error",
+                code=SERVER_ERROR,
+            )
         if len(body) > _MAX_BODY:
-            raise _BadAnswerError("answer too large")
+            raise _BadAnswerError(f"HTTP {status}: answer over {_MAX_BODY} bytes")
         try:
             parsed = json.loads(body)
         except ValueError as exc:

@@ -27,7 +27,7 @@ mid-read) is a :class:`UsbFileError` with a short message for the OLED; the
 credential in use is replaced only by a file that passed every check.
 
 :func:`sign_bundle` and :func:`verify_bundle` are pure (bytes and time in);
-:func:`read_stick` does the file I/O.
+:func:`read_stick` and :func:`stick_file` do the file I/O.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from appliance.provisioning.trust import MAX_CA_PEM, check_ca_pem, parse_pin
 from appliance.provisioning.wifi import WifiNetwork, parse_wifi
 
 __all__ = [
+    "CODES",
     "FILE_NAME",
     "MAX_SIZE",
     "POLL_S",
@@ -62,6 +63,7 @@ __all__ = [
     "load_public_key",
     "read_stick",
     "sign_bundle",
+    "stick_file",
     "verify_bundle",
 ]
 
@@ -70,11 +72,26 @@ MAX_SIZE = 16 * 1024
 POLL_S = 2.0
 
 
+#: The code of each refusal (:mod:`appliance.errors`): the signature is an
+#: authentication failure, expiry is a token's, the binding an authorization's,
+#: a stick gone mid-read a transport's; anything else is a malformed file.
+CODES = {
+    "Bad signature": 20151,
+    "USB file expired": 20104,
+    "For another phone": 31201,
+    "Other provisioner": 31201,
+    "USB read error": 31009,
+}
+
+
 class UsbFileError(ProvisioningError):
-    """A provisioning file was refused; ``short`` fits the OLED."""
+    """A provisioning file was refused; ``short`` fits the OLED, ``code``
+    comes from :data:`CODES` (31400 for a malformed file)."""
 
     def __init__(self, short: str, detail: str = "") -> None:
-        super().__init__(f"{short}: {detail}" if detail else short)
+        super().__init__(
+            f"{short}: {detail}" if detail else short, code=CODES.get(short, 31400)
+        )
         self.short = short
 
 
@@ -145,14 +162,16 @@ def verify_bundle(
     *,
     now: float,
     device_id: str,
-    provisioner_url: str,
+    provisioner_url: str | None,
 ) -> UsbBundle:
     """Check a file's signature, expiry, device binding and provisioner.
 
     Args:
         now: Unix time (``expires_at`` is absolute).
         device_id: this phone's id.
-        provisioner_url: the provisioner this phone is configured for.
+        provisioner_url: the provisioner this phone is configured for;
+            ``None`` for a phone configured with none, which takes the
+            file's (signed, so as trustworthy as the rest of it).
 
     Raises:
         UsbFileError: what is wrong, the signature checked before anything
@@ -183,7 +202,9 @@ def verify_bundle(
     if bound and bound != device_id:
         raise UsbFileError("For another phone", f"bound to {bound}")
     url = _field(payload, "provisioner_url")
-    if url.rstrip("/") != provisioner_url.rstrip("/"):
+    if not url.startswith(("http://", "https://")):
+        raise UsbFileError("Bad USB file", "provisioner_url is not a web address")
+    if provisioner_url is not None and url.rstrip("/") != provisioner_url.rstrip("/"):
         raise UsbFileError("Other provisioner", url)
     try:
         ca_pem = _field(payload, "ca_pem", required=False, limit=MAX_CA_PEM)
@@ -203,6 +224,23 @@ def verify_bundle(
         pin,
         wifi,
     )
+
+
+def stick_file(directory: Path) -> tuple[int, int] | None:
+    """Which file is on the stick: its ``(mtime_ns, size)``, not following a
+    symlink, or ``None`` when there is none. The same pair at the same path
+    is the same insertion (the phone reads and reports it once).
+
+    Raises:
+        UsbFileError: the directory cannot be read (the stick was pulled).
+    """
+    try:
+        info = os.lstat(directory / FILE_NAME)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UsbFileError("USB read error", exc.strerror or "") from exc
+    return info.st_mtime_ns, info.st_size
 
 
 def read_stick(directory: Path) -> bytes | None:

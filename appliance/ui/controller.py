@@ -317,6 +317,12 @@ class PanelController:
             self._panel.provisioned(self._now())
         self._after_input()
 
+    def show_usb_result(self, message: str, code: int | None = None) -> None:
+        """Show what reading a USB stick did for a few seconds, over any
+        screen: ``Provisioned as alice``, or a refusal with its code."""
+        self._panel.usb_result(message, code, self._now())
+        self._after_input()
+
     def set_reset_handler(self, reset: Callable[[], Awaitable[object]]) -> None:
         """Offer "Reset provisioning?" (hold Hangup); ``reset`` forgets the
         credential once the long press confirmed it."""

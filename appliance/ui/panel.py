@@ -138,6 +138,8 @@ class Panel(PanelCore):
         """Advance time: end the error display and the volume bar, auto-ignore."""
         self._now = now
         self._volume.tick(now)
+        if self._usb_result is not None and now >= self._usb_result_until:
+            self._usb_result = None
         if self._state is PanelState.ERROR and now >= self._error_until:
             self._error = None
             self._resume()
@@ -299,6 +301,16 @@ class Panel(PanelCore):
         """
         self._now = now
         self._update = (status, version, progress, reason) if status else None
+
+    def usb_result(self, message: str, code: int | None, now: float) -> None:
+        """Show what reading a USB stick did (``Provisioned as alice``, or a
+        refusal and its code) for the error display time, over any screen:
+        like the volume bar it is a box on top, so a call, a ringing phone
+        or the provisioning code stay where they are underneath.
+        """
+        self._now = now
+        self._usb_result = (message, code)
+        self._usb_result_until = now + self._error_display_s
 
     def provisioned(self, now: float) -> None:
         """The phone has its identity and a token: leave the provisioning screen."""

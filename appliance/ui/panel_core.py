@@ -129,6 +129,9 @@ class PanelCore:
         self.reset_enabled = False
         self._reset = ResetConfirm()
         self._update: tuple[str, str, float | None, str] | None = None
+        #: What reading a USB stick did, shown over any screen until the time.
+        self._usb_result: tuple[str, int | None] | None = None
+        self._usb_result_until = 0.0
 
     # --- queries ------------------------------------------------------------
 
@@ -172,6 +175,8 @@ class PanelCore:
             update_version=update[1],
             update_progress=update[2],
             update_reason=update[3],
+            usb_message=self._usb_result[0] if self._usb_result else "",
+            usb_code=self._usb_result[1] if self._usb_result else None,
             missed_calls=self._desk.unseen_missed,
             dnd=self._desk.dnd,
             clock_time=self._desk.clock[0],
@@ -216,6 +221,8 @@ class PanelCore:
         volume_until = self._volume.next_deadline()
         if volume_until is not None:
             deadlines.append(volume_until)
+        if self._usb_result is not None:
+            deadlines.append(self._usb_result_until)
         if self._state is PanelState.ERROR:
             deadlines.append(self._error_until)
         elif self._state is PanelState.CONFIRM_RESET:

@@ -341,6 +341,16 @@ def _volume_box(draw: lt.Draw, view: PanelView) -> None:
             draw.rectangle(box, outline=1)
 
 
+def _usb_box(draw: lt.Draw, view: PanelView) -> None:
+    """What reading a USB stick did: a box over the lower half of any screen."""
+    top = 32
+    draw.rectangle((0, top, WIDTH - 1, HEIGHT - 1), outline=1, fill=0)
+    heading = "USB" if view.usb_code is None else f"USB error {view.usb_code}"
+    lt.center(draw, top + 2, heading)
+    for i, line in enumerate(lt.wrap(view.usb_message, lt.COLS - 1)[:2]):
+        lt.center(draw, top + 12 + i * 9, line)
+
+
 _Renderer = Callable[[Image.Image, lt.Draw, PanelView], None]
 
 _SCREENS: dict[Screen, _Renderer] = {
@@ -367,4 +377,6 @@ def render(view: PanelView) -> Image.Image:
     _SCREENS[view.screen](image, draw, view)
     if view.volume_role:
         _volume_box(draw, view)
+    if view.usb_message:
+        _usb_box(draw, view)
     return image

@@ -119,6 +119,9 @@ class PanelView:
         update_version: the release it concerns.
         update_progress: the download's fraction done, or None.
         update_reason: why it was rolled back.
+        usb_message / usb_code: what reading a USB stick did, shown in a box
+            over any screen for a few seconds ("" = nothing); the code of a
+            refusal, None for a success.
         missed_calls: missed calls not seen yet (idle screen, status LED).
         dnd: do-not-disturb is on.
         clock_time / clock_date: the idle screen's clock, as text.
@@ -154,6 +157,8 @@ class PanelView:
     update_version: str = ""
     update_progress: float | None = None
     update_reason: str = ""
+    usb_message: str = ""
+    usb_code: int | None = None
     missed_calls: int = 0
     dnd: bool = False
     clock_time: str = ""

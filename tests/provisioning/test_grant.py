@@ -11,6 +11,7 @@ from appliance.provisioning.admin import MAX_LOGIN_FAILURES, Sessions
 from appliance.provisioning.grant import (
     FAILURE_WINDOW_S,
     MAX_FAILURES_PER_CLIENT,
+    MAX_FAILURES_TOTAL,
     SLOW_DOWN_STEP_S,
     USER_CODE_ALPHABET,
     DeviceGrants,
@@ -99,6 +100,27 @@ def test_wrong_codes_are_rate_limited_per_client():
     assert error_of(lambda: g.lookup(auth.user_code, "eve", 2.0)) == "slow_down"
     assert g.lookup(auth.user_code, "admin", 2.0).user_code == auth.user_code
     assert g.lookup(auth.user_code, "eve", 2.0 + FAILURE_WINDOW_S).user_code
+
+
+def test_wrong_codes_are_capped_overall_across_clients():
+    # Many clients, each under its own limit, still meet the overall cap
+    # (RFC 8628 §5.1): a botnet guessing slowly from many addresses.
+    g = grants()
+    auth = g.issue(0.0)
+    per_client = MAX_FAILURES_PER_CLIENT - 1
+    for n in range(MAX_FAILURES_TOTAL - 1):
+        client, at = f"bot-{n // per_client}", 1.0 + n * 0.1
+        wrong = lambda c=client, t=at: g.lookup("BBBB-BBBB", c, t)  # noqa: E731
+        assert error_of(wrong) == "invalid_grant"
+    # One short of the cap: a newcomer with the right code still gets in.
+    assert g.lookup(auth.user_code, "admin", 6.0).user_code == auth.user_code
+    assert error_of(lambda: g.lookup("BBBB-BBBB", "bot-x", 6.0)) == "invalid_grant"
+    # At the cap: everyone is slowed down, even with the right code.
+    assert error_of(lambda: g.lookup(auth.user_code, "admin", 7.0)) == "slow_down"
+    assert error_of(lambda: g.lookup(auth.user_code, "new", 7.0)) == "slow_down"
+    # Once the failures leave the window, the right code works again.
+    later = 6.0 + FAILURE_WINDOW_S
+    assert g.lookup(auth.user_code, "admin", later).user_code == auth.user_code
 
 
 def test_malformed_code_is_invalid_request():

@@ -33,8 +33,8 @@ def test_a_stick_is_mounted_read_only_where_the_phone_looks():
     assert {"ro", "nosuid", "nodev", "noexec"} <= options
     target = words[-1]
     assert mount["Service"]["ExecStop"].split()[-1] == target
-    # The image's appliance.toml names the same directory (commented out
-    # until a provisioner and key are set).
+    # The image's appliance.toml names the same directory (a fresh phone
+    # watches it for a stick that names its provisioner).
     text = (ROOTFS.parent / "appliance.toml").read_text()
     line = next(x for x in text.splitlines() if "usb_dir" in x)
     assert tomllib.loads(line.lstrip("# "))["usb_dir"] == target

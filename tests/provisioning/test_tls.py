@@ -118,6 +118,7 @@ async def test_the_phone_trusts_the_provisioner_through_its_ca(
             )
             assert client.phase is Phase.REQUESTING_CODE
             assert views[-1].message == "TLS certificate not trusted"
+            assert "error 20151:" in caplog.text
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
