@@ -186,29 +186,14 @@ async def run_service(
     if fresh:
         notifier.ready(f"not registered: {WAITING}")  # fresh_phone shows it
     elif provisioning is None:
-        try:
-            await device.setup(current[0])
-        except TwilioError as exc:
-            # Keep running: a new token file (provisioning) brings the phone up.
-            logger.error("the gateway refused the token: %s", exc)
-            status_line.failed(f"the gateway refused the token: {exc}")
-        notifier.ready(
-            f"registered as {device.identity}"
-            if device.status() != "offline"
-            else status_line.why_not("connecting to the gateway")
-        )
+        await status_line.register(device, current[0])
+        status_line.ready(device)
     else:
         # Never exit for want of credentials: the provisioning task brings
         # the phone up once someone approves it.
         notifier.ready("not registered: waiting for provisioning")
     if updater is not None:
-        updater.health("ready")
-        try:
-            device.audio.check_devices()
-            updater.health("audio")
-        except AudioDeviceError as exc:
-            logger.error("cannot open the audio devices: %s", exc)
-            updater.health_failed(f"cannot open audio: {exc.message}")
+        updater.service_ready(device.audio.check_devices)
     logger.info("phone service started (%s)", ", ".join(config.sources))
     freeze_startup_heap()  # no full collection pass in the middle of a call
 

@@ -123,6 +123,23 @@ class ServiceStatus:
         why = default if self._last_error is None else self._last_error
         return f"not registered: {why}"
 
+    async def register(self, device: Device, token: str) -> None:
+        """``device.setup(token)``; a refusal is logged and kept as the reason
+        (the service keeps running: a new token brings the phone up)."""
+        try:
+            await device.setup(token)
+        except TwilioError as exc:
+            logger.error("the gateway refused the token: %s", exc)
+            self.failed(f"the gateway refused the token: {exc}")
+
+    def ready(self, device: Device) -> None:
+        """READY to systemd, with STATUS: registered, or why not."""
+        self._notifier.ready(
+            f"registered as {device.identity}"
+            if device.status() != "offline"
+            else self.why_not("connecting to the gateway")
+        )
+
     def _on_error(self, error: TwilioError) -> None:
         logger.warning("device error %s", error)
         self._last_error = str(error)
@@ -279,11 +296,7 @@ async def fresh_phone(
     device.on("token_will_expire", refresh)
     if panel is not None:
         panel.show_provisioning("", "", "")
-    try:
-        await device.setup(current[0])
-    except TwilioError as exc:
-        logger.error("the gateway refused the token: %s", exc)
-        status.failed(f"the gateway refused the token: {exc}")
+    await status.register(device, current[0])
     await watch_token(tokens, refresh)
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__
-from appliance.errors import ConfigError
+from appliance.errors import AudioDeviceError, ConfigError
 from appliance.phone.device import Device
 from appliance.phone.ports import CallsChanged, EngineEvent
 from appliance.update.artifact import host_platform
@@ -204,6 +204,18 @@ class PhoneUpdater:
     def health_failed(self, reason: str) -> None:
         """A health check failed before its deadline (e.g. no audio device)."""
         self.updater.health_failed(reason)
+
+    def service_ready(self, open_audio: Callable[[], object]) -> None:
+        """The service is up: ``ready``, then ``audio`` if ``open_audio``
+        opens the call's devices (a failure is this release's fault)."""
+        self.health("ready")
+        try:
+            open_audio()
+        except AudioDeviceError as exc:
+            logger.error("cannot open the audio devices: %s", exc)
+            self.health_failed(f"cannot open audio: {exc.message}")
+            return
+        self.health("audio")
 
     # ---- the screen ------------------------------------------------------------
 

@@ -261,7 +261,10 @@ BROKEN = {
     # it (Restart=always), so its starts are counted like a crash's.
     "exits-cleanly": {"app.py": ("    notifier = Notifier()\n", "    return 0\n")},
     "never-registers": {
-        "app.py": ("await device.setup(current[0])", "await asyncio.sleep(0)")
+        "app.py": (
+            "await status_line.register(device, current[0])",
+            "await asyncio.sleep(0)",
+        )
     },
     # A new check in the release rejects the configuration 1.0.0 ran with:
     # it must not stop the unit for good (exit 2) while on trial.
