@@ -37,15 +37,8 @@ changes. The unit grants it (systemd/appliance.service).
 
 Playback is pre-filled with 40 ms of silence when a stream starts or restarts:
 without it the first write underruns at once (test-rig.md §2 gotcha 2, §8
-gotcha 3). The pre-fill stays in the ring as delay for as long as the stream
-plays, and a stream's first second is its riskiest (the device and the sound
-server start, the call's first packets come in a burst). So a stream starts
-with 40 ms, and once it has played :data:`SETTLE_S` without an underrun it
-gives back the half above :data:`SETTLED_PREFILL_MS` by leaving that much out
-of a quiet chunk (or any chunk after :data:`FORCE_SETTLE_S`): 20 ms less
-mouth-to-ear delay for the rest of the call (docs/audio.md, the delay
-budget). An underrun starts over with the full pre-fill, so a machine that
-stalls keeps its margin.
+gotcha 3). Once the stream holds, half of it is given back
+(:class:`~appliance.hardware.prefill.PrefillSettler` says when and why).
 
 Devices are opened at 48 kHz mono s16 when they accept it. Otherwise (USB
 headsets and codecs that only do 44.1/16/8 kHz or stereo) we convert: channels
@@ -82,6 +75,7 @@ from typing import Any, Literal
 import numpy as np
 
 from appliance.errors import AudioDeviceError
+from appliance.hardware.prefill import PREFILL_MS, SETTLED_PREFILL_MS, PrefillSettler
 from appliance.hardware.resample import Resampler
 from appliance.media.frames import SAMPLE_RATE, Samples
 
@@ -113,15 +107,6 @@ IDLE_GAP_S = 0.25
 #: At most one xrun warning per device in this many seconds.
 XRUN_LOG_INTERVAL_S = 5.0
 JOIN_TIMEOUT_S = 1.0
-#: Playback pre-fill at a stream's (re)start, and the level it settles to.
-PREFILL_MS = 40
-SETTLED_PREFILL_MS = 20
-#: Playing this long without an underrun lets the pre-fill settle, in a quiet
-#: chunk (RMS below :data:`QUIET_RMS`, about -40 dBFS)...
-SETTLE_S = 2.0
-QUIET_RMS = 328.0
-#: ...or in whatever chunk comes after this long.
-FORCE_SETTLE_S = 10.0
 #: SCHED_FIFO priority of the I/O threads: above every normal thread, below
 #: PulseAudio/PipeWire's (5-20 on desktops, 20 on the test rig) and far below
 #: the kernel's own threads (50 and up). The unit's LimitRTPRIO= matches it.
@@ -387,7 +372,8 @@ class AlsaSink(AlsaStream):
             whole ring can become latency (test-rig.md §8 gotcha 3).
         prefill_ms: silence written when the stream (re)starts.
         settled_prefill_ms: what is left of it once the stream has played
-            :data:`SETTLE_S` without an underrun (at most ``prefill_ms``).
+            :data:`SETTLE_S` without an underrun (at most ``prefill_ms``);
+            after an underrun the stream keeps ``prefill_ms``.
         max_queue_ms: audio kept waiting for the device before the oldest is
             dropped.
 
@@ -427,10 +413,7 @@ class AlsaSink(AlsaStream):
         prefill_frames = min(cfg.rate * prefill_ms // 1000, cfg.buffer_frames)
         self._prefill = bytes(2 * cfg.channels * prefill_frames)
         settled = min(cfg.rate * settled_prefill_ms // 1000, prefill_frames)
-        self._settle_frames = prefill_frames - settled
-        self._excess = 0  # pre-fill frames still to give back
-        self._steady_since = 0.0  # last (re)start of the stream
-        self.settled_frames = 0
+        self._settler = PrefillSettler(prefill_frames - settled)
         self._resampler = (
             Resampler(SAMPLE_RATE, cfg.rate) if cfg.rate != SAMPLE_RATE else None
         )
@@ -515,9 +498,9 @@ class AlsaSink(AlsaStream):
             if self._write(pcm, self._prefill) is None:
                 return not self._failed
             self._started = True
-            self._restarted(time.monotonic())
+            self._settler.restarted(time.monotonic())
         else:
-            data = self._settle(data, time.monotonic())
+            data = self._settle(data)
         result = self._write(pcm, data)
         if result is None:
             return not self._failed
@@ -527,31 +510,25 @@ class AlsaSink(AlsaStream):
                 logger.debug("%s restarts after idle", self.device_id)
             else:
                 self._count_xrun("playback underrun")
+                self._settler.underran()
             if self._write(pcm, self._prefill) is None:
                 return not self._failed
-            self._restarted(now)
+            self._settler.restarted(now)
             self._write(pcm, data)
         self._last_write = time.monotonic()
         return True
 
-    def _restarted(self, now: float) -> None:
-        """The full pre-fill is in the ring again; settling starts over."""
-        self._excess = self._settle_frames
-        self._steady_since = now
+    @property
+    def settled_frames(self) -> int:
+        """Device frames of pre-fill given back since the stream opened."""
+        return self._settler.settled_frames
 
-    def _settle(self, data: bytes, now: float) -> bytes:
-        """Leave pre-fill in excess out of ``data`` once the stream holds."""
-        if self._excess == 0 or now - self._steady_since < SETTLE_S:
-            return data
-        if now - self._steady_since < FORCE_SETTLE_S:
-            samples = np.frombuffer(data, dtype="<i2").astype(np.float64)
-            if float(np.sqrt(np.mean(samples * samples))) >= QUIET_RMS:
-                return data
-        frame_bytes = 2 * self.config.channels
-        cut = min(self._excess, len(data) // frame_bytes)
-        self._excess -= cut
-        self.settled_frames += cut
-        return data[cut * frame_bytes :]
+    def _settle(self, data: bytes) -> bytes:
+        """``data`` less the pre-fill the settler gives back now."""
+        samples = np.frombuffer(data, dtype="<i2")
+        frames = samples.size // self.config.channels
+        cut = self._settler.cut(frames, samples, time.monotonic())
+        return data[cut * 2 * self.config.channels :]
 
     def _write(self, pcm: Any, data: bytes) -> int | None:
         """Return frames written, a negative errno on xrun, None on error."""
