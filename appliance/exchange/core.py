@@ -213,6 +213,7 @@ class Exchange:
         """
         if sid in self._sessions:
             raise ValueError(f"session {sid} is already open")
+        self._out.now = now
         self._sessions[sid] = Session(
             sid=sid,
             last_seen=now,
@@ -248,6 +249,7 @@ class Exchange:
         if session is None:
             return
         session.last_seen = now
+        self._out.now = now
         if text == HEARTBEAT:
             return
         if (
@@ -299,12 +301,14 @@ class Exchange:
 
     def session_closed(self, sid: int, now: float) -> None:
         """The socket closed (either side); ends its calls and registration."""
+        self._out.now = now
         if sid in self._sessions:
             logger.debug("x session %d closed", sid)
             self._drop(sid, now)
 
     def tick(self, now: float) -> None:
         """Run the timers due at ``now``: heartbeats, token expiry, ring timeouts."""
+        self._out.now = now
         for kind, key in self._timers.pop_due(now):
             if kind == RING_TIMER:
                 self._router.ring_timeout(str(key))

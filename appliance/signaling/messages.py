@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import quote, unquote_plus
 
 from appliance.errors import RemoteProtocolError, UnknownMessageTypeError
+from appliance.log import wire
 
 __all__ = [
     "GATEWAY_VERSION",
@@ -193,8 +194,10 @@ def decode(text: str) -> Message:
     try:
         kind = MessageType(str(data.get("type")))
     except ValueError as exc:
+        # The type is the client's, of any size (up to the frame limit): it
+        # is quoted escaped and cut short, as in a log line.
         raise UnknownMessageTypeError(
-            message=f"unknown message type {data.get('type')!r}"
+            message=f"unknown message type {wire(data.get('type'))}"
         ) from exc
     payload = data.get("payload")
     if payload is None:
