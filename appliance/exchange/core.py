@@ -515,7 +515,11 @@ class Exchange:
             if session.registered:
                 session.registered = False
                 self._out.send(session.sid, MessageType.OFFLINE, {})
-        logger.info(
+        # One INFO line per join: a phone that may take calls registers next
+        # and is logged then; one that may not never registers (its listen is
+        # its join). Token refreshes log at DEBUG.
+        logger.log(
+            logging.DEBUG if claims.incoming_allowed else logging.INFO,
             "session %d: connected as %s from %s",
             session.sid,
             wire(claims.identity),
@@ -556,7 +560,10 @@ class Exchange:
             return
         if not session.registered:
             logger.info(
-                "session %d: registered as %s", session.sid, wire(claims.identity)
+                "session %d: registered as %s from %s",
+                session.sid,
+                wire(claims.identity),
+                session.source or "?",
             )
         session.registered = True
         session.call_waiting = message.payload.get("callWaiting") is True

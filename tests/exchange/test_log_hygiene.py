@@ -132,3 +132,22 @@ def test_the_last_guard_on_frame_size_logs_a_few_lines(caplog):
     outbox.now = 61.0
     outbox.send(1, MessageType.MESSAGE, {"content": "x" * RELAY_MAX_FRAME_BYTES})
     assert "(95 similar not logged)" in caplog.records[-1].getMessage()
+
+
+async def test_a_join_writes_one_info_line_and_a_leave_one(exchange_process):
+    # Joins are the exchange's hot path at start of day (exchange-benchmarks.md):
+    # one line saying who registered from where, one when the socket goes.
+    exchange = await exchange_process(0, "--log-level", "INFO")
+    async with connect(exchange.url) as ws:
+        await ws.send(listen(make_token("alice")))
+        assert json.loads(await ws.recv())["type"] == "connected"
+        register = {"type": "register", "payload": {"media": {"audio": True}}}
+        await ws.send(json.dumps(register))
+        assert json.loads(await ws.recv())["type"] == "ready"
+    await wait_until(lambda: any("disconnected" in line for line in exchange.stderr))
+    joined = [line for line in exchange.stderr if "session 1" in line]
+    assert len(joined) == 2, joined
+    assert "registered as alice from 127.0.0.1" in joined[0]
+    assert "disconnected" in joined[1]
+    assert not any("connection open" in line for line in exchange.stderr)
+    assert not any("connection closed" in line for line in exchange.stderr)
