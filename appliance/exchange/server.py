@@ -162,6 +162,7 @@ class ExchangeServer:
             idle_timeout=config.idle_timeout,
             rng=rng,
             quotas=config.quotas,
+            resume_grace=config.resume_grace,
         )
         self._ids = itertools.count(1)
         self._connections: dict[int, _Connection] = {}

@@ -137,10 +137,22 @@ class Harness:
         values.update(overrides)
         return create_access_token(**values)
 
-    def login(self, identity: str, *, register: bool = True, **options: Any) -> Client:
+    def login(
+        self,
+        identity: str,
+        *,
+        register: bool = True,
+        grace: int | None = 0,
+        **options: Any,
+    ) -> Client:
+        """A session of ``identity``: listen (asking for ``grace`` s of resume
+        grace; ``None`` leaves the key out), then register."""
         call_waiting = options.pop("call_waiting", None)
         client = self.connect()
-        client.send("listen", token=self.token(identity, **options))
+        listen: dict[str, Any] = {"token": self.token(identity, **options)}
+        if grace is not None:
+            listen["reconnectTimeout"] = grace
+        client.send("listen", **listen)
         client.expect("connected")
         if register:
             payload: dict[str, Any] = {"media": {"audio": True}}
