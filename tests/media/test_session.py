@@ -146,7 +146,12 @@ async def test_echo_destination_returns_the_callers_audio(tmp_path):
     loop = LoopbackAudio()
     echo = MediaSession(LOOPBACK, loop.source, loop.sink)
     await connect(caller, echo)
-    await asyncio.sleep(1.2)  # a call of 1.2 s
+    # A call until a second of the echo is on file (the recorder flushes
+    # within 200 ms; a fixed 1.2 s call recorded too little on a busy machine).
+    header = 44  # FileRecorder's plain RIFF header
+    await wait_until(
+        lambda: wav.exists() and (wav.stat().st_size - header) // 2 >= 48_000, 10.0
+    )
     await caller.close()
     await echo.close()
 
