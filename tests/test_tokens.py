@@ -199,6 +199,33 @@ def test_not_a_jwt_is_31204(keyring, text):
     assert code_of(text, keyring) == 31204
 
 
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda h, c, s: f"{h}.{c}!.{s}",  # outside the base64url alphabet
+        lambda h, c, s: f"{h}.{c}.{s}=",  # padding
+        lambda h, c, s: f"{h}.{c}+/.{s}",  # the other base64 alphabet
+        lambda h, c, s: f"{h}.{c}.{s}AA",  # a lone last character (45)
+        lambda h, c, s: f"{h}.{c}日本.{s}",
+    ],
+)
+def test_a_segment_that_is_not_canonical_base64url_is_31204(keyring, spoil):
+    good = access()
+    verify_token(good, keyring, NOW + 1)
+    assert code_of(spoil(*good.split(".")), keyring) == 31204
+
+
+def test_a_signature_with_unused_bits_set_is_refused(keyring):
+    # 32 bytes of HMAC in 43 characters: the last one carries 2 unused bits.
+    # Setting them spells the same bytes differently; one token, one spelling.
+    header, claims, signature = access().split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(signature[-1])
+    spelled = signature[:-1] + alphabet[last | 1]
+    assert spelled != signature
+    assert code_of(f"{header}.{claims}.{spelled}", keyring) == 31204
+
+
 def test_wrong_cty_is_31204(keyring):
     token = raw_token(
         {"cty": "twilio-fpa;v=2"},

@@ -42,6 +42,10 @@ Local extensions and choices:
   for its answered calls to be held (``listen.reconnectTimeout``): then
   :mod:`appliance.exchange.resume` holds the call and a reconnect ``invite``
   resumes it.
+* A ``hangup`` with ``error`` 31003 (our phones' extension: the party's
+  media failed, ICE or consent) reaches the far party as ``hangup`` with
+  31003: its media is as dead, and it should hear why. Other codes a client
+  puts in its ``hangup`` are not relayed.
 
 Pure: no I/O; ``now`` is the caller's monotonic clock.
 """
@@ -93,6 +97,9 @@ _CLIENT_PREFIX = "client:"
 MAX_OUTGOING_CALLS = Quotas().max_calls_per_session
 #: The timer kind of ring timeouts, keyed by the call's parent sid.
 RING_TIMER = "ring"
+#: A hang-up because media failed (ConnectionTimeout), in the SDK's words.
+MEDIA_LOST_CODE = 31003
+MEDIA_LOST_MESSAGE = "Connection with Twilio was interrupted."
 
 
 class CallRouter:
@@ -473,17 +480,26 @@ class CallRouter:
             logger.debug("session %d: hangup for unknown call", session.sid)
             return
         call, is_caller = found
+        # A party whose media failed says so (error 31003, as the SDK reports
+        # it locally): the far party's media is as dead, so it hears the same
+        # code rather than a plain hang-up. No other client code is relayed.
+        error = message.payload.get("error")
+        lost = (
+            (MEDIA_LOST_CODE, MEDIA_LOST_MESSAGE)
+            if isinstance(error, dict) and error.get("code") == MEDIA_LOST_CODE
+            else ()
+        )
         if is_caller:
             self._end(call)
             if call.state is CallState.RINGING:
                 self._cancel_forks(call, call.forks)
             elif call.callee is not None:
-                self._out.hangup(call.callee, call.child_sid or "")
+                self._out.hangup(call.callee, call.child_sid or "", *lost)
             if call.is_echo:
                 self._out.echo(EchoHangup(call.parent_sid))
         elif session.sid == call.callee:
             self._end(call)
-            self._out.hangup(call.caller, call.parent_sid)
+            self._out.hangup(call.caller, call.parent_sid, *lost)
         elif session.sid in call.forks:
             call.forks.discard(session.sid)
             self._fail_ringing(call, 31603, "Call declined")

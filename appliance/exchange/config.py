@@ -7,6 +7,9 @@ File format (every key optional; unknown keys are errors)::
     ring_timeout = 30                  # seconds
     heartbeat_interval = 5             # seconds, below the SDK's 15 s timeout
     idle_timeout = 60                  # seconds; omit to disable
+    resume_grace = 30                  # seconds a call is held for a dropped
+                                       # party whose listen has no
+                                       # reconnectTimeout (0-30; 0 = none)
     media_addresses = ["127.0.0.1"]    # addresses echo media may use
     gateway_name = "local-exchange"
     max_sessions_per_account = 10000   # capacity limits, each answered with
@@ -49,6 +52,10 @@ from typing import Any
 
 from appliance.errors import ConfigError
 from appliance.exchange.quotas import Quotas
+from appliance.exchange.resume import (
+    DEFAULT_RECONNECT_TIMEOUT_S,
+    MAX_RECONNECT_TIMEOUT_S,
+)
 from appliance.files import check_private
 from appliance.schema import Problems, register, structure
 from appliance.tokens import Keyring
@@ -82,6 +89,9 @@ class ExchangeConfig:
         media_addresses: local addresses for echo media; ``None`` = all.
         gateway_name: reported in ``connected.gateway``.
         quotas: capacity limits (:class:`~appliance.exchange.quotas.Quotas`).
+        resume_grace: whole seconds (0-30) an answered call is held for a
+            party whose socket drops, when its ``listen`` has no
+            ``reconnectTimeout`` (:mod:`appliance.exchange.resume`).
     """
 
     host: str = "127.0.0.1"
@@ -93,6 +103,7 @@ class ExchangeConfig:
     media_addresses: tuple[str, ...] | None = None
     gateway_name: str = DEFAULT_GATEWAY_NAME
     quotas: Quotas = field(default_factory=Quotas)
+    resume_grace: int = DEFAULT_RECONNECT_TIMEOUT_S
 
     def __post_init__(self) -> None:
         problems = Problems()
@@ -101,6 +112,7 @@ class ExchangeConfig:
             ("ring_timeout", _positive),
             ("idle_timeout", _optional_positive),
             ("media_addresses", _addresses),
+            ("resume_grace", _grace),
         ):
             try:
                 check(getattr(self, key))
@@ -215,6 +227,14 @@ def _count(value: object) -> int:
     return value
 
 
+def _grace(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected whole seconds, got {value!r}")
+    if not 0 <= value <= MAX_RECONNECT_TIMEOUT_S:
+        raise ValueError(f"must be 0 to {MAX_RECONNECT_TIMEOUT_S} seconds")
+    return value
+
+
 def _listen(value: object) -> tuple[str, int]:
     return parse_listen(_string(value), "")
 
@@ -230,6 +250,7 @@ class _ExchangeSection:
     idle_timeout: float | None = None
     media_addresses: tuple[str, ...] | None = None
     gateway_name: str | None = None
+    resume_grace: int | None = None
     max_sessions_per_account: int | None = None
     max_sessions_per_identity: int | None = None
     max_calls_per_session: int | None = None
@@ -268,6 +289,7 @@ register(
         "idle_timeout": _optional_positive,
         "media_addresses": _addresses,
         "gateway_name": _string,
+        "resume_grace": _grace,
         **dict.fromkeys(_QUOTA_KEYS, _count),
     },
 )
@@ -323,6 +345,7 @@ def load_config_file(path: Path) -> ExchangeConfig:
         "idle_timeout",
         "media_addresses",
         "gateway_name",
+        "resume_grace",
     ):
         if getattr(section, key) is not None:
             values[key] = getattr(section, key)

@@ -73,7 +73,12 @@ from appliance.exchange.model import (
 from appliance.exchange.outbox import Outbox
 from appliance.exchange.quotas import QUOTA_CODE, QuotaLog, Quotas
 from appliance.exchange.relay import CallRelay
-from appliance.exchange.resume import RESUME_TIMERS, Resumes, reconnect_timeout
+from appliance.exchange.resume import (
+    DEFAULT_RECONNECT_TIMEOUT_S,
+    RESUME_TIMERS,
+    Resumes,
+    reconnect_timeout,
+)
 from appliance.exchange.timers import TimerHeap
 from appliance.log import wire
 from appliance.signaling.limits import (
@@ -148,6 +153,8 @@ class Exchange:
         rng: source of CallSid randomness (``random.Random`` works); defaults
             to :class:`random.SystemRandom`.
         quotas: capacity limits (:mod:`appliance.exchange.quotas`).
+        resume_grace: seconds an answered call is held for a party whose
+            socket drops, when its ``listen`` has no ``reconnectTimeout``.
     """
 
     def __init__(
@@ -160,6 +167,7 @@ class Exchange:
         idle_timeout: float | None = None,
         rng: RandomSource | None = None,
         quotas: Quotas | None = None,
+        resume_grace: int = DEFAULT_RECONNECT_TIMEOUT_S,
     ) -> None:
         if not 0 < heartbeat_interval < 15:
             raise ValueError("heartbeat_interval must be in (0, 15) seconds")
@@ -169,6 +177,7 @@ class Exchange:
         self._gateway_name = gateway_name
         self._heartbeat_interval = heartbeat_interval
         self._idle_timeout = idle_timeout
+        self._resume_grace = resume_grace
         self._sessions: dict[int, Session] = {}
         #: Every deadline: (what, session id or call sid); see tick().
         self._timers: TimerHeap[tuple[str, int | str]] = TimerHeap()
@@ -213,6 +222,7 @@ class Exchange:
         """
         if sid in self._sessions:
             raise ValueError(f"session {sid} is already open")
+        self._out.now = now
         self._sessions[sid] = Session(
             sid=sid,
             last_seen=now,
@@ -248,6 +258,7 @@ class Exchange:
         if session is None:
             return
         session.last_seen = now
+        self._out.now = now
         if text == HEARTBEAT:
             return
         if (
@@ -299,12 +310,14 @@ class Exchange:
 
     def session_closed(self, sid: int, now: float) -> None:
         """The socket closed (either side); ends its calls and registration."""
+        self._out.now = now
         if sid in self._sessions:
             logger.debug("x session %d closed", sid)
             self._drop(sid, now)
 
     def tick(self, now: float) -> None:
         """Run the timers due at ``now``: heartbeats, token expiry, ring timeouts."""
+        self._out.now = now
         for kind, key in self._timers.pop_due(now):
             if kind == RING_TIMER:
                 self._router.ring_timeout(str(key))
@@ -491,7 +504,7 @@ class Exchange:
             self._move(session, claims)
         session.claims = claims
         session.reconnect_timeout = reconnect_timeout(
-            message.payload.get("reconnectTimeout")
+            message.payload.get("reconnectTimeout"), self._resume_grace
         )
         # From here on the token's life is timed on the monotonic clock.
         session.token_deadline = now + (claims.expires_at - wall)
@@ -511,7 +524,11 @@ class Exchange:
             if session.registered:
                 session.registered = False
                 self._out.send(session.sid, MessageType.OFFLINE, {})
-        logger.info(
+        # One INFO line per join: a phone that may take calls registers next
+        # and is logged then; one that may not never registers (its listen is
+        # its join). Token refreshes log at DEBUG.
+        logger.log(
+            logging.DEBUG if claims.incoming_allowed else logging.INFO,
             "session %d: connected as %s from %s",
             session.sid,
             wire(claims.identity),
@@ -552,7 +569,10 @@ class Exchange:
             return
         if not session.registered:
             logger.info(
-                "session %d: registered as %s", session.sid, wire(claims.identity)
+                "session %d: registered as %s from %s",
+                session.sid,
+                wire(claims.identity),
+                session.source or "?",
             )
         session.registered = True
         session.call_waiting = message.payload.get("callWaiting") is True

@@ -3,7 +3,9 @@
 Why a module of its own: the session rules (:mod:`appliance.exchange.core`)
 and the call rules (:mod:`appliance.exchange.calls`) both answer clients, and
 every frame the exchange sends passes one last check here, against the relay
-limit a phone accepts (:mod:`appliance.signaling.limits`). The adapter drains
+limit a phone accepts (:mod:`appliance.signaling.limits`). Error messages may
+quote what a client sent, so they are cut here, to a length the relay limit
+has room for, before the frame is built. The adapter drains
 the three lists after every input, in the order documented in the core.
 
 Pure: no I/O.
@@ -18,7 +20,11 @@ from typing import Any
 from appliance.exchange.fields import Refusal
 from appliance.exchange.model import EchoRequest
 from appliance.log import LogLimiter, wire
-from appliance.signaling.limits import RELAY_MAX_FRAME_BYTES, text_size
+from appliance.signaling.limits import (
+    ERROR_MESSAGE_MAX_CHARS,
+    RELAY_MAX_FRAME_BYTES,
+    text_size,
+)
 from appliance.signaling.messages import GATEWAY_VERSION, Message, MessageType, encode
 
 __all__ = ["Outbox"]
@@ -40,6 +46,10 @@ class Outbox:
         self._to_close: list[int] = []
         self._echo: list[EchoRequest] = []
         self._complaints = LogLimiter()
+        #: Monotonic seconds of the input being handled (set by the core).
+        self.now = 0.0
+        #: The last guard's log line, for all sessions together.
+        self._oversize = LogLimiter()
 
     # ---- queueing ----------------------------------------------------------
 
@@ -59,9 +69,19 @@ class Outbox:
             len(text) > RELAY_MAX_FRAME_BYTES // 4
             and text_size(text) > RELAY_MAX_FRAME_BYTES
         ):
-            # The field caps make this unreachable (limits.check_consistency);
-            # a phone would drop its signaling over a frame this large.
-            logger.error("! session %d: %s frame too large to send: dropped", sid, kind)
+            # The last guard: a phone would drop its signaling over a frame
+            # this large. The field caps and the cut error messages keep every
+            # frame built here under the limit (limits.check_consistency), so
+            # this is a bug; it is rate-limited all the same, as a client could
+            # trigger it once per frame if a new path forgot a cap.
+            suppressed = self._oversize.allow("oversize", self.now)
+            if suppressed is not None:
+                logger.error(
+                    "! session %d: %s frame too large to send: dropped%s",
+                    sid,
+                    kind,
+                    LogLimiter.note(suppressed),
+                )
             return
         self._frames.append((sid, text))
 
@@ -75,6 +95,8 @@ class Outbox:
         extra: dict[str, Any] | None = None,
     ) -> None:
         """Queue ``error{code, message}``, optionally naming a call."""
+        if len(message) > ERROR_MESSAGE_MAX_CHARS:
+            message = wire(message, ERROR_MESSAGE_MAX_CHARS)
         payload: dict[str, Any] = {"error": {"code": code, "message": message}}
         if callsid is not None:
             payload["callsid"] = callsid

@@ -9,8 +9,11 @@ records (and out of every log line that prints one).
 The rules:
 
 * A party asks for it in ``listen.reconnectTimeout`` (seconds; the SDK sends
-  ``min(ceil(maxCallSignalingTimeoutMs / 1000), 30)``, 0 by default). Only
-  such a party gets a token: the caller in ``answer.reconnect``, each ringing
+  ``min(ceil(maxCallSignalingTimeoutMs / 1000), 30)``, 0 by default). A
+  ``listen`` without the key gets the exchange's own grace
+  (:data:`DEFAULT_RECONNECT_TIMEOUT_S`, configurable): calls then survive a
+  blip by default, as issue 12 asks; a client that says 0 gets none. Only
+  a party with a grace gets a token: the caller in ``answer.reconnect``, each ringing
   callee in ``invite.reconnect`` (the SDK keeps both, §2.3).
 * When that party's socket closes while the call is answered, the call is
   *held* for its reconnectTimeout: the other party is told nothing and the
@@ -41,6 +44,7 @@ from appliance.exchange.timers import TimerHeap
 from appliance.tokens import TokenClaims
 
 __all__ = [
+    "DEFAULT_RECONNECT_TIMEOUT_S",
     "GRACE_EXPIRED_CODE",
     "MAX_RECONNECT_TIMEOUT_S",
     "RESUME_TIMERS",
@@ -53,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 #: The longest hold a client may ask for (the SDK's MAX_RECONNECT_TIMEOUT_ALLOWED).
 MAX_RECONNECT_TIMEOUT_S = 30
+#: The grace of a party whose ``listen`` does not say.
+DEFAULT_RECONNECT_TIMEOUT_S = 30
 #: Sent to the other party when a held leg did not come back (ConnectionTimeout).
 GRACE_EXPIRED_CODE = 31003
 #: Timer kinds of held legs, keyed by the call's parent sid.
@@ -60,8 +66,13 @@ _CALLER_TIMER, _CALLEE_TIMER = "resume-caller", "resume-callee"
 RESUME_TIMERS = frozenset({_CALLER_TIMER, _CALLEE_TIMER})
 
 
-def reconnect_timeout(value: object) -> int:
-    """``listen.reconnectTimeout`` as whole seconds in [0, 30]; junk is 0."""
+def reconnect_timeout(value: object, default: int = DEFAULT_RECONNECT_TIMEOUT_S) -> int:
+    """``listen.reconnectTimeout`` as whole seconds in [0, 30]; junk is 0.
+
+    ``None`` (the key is absent) is ``default``.
+    """
+    if value is None:
+        return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return 0
     if not math.isfinite(value) or value <= 0:

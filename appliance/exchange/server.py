@@ -61,13 +61,21 @@ SIGNAL_PATH = "/signal"
 
 
 class _NoFrameDump(logging.Filter):
-    """Drop websockets' DEBUG frame dumps (``"< %s"``/``"> %s"``).
+    """Drop websockets' DEBUG frame dumps and its per-connection INFO lines.
 
-    They would print the start of every frame, and ``listen`` frames carry the
-    token (style: never log tokens).
+    The dumps (``"< %s"``/``"> %s"``) would print the start of every frame,
+    and ``listen`` frames carry the token (style: never log tokens). Its
+    "connection open" and "connection closed" lines would add two INFO lines
+    to every join and leave, without saying which session or who: the core
+    logs one line per join ("registered as ... from ..."), this module one
+    per leave ("disconnected"), and "socket from" at DEBUG.
     """
 
+    _PER_CONNECTION = frozenset({"connection open", "connection closed"})
+
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in self._PER_CONNECTION:
+            return False
         return not (
             record.levelno <= logging.DEBUG and str(record.msg)[:1] in ("<", ">")
         )
@@ -154,6 +162,7 @@ class ExchangeServer:
             idle_timeout=config.idle_timeout,
             rng=rng,
             quotas=config.quotas,
+            resume_grace=config.resume_grace,
         )
         self._ids = itertools.count(1)
         self._connections: dict[int, _Connection] = {}

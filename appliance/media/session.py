@@ -94,6 +94,7 @@ from appliance.tasks import TaskSet
 
 __all__ = [
     "DSCP_EF_TOS",
+    "MEDIA_CLOSED_GRACE_S",
     "IceServer",
     "MediaConfig",
     "MediaSession",
@@ -102,6 +103,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds a connection aiortc closed by itself may wait for the call's
+#: hang-up (which closes the session) before it counts as failed media.
+MEDIA_CLOSED_GRACE_S = 2.0
 
 
 def supported_codecs() -> tuple[str, ...]:
@@ -215,7 +220,9 @@ class MediaSession:
         source: what to send (e.g. the handset microphone).
         sink: where received audio goes (e.g. the handset earpiece).
         on_failed: called once, from the event loop, if the connection fails
-            (ICE or DTLS); the owner should then end the call.
+            (ICE or DTLS, consent expired, or closed under us with no
+            :meth:`close` within ``MEDIA_CLOSED_GRACE_S``); the owner should
+            then end the call.
 
     Example::
 
@@ -409,11 +416,27 @@ class MediaSession:
     def _on_connection_state(self) -> None:
         state = self._pc.connectionState
         logger.debug("= media connection %s", state)
-        if state == "failed" and not self._failed_reported and not self._closed:
-            self._failed_reported = True
-            if self._on_failed is not None:
-                # Run the owner's code outside aiortc's event emission.
-                asyncio.get_running_loop().call_soon(self._on_failed)
+        if self._failed_reported or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        if state == "failed":
+            # Run the owner's code outside aiortc's event emission.
+            loop.call_soon(self._report_failed)
+        elif state == "closed":
+            # aiortc closes the connection itself when every DTLS transport
+            # has closed: after consent freshness expired (aioice closes ICE
+            # first, so the state is never "failed"), or after the far end
+            # closed its own. The latter comes with a hang-up on signaling,
+            # which closes this session meanwhile; if none comes, the call
+            # has no media left: failed either way.
+            loop.call_later(MEDIA_CLOSED_GRACE_S, self._report_failed)
+
+    def _report_failed(self) -> None:
+        if self._failed_reported or self._closed:
+            return
+        self._failed_reported = True
+        if self._on_failed is not None:
+            self._on_failed()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.spawn(coro, "media-receive")

@@ -522,12 +522,11 @@ class Connection(EventSource):
         self._machine.apply(CallInput.FAIL)
         self._report(error)
         if send_hangup:
-            self._host.send(
-                Message(
-                    MessageType.HANGUP,
-                    {"callsid": self.call_sid, "message": error.message},
-                )
-            )
+            payload: dict[str, Any] = {"callsid": self.call_sid}
+            payload["message"] = error.message  # the SDK's reason text
+            if error.code == 31003:  # media lost: the exchange tells the far party
+                payload["error"] = {"code": error.code, "message": error.message}
+            self._host.send(Message(MessageType.HANGUP, payload))
         if pending:
             self._finish()
         else:

@@ -29,6 +29,7 @@ import json
 
 __all__ = [
     "CONTENT_MAX_BYTES",
+    "ERROR_MESSAGE_MAX_CHARS",
     "EXCHANGE_MAX_FRAME_BYTES",
     "IDENTITY_MAX_BYTES",
     "PARAMS_MAX_BYTES",
@@ -63,6 +64,9 @@ CONTENT_MAX_BYTES = 16 << 10
 IDENTITY_MAX_BYTES = 256
 #: Call sids, DTMF strings, message types and event sids. Over it: 31100.
 SHORT_MAX_BYTES = 256
+#: The ``message`` of an ``error`` the exchange sends, in characters; a longer
+#: one (quoting a client's value) is cut with :func:`appliance.log.wire`.
+ERROR_MESSAGE_MAX_CHARS = 512
 #: An access token in ``listen`` (a JWT with a Voice grant is under 1 kB).
 #: Over it: 31204.
 TOKEN_MAX_BYTES = 8 << 10
@@ -92,7 +96,12 @@ def check_consistency() -> None:
         SDP_MAX_BYTES + PARAMS_MAX_BYTES + 2 * IDENTITY_MAX_BYTES + SHORT_MAX_BYTES
     )
     largest_message = CONTENT_MAX_BYTES + 4 * SHORT_MAX_BYTES
-    largest_relayed = max(largest_invite, largest_message) + _FRAME_OVERHEAD_BYTES
+    # error{code, message, callsid, voiceeventsid}; a character escaped by
+    # wire() and then by JSON takes at most 12 bytes ("\\U0001f600").
+    largest_error = 12 * ERROR_MESSAGE_MAX_CHARS + 2 * SHORT_MAX_BYTES
+    largest_relayed = (
+        max(largest_invite, largest_message, largest_error) + _FRAME_OVERHEAD_BYTES
+    )
     if largest_relayed > RELAY_MAX_FRAME_BYTES:
         raise AssertionError("field caps add up to more than the relay limit")
     if RELAY_MAX_FRAME_BYTES > PHONE_MAX_FRAME_BYTES:

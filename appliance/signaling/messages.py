@@ -10,8 +10,13 @@ Strict JSON both ways (RFC 8259): Python's ``json`` reads and writes ``NaN``,
 ``Infinity`` and ``-Infinity`` by default, which are not JSON, and a strict
 parser (the browser SDK's ``JSON.parse``) rejects the whole frame. So
 :func:`decode` refuses them (:func:`loads`) and :func:`encode` never produces
-them. Frames go out as UTF-8 (``ensure_ascii=False``): escaping every
-non-ASCII character as ``\\uXXXX`` would triple a frame of non-Latin text
+them. A number too large for a double (``1e999``) is valid JSON, but Python
+reads it as infinity, which no frame may carry onwards: such a value would
+fail later, far from the socket that sent it (in a size check, on encode), so
+:func:`loads` refuses it too.
+
+Frames go out as UTF-8 (``ensure_ascii=False``): escaping every non-ASCII
+character as ``\\uXXXX`` would triple a frame of non-Latin text
 (see :mod:`appliance.signaling.limits`).
 """
 
@@ -25,6 +30,7 @@ from typing import Any
 from urllib.parse import quote, unquote_plus
 
 from appliance.errors import RemoteProtocolError, UnknownMessageTypeError
+from appliance.log import wire
 
 __all__ = [
     "GATEWAY_VERSION",
@@ -115,21 +121,33 @@ class Message:
 
 
 class _NotStrictJsonError(ValueError):
-    """A ``NaN``/``Infinity`` literal: valid for Python's parser, not JSON."""
+    """A ``NaN``/``Infinity`` literal or a number that overflows a double."""
 
 
 def _refuse_constant(name: str) -> Any:
     raise _NotStrictJsonError(f"frame is not strict JSON: {name} is not allowed")
 
 
+def _finite_float(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):
+        raise _NotStrictJsonError(
+            "frame is not strict JSON: a number overflows a double"
+        )
+    return number
+
+
 def loads(text: str) -> Any:
     """``json.loads`` that refuses ``NaN``, ``Infinity`` and ``-Infinity``.
+
+    Also refuses a number too large for a double (``1e999``), which
+    ``json.loads`` would read as infinity.
 
     Raises:
         ValueError: ``text`` is not strict JSON (the message says why).
         RecursionError: nested too deeply for the parser.
     """
-    return json.loads(text, parse_constant=_refuse_constant)
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 def _dumps(data: object) -> str:
@@ -176,8 +194,10 @@ def decode(text: str) -> Message:
     try:
         kind = MessageType(str(data.get("type")))
     except ValueError as exc:
+        # The type is the client's, of any size (up to the frame limit): it
+        # is quoted escaped and cut short, as in a log line.
         raise UnknownMessageTypeError(
-            message=f"unknown message type {data.get('type')!r}"
+            message=f"unknown message type {wire(data.get('type'))}"
         ) from exc
     payload = data.get("payload")
     if payload is None:

@@ -26,6 +26,7 @@ ring_timeout = 12
 heartbeat_interval = 2.5
 media_addresses = ["127.0.0.1"]
 gateway_name = "bench"
+resume_grace = 12
 
 [[accounts]]
 sid = "{ACCOUNT}"
@@ -57,6 +58,8 @@ def test_file_with_several_accounts(tmp_path):
     assert config.heartbeat_interval == 2.5
     assert config.media_addresses == ("127.0.0.1",)
     assert config.gateway_name == "bench"
+    assert config.resume_grace == 12
+    assert ExchangeConfig().resume_grace == 30  # when the file does not say
     assert config.keyring.find_api_key(KEY) == (ACCOUNT, "one")
     assert config.keyring.find_api_key(KEY2) == (ACCOUNT2, "two")
     assert config.keyring.auth_tokens == {ACCOUNT: "tok"}
@@ -86,6 +89,8 @@ def test_command_line_overrides_and_adds_to_file(tmp_path):
         ("[exchange]\nring_timout = 3\n", "exchange.ring_timout"),
         ("[exchange]\nheartbeat_interval = 20\n", "exchange.heartbeat_interval"),
         ("[exchange]\nlisten = 'nope'\n", "exchange.listen"),
+        ("[exchange]\nresume_grace = 31\n", "exchange.resume_grace"),
+        ("[exchange]\nresume_grace = 2.5\n", "exchange.resume_grace"),
         ("[[accounts]]\nsid = 'AC12'\nauth_token = 'x'\n", "accounts[0].sid"),
         (
             f"[[accounts]]\nsid = '{ACCOUNT}'\n[[accounts.api_keys]]\nsid = '{KEY}'\n",

@@ -137,10 +137,22 @@ class Harness:
         values.update(overrides)
         return create_access_token(**values)
 
-    def login(self, identity: str, *, register: bool = True, **options: Any) -> Client:
+    def login(
+        self,
+        identity: str,
+        *,
+        register: bool = True,
+        grace: int | None = 0,
+        **options: Any,
+    ) -> Client:
+        """A session of ``identity``: listen (asking for ``grace`` s of resume
+        grace; ``None`` leaves the key out), then register."""
         call_waiting = options.pop("call_waiting", None)
         client = self.connect()
-        client.send("listen", token=self.token(identity, **options))
+        listen: dict[str, Any] = {"token": self.token(identity, **options)}
+        if grace is not None:
+            listen["reconnectTimeout"] = grace
+        client.send("listen", **listen)
         client.expect("connected")
         if register:
             payload: dict[str, Any] = {"media": {"audio": True}}
@@ -954,3 +966,34 @@ def test_echo_media_stops_when_caller_leaves_or_nobody_answers(h):
     h.exchange.echo_answered(parent, ANSWER)
     h.pump()
     assert bob.messages() == []
+
+
+@pytest.mark.parametrize(
+    ("error", "relayed"),
+    [
+        ({"code": 31003, "message": "ice"}, 31003),  # media failed: passed on
+        ({"code": 31603, "message": "forged"}, None),  # any other: plain hangup
+        ("31003", None),
+    ],
+)
+@pytest.mark.parametrize("who", ["caller", "callee"])
+def test_hangup_after_media_failure_tells_the_far_party_31003(h, error, relayed, who):
+    alice = h.login("alice")
+    bob = h.login("bob")
+    parent = dial(alice, "bob")
+    child = bob.expect_one("invite")["callsid"]
+    bob.send("answer", callsid=child, sdp=ANSWER)
+    alice.expect_one("answer")
+    if who == "caller":
+        alice.send("hangup", callsid=parent, error=error)
+        far, sid = bob, child
+    else:
+        bob.send("hangup", callsid=child, error=error)
+        far, sid = alice, parent
+    expected: dict[str, Any] = {"callsid": sid}
+    if relayed is not None:
+        expected["error"] = {
+            "code": relayed,
+            "message": "Connection with Twilio was interrupted.",
+        }
+    assert far.expect_one("hangup") == expected

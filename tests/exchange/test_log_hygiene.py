@@ -6,13 +6,14 @@ process, its stderr read line by line; clients are raw sockets on 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from websockets.asyncio.client import connect
 
 from appliance.log import WIRE_LIMIT, LogLimiter, wire
 from appliance.signaling.messages import encode_params
-from tests.conftest import make_token, wait_until
+from tests.conftest import make_token, scaled, wait_until
 
 
 def listen(token: str) -> str:
@@ -89,3 +90,64 @@ async def test_a_flood_of_bad_frames_writes_a_few_lines(exchange_process):
     assert 1 <= len(refused) <= 5 + 1, refused
     count = next(line for line in exchange.stderr if "were not logged" in line)
     assert f"{1000 - len(refused)} refusals" in count
+
+
+async def test_a_huge_type_before_listen_gets_a_short_answer(exchange_process):
+    # The type was quoted whole in the 31400 message: the error frame then
+    # exceeded the relay limit, so the client got no answer and each such
+    # frame wrote an ERROR line.
+    exchange = await exchange_process(0, "--log-level", "INFO")
+    frames = 40
+    async with connect(exchange.url) as ws:
+        huge = json.dumps({"type": "t" * 300_000, "payload": {}})
+        for _ in range(frames):
+            await ws.send(huge)
+            text = await asyncio.wait_for(ws.recv(), scaled(5))
+            assert isinstance(text, str) and len(text) < 2_000, len(text)
+            error = json.loads(text)
+            assert error["type"] == "error"
+            assert error["payload"]["error"]["code"] == 31400
+            assert "unknown message type ttt" in error["payload"]["error"]["message"]
+    await wait_until(lambda: any("were not logged" in line for line in exchange.stderr))
+    session = [line for line in exchange.stderr if "session 1" in line]
+    assert 2 <= len(session) <= 5 + 2, session
+    assert not any("too large to send" in line for line in exchange.stderr)
+    assert max(len(line) for line in exchange.stderr) < 400
+
+
+def test_the_last_guard_on_frame_size_logs_a_few_lines(caplog):
+    # Every path caps its fields; were one to forget, a client could make the
+    # exchange build one oversized frame per frame it sends.
+    from appliance.exchange.outbox import Outbox
+    from appliance.signaling.limits import RELAY_MAX_FRAME_BYTES
+    from appliance.signaling.messages import MessageType
+
+    outbox = Outbox({1})
+    for n in range(100):
+        outbox.now = n * 0.01
+        outbox.send(1, MessageType.MESSAGE, {"content": "x" * RELAY_MAX_FRAME_BYTES})
+    assert outbox.frames_to_send() == []
+    dropped = [r for r in caplog.records if "too large to send" in r.getMessage()]
+    assert len(dropped) == 5, len(dropped)
+    outbox.now = 61.0
+    outbox.send(1, MessageType.MESSAGE, {"content": "x" * RELAY_MAX_FRAME_BYTES})
+    assert "(95 similar not logged)" in caplog.records[-1].getMessage()
+
+
+async def test_a_join_writes_one_info_line_and_a_leave_one(exchange_process):
+    # Joins are the exchange's hot path at start of day (exchange-benchmarks.md):
+    # one line saying who registered from where, one when the socket goes.
+    exchange = await exchange_process(0, "--log-level", "INFO")
+    async with connect(exchange.url) as ws:
+        await ws.send(listen(make_token("alice")))
+        assert json.loads(await ws.recv())["type"] == "connected"
+        register = {"type": "register", "payload": {"media": {"audio": True}}}
+        await ws.send(json.dumps(register))
+        assert json.loads(await ws.recv())["type"] == "ready"
+    await wait_until(lambda: any("disconnected" in line for line in exchange.stderr))
+    joined = [line for line in exchange.stderr if "session 1" in line]
+    assert len(joined) == 2, joined
+    assert "registered as alice from 127.0.0.1" in joined[0]
+    assert "disconnected" in joined[1]
+    assert not any("connection open" in line for line in exchange.stderr)
+    assert not any("connection closed" in line for line in exchange.stderr)

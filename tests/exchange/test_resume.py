@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from appliance.exchange.resume import reconnect_timeout
+from appliance.exchange.resume import DEFAULT_RECONNECT_TIMEOUT_S, reconnect_timeout
 from tests.exchange.test_core import ANSWER, OFFER, Client, Harness, dial
 
 
@@ -48,10 +48,35 @@ def h() -> Harness:
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [(0, 0), (10, 10), (2.1, 3), (30, 30), (45, 30), (-1, 0), ("10", 0), (None, 0)],
+    [(0, 0), (10, 10), (2.1, 3), (30, 30), (45, 30), (-1, 0), ("10", 0), (None, 30)],
 )
 def test_reconnect_timeout_is_whole_seconds_capped_at_30(value, seconds):
     assert reconnect_timeout(value) == seconds
+    if value is None:  # absent: the exchange's own grace
+        assert reconnect_timeout(None, 7) == 7
+        assert DEFAULT_RECONNECT_TIMEOUT_S == 30
+
+
+def test_a_listen_without_reconnect_timeout_gets_30_s_of_grace(h):
+    alice, bob = h.login("alice", grace=None), h.login("bob", grace=0)
+    _parent, _child, token, bob_token = answered(h, alice, bob)
+    assert token is not None and bob_token is None  # bob said 0: no token
+    alice.close()
+    h.advance(29.9)
+    assert bob.messages() == []  # held, as if alice had asked for 30 s
+    assert h.exchange.call_count == 1
+    h.advance(0.2)
+    assert bob.expect_one("hangup")["error"]["code"] == 31003
+    assert h.exchange.call_count == 0
+
+
+def test_the_default_grace_is_configurable_and_0_ends_the_call_at_once():
+    h = Harness(ring_timeout=30.0, heartbeat_interval=5.0, resume_grace=0)
+    alice, bob = h.login("alice", grace=None), h.login("bob", grace=None)
+    _parent, _child, token, bob_token = answered(h, alice, bob)
+    assert token is None and bob_token is None
+    alice.close()
+    assert bob.expect_one("hangup")["error"]["code"] == 31005
 
 
 def test_tokens_only_for_parties_that_asked(h):

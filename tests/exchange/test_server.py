@@ -66,7 +66,8 @@ async def receive(ws: ClientConnection, wait_s: float = 5.0) -> dict[str, Any]:
 
 async def login(url: str, identity: str) -> ClientConnection:
     ws = await connect(url)
-    await send(ws, "listen", token=token(identity))
+    # No resume grace: a dropped socket ends its calls at once (31005).
+    await send(ws, "listen", token=token(identity), reconnectTimeout=0)
     frame = await receive(ws)
     assert frame["type"] == "connected"
     await send(ws, "register", media={"audio": True})
@@ -412,3 +413,40 @@ def dominant_frequency(samples: np.ndarray, rate: int = 48_000) -> float:
     spectrum = np.abs(np.fft.rfft(values))
     spectrum[0] = 0.0
     return float(np.argmax(spectrum)) * rate / samples.size
+
+
+async def test_a_client_that_does_not_ask_gets_the_default_resume_grace():
+    # A listen without reconnectTimeout: the exchange holds that party's
+    # answered calls for 30 s (ExchangeConfig.resume_grace), so it gets a
+    # reconnect token; the other party said 0 and gets none.
+    async with ExchangeServer(in_process_config()) as server:
+        alice = await connect(server.url)
+        await send(alice, "listen", token=token("alice"))
+        assert (await receive(alice))["type"] == "connected"
+        await send(alice, "register", media={"audio": True})
+        assert (await receive(alice))["type"] == "ready"
+        bob = await login(server.url, "bob")
+        await send(
+            alice,
+            "invite",
+            callsid="TJS-1",
+            sdp="offer-sdp",
+            twilio={"params": "To=client%3Abob"},
+        )
+        parent = (await receive(alice))["payload"]["callsid"]
+        invite = await receive(bob)
+        assert "reconnect" not in invite["payload"]
+        await send(bob, "answer", callsid=invite["payload"]["callsid"], sdp="a")
+        answer = await receive(alice)
+        assert answer["payload"]["callsid"] == parent
+        assert answer["payload"]["reconnect"].startswith("RT")
+        await alice.close()
+        # Held: once the exchange has dropped alice's session, the call stays
+        # and bob hears nothing (without the grace: hangup 31005 at once).
+        await wait_until(
+            lambda: server.core.registered_sessions(ACCOUNT, "alice") == []
+        )
+        with pytest.raises(TimeoutError):
+            await receive(bob, wait_s=0.5)
+        assert server.core.call_count == 1
+        await bob.close()

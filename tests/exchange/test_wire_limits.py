@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -135,6 +136,36 @@ async def test_exchange_refuses_nan_and_relays_nothing(server, literal):
     assert ack["type"] == "ack" and ack["payload"]["voiceeventsid"] == "KX2"
     relayed = await next_frame(bob)
     assert relayed["type"] == "message" and relayed["payload"]["content"] == {"n": 1.5}
+    await alice.close()
+    await bob.close()
+
+
+@pytest.mark.parametrize(
+    ("field", "literal"),
+    [("content", "1e999"), ("voiceeventsid", "-1e999"), ("callsid", "1E400")],
+)
+async def test_an_overflowing_number_is_31400_and_the_call_goes_on(
+    server, caplog, field, literal
+):
+    # Valid JSON, but Python reads it as infinity, which no size check or
+    # encoder accepts: it must be refused where it is read, not later.
+    alice, bob, parent, _child = await answered_call(server.url)
+    fields = {"callsid": f'"{parent}"', "content": '"hi"', "voiceeventsid": '"KX1"'}
+    fields[field] = literal
+    payload = ",".join(f'"{key}":{value}' for key, value in fields.items())
+    await alice.send(f'{{"type":"message","version":"1.6","payload":{{{payload}}}}}')
+    error = await next_frame(alice)
+    assert error["type"] == "error"
+    assert error["payload"]["error"]["code"] == 31400
+    assert "overflows" in error["payload"]["error"]["message"]
+    # The session and its call go on: the next message is acked and relayed.
+    await send(alice, "message", callsid=parent, content="ok", voiceeventsid="KX2")
+    ack = await next_frame(alice)
+    assert ack["type"] == "ack" and ack["payload"]["voiceeventsid"] == "KX2"
+    assert (await next_frame(bob))["payload"]["content"] == "ok"
+    assert server.core.call_count == 1
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
     await alice.close()
     await bob.close()
 

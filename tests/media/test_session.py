@@ -16,7 +16,7 @@ from appliance.errors import ConfigError, NegotiationError
 from appliance.media.devices import FileRecorder, ToneSource, open_sink, open_source
 from appliance.media.levels import rms_dbfs
 from appliance.media.loopback import LoopbackAudio
-from appliance.media.session import MediaConfig, MediaSession
+from appliance.media.session import MEDIA_CLOSED_GRACE_S, MediaConfig, MediaSession
 from tests.conftest import scaled, wait_until
 from tests.media.helpers import (
     LevelLogSink,
@@ -152,7 +152,12 @@ async def test_echo_destination_returns_the_callers_audio(tmp_path):
     loop = LoopbackAudio()
     echo = MediaSession(LOOPBACK, loop.source, loop.sink)
     await connect(caller, echo)
-    await asyncio.sleep(1.2)  # a call of 1.2 s
+    # A call until a second of the echo is on file (the recorder flushes
+    # within 200 ms; a fixed 1.2 s call recorded too little on a busy machine).
+    header = 44  # FileRecorder's plain RIFF header
+    await wait_until(
+        lambda: wav.exists() and (wav.stat().st_size - header) // 2 >= 48_000, 10.0
+    )
     await caller.close()
     await echo.close()
 
@@ -302,6 +307,30 @@ async def test_failed_connection_calls_on_failed_once():
     await b.close()
     assert len(failures) == 1
     assert a.connection_state == "closed"
+
+
+@pytest.mark.parametrize("hung_up", [False, True])
+async def test_a_connection_closed_under_us_fails_unless_the_call_ends(hung_up):
+    # aiortc reports consent expiry, and a far end that closed its connection,
+    # as "closed", never "failed". With no hang-up (our close()) within the
+    # grace that is a failed call; with one, it is an ordinary end.
+    failed = asyncio.Event()
+    a = MediaSession(
+        LOOPBACK, open_source("null"), open_sink("null"), on_failed=failed.set
+    )
+    b = MediaSession(LOOPBACK, open_source("null"), open_sink("null"))
+    await connect(a, b)
+    await b.close()  # DTLS close_notify: a's connection closes by itself
+    await wait_until(lambda: a.connection_state == "closed")
+    closed_at = time.monotonic()
+    if hung_up:
+        await a.close()  # the hang-up arrived: the session is closed in time
+        await asyncio.sleep(MEDIA_CLOSED_GRACE_S + 0.5)  # must NOT fire
+        assert not failed.is_set()
+    else:
+        await asyncio.wait_for(failed.wait(), scaled(MEDIA_CLOSED_GRACE_S + 5))
+        assert time.monotonic() - closed_at >= MEDIA_CLOSED_GRACE_S - 0.1
+        await a.close()
 
 
 async def test_failed_source_keeps_the_call_up_with_silence():

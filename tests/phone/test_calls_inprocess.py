@@ -417,6 +417,65 @@ async def test_digits_fall_back_to_signaling_without_telephone_event(
     await conn.disconnect()
 
 
+def black_hole(conn: Connection) -> int:
+    """Drop every UDP datagram this call's media receives; return sockets cut.
+
+    The smallest real cut of a media path on 127.0.0.1 without a firewall:
+    the ICE sockets of the call (one per local address; tests gather on
+    127.0.0.1 only) keep sending, but read nothing, as behind a link that
+    loses every packet. STUN consent checks, DTLS and RTP all cross these
+    sockets, so aiortc's own consent freshness (RFC 7675) is what notices.
+    """
+    media = conn._media
+    assert media is not None
+    cut = 0
+    for transceiver in media._pc.getTransceivers():
+        dtls = transceiver.sender.transport
+        assert dtls is not None
+        for protocol in dtls.transport._connection._protocols:
+            # The socket's reader, replaced on this one object: nothing read.
+            protocol.datagram_received = lambda *_: None  # type: ignore[method-assign]
+            cut += 1
+    return cut
+
+
+#: aioice declares consent lost after 6 unanswered checks 4-6 s apart
+#: (CONSENT_FAILURES, CONSENT_INTERVAL): 24-39 s after the cut.
+CONSENT_LOST_WITHIN_S = 45.0
+
+
+async def test_media_cut_ends_the_call_with_31003_on_both_sides(
+    phones: PhoneFactory, exchange: ExchangeServer
+):
+    # Signaling stays up; only media dies. Twilio.Device reports that as
+    # 31003 (ConnectionTimeout) and hangs up; the far party hears the same
+    # code through the exchange (its media is as dead).
+    alice = await phones("alice", tone=523)
+    bob = await phones("bob", tone=1100)
+    conn, events, incoming, far = await connect_call(alice, bob)
+    await audio_flowing(events, 0.5)
+    await audio_flowing(far, 0.5)
+
+    assert black_hole(conn) >= 1 and black_hole(incoming) >= 1
+    cut_at = time.monotonic()
+    # The cut holds: both sides hear silence while the call is still open.
+    heard = len(far.all("volume"))
+    await far.wait("volume", where=silent, count=10, after=heard)
+    assert conn.status() == incoming.status() == "open"
+
+    error = (await events.wait("error", within=CONSENT_LOST_WITHIN_S))[0]
+    far_error = (await far.wait("error", within=CONSENT_LOST_WITHIN_S))[0]
+    assert error.code == far_error.code == 31003, (error, far_error)
+    await events.wait("disconnect")
+    await far.wait("disconnect")
+    ended = time.monotonic() - cut_at
+    assert ended < scaled(CONSENT_LOST_WITHIN_S), ended
+    assert conn.status() == incoming.status() == "closed"
+    # Only the call ended: both phones are still registered.
+    assert alice.device.status() == bob.device.status() == "ready"
+    await wait_until(lambda: exchange.core.call_count == 0)
+
+
 async def test_reject_gives_the_caller_31603(phones: PhoneFactory):
     alice = await phones("alice")
     bob = await phones("bob")
