@@ -14,8 +14,12 @@ the delay budget). So:
   speech, where 20 ms missing is not heard), or of any chunk once
   :data:`FORCE_SETTLE_S` have passed;
 * an underrun shows the machine stalls: the stream restarts with the full
-  pre-fill and keeps it until it is closed. Settling again would trade an
-  audible gap every few seconds on a busy machine for 20 ms of delay;
+  pre-fill and keeps it until it has played :data:`CALM_AFTER_UNDERRUN_S`
+  without another (fast to grow, slow to shrink, as jitter buffers are).
+  Settling again after a few seconds would trade an audible gap every few
+  seconds on a busy machine for 20 ms of delay, while one stall (a sound
+  server starting another stream, a burst of work) should not cost the rest
+  of a long call;
 * a restart after the producer fell silent (the far side stopped sending)
   is no such evidence, and may settle again.
 
@@ -31,6 +35,7 @@ import numpy as np
 from appliance.media.frames import Samples
 
 __all__ = [
+    "CALM_AFTER_UNDERRUN_S",
     "FORCE_SETTLE_S",
     "PREFILL_MS",
     "QUIET_RMS",
@@ -48,6 +53,9 @@ SETTLE_S = 2.0
 QUIET_RMS = 328.0
 #: ...or in whatever chunk comes after this long.
 FORCE_SETTLE_S = 10.0
+#: After an underrun, the stream must play this long without another before
+#: it settles (in a quiet chunk, or any chunk FORCE_SETTLE_S - SETTLE_S later).
+CALM_AFTER_UNDERRUN_S = 30.0
 
 
 class PrefillSettler:
@@ -65,16 +73,16 @@ class PrefillSettler:
         self.settled_frames = 0
         self._owed = 0  # frames still to give back since the last restart
         self._since = 0.0
-        self._may_settle = True  # until the first underrun
+        self._hold = SETTLE_S  # calm time needed before settling
 
     def restarted(self, now: float) -> None:
         """The full pre-fill was written at ``now`` (start or restart)."""
-        self._owed = self.excess_frames if self._may_settle else 0
+        self._owed = self.excess_frames
         self._since = now
 
     def underran(self) -> None:
         """The stream underran while its producer was sending."""
-        self._may_settle = False
+        self._hold = CALM_AFTER_UNDERRUN_S
         self._owed = 0
 
     def cut(self, frames: int, samples: Samples, now: float) -> int:
@@ -86,9 +94,9 @@ class PrefillSettler:
         if self._owed == 0:
             return 0
         held = now - self._since
-        if held < SETTLE_S:
+        if held < self._hold:
             return 0
-        if held < FORCE_SETTLE_S:
+        if held < self._hold + FORCE_SETTLE_S - SETTLE_S:
             level = samples.astype(np.float64)
             if float(np.sqrt(np.mean(level * level))) >= QUIET_RMS:
                 return 0

@@ -214,7 +214,7 @@ async def play_silence_until(sink: AlsaSink, done, within: float) -> None:
         await asyncio.sleep(max(0.0, start + i * 0.02 - time.monotonic()))
 
 
-async def test_prefill_settles_on_a_real_card_and_stays_full_after_an_underrun(rig):
+async def test_prefill_settles_on_a_real_card_and_refills_on_an_underrun(rig):
     # When and how much: tests/hardware/test_prefill.py. Here, that the
     # sink acts on it while a real card plays.
     sink = AlsaSink("C_spk")
@@ -225,7 +225,7 @@ async def test_prefill_settles_on_a_real_card_and_stays_full_after_an_underrun(r
         )
         assert sink.settled_frames == excess and sink.xruns == 0
         # The loop stalls: the ring underruns and the stream restarts with
-        # the full pre-fill, which it keeps.
+        # the full pre-fill, which it keeps for a long calm (not waited for).
         time.sleep(0.15)  # noqa: ASYNC251 - blocking the loop is the test
         await play_silence_until(sink, lambda: sink.xruns > 0, scaled(1))
         resumed = time.monotonic()

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from appliance.hardware.prefill import FORCE_SETTLE_S, SETTLE_S, PrefillSettler
+from appliance.hardware.prefill import (
+    CALM_AFTER_UNDERRUN_S,
+    FORCE_SETTLE_S,
+    SETTLE_S,
+    PrefillSettler,
+)
 
 FRAMES = 960  # a 20 ms chunk at 48 kHz
 QUIET = np.zeros(FRAMES, np.int16)
@@ -44,22 +49,39 @@ def test_a_short_chunk_gives_back_what_it_holds_and_the_next_the_rest():
     assert settler.settled_frames == 960
 
 
-def test_after_an_underrun_the_stream_keeps_its_full_prefill():
+def test_after_an_underrun_the_full_prefill_stays_until_a_long_calm():
     settler = started()
     settler.underran()
     settler.restarted(101.0)
-    for t in (101.0 + SETTLE_S, 101.0 + FORCE_SETTLE_S, 500.0):
+    for t in (
+        101.0 + SETTLE_S,
+        101.0 + FORCE_SETTLE_S,
+        101.0 + CALM_AFTER_UNDERRUN_S - 0.01,
+    ):
         assert settler.cut(FRAMES, QUIET, t) == 0
-    assert settler.settled_frames == 0
+    assert settler.cut(FRAMES, LOUD, 101.0 + CALM_AFTER_UNDERRUN_S) == 0  # speech
+    assert settler.cut(FRAMES, QUIET, 101.0 + CALM_AFTER_UNDERRUN_S + 0.02) == 960
 
 
-def test_an_underrun_after_settling_does_not_settle_again():
+def test_each_underrun_restarts_the_long_calm():
     settler = started()
     assert settler.cut(FRAMES, QUIET, 100.0 + SETTLE_S) == 960
     settler.underran()
     settler.restarted(103.0)
-    assert settler.cut(FRAMES, QUIET, 103.0 + FORCE_SETTLE_S) == 0
-    assert settler.settled_frames == 960
+    settler.underran()
+    settler.restarted(120.0)
+    assert settler.cut(FRAMES, QUIET, 103.0 + CALM_AFTER_UNDERRUN_S) == 0
+    assert settler.cut(FRAMES, QUIET, 120.0 + CALM_AFTER_UNDERRUN_S) == 960
+    assert settler.settled_frames == 1920
+
+
+def test_after_an_underrun_a_long_chunk_of_speech_settles_in_time():
+    settler = started()
+    settler.underran()
+    settler.restarted(100.0)
+    late = 100.0 + CALM_AFTER_UNDERRUN_S + FORCE_SETTLE_S - SETTLE_S
+    assert settler.cut(FRAMES, LOUD, late - 0.01) == 0
+    assert settler.cut(FRAMES, LOUD, late) == 960
 
 
 def test_a_restart_after_silence_from_the_producer_settles_again():
