@@ -76,6 +76,9 @@ class MixerInput(Protocol):
 #: Frames (20 ms each) over which a standing delay must persist before one
 #: frame is drained: 1 s.
 DRAIN_WINDOW = 50
+#: Frames without an underrun before a raised prefetch comes down one: 30 s,
+#: as for the playback pre-fill (appliance.hardware.prefill).
+CALM_FRAMES = 1500
 
 
 class StreamInput:
@@ -93,8 +96,9 @@ class StreamInput:
     between them plus ``prefetch`` frames. One frame of prefetch is enough
     while both tasks run on time; an underrun says they did not (the loop
     was held up), and each one raises ``prefetch`` by a frame, up to
-    ``max_prefetch``, for the rest of the call: the delay is spent only where
-    the machine shows it is needed.
+    ``max_prefetch``; after :data:`CALM_FRAMES` without one it comes down a
+    frame again (the drain then takes the frame out): the delay is spent only
+    while the machine shows it is needed.
 
     Args:
         capacity: most frames kept (each 20 ms); beyond it the oldest is dropped.
@@ -126,6 +130,8 @@ class StreamInput:
         self.capacity = capacity
         self.prefetch = prefetch
         self.max_prefetch = top
+        self._base_prefetch = prefetch
+        self._calm = 0  # frames played since the last underrun
         self.gain = gain
         self.dropped_frames = 0
         self.drained_frames = 0
@@ -162,13 +168,22 @@ class StreamInput:
         if self.closed:
             return None
         if self._primed and self._frames:
+            self._relax()
             self._control_delay()
             return self._frames.popleft()
         if self._primed:
             self.underruns += 1
+            self._calm = 0
             self.prefetch = min(self.prefetch + 1, self.max_prefetch)
             self._primed = self.prefetch == 0
         return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+    def _relax(self) -> None:
+        """Bring a raised prefetch down a frame after a long calm."""
+        self._calm += 1
+        if self._calm >= CALM_FRAMES and self.prefetch > self._base_prefetch:
+            self.prefetch -= 1
+            self._calm = 0
 
     def _control_delay(self) -> None:
         """Drop one frame after a whole window of standing delay."""

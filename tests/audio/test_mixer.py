@@ -218,3 +218,25 @@ def test_a_fixed_prefetch_stays_fixed_after_underruns():
     stream.next_frame()
     stream.next_frame()
     assert stream.underruns == 1 and stream.prefetch == 1
+
+
+def test_a_raised_prefetch_comes_down_after_a_long_calm_and_the_frame_drains():
+    from appliance.audio.mixer import CALM_FRAMES, DRAIN_WINDOW, StreamInput
+
+    stream = StreamInput(capacity=5, prefetch=1, max_prefetch=2)
+    stream.push(_frame())
+    _played(stream)
+    _played(stream)  # an underrun: two frames from now on
+    assert stream.prefetch == 2
+    stream.push(_frame())
+    stream.push(_frame())
+    for _ in range(CALM_FRAMES - 1):  # one in, one out: no underrun
+        stream.push(_frame())
+        _played(stream)
+    assert stream.prefetch == 2 and stream.queued_frames == 2
+    for _ in range(2 * DRAIN_WINDOW):
+        stream.push(_frame())
+        _played(stream)
+    assert stream.prefetch == 1  # came down after the calm...
+    assert stream.queued_frames == 1  # ...and the drain took the frame out
+    assert stream.underruns == 1
