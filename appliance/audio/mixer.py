@@ -76,9 +76,6 @@ class MixerInput(Protocol):
 #: Frames (20 ms each) over which a standing delay must persist before one
 #: frame is drained: 1 s.
 DRAIN_WINDOW = 50
-#: Frames without an underrun before a raised prefetch comes down one: 30 s,
-#: as for the playback pre-fill (appliance.hardware.prefill).
-CALM_FRAMES = 1500
 
 
 class StreamInput:
@@ -91,22 +88,11 @@ class StreamInput:
     20 ms glitch at most once a second (time-stretching, as NetEQ does, comes
     with the voice-quality work).
 
-    The frames come from the call's playout clock and leave on the mixer's,
-    two 20 ms timers of one event loop, so a frame waits here for the phase
-    between them plus ``prefetch`` frames. One frame of prefetch is enough
-    while both tasks run on time; an underrun says they did not (the loop
-    was held up), and each one raises ``prefetch`` by a frame, up to
-    ``max_prefetch``; after :data:`CALM_FRAMES` without one it comes down a
-    frame again (the drain then takes the frame out): the delay is spent only
-    while the machine shows it is needed.
-
     Args:
         capacity: most frames kept (each 20 ms); beyond it the oldest is dropped.
         prefetch: frames to collect before playing, at the start and after
             each underrun; also the delay the drain aims at.
         gain: linear factor applied by the mixer.
-        max_prefetch: the most ``prefetch`` may grow to after underruns;
-            ``None`` keeps it fixed.
 
     Attributes:
         dropped_frames: frames dropped because the buffer was full.
@@ -114,24 +100,11 @@ class StreamInput:
         underruns: periods in which a primed buffer had no frame to give.
     """
 
-    def __init__(
-        self,
-        capacity: int = 5,
-        prefetch: int = 2,
-        gain: float = 1.0,
-        *,
-        max_prefetch: int | None = None,
-    ) -> None:
-        top = prefetch if max_prefetch is None else max_prefetch
-        if capacity < 1 or not 0 <= prefetch <= top <= capacity:
-            raise ValueError(
-                "need capacity >= 1 and 0 <= prefetch <= max_prefetch <= capacity"
-            )
+    def __init__(self, capacity: int = 5, prefetch: int = 2, gain: float = 1.0) -> None:
+        if capacity < 1 or not 0 <= prefetch <= capacity:
+            raise ValueError("need capacity >= 1 and 0 <= prefetch <= capacity")
         self.capacity = capacity
         self.prefetch = prefetch
-        self.max_prefetch = top
-        self._base_prefetch = prefetch
-        self._calm = 0  # frames played since the last underrun
         self.gain = gain
         self.dropped_frames = 0
         self.drained_frames = 0
@@ -168,22 +141,12 @@ class StreamInput:
         if self.closed:
             return None
         if self._primed and self._frames:
-            self._relax()
             self._control_delay()
             return self._frames.popleft()
         if self._primed:
             self.underruns += 1
-            self._calm = 0
-            self.prefetch = min(self.prefetch + 1, self.max_prefetch)
             self._primed = self.prefetch == 0
         return np.zeros(FRAME_SAMPLES, dtype=np.int16)
-
-    def _relax(self) -> None:
-        """Bring a raised prefetch down a frame after a long calm."""
-        self._calm += 1
-        if self._calm >= CALM_FRAMES and self.prefetch > self._base_prefetch:
-            self.prefetch -= 1
-            self._calm = 0
 
     def _control_delay(self) -> None:
         """Drop one frame after a whole window of standing delay."""
@@ -470,9 +433,7 @@ class FanOutSink:
     Args:
         on_close: called once with this sink when it is closed.
         capacity: :class:`StreamInput` capacity for each device.
-        prefetch: :class:`StreamInput` prefetch for each device at the start.
-        max_prefetch: what underruns may raise it to (docs/audio.md, the
-            delay budget).
+        prefetch: :class:`StreamInput` prefetch for each device.
     """
 
     def __init__(
@@ -480,13 +441,11 @@ class FanOutSink:
         on_close: Callable[[FanOutSink], object] | None = None,
         *,
         capacity: int = 5,
-        prefetch: int = 1,
-        max_prefetch: int | None = 2,
+        prefetch: int = 2,
     ) -> None:
         self._on_close = on_close
         self.capacity = capacity
         self.prefetch = prefetch
-        self.max_prefetch = max_prefetch
         self.streams: dict[str, tuple[OutputMixer, StreamInput]] = {}
         self.gain = 1.0
         self.closed = False
@@ -505,9 +464,7 @@ class FanOutSink:
                 return
             # The device's old mixer failed (unplugged, then back): move on.
             self.detach(mixer.device_id)
-        stream = StreamInput(
-            self.capacity, self.prefetch, self.gain, max_prefetch=self.max_prefetch
-        )
+        stream = StreamInput(self.capacity, self.prefetch, self.gain)
         mixer.add(stream)
         self.streams[mixer.device_id] = (mixer, stream)
 
