@@ -37,8 +37,7 @@ changes. The unit grants it (systemd/appliance.service).
 
 Playback is pre-filled with 40 ms of silence when a stream starts or restarts:
 without it the first write underruns at once (test-rig.md §2 gotcha 2, §8
-gotcha 3). Once the stream holds, half of it is given back
-(:class:`~appliance.hardware.prefill.PrefillSettler` says when and why).
+gotcha 3).
 
 Devices are opened at 48 kHz mono s16 when they accept it. Otherwise (USB
 headsets and codecs that only do 44.1/16/8 kHz or stereo) we convert: channels
@@ -75,7 +74,6 @@ from typing import Any, Literal
 import numpy as np
 
 from appliance.errors import AudioDeviceError
-from appliance.hardware.prefill import PREFILL_MS, SETTLED_PREFILL_MS, PrefillSettler
 from appliance.hardware.resample import Resampler
 from appliance.media.frames import SAMPLE_RATE, Samples
 
@@ -371,9 +369,6 @@ class AlsaSink(AlsaStream):
         periods: ALSA ring size in 10 ms periods. Through the pulse plugin the
             whole ring can become latency (test-rig.md §8 gotcha 3).
         prefill_ms: silence written when the stream (re)starts.
-        settled_prefill_ms: what is left of it once the stream has played
-            :data:`SETTLE_S` without an underrun (at most ``prefill_ms``);
-            after an underrun the stream keeps ``prefill_ms``.
         max_queue_ms: audio kept waiting for the device before the oldest is
             dropped.
 
@@ -383,8 +378,6 @@ class AlsaSink(AlsaStream):
     Attributes:
         xruns: underruns of the ALSA ring or overflows of the frame queue.
         dropped_frames: frames dropped because the device did not take them.
-        settled_frames: device frames of pre-fill given back (left out of
-            the audio) since the stream opened.
     """
 
     kind = "playback"
@@ -397,8 +390,7 @@ class AlsaSink(AlsaStream):
         rate: int = SAMPLE_RATE,
         channels: int = 1,
         periods: int = 6,
-        prefill_ms: int = PREFILL_MS,
-        settled_prefill_ms: int = SETTLED_PREFILL_MS,
+        prefill_ms: int = 40,
         max_queue_ms: int = 120,
     ) -> None:
         super().__init__(pcm_name, on_lost)
@@ -412,8 +404,6 @@ class AlsaSink(AlsaStream):
         cfg = self.config
         prefill_frames = min(cfg.rate * prefill_ms // 1000, cfg.buffer_frames)
         self._prefill = bytes(2 * cfg.channels * prefill_frames)
-        settled = min(cfg.rate * settled_prefill_ms // 1000, prefill_frames)
-        self._settler = PrefillSettler(prefill_frames - settled)
         self._resampler = (
             Resampler(SAMPLE_RATE, cfg.rate) if cfg.rate != SAMPLE_RATE else None
         )
@@ -498,37 +488,19 @@ class AlsaSink(AlsaStream):
             if self._write(pcm, self._prefill) is None:
                 return not self._failed
             self._started = True
-            self._settler.restarted(time.monotonic())
-        else:
-            data = self._settle(data)
         result = self._write(pcm, data)
         if result is None:
             return not self._failed
         if result < 0:  # -EPIPE: underrun; the PCM is prepared again
-            now = time.monotonic()
-            if now - self._last_write > IDLE_GAP_S:
+            if time.monotonic() - self._last_write > IDLE_GAP_S:
                 logger.debug("%s restarts after idle", self.device_id)
             else:
                 self._count_xrun("playback underrun")
-                self._settler.underran()
             if self._write(pcm, self._prefill) is None:
                 return not self._failed
-            self._settler.restarted(now)
             self._write(pcm, data)
         self._last_write = time.monotonic()
         return True
-
-    @property
-    def settled_frames(self) -> int:
-        """Device frames of pre-fill given back since the stream opened."""
-        return self._settler.settled_frames
-
-    def _settle(self, data: bytes) -> bytes:
-        """``data`` less the pre-fill the settler gives back now."""
-        samples = np.frombuffer(data, dtype="<i2")
-        frames = samples.size // self.config.channels
-        cut = self._settler.cut(frames, samples, time.monotonic())
-        return data[cut * 2 * self.config.channels :]
 
     def _write(self, pcm: Any, data: bytes) -> int | None:
         """Return frames written, a negative errno on xrun, None on error."""

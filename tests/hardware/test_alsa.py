@@ -26,7 +26,6 @@ from appliance.hardware.alsa_devices import (
     pcm_label,
 )
 from appliance.hardware.alsa_pcm import RT_PRIORITY, AlsaSink, open_alsa_sink
-from appliance.hardware.prefill import PREFILL_MS, SETTLE_S, SETTLED_PREFILL_MS
 from appliance.media.frames import FRAME_SAMPLES, SAMPLE_RATE
 from appliance.media.listing import DeviceChange, DeviceSetTracker
 from appliance_dev.rig import VirtualCards
@@ -201,40 +200,6 @@ async def test_sink_playback_is_recorded_from_speaker_monitor(rig, tmp_path):
     assert played.size / SAMPLE_RATE == pytest.approx(1.5, abs=0.06)
     assert peak_hz(played) == pytest.approx(700, abs=1)
     assert sink.xruns == 0
-
-
-async def play_silence_until(sink: AlsaSink, done, within: float) -> None:
-    """Write silent frames in real time until ``done()`` or ``within`` s."""
-    start = time.monotonic()
-    i = 0
-    while not done():
-        assert time.monotonic() - start < within, "timed out"
-        await sink.write_frame(np.zeros(FRAME_SAMPLES, np.int16))
-        i += 1
-        await asyncio.sleep(max(0.0, start + i * 0.02 - time.monotonic()))
-
-
-async def test_prefill_settles_on_a_real_card_and_refills_on_an_underrun(rig):
-    # When and how much: tests/hardware/test_prefill.py. Here, that the
-    # sink acts on it while a real card plays.
-    sink = AlsaSink("C_spk")
-    excess = sink.config.rate * (PREFILL_MS - SETTLED_PREFILL_MS) // 1000
-    try:
-        await play_silence_until(
-            sink, lambda: sink.settled_frames > 0, scaled(SETTLE_S + 2)
-        )
-        assert sink.settled_frames == excess and sink.xruns == 0
-        # The loop stalls: the ring underruns and the stream restarts with
-        # the full pre-fill, which it keeps for a long calm (not waited for).
-        time.sleep(0.15)  # noqa: ASYNC251 - blocking the loop is the test
-        await play_silence_until(sink, lambda: sink.xruns > 0, scaled(1))
-        resumed = time.monotonic()
-        await play_silence_until(
-            sink, lambda: time.monotonic() - resumed > SETTLE_S + 0.5, scaled(10)
-        )
-        assert sink.settled_frames == excess
-    finally:
-        sink.close()
 
 
 async def test_two_phones_at_once_without_crosstalk(rig, tmp_path):
