@@ -117,6 +117,28 @@ def device_id(paths: tuple[Path, ...] = DEVICE_ID_FILES) -> str:
     return ""
 
 
+async def read_stick(stick: UsbSource, provisioner_url: str | None) -> usb.UsbBundle:
+    """Read the file on ``stick`` and verify it for this phone (the blocking
+    steps in threads; ``provisioner_url`` as :func:`usb.verify_bundle` takes it).
+
+    Raises:
+        UsbFileError: unreadable, gone mid-read, or refused.
+        ProvisioningError: no public key to check it with.
+    """
+    data = await asyncio.to_thread(usb.read_stick, stick.directory)
+    if data is None:  # listed a moment ago: the stick went mid-read
+        raise usb.UsbFileError("USB read error", "the file went away")
+    this_phone = await asyncio.to_thread(device_id, stick.device_id_files)
+    key = await asyncio.to_thread(usb.load_public_key, stick.public_key_file)
+    return usb.verify_bundle(
+        data,
+        key,
+        now=time.time(),
+        device_id=this_phone,
+        provisioner_url=provisioner_url,
+    )
+
+
 #: The codes of an unusable answer (:mod:`appliance.errors`).
 UNREACHABLE = 31009
 TIMED_OUT = 31003
@@ -288,18 +310,7 @@ class PhoneProvisioning:
             return
         self._stick_file = found
         try:
-            data = await asyncio.to_thread(usb.read_stick, stick.directory)
-            if data is None:  # listed a moment ago: the stick went mid-read
-                raise usb.UsbFileError("USB read error", "the file went away")
-            this_phone = await asyncio.to_thread(device_id, stick.device_id_files)
-            key = await asyncio.to_thread(usb.load_public_key, stick.public_key_file)
-            bundle = usb.verify_bundle(
-                data,
-                key,
-                now=time.time(),
-                device_id=this_phone,
-                provisioner_url=self.url,
-            )
+            bundle = await read_stick(stick, self.url)
         except usb.UsbFileError as exc:
             self._usb_refused(exc.short, exc.code, str(exc))
             return

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from appliance.provisioning.credential import (
     load_credential,
     save_credential,
 )
-from appliance.provisioning.phone import UsbSource, device_id
+from appliance.provisioning.phone import UsbSource, read_stick
 
 __all__ = ["WAITING", "saved_provisioner", "usb_source", "wait_for_token_or_stick"]
 
@@ -107,14 +106,7 @@ async def _apply(stick: UsbSource, credential_file: Path) -> StoredCredential:
         UsbFileError: the file was refused.
         ProvisioningError: no key to check it with, or it cannot be saved.
     """
-    data = await asyncio.to_thread(usb.read_stick, stick.directory)
-    if data is None:  # listed a moment ago: the stick went mid-read
-        raise usb.UsbFileError("USB read error", "the file went away")
-    this_phone = await asyncio.to_thread(device_id, stick.device_id_files)
-    key = await asyncio.to_thread(usb.load_public_key, stick.public_key_file)
-    bundle = usb.verify_bundle(
-        data, key, now=time.time(), device_id=this_phone, provisioner_url=None
-    )
+    bundle = await read_stick(stick, None)
     if bundle.wifi is not None and stick.wifi_dir is not None:
         path = await asyncio.to_thread(wifi.write_network, stick.wifi_dir, bundle.wifi)
         logger.info("Wi-Fi %r from USB written to %s", bundle.wifi.ssid, path)
