@@ -29,15 +29,20 @@ NOBODY = 65534
 
 
 def web_password(
-    *args: str, stdin: str = "", as_user: int | None = None
+    *args: str, stdin: str = "", read_only: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "appliance", "web-password", *args]
-    if as_user is not None:  # a user who may not write the state directory
+    if read_only is not None:
+        # Root writes anywhere a mode allows nothing, so the directory is
+        # bound read-only in a mount namespace of the command's own (another
+        # user could not read a checkout that lives in a private directory).
         command = [
-            "setpriv",
-            f"--reuid={as_user}",
-            f"--regid={as_user}",
-            "--clear-groups",
+            "unshare",
+            "--mount",
+            "sh",
+            "-c",
+            'mount --bind -o ro "$0" "$0" && exec "$@"',
+            str(read_only),
             *command,
         ]
     return subprocess.run(
@@ -147,15 +152,17 @@ def shared_dir() -> Iterator[Path]:
 def test_a_state_directory_it_may_not_write_is_an_error(shared_dir: Path) -> None:
     state = shared_dir / "state"
     state.mkdir(mode=0o755)
-    if os.geteuid() == 0:  # root writes anywhere: run it as another user
+    if os.geteuid() == 0:
         done = web_password(
-            "--state-dir", str(state), stdin=f"{PASSWORD}\n" * 2, as_user=NOBODY
+            "--state-dir", str(state), stdin=f"{PASSWORD}\n" * 2, read_only=state
         )
+        why = "Read-only file system"
     else:
         state.chmod(0o555)
         done = web_password("--state-dir", str(state), stdin=f"{PASSWORD}\n" * 2)
-    assert done.returncode == 1
-    assert f"cannot write {state / 'web-password'}: Permission denied" in done.stderr
+        why = "Permission denied"
+    assert done.returncode == 1, done.stderr
+    assert f"cannot write {state / 'web-password'}: {why}" in done.stderr
     assert "Traceback" not in done.stderr
     assert list(state.iterdir()) == []
 
