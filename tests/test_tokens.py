@@ -203,7 +203,6 @@ def test_not_a_jwt_is_31204(keyring, text):
     "spoil",
     [
         lambda h, c, s: f"{h}.{c}!.{s}",  # outside the base64url alphabet
-        lambda h, c, s: f"{h}.{c}.{s}=",  # padding
         lambda h, c, s: f"{h}.{c}+/.{s}",  # the other base64 alphabet
         lambda h, c, s: f"{h}.{c}.{s}AA",  # a lone last character (45)
         lambda h, c, s: f"{h}.{c}日本.{s}",
